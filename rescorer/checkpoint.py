@@ -1,0 +1,72 @@
+"""Checkpoints: the network, its vocabularies and (for resuming) the trainer's state, in one file.
+
+A checkpoint is self-contained: scoring needs nothing but the ``.pt`` file.  It is written
+to a temporary file and renamed into place, so an interrupted save never spoils the last one.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from .fileio import atomic_write
+from .model import ModelConfig, RNNEncoderDecoder
+from .vocab import Vocabulary
+
+FORMAT = "phrase-rescorer/rnn-encdec/1"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def save_checkpoint(path: str | os.PathLike, model: RNNEncoderDecoder, src_vocab: Vocabulary,
+                    tgt_vocab: Vocabulary, inverse: bool, trainer_state: dict | None = None) -> None:
+    payload = {
+        "format": FORMAT,
+        "config": model.cfg.to_dict(),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "src_vocab": src_vocab.words,
+        "tgt_vocab": tgt_vocab.words,
+        "inverse": inverse,
+        "trainer": trainer_state,
+    }
+    with atomic_write(path, "wb") as f:
+        torch.save(payload, f)
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check a checkpoint; returns its fields with ``model`` built and on ``device``."""
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        raise CheckpointError(f"{name}: no such model file")
+    try:
+        payload = torch.load(name, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds
+        raise CheckpointError(f"{name}: not a readable checkpoint ({e})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{name}: not a phrase-rescorer RNN Encoder-Decoder checkpoint")
+    cfg = ModelConfig(**payload["config"])
+    src_vocab, tgt_vocab = Vocabulary(payload["src_vocab"]), Vocabulary(payload["tgt_vocab"])
+    if (len(src_vocab), len(tgt_vocab)) != (cfg.src_vocab, cfg.tgt_vocab):
+        raise CheckpointError(
+            f"{name}: vocabularies of {len(src_vocab)}/{len(tgt_vocab)} words do not match the "
+            f"network's {cfg.src_vocab}/{cfg.tgt_vocab}")
+    model = RNNEncoderDecoder(cfg)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{name}: weights do not fit the configuration: {e}") from None
+    payload["model"] = model.to(device)
+    payload["config"] = cfg
+    payload["src_vocab"], payload["tgt_vocab"] = src_vocab, tgt_vocab
+    return payload
+
+
+def check_vocab_matches(name: str, model_vocab: Vocabulary, given: Vocabulary, side: str) -> None:
+    if model_vocab != given:
+        raise CheckpointError(
+            f"{name}: the model's {side} vocabulary ({len(model_vocab)} words, "
+            f"fingerprint {model_vocab.fingerprint()}) differs from the one given "
+            f"({len(given)} words, fingerprint {given.fingerprint()})")

@@ -1,0 +1,238 @@
+"""The RNN Encoder-Decoder of Cho et al. (2014), section 2 and appendix A.
+
+Symbols follow the paper (see ``shared/docs/paper-facts.md``):
+
+    encoder   r = σ(W_r e(x_t) + U_r h_{t-1})            z = σ(W_z e(x_t) + U_z h_{t-1})
+              h~ = tanh(W e(x_t) + U (r ⊙ h_{t-1}))       h_t = z ⊙ h_{t-1} + (1 - z) ⊙ h~
+              c = tanh(V h_N)
+    decoder   h'_0 = tanh(V' c)
+              r' = σ(W'_r e(y_{t-1}) + U'_r h'_{t-1} + C_r c)   (z' likewise)
+              h~' = tanh(W' e(y_{t-1}) + C c + U' (r' ⊙ h'_{t-1}))
+              h'_t = z' ⊙ h'_{t-1} + (1 - z') ⊙ h~'
+    output    s' = O_h h'_t + O_y e(y_{t-1}) + O_c c;  s_i = max(s'_{2i-1}, s'_{2i})
+              p(y_t | y_<t, x) = softmax(G_l G_r s)
+
+``z`` weights the *previous* state, as in the paper.  ``gate="reset-before"`` (the
+default, as GroundHog's ``RecurrentLayer``) applies the reset before the recurrent
+matrix; ``gate="reset-after"`` is the appendix's printed form,
+``h~' = tanh(W' e + r' ⊙ (U' h' + C c))`` (and ``tanh(W e + r ⊙ U h)`` in the encoder).
+Biases, omitted in the paper, are kept on every input projection and on the output.
+
+Every phrase, source and target, ends with the end-of-sequence symbol (id 0); the
+score of a pair is the sum of the log-probabilities of all target symbols, end
+included.  ``e(y_0)`` is the zero vector.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+GATES = ("reset-before", "reset-after")
+
+
+@dataclass
+class ModelConfig:
+    src_vocab: int
+    tgt_vocab: int
+    hidden: int = 1000        # units in encoder and decoder
+    rank: int = 100           # low-rank factor of the input and output word matrices (= embedding size)
+    maxout_units: int = 500   # s has this many units ...
+    maxout_pool: int = 2      # ... each the max of this many pieces of s'
+    gate: str = "reset-before"
+
+    def __post_init__(self) -> None:
+        if self.gate not in GATES:
+            raise ValueError(f"gate must be one of {GATES}, not {self.gate!r}")
+        for k in ("src_vocab", "tgt_vocab", "hidden", "rank", "maxout_units", "maxout_pool"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be positive")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _normal_(w: Tensor) -> None:
+    nn.init.normal_(w, 0.0, 0.01)  # N(0, 0.01^2), as the paper initialises every non-recurrent weight
+
+
+def _orthogonal_blocks_(u: Tensor, hidden: int) -> None:
+    """Each H x H block: the left singular vectors of a Gaussian matrix (the paper's init)."""
+    with torch.no_grad():
+        for k in range(u.shape[0] // hidden):
+            g = torch.randn(hidden, hidden, dtype=torch.float64)
+            left, _, _ = torch.linalg.svd(g)
+            u[k * hidden:(k + 1) * hidden].copy_(left.to(u.dtype))
+
+
+class GatedUnit(nn.Module):
+    """The gated hidden unit: reset gate r, update gate z, candidate h~.
+
+    ``W_in`` stacks [W_r; W_z; W] (3H x E) with their biases; ``U`` stacks [U_r; U_z; U] (3H x H).
+    """
+
+    def __init__(self, input_size: int, hidden: int, gate: str):
+        super().__init__()
+        self.hidden = hidden
+        self.reset_before = gate == "reset-before"
+        self.W_in = nn.Linear(input_size, 3 * hidden)
+        self.U = nn.Parameter(torch.empty(3 * hidden, hidden))
+        _normal_(self.W_in.weight)
+        nn.init.zeros_(self.W_in.bias)
+        _orthogonal_blocks_(self.U, hidden)
+
+    def step(self, x: Tensor, h: Tensor, inside: Tensor | None = None) -> Tensor:
+        """One step.  ``x`` (B, 3H) holds the input terms [W_r e + .., W_z e + .., W e + ..];
+        ``inside`` (B, H), reset-after only, is added to ``U h`` before the reset (the decoder's C c)."""
+        H = self.hidden
+        if self.reset_before:
+            rz = torch.sigmoid(torch.addmm(x[:, :2 * H], h, self.U[:2 * H].t()))   # r, z
+            r, z = rz[:, :H], rz[:, H:]
+            h_tilde = torch.tanh(torch.addmm(x[:, 2 * H:], r * h, self.U[2 * H:].t()))  # tanh(W e + U (r ⊙ h))
+        else:
+            uh = h @ self.U.t()
+            rz = torch.sigmoid(x[:, :2 * H] + uh[:, :2 * H])
+            r, z = rz[:, :H], rz[:, H:]
+            inner = uh[:, 2 * H:] if inside is None else uh[:, 2 * H:] + inside
+            h_tilde = torch.tanh(x[:, 2 * H:] + r * inner)                        # tanh(W e + r ⊙ (U h [+ C c]))
+        return z * h + (1.0 - z) * h_tilde                                        # h_t = z h_{t-1} + (1-z) h~
+
+
+def run_sorted(cell: GatedUnit, x: Tensor, h: Tensor, lengths: list[int],
+               inside: Tensor | None = None, keep_states: bool = False):
+    """Run ``cell`` over a batch sorted by decreasing length.
+
+    ``x`` is (B, T, 3H); at step t only the first ``#{lengths > t}`` rows are live, so padding
+    costs nothing.  Returns the final states (B, H), and with ``keep_states`` every live state
+    as a list of (n_t, H) tensors, one per step.
+    """
+    states = []
+    n = len(lengths)
+    for t in range(x.shape[1]):
+        while n > 0 and lengths[n - 1] <= t:
+            n -= 1
+        if n == 0:
+            break
+        h_live = cell.step(x[:n, t], h[:n], None if inside is None else inside[:n])
+        h = h_live if n == h.shape[0] else torch.cat([h_live, h[n:]], 0)
+        if keep_states:
+            states.append(h_live)
+    return h, states
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed = nn.Embedding(cfg.src_vocab, cfg.rank)   # e(x): low-rank input matrix, rank-100 factor
+        self.cell = GatedUnit(cfg.rank, cfg.hidden, cfg.gate)
+        self.V = nn.Linear(cfg.hidden, cfg.hidden)            # c = tanh(V h_N)
+        _normal_(self.embed.weight)
+        _normal_(self.V.weight)
+        nn.init.zeros_(self.V.bias)
+
+    def forward(self, src: Tensor, lengths: list[int]) -> Tensor:
+        """Summaries ``c`` (B, H) of padded source phrases (B, T) of the given lengths (EOS included)."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        idx = torch.tensor(order, device=src.device)
+        x = self.cell.W_in(self.embed(src[idx]))             # W e(x_t) + b for every t at once
+        h0 = x.new_zeros(len(order), self.cell.hidden)       # h_0 = 0
+        hN, _ = run_sorted(self.cell, x, h0, [lengths[i] for i in order])
+        c_sorted = torch.tanh(self.V(hN))
+        return c_sorted.new_empty(c_sorted.shape).index_copy_(0, idx, c_sorted)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        H, E, M, P = cfg.hidden, cfg.rank, cfg.maxout_units, cfg.maxout_pool
+        self.hidden, self.maxout_units, self.maxout_pool = H, M, P
+        self.reset_before = cfg.gate == "reset-before"
+        self.embed = nn.Embedding(cfg.tgt_vocab, E)            # e(y)
+        self.cell = GatedUnit(E, H, cfg.gate)                  # W', U' (and their gates)
+        self.V = nn.Linear(cfg.hidden, H)                      # h'_0 = tanh(V' c)
+        self.C = nn.Linear(H, 3 * H, bias=False)               # [C_r; C_z; C] c
+        self.O_h = nn.Linear(H, M * P)                         # s' = O_h h'_t + O_y e(y_{t-1}) + O_c c (+ b)
+        self.O_y = nn.Linear(E, M * P, bias=False)
+        self.O_c = nn.Linear(H, M * P, bias=False)
+        self.G_r = nn.Linear(M, E, bias=False)                 # G = G_l G_r, rank E
+        self.G_l = nn.Linear(E, cfg.tgt_vocab)
+        for m in (self.embed, self.V, self.C, self.O_h, self.O_y, self.O_c, self.G_r, self.G_l):
+            _normal_(m.weight)
+        for m in (self.V, self.O_h, self.G_l):
+            nn.init.zeros_(m.bias)
+
+    # -- the pieces, each usable on its own (the scorer shares them across a prefix tree) --
+    def constants(self, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """What depends on c only, computed once per source phrase:
+        h'_0 = tanh(V' c), Cc = [C_r c; C_z c; C c] and O_c c."""
+        return torch.tanh(self.V(c)), self.C(c), self.O_c(c)
+
+    def input_terms(self, e_prev: Tensor, Cc: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The cell's input terms for inputs e(y_{t-1}) (..., E) and Cc broadcast to match.
+        Reset-before: C c is an ungated input term; reset-after: it goes inside the reset."""
+        x = self.cell.W_in(e_prev)
+        if self.reset_before:
+            return x + Cc, None
+        H = self.hidden
+        return torch.cat([x[..., :2 * H] + Cc[..., :2 * H], x[..., 2 * H:]], -1), Cc[..., 2 * H:]
+
+    def log_probs(self, h: Tensor, e_prev: Tensor, Oc: Tensor) -> Tensor:
+        """log p(y_t | y_<t, x) over the target shortlist, for states h'_t (N, H)."""
+        s_prime = torch.addmm(self.O_y(e_prev) + Oc, h, self.O_h.weight.t()) + self.O_h.bias
+        s = s_prime.view(-1, self.maxout_units, self.maxout_pool).amax(-1)   # s_i = max(s'_{2i-1}, s'_{2i})
+        return torch.log_softmax(self.G_l(self.G_r(s)), -1)                   # softmax(G_l G_r s)
+
+    def forward(self, c: Tensor, tgt: Tensor, lengths: list[int]) -> Tensor:
+        """Teacher-forced log p(y | x) per pair (B,), for padded targets (B, T) ending in EOS."""
+        B = tgt.shape[0]
+        order = sorted(range(B), key=lambda i: -lengths[i])
+        idx = torch.tensor(order, device=tgt.device)
+        lens = [lengths[i] for i in order]
+        y = tgt[idx]
+        h0, Cc, Oc = self.constants(c[idx])
+        e = self.embed(y)
+        e_prev = torch.cat([e.new_zeros(B, 1, e.shape[-1]), e[:, :-1]], 1)   # e(y_0) = 0
+        x, inside = self.input_terms(e_prev, Cc[:, None, :])
+        inside = None if inside is None else inside[:, 0]
+        _, states = run_sorted(self.cell, x, h0, lens, inside, keep_states=True)
+        # gather the live (pair, step) positions, step-major as run_sorted produced them
+        rows = torch.cat([torch.arange(s.shape[0], device=tgt.device) for s in states])
+        steps = torch.cat([torch.full((s.shape[0],), t, device=tgt.device, dtype=torch.long)
+                           for t, s in enumerate(states)])
+        logp = self.log_probs(torch.cat(states, 0), e_prev[rows, steps], Oc[rows])
+        tok = logp.gather(1, y[rows, steps].unsqueeze(1)).squeeze(1)
+        per_sorted = tok.new_zeros(B).index_add_(0, rows, tok)
+        return per_sorted.new_empty(B).index_copy_(0, idx, per_sorted)
+
+
+class RNNEncoderDecoder(nn.Module):
+    """``forward(src, src_lengths, tgt, tgt_lengths)`` -> log p(tgt | src) per pair."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+
+    def forward(self, src: Tensor, src_lengths: list[int], tgt: Tensor, tgt_lengths: list[int]) -> Tensor:
+        return self.decoder(self.encoder(src, src_lengths), tgt, tgt_lengths)
+
+    def flops_per_token(self) -> dict[str, int]:
+        """Multiply-adds x2 of the big matrix products, for throughput reports."""
+        c = self.cfg
+        H, E, M, P, V = c.hidden, c.rank, c.maxout_units, c.maxout_pool, c.tgt_vocab
+        return {
+            "encoder_step": 2 * (3 * H * E + 3 * H * H),
+            "source_constants": 2 * (H * H + H * H + 3 * H * H + H * M * P),
+            "decoder_step": 2 * (3 * H * E + 3 * H * H + H * M * P + E * M * P + M * E + E * V),
+        }
+
+
+def pad(seqs: list[list[int]], device: torch.device | str = "cpu") -> tuple[Tensor, list[int]]:
+    """Padded LongTensor (B, T) and lengths of id sequences (padding id 0 is never read)."""
+    lengths = [len(s) for s in seqs]
+    out = torch.zeros(len(seqs), max(lengths), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+    return out.to(device), lengths
