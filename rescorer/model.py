@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -229,10 +230,10 @@ class RNNEncoderDecoder(nn.Module):
         }
 
 
-def pad(seqs: list[list[int]], device: torch.device | str = "cpu") -> tuple[Tensor, list[int]]:
+def pad(seqs, device: torch.device | str = "cpu") -> tuple[Tensor, list[int]]:
     """Padded LongTensor (B, T) and lengths of id sequences (padding id 0 is never read)."""
     lengths = [len(s) for s in seqs]
-    out = torch.zeros(len(seqs), max(lengths), dtype=torch.long)
+    out = np.zeros((len(seqs), max(lengths)), dtype=np.int64)
     for i, s in enumerate(seqs):
-        out[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-    return out.to(device), lengths
+        out[i, :len(s)] = s
+    return torch.from_numpy(out).to(device), lengths

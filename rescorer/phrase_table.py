@@ -8,6 +8,7 @@ byte.  Errors name the file and the 1-based line number.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -43,7 +44,8 @@ def open_binary(path: str | os.PathLike) -> BinaryIO:
     magic = f.read(2)
     f.seek(0)
     if magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+        # a large buffer in front of GzipFile makes line iteration about twice as fast
+        return io.BufferedReader(gzip.GzipFile(fileobj=f, mode="rb"), 1 << 20)  # type: ignore[arg-type]
     return f
 
 

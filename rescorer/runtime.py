@@ -32,9 +32,19 @@ def seed_everything(seed: int) -> None:
 
 
 def setup_logging(log_file: str | os.PathLike | None = None, verbose: bool = False) -> None:
+    """Log the package's messages to stderr (and ``log_file``); records still propagate to the root."""
+    pkg = logging.getLogger("rescorer")
+    for h in list(pkg.handlers):
+        if getattr(h, "_rescorer", False):
+            pkg.removeHandler(h)
+            h.close()
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if log_file:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
         handlers.append(logging.FileHandler(log_file))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers, force=True,
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s", datefmt="%H:%M:%S")
+    fmt = logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s", datefmt="%H:%M:%S")
+    for h in handlers:
+        h._rescorer = True  # type: ignore[attr-defined]
+        h.setFormatter(fmt)
+        pkg.addHandler(h)
+    pkg.setLevel(logging.DEBUG if verbose else logging.INFO)

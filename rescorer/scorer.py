@@ -80,13 +80,14 @@ class PhraseScorer:
             return np.zeros(0)
         dec = self.model.decoder
         dev = self.device
+        dtype = dec.G_l.weight.dtype
 
         # 1. distinct sources -> c, and the per-source constants h'_0, C c, O_c c
         src_of: dict[tuple[int, ...], int] = {}
         pair_src = [src_of.setdefault(s, len(src_of)) for s in src_ids]
         sources = list(src_of)
         order = sorted(range(len(sources)), key=lambda k: len(sources[k]))
-        c = torch.empty(len(sources), self.model.cfg.hidden, device=dev)
+        c = torch.empty(len(sources), self.model.cfg.hidden, device=dev, dtype=dtype)
         for a in range(0, len(order), self.encoder_rows):
             part = order[a:a + self.encoder_rows]
             x, lengths = pad([list(sources[k]) for k in part], dev)
@@ -129,7 +130,7 @@ class PhraseScorer:
         e_prev[token < 0] = 0.0
 
         # 3. decoder states, one tree level at a time across all sources
-        states = torch.empty(n_nodes, self.model.cfg.hidden, device=dev)
+        states = torch.empty(n_nodes, self.model.cfg.hidden, device=dev, dtype=dtype)
         for d in range(int(depth.max()) + 1):
             idx = torch.from_numpy(np.flatnonzero(depth == d)).to(dev)
             src_k = nsrc[idx]
@@ -142,7 +143,7 @@ class PhraseScorer:
         by_node = np.argsort(rn, kind="stable")
         rn_sorted = rn[by_node]
         rt_sorted = torch.from_numpy(np.asarray(req_tok)[by_node]).to(dev)
-        picked = torch.empty(len(rn), device=dev)
+        picked = torch.empty(len(rn), device=dev, dtype=dtype)
         for a in range(0, n_nodes, self.readout_rows):
             b = min(a + self.readout_rows, n_nodes)
             logp = dec.log_probs(states[a:b], e_prev[a:b], Oc[nsrc[a:b]])

@@ -1,0 +1,35 @@
+"""Pictures people would rather look at than read: training curves."""
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .fileio import atomic_write  # noqa: E402
+
+
+def plot_curves(history: dict, path: str | os.PathLike, title: str = "RNN Encoder-Decoder training",
+                baseline: float | None = None, baseline_label: str = "unigram") -> None:
+    """Training and validation perplexity per target symbol against updates (log scale)."""
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    if history.get("train"):
+        steps, ppl = zip(*history["train"])
+        ax.plot(steps, ppl, lw=1, alpha=0.8, label="training (running)")
+    if history.get("valid"):
+        steps, ppl = zip(*history["valid"])
+        ax.plot(steps, ppl, "o-", ms=3, lw=1.5, label="validation")
+    if baseline:
+        ax.axhline(baseline, ls="--", color="grey", lw=1, label=f"{baseline_label} baseline ({baseline:.0f})")
+    ax.set_yscale("log")
+    ax.set_xlabel("updates (minibatches)")
+    ax.set_ylabel("perplexity per target symbol")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)

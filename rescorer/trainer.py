@@ -1,0 +1,273 @@
+"""Training the RNN Encoder-Decoder on the unique pairs of a phrase table.
+
+The paper's recipe: Adadelta (rho 0.95, eps 1e-6), minibatches of 64 pairs, and from the
+original code gradient-norm clipping at 1 and batches made from length-sorted groups
+of 10.  Around it: validation perplexity at regular intervals, ``best.pt`` whenever it
+improves, ``last.pt`` every N minutes and at the end, ``--resume`` that continues
+exactly (same batches, same optimizer state), a time budget, early stopping, a tqdm bar
+and a PNG of the curves.
+
+The loss is the negative log-likelihood per pair, averaged over the batch (GroundHog's
+cost); perplexities are per target symbol, end-of-sequence included.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import data as pairdata
+from .checkpoint import CheckpointError, check_vocab_matches, load_checkpoint, save_checkpoint
+from .fileio import atomic_write
+from .model import ModelConfig, RNNEncoderDecoder, pad
+from .plots import plot_curves
+from .vocab import Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64
+    group: int = 10                 # batches read at once and sorted by length
+    optimizer: str = "adadelta"     # the paper's; "adam" converges faster on small budgets
+    lr: float | None = None         # default: 1.0 for Adadelta, 1e-3 for Adam
+    rho: float = 0.95               # Adadelta
+    eps: float = 1e-6
+    clip: float = 1.0               # gradient-norm clipping
+    valid_every: int = 1000         # updates between validations
+    patience: int = 10              # validations without improvement before stopping
+    checkpoint_minutes: float = 10.0
+    max_minutes: float | None = None
+    max_epochs: int | None = None
+    max_updates: int | None = None
+    valid_fraction: float = 0.001
+    buckets: int = 16
+    seed: int = 1234
+    inverse: bool = False
+
+
+class TrainError(RuntimeError):
+    pass
+
+
+def evaluate(model: RNNEncoderDecoder, pairs: pairdata.Pairs, device: torch.device,
+             batch_size: int = 256) -> tuple[float, int]:
+    """Total negative log-likelihood (nats) and number of target symbols of a pair set."""
+    model.eval()
+    nll, n = 0.0, 0
+    with torch.inference_mode():
+        for srcs, tgts in pairdata.fixed_batches(pairs, batch_size):
+            s, sl = pad(srcs, device)
+            t, tl = pad(tgts, device)
+            nll -= model(s, sl, t, tl).double().sum().item()
+            n += sum(tl)
+    model.train()
+    return nll, n
+
+
+def unigram_perplexity(counts: np.ndarray, pairs: pairdata.Pairs) -> float:
+    """Perplexity of an add-one unigram model of the training targets on ``pairs``: the baseline."""
+    p = (counts + 1.0) / (counts.sum() + len(counts))
+    return float(np.exp(-np.log(p[pairs.tgt]).mean()))
+
+
+class Trainer:
+    def __init__(self, table: str, src_vocab: Vocabulary, tgt_vocab: Vocabulary, out_dir: str,
+                 model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device,
+                 resume: bool = False, overwrite: bool = False, progress: bool = True):
+        self.table, self.out, self.cfg, self.device, self.progress = table, out_dir, cfg, device, progress
+        self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
+        self.last_path = os.path.join(out_dir, "last.pt")
+        self.best_path = os.path.join(out_dir, "best.pt")
+        self.data_dir = os.path.join(out_dir, "data")
+        os.makedirs(out_dir, exist_ok=True)
+        state = None
+        if os.path.exists(self.last_path):
+            if resume:
+                state = self._load_resume_state()
+            elif not overwrite:
+                raise TrainError(f"{self.last_path} exists: pass --resume to continue that run, "
+                                 f"or --overwrite to start again")
+        elif resume:
+            raise TrainError(f"--resume: no {self.last_path} to resume from")
+        if state is None:
+            torch.manual_seed(cfg.seed)
+            self.model = RNNEncoderDecoder(model_cfg).to(device)
+            self.opt = self._optimizer()
+            self.epoch, self.batch_in_epoch, self.updates, self.elapsed = 0, 0, 0, 0.0
+            self.history = {"train": [], "valid": []}
+            self.best, self.bad = math.inf, 0
+        self._prepare_data()
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        if cfg.optimizer == "adadelta":
+            return torch.optim.Adadelta(self.model.parameters(), lr=cfg.lr or 1.0, rho=cfg.rho, eps=cfg.eps)
+        if cfg.optimizer == "adam":
+            return torch.optim.Adam(self.model.parameters(), lr=cfg.lr or 1e-3)
+        raise TrainError(f"unknown optimizer {cfg.optimizer!r}")
+
+    def _load_resume_state(self) -> dict:
+        ck = load_checkpoint(self.last_path, self.device)
+        st = ck["trainer"]
+        if not st:
+            raise CheckpointError(f"{self.last_path}: holds no trainer state to resume from")
+        check_vocab_matches(self.last_path, ck["src_vocab"], self.src_vocab, "source")
+        check_vocab_matches(self.last_path, ck["tgt_vocab"], self.tgt_vocab, "target")
+        if st["config"]["inverse"] != self.cfg.inverse:
+            raise TrainError(f"{self.last_path}: was trained with inverse={st['config']['inverse']}")
+        # the run's own data settings win: the batches must be the ones it would have seen
+        for k in ("seed", "batch_size", "group", "valid_fraction", "buckets"):
+            setattr(self.cfg, k, st["config"][k])
+        self.model = ck["model"]
+        self.model.train()
+        self.cfg.optimizer = st["config"]["optimizer"]
+        self.opt = self._optimizer()
+        self.opt.load_state_dict(st["optimizer"])
+        self.epoch, self.batch_in_epoch = st["epoch"], st["batch_in_epoch"]
+        self.updates, self.elapsed = st["updates"], st["elapsed"]
+        self.history, self.best, self.bad = st["history"], st["best"], st["bad"]
+        torch.set_rng_state(st["torch_rng"])
+        log.info("resuming %s at update %d (epoch %d, batch %d, %.1f min trained)",
+                 self.last_path, self.updates, self.epoch, self.batch_in_epoch, self.elapsed / 60)
+        return st
+
+    def _prepare_data(self) -> None:
+        meta_path = os.path.join(self.data_dir, "meta.json")
+        want = {"table": os.path.abspath(self.table), "seed": self.cfg.seed,
+                "valid_fraction": self.cfg.valid_fraction, "inverse": self.cfg.inverse,
+                "src_vocab": self.src_vocab.fingerprint(), "tgt_vocab": self.tgt_vocab.fingerprint(),
+                "n_buckets": self.cfg.buckets}
+        if os.path.exists(meta_path):
+            meta = pairdata.load_meta(self.data_dir)
+            meta["n_buckets"] = len(meta["bucket_sizes"])
+            if all(meta.get(k) == v for k, v in want.items()):
+                log.info("using the prepared pairs in %s", self.data_dir)
+                self.meta = meta
+                return
+        self.meta = pairdata.prepare(self.table, self.src_vocab, self.tgt_vocab, self.data_dir,
+                                     valid_fraction=self.cfg.valid_fraction, n_buckets=self.cfg.buckets,
+                                     seed=self.cfg.seed, inverse=self.cfg.inverse, progress=self.progress)
+        if self.meta["train_pairs"] == 0 or self.meta["valid_pairs"] == 0:
+            raise TrainError(f"{self.table}: {self.meta['train_pairs']} training and "
+                             f"{self.meta['valid_pairs']} validation pairs; raise --valid-fraction "
+                             "or give a larger table")
+
+    # -- saving -----------------------------------------------------------------------------
+    def _trainer_state(self) -> dict:
+        return {"config": asdict(self.cfg), "optimizer": self.opt.state_dict(), "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch, "updates": self.updates, "elapsed": self.elapsed,
+                "history": self.history, "best": self.best, "bad": self.bad,
+                "torch_rng": torch.get_rng_state()}
+
+    def save_last(self) -> None:
+        save_checkpoint(self.last_path, self.model, self.src_vocab, self.tgt_vocab, self.cfg.inverse,
+                        self._trainer_state())
+
+    def validate(self) -> float:
+        nll, n = evaluate(self.model, self.valid, self.device)
+        ppl = math.exp(nll / n)
+        self.history["valid"].append((self.updates, ppl))
+        if ppl < self.best:
+            self.best, self.bad = ppl, 0
+            save_checkpoint(self.best_path, self.model, self.src_vocab, self.tgt_vocab, self.cfg.inverse)
+        else:
+            self.bad += 1
+        plot_curves(self.history, os.path.join(self.out, "curves.png"), baseline=self.unigram)
+        log.info("update %d: validation perplexity %.2f (best %.2f, unigram %.1f)",
+                 self.updates, ppl, self.best, self.unigram)
+        return ppl
+
+    # -- the loop ---------------------------------------------------------------------------
+    def train(self) -> dict:
+        cfg = self.cfg
+        self.valid = pairdata.Pairs.load(os.path.join(self.data_dir, "valid.npz"))
+        counts = np.load(os.path.join(self.data_dir, "tgt_unigram.npy"))
+        self.unigram = unigram_perplexity(counts, self.valid)
+        n_buckets = len(self.meta["bucket_sizes"])
+        n_train = self.meta["train_pairs"]
+        n_params = sum(p.numel() for p in self.model.parameters())
+        log.info("model %s: %.1fM parameters on %s; %d training pairs, %d validation pairs; "
+                 "unigram baseline perplexity %.1f", self.model.cfg.to_dict(), n_params / 1e6,
+                 self.device, n_train, len(self.valid), self.unigram)
+        with atomic_write(os.path.join(self.out, "config.json"), "w") as f:
+            json.dump({"model": self.model.cfg.to_dict(), "train": asdict(cfg), "data": self.meta}, f, indent=1)
+
+        self.model.train()
+        start = time.monotonic()
+        elapsed0 = self.elapsed
+        last_ckpt = start
+        run_nll, run_tok, run_pairs, t_run = 0.0, 0, 0, time.monotonic()
+        stop_reason = None
+        bar = tqdm(total=cfg.max_updates, initial=self.updates, desc="training", unit=" upd",
+                   disable=not self.progress, mininterval=1.0, dynamic_ncols=True)
+        if not self.history["valid"]:
+            self.validate()
+        while stop_reason is None:
+            if cfg.max_epochs is not None and self.epoch >= cfg.max_epochs:
+                stop_reason = f"{cfg.max_epochs} epoch(s) done"
+                break
+            it = pairdata.epoch_batches(self.data_dir, n_buckets, cfg.seed, self.epoch, cfg.batch_size, cfg.group)
+            for _ in range(self.batch_in_epoch):  # skip what a resumed run has already seen
+                next(it)
+            for srcs, tgts in it:
+                s, sl = pad(srcs, self.device)
+                t, tl = pad(tgts, self.device)
+                logp = self.model(s, sl, t, tl)
+                loss = -logp.mean()
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
+                self.opt.step()
+                self.updates += 1
+                self.batch_in_epoch += 1
+                run_nll -= logp.detach().double().sum().item()
+                run_tok += sum(tl)
+                run_pairs += len(tl)
+                bar.update(1)
+                now = time.monotonic()
+                self.elapsed = elapsed0 + (now - start)
+                if self.updates % 50 == 0:
+                    ppl = math.exp(run_nll / run_tok)
+                    self.history["train"].append((self.updates, ppl))
+                    bar.set_postfix(ep=self.epoch, ppl=f"{ppl:.1f}", pairs_s=f"{run_pairs / (now - t_run):.0f}",
+                                    val=f"{self.best:.1f}")
+                    run_nll, run_tok, run_pairs, t_run = 0.0, 0, 0, now
+                if self.updates % cfg.valid_every == 0:
+                    self.validate()
+                    if self.bad >= cfg.patience:
+                        stop_reason = f"no improvement in {cfg.patience} validations (early stop)"
+                if cfg.max_updates is not None and self.updates >= cfg.max_updates:
+                    stop_reason = stop_reason or f"{cfg.max_updates} updates done"
+                if cfg.max_minutes is not None and self.elapsed >= cfg.max_minutes * 60:
+                    stop_reason = stop_reason or f"time budget of {cfg.max_minutes:g} min used"
+                if now - last_ckpt >= cfg.checkpoint_minutes * 60:
+                    self.save_last()
+                    last_ckpt = now
+                if stop_reason:
+                    break
+            else:
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                log.info("epoch %d done at update %d", self.epoch, self.updates)
+        bar.close()
+        if not self.history["valid"] or self.history["valid"][-1][0] != self.updates:
+            self.validate()
+        self.save_last()
+        summary = {"stop": stop_reason, "updates": self.updates, "epoch": self.epoch,
+                   "batch_in_epoch": self.batch_in_epoch,
+                   "minutes": self.elapsed / 60, "best_valid_ppl": self.best, "unigram_ppl": self.unigram,
+                   "last_valid_ppl": self.history["valid"][-1][1]}
+        with atomic_write(os.path.join(self.out, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        log.info("stopped: %s; best validation perplexity %.2f vs unigram %.1f; %s",
+                 stop_reason, self.best, self.unigram, self.best_path)
+        return summary

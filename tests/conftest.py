@@ -1,0 +1,48 @@
+import os
+import pathlib
+
+import pytest
+import torch
+
+from rescorer.model import ModelConfig, RNNEncoderDecoder
+from rescorer.vocab import EOS, UNK, Vocabulary
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DATA = pathlib.Path(os.environ.get("RESCORER_DATA", ROOT.parent / "shared" / "data"))
+MOSES_TABLE = DATA / "moses-baseline" / "phrase-table.gz"
+
+
+@pytest.fixture(scope="session")
+def moses_table():
+    if not MOSES_TABLE.exists():
+        pytest.skip(f"shared data not found at {MOSES_TABLE} (set RESCORER_DATA)")
+    return MOSES_TABLE
+
+
+@pytest.fixture(scope="session")
+def real_lines(moses_table):
+    """About 3,000 real lines from across the Moses baseline table (every 750th line, raw bytes)."""
+    import gzip
+    out = []
+    with gzip.open(moses_table, "rb") as f:
+        for i, line in enumerate(f):
+            if i % 750 == 0:
+                out.append(line)
+    return out
+
+
+def tiny_vocabs():
+    sv = Vocabulary([EOS, UNK] + "the house is blue a cat".split())
+    tv = Vocabulary([EOS, UNK] + "la maison est bleue un chat".split())
+    return sv, tv
+
+
+def tiny_model(gate="reset-before", dtype=torch.float32, scale=0.5, seed=0, hidden=8, rank=5, maxout=4):
+    """A tiny network with weights large enough that every term matters."""
+    sv, tv = tiny_vocabs()
+    torch.manual_seed(seed)
+    m = RNNEncoderDecoder(ModelConfig(len(sv), len(tv), hidden=hidden, rank=rank, maxout_units=maxout, gate=gate))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0.0, scale)
+    return m.to(dtype)

@@ -1,0 +1,141 @@
+"""`rescorer score`: new columns on real lines, byte-exact resume, and clear errors."""
+import gzip
+import math
+import os
+
+import pytest
+
+from rescorer.checkpoint import save_checkpoint
+from rescorer.cli import main
+from rescorer.phrase_table import parse_line
+from rescorer.scorer import PhraseScorer
+from rescorer.vocab import Vocabulary
+
+from conftest import tiny_model
+
+
+@pytest.fixture(scope="module")
+def table_and_model(tmp_path_factory, real_lines):
+    d = tmp_path_factory.mktemp("score")
+    table = d / "pt.gz"
+    with gzip.open(table, "wb") as f:
+        f.writelines(real_lines)
+    from collections import Counter
+    src, tgt = Counter(), Counter()
+    for raw in real_lines:
+        p = parse_line(raw)
+        src.update(p.source_words)
+        tgt.update(p.target_words)
+    sv, tv = Vocabulary.from_counts(src, 300), Vocabulary.from_counts(tgt, 300)
+    from rescorer.model import ModelConfig, RNNEncoderDecoder
+    import torch
+    torch.manual_seed(0)
+    m = RNNEncoderDecoder(ModelConfig(len(sv), len(tv), hidden=16, rank=8, maxout_units=8))
+    model = d / "model.pt"
+    save_checkpoint(model, m, sv, tv, inverse=False)
+    return d, table, model
+
+
+def run(*args):
+    return main(["score", "-q", *map(str, args)])
+
+
+def test_score_adds_columns_and_keeps_every_other_field(table_and_model, real_lines):
+    d, table, model = table_and_model
+    out = d / "out.gz"
+    assert run("--phrase-table", table, "--model", model, "--out", out, "--unk-count", "--chunk-lines", 500) == 0
+    lines = gzip.open(out, "rb").read().splitlines(keepends=True)
+    assert len(lines) == len(real_lines)
+    scorer = PhraseScorer.load(model, "cpu")
+    pairs = [parse_line(r) for r in real_lines]
+    want = scorer.score_pairs([(p.source, p.target) for p in pairs])
+    for raw, new, p, lp in zip(real_lines, lines, pairs, want):
+        fi, fo = raw.split(b" ||| "), new.split(b" ||| ")
+        assert fo[:2] == fi[:2] and fo[3:] == fi[3:]
+        scores = fo[2].split()
+        assert scores[:4] == fi[2].split()
+        assert math.log(float(scores[4])) == pytest.approx(lp, abs=1e-4)
+        assert math.log(float(scores[5])) == pytest.approx(-scorer.n_unknown(p.source, p.target), abs=1e-5)
+    assert not os.path.exists(str(out) + ".partial")
+
+
+@pytest.mark.parametrize("name", ["out.gz", "out.txt"])
+def test_interrupted_resume_gives_identical_bytes(table_and_model, name):
+    from rescorer.score_table import score_table
+    d, table, model = table_and_model
+    scorer = PhraseScorer.load(model, "cpu")
+    whole, part = d / ("whole-" + name), d / ("part-" + name)
+    score_table(scorer, str(table), str(whole), model_path=str(model), chunk_lines=300, progress=False)
+    r = score_table(scorer, str(table), str(part), model_path=str(model), chunk_lines=300, progress=False,
+                    stop_after_chunks=4)
+    assert not r["complete"] and not part.exists()
+    # a crash may also leave bytes after the last recorded chunk: they must be dropped
+    with open(str(part) + ".partial", "ab") as f:
+        f.write(b"garbage from a crash")
+    with pytest.raises(FileExistsError, match="--resume"):
+        score_table(scorer, str(table), str(part), model_path=str(model), chunk_lines=300, progress=False)
+    assert run("--phrase-table", table, "--model", model, "--out", part, "--chunk-lines", 300, "--resume") == 0
+    assert part.read_bytes() == whole.read_bytes()
+
+
+def test_does_not_overwrite_without_being_asked(table_and_model, caplog):
+    d, table, model = table_and_model
+    out = d / "exists.gz"
+    out.write_bytes(b"precious")
+    assert run("--phrase-table", table, "--model", model, "--out", out) == 1
+    assert out.read_bytes() == b"precious"
+    assert "--overwrite" in caplog.text
+
+
+def test_resume_with_other_settings_is_refused(table_and_model, caplog):
+    from rescorer.score_table import score_table
+    d, table, model = table_and_model
+    out = d / "other.gz"
+    score_table(PhraseScorer.load(model, "cpu"), str(table), str(out), model_path=str(model),
+                chunk_lines=300, progress=False, stop_after_chunks=1)
+    assert run("--phrase-table", table, "--model", model, "--out", out, "--chunk-lines", 300, "--resume",
+               "--unk-count") == 1
+    assert "different unk_count" in caplog.text
+
+
+def test_bad_table_leaves_no_output(table_and_model, caplog):
+    d, table, model = table_and_model
+    bad = d / "bad.gz"
+    with gzip.open(bad, "wb") as f:
+        f.write(b"a ||| b ||| 0.1 0.2\n" * 10 + b"a ||| c ||| 0.1\n")
+    out = d / "bad-out.gz"
+    assert run("--phrase-table", bad, "--model", model, "--out", out) == 1
+    assert f"{bad}:11: 1 scores, but the lines before have 2" in caplog.text
+    assert not out.exists()
+
+
+def test_model_vocabulary_mismatch_is_an_error(table_and_model, tmp_path, caplog):
+    d, table, model = table_and_model
+    other = Vocabulary(["</s>", "[UNK]", "just", "these"])
+    other.save(tmp_path / "source.vocab")
+    other.save(tmp_path / "target.vocab")
+    assert run("--phrase-table", table, "--model", model, "--out", tmp_path / "o.gz", "--vocab", tmp_path) == 1
+    assert "source vocabulary" in caplog.text and "differs" in caplog.text
+
+
+def test_not_a_model_is_an_error(tmp_path, table_and_model, caplog):
+    _, table, _ = table_and_model
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    assert run("--phrase-table", table, "--model", junk, "--out", tmp_path / "o.gz") == 1
+    assert "not a readable checkpoint" in caplog.text
+
+
+def test_weights_that_do_not_fit_the_vocabulary(tmp_path, caplog):
+    import torch
+    m = tiny_model()
+    from conftest import tiny_vocabs
+    sv, tv = tiny_vocabs()
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, m, sv, tv, inverse=False)
+    ck = torch.load(path, weights_only=False)
+    ck["tgt_vocab"] = ck["tgt_vocab"] + ["extra"]
+    torch.save(ck, path)
+    from rescorer.checkpoint import CheckpointError, load_checkpoint
+    with pytest.raises(CheckpointError, match="do not match the network"):
+        load_checkpoint(path)
