@@ -1,0 +1,30 @@
+# phrase-rescorer: `make demo` runs the main job, `make test` runs the tests.
+# Both set everything up first (a virtual environment in .venv, torch 2.13.0 CPU from
+# the local wheel, the rest from PyPI); set-up is redone only when setup.cfg changes.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DATA   ?= ../shared/data
+export RESCORER_DATA := $(abspath $(DATA))
+
+.PHONY: setup test demo bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+demo: setup
+	PATH=$(abspath $(BIN)):$$PATH bash experiments/demo.sh
+
+bench: setup
+	$(BIN)/python experiments/bench_score.py
+
+clean:
+	rm -rf $(VENV) work
