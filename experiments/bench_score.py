@@ -53,17 +53,57 @@ def zipf_words(rng, n_types: int, size: int) -> np.ndarray:
     return rng.choice(n_types, size=size, p=p / p.sum())
 
 
-def synthetic_table(path: str, n_sources: int, seed: int = 0) -> None:
+# phrase lengths 1-7 in the proportions of the shared Moses baseline table (targets; sources)
+REAL_TGT_LEN = [73184, 166777, 161693, 103530, 54988, 26863, 12965]
+REAL_SRC_LEN = [4063, 11012, 7300, 2568, 637, 130, 23]
+
+
+def synthetic_table(path: str, n_sources: int, shaped: bool, seed: int = 0) -> dict:
+    """A sorted table of about 20 targets per source, phrase lengths 1-7.
+
+    ``shaped=False``: lengths uniform in 1-7 and every target drawn independently (no
+    shared prefixes beyond chance: the worst case for prefix trees).
+    ``shaped=True``: lengths as in the real table, and targets made as phrase extraction
+    makes them: a few core translations per source, cut or extended by a word or two at
+    either end.  The real table shares 2.3 target symbols per prefix-tree node, this
+    generator about 1.8 (printed below): it is the more cautious of the two.
+    """
     rng = np.random.default_rng(seed)
     lines = []
+    pt = np.array(REAL_TGT_LEN) / sum(REAL_TGT_LEN)
+    ps = np.array(REAL_SRC_LEN) / sum(REAL_SRC_LEN)
+
+    def words(prefix, n):
+        return [f"{prefix}{w}" for w in zipf_words(rng, 40000, n)]
     for _ in range(n_sources):
-        src = " ".join(f"s{w}" for w in zipf_words(rng, 40000, rng.integers(1, 8)))
-        for _ in range(rng.integers(10, 31)):
-            tgt = " ".join(f"t{w}" for w in zipf_words(rng, 40000, rng.integers(1, 8)))
-            lines.append(f"{src} ||| {tgt} ||| 0.1 0.2 0.3 0.4 ||| 0-0 ||| 1 1 1\n".encode())
+        n_src = rng.choice(7, p=ps) + 1 if shaped else rng.integers(1, 8)
+        src = " ".join(words("s", n_src))
+        cores = [words("t", rng.choice(7, p=pt) + 1) for _ in range(3)]
+        targets = set()
+        for _ in range(rng.integers(10, 31) if not shaped else rng.integers(12, 33)):
+            if not shaped:
+                t = words("t", rng.integers(1, 8))
+            else:
+                core = cores[rng.integers(0, 3)]
+                t = core[:rng.integers(1, len(core) + 1)] + words("t", rng.choice(3, p=[0.5, 0.35, 0.15]))
+                if rng.random() < 0.3:
+                    t = words("t", 1) + t
+                t = t[:7]
+            targets.add(" ".join(t))
+        for t in targets:
+            lines.append(f"{src} ||| {t} ||| 0.1 0.2 0.3 0.4 ||| 0-0 ||| 1 1 1\n".encode())
     lines = sorted(set(lines))
     with gzip.open(path, "wb") as f:
         f.writelines(lines)
+    return table_shape(path)
+
+
+def table_shape(path: str) -> dict:
+    pairs = [(p.source, p.target) for p in iter_table(path)]
+    nodes = {(s, tuple(t.split()[:k])) for s, t in pairs for k in range(len(t.split()) + 1)}
+    symbols = sum(len(t.split()) + 1 for _, t in pairs)
+    return {"pairs": len(pairs), "targets_per_source": len(pairs) / len({s for s, _ in pairs}),
+            "target_symbols_per_pair": symbols / len(pairs), "symbols_per_tree_node": symbols / len(nodes)}
 
 
 def vocab_of(words: list[str], size: int) -> Vocabulary:
@@ -173,9 +213,13 @@ def main() -> None:
     peak = matmul_peak()
     print(f"matrix-multiply peak (2048^3 float32): {peak:.1f} GFLOP/s")
     with tempfile.TemporaryDirectory() as tmp:
-        table = os.path.join(tmp, "synthetic.gz")
-        synthetic_table(table, a.sources)
-        pairs = [(p.source, p.target) for p in iter_table(table)]
+        tables = {}
+        for shaped in (True, False):
+            tables[shaped] = os.path.join(tmp, f"synthetic-{'shaped' if shaped else 'independent'}.gz")
+            shape = synthetic_table(tables[shaped], a.sources, shaped)
+            print(f"synthetic table, {'real-shaped' if shaped else 'independent targets'}: " +
+                  ", ".join(f"{k} {v:.2f}" for k, v in shape.items()))
+        pairs = [(p.source, p.target) for t in tables.values() for p in iter_table(t)]
         sv = vocab_of([w for s, _ in pairs for w in s.split()], 15000)
         tv = vocab_of([w for _, t in pairs for w in t.split()], 15000)
         # the paper's shortlist size, whatever the sample's own vocabulary
@@ -183,7 +227,8 @@ def main() -> None:
         tv = Vocabulary(tv.words + [f"pad{i}" for i in range(15000 - len(tv))])
         model = RNNEncoderDecoder(ModelConfig(len(sv), len(tv), hidden=a.hidden)).eval()
         print(f"model: {model.cfg.to_dict()}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
-        compare("synthetic", table, model, sv, tv, peak, tmp)
+        compare("synthetic, real-shaped", tables[True], model, sv, tv, peak, tmp)
+        compare("synthetic, independent targets (no shared prefixes)", tables[False], model, sv, tv, peak, tmp)
         if a.real:
             src_table = os.path.join(a.data, "moses-baseline", "phrase-table.gz")
             real = os.path.join(tmp, "real.gz")
@@ -200,6 +245,7 @@ def main() -> None:
                         if seen > a.sources:
                             break
                     out.write(line)
+            print("real slice: " + ", ".join(f"{k} {v:.2f}" for k, v in table_shape(real).items()))
             rp = [(p.source, p.target) for p in iter_table(real)]
             from collections import Counter
             rsv = Vocabulary.from_counts(Counter(w for s, _ in rp for w in s.split()), 15000)

@@ -39,7 +39,7 @@ class PhraseScorer:
 
     def __init__(self, model: RNNEncoderDecoder, src_vocab: Vocabulary, tgt_vocab: Vocabulary,
                  inverse: bool = False, device: str | torch.device | None = None,
-                 readout_rows: int = 2048, encoder_rows: int = 2048):
+                 readout_rows: int = 512, encoder_rows: int = 2048):
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device).eval()
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab

@@ -1,0 +1,1 @@
+"""Moses integration: moses.ini, n-best lists, phrase-table tools, a decoder and MERT (issue 3)."""
