@@ -100,7 +100,48 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vocab", help="check that the model's vocabularies are the ones in this directory")
     s.add_argument("--chunk-lines", type=int, default=4096, help="lines scored at once (default 4096)")
     s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda ...")
+    i = sub.add_parser("ini", help="edit a moses.ini: point a table at a scored file, set weights",
+                       description="Change a moses.ini and write it to --out; everything else in the file "
+                                   "is kept byte for byte.")
+    isub = i.add_subparsers(dest="ini_command", required=True, metavar="ACTION")
+    st = isub.add_parser("set-table", parents=[common],
+                         help="point a phrase-table feature at a (scored) table; num-features and weights follow",
+                         description="Set path= of a phrase-table feature and num-features= to the number of "
+                                     "dense scores the table really has, adding a weight per new column "
+                                     "(idempotent: running it twice adds nothing).")
+    st.add_argument("--ini", required=True, help="moses.ini to read")
+    st.add_argument("--feature", default="TranslationModel0", help="name= of the table feature (default TranslationModel0)")
+    st.add_argument("--path", required=True, help="the table, e.g. the output of 'rescorer score'")
+    st.add_argument("--start-weight", type=float, default=0.2,
+                    help="weight of each new column before tuning (default 0.2, as Moses's TM weights)")
+    st.add_argument("--out", required=True, help="moses.ini to write")
+    st.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    sw = isub.add_parser("set-weights", parents=[common], help="set weights, e.g. from a tuning result",
+                         description="Set weight lines: each --weight is a line as in [weight], 'LM0= 0.5'.")
+    sw.add_argument("--ini", required=True)
+    sw.add_argument("--weight", action="append", required=True, metavar="'NAME= V ...'")
+    sw.add_argument("--out", required=True)
+    sw.add_argument("--overwrite", action="store_true")
     return p
+
+
+def cmd_ini(a: argparse.Namespace) -> int:
+    from moses_integration.moses_ini import MosesIni, count_dense_scores
+    from .fileio import check_can_write
+    check_can_write(a.out, a.overwrite)
+    ini = MosesIni.read(a.ini)
+    if a.ini_command == "set-table":
+        n = count_dense_scores(a.path)
+        ini.set_table(a.feature, a.path, n, a.start_weight)
+        log.info("%s: %s now reads %s with %d dense scores", a.out, a.feature, a.path, n)
+    else:
+        weights = {}
+        for w in a.weight:
+            name, _, vals = w.partition("=")
+            weights[name.strip()] = [float(v) for v in vals.split()]
+        ini.set_weights(weights)
+    ini.write(a.out)
+    return 0
 
 
 def cmd_vocab(a: argparse.Namespace) -> int:
@@ -160,7 +201,7 @@ def cmd_score(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"vocab": cmd_vocab, "train": cmd_train, "score": cmd_score}
+COMMANDS = {"vocab": cmd_vocab, "train": cmd_train, "score": cmd_score, "ini": cmd_ini}
 
 
 def main(argv: list[str] | None = None) -> int:
