@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
 from dataclasses import dataclass
 from typing import Iterator
@@ -96,7 +97,7 @@ def prepare(table: str, src_vocab: Vocabulary, tgt_vocab: Vocabulary, out_dir: s
     key = seed.to_bytes(8, "little")
     threshold = int(valid_fraction * 2**64)
     buf: list[list[tuple[int, list[int], list[int]]]] = [[] for _ in range(n_buckets + 1)]  # last: valid
-    spill = [open(os.path.join(tmp, f"spill-{b}.jsonl"), "w") for b in range(n_buckets + 1)]
+    spill = [open(os.path.join(tmp, f"spill-{b}.pkl"), "wb") for b in range(n_buckets + 1)]
     n_lines = 0
     for pair in tqdm(iter_table(table), desc="reading pairs", unit=" pairs", disable=not progress,
                      mininterval=1.0):
@@ -106,10 +107,10 @@ def prepare(table: str, src_vocab: Vocabulary, tgt_vocab: Vocabulary, out_dir: s
         b = n_buckets if h < threshold else (h >> 32) % n_buckets
         buf[b].append((h, src_vocab.ids(s.split()), tgt_vocab.ids(t.split())))
         if len(buf[b]) >= 20000:  # bounded memory: spill to disk
-            spill[b].write("".join(json.dumps(x) + "\n" for x in buf[b]))
+            pickle.dump(buf[b], spill[b], protocol=pickle.HIGHEST_PROTOCOL)
             buf[b].clear()
     for b in range(n_buckets + 1):
-        spill[b].write("".join(json.dumps(x) + "\n" for x in buf[b]))
+        pickle.dump(buf[b], spill[b], protocol=pickle.HIGHEST_PROTOCOL)
         spill[b].close()
     buf.clear()
 
@@ -118,16 +119,20 @@ def prepare(table: str, src_vocab: Vocabulary, tgt_vocab: Vocabulary, out_dir: s
     for b in range(n_buckets + 1):
         seen: set[int] = set()
         srcs, tgts = [], []
-        with open(os.path.join(tmp, f"spill-{b}.jsonl")) as f:
-            for line in f:
-                h, s, t = json.loads(line)
-                if h in seen:
-                    repeats += 1
-                    continue
-                seen.add(h)
-                srcs.append(s)
-                tgts.append(t)
-        os.unlink(os.path.join(tmp, f"spill-{b}.jsonl"))
+        with open(os.path.join(tmp, f"spill-{b}.pkl"), "rb") as f:
+            while True:
+                try:
+                    records = pickle.load(f)
+                except EOFError:
+                    break
+                for h, s, t in records:
+                    if h in seen:
+                        repeats += 1
+                        continue
+                    seen.add(h)
+                    srcs.append(s)
+                    tgts.append(t)
+        os.unlink(os.path.join(tmp, f"spill-{b}.pkl"))
         pairs = Pairs.from_lists(srcs, tgts)
         name = "valid.npz" if b == n_buckets else f"bucket-{b:04d}.npz"
         pairs.save(os.path.join(tmp, name))
