@@ -1,0 +1,495 @@
+"""A phrase-based decoder that reads Moses's files and scores as Moses does.
+
+Features (values as Moses computes and prints them):
+
+* ``PhraseDictionaryMemory`` - ``max(ln x, -100)`` of each dense score;
+* ``KENLM`` - log10 probabilities from the ``kenlm`` module times ln 10, ``<s>`` ... ``</s>``;
+* ``Distortion`` - ``-|d|`` per phrase, ``d = start - previous end - 1`` (``start`` for the first);
+* ``WordPenalty`` - ``-1`` per target word; ``PhrasePenalty`` - ``1`` per phrase;
+* ``UnknownWordPenalty`` - ``-100`` per source word without any translation, passed through;
+* ``LexicalReordering`` msd-bidirectional-fe: orientation of each phrase with respect to the
+  previous one (monotone: starts right after it; swap: ends right before it; else
+  discontinuous); the backward model adds ``ln p(o | current pair)`` to slot ``o``, the
+  forward model ``ln p(o | previous pair)`` to slot ``3 + o``.  A pair missing from the
+  table adds nothing.  The first phrase is compared with the sentence start.
+
+Search as Moses's ``-search-algorithm 1``: stacks by number of covered source words, future
+cost estimates over the source (translation model, penalties and the language model of each
+option in isolation, combined over spans by dynamic programming), Moses's distortion-limit
+rules, hypothesis recombination on (coverage, last source phrase, LM state, reordering
+state), cube pruning with a pop limit and a stack size.  n-best lists come from the
+recombination arcs, as Moses's trellis paths do.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .moses_ini import MosesIni, MosesIniError
+
+LN10 = math.log(10.0)
+FLOOR = -100.0
+UNKNOWN_PENALTY = FLOOR  # Moses: FloorScore(log(0))
+
+
+def moses_log(x: float) -> float:
+    """What Moses does to a dense phrase-table score: ``max(ln x, -100)``."""
+    return max(math.log(x), FLOOR) if x > 0 else FLOOR
+
+
+class DecoderError(ValueError):
+    pass
+
+
+@dataclass
+class DecoderConfig:
+    stack_size: int = 200           # Moses -s (DEFAULT_MAX_HYPOSTACK_SIZE)
+    pop_limit: int = 1000           # Moses -cube-pruning-pop-limit
+    distortion_limit: int | None = None   # None: the ini's [distortion-limit], else 6
+    table_limit: int | None = None  # None: the table's table-limit=, else 20
+    max_phrase_length: int = 7
+
+
+@dataclass
+class Option:
+    start: int
+    end: int                        # exclusive
+    target: tuple[str, ...]
+    delta: np.ndarray               # stateless feature values (TM, WP, PP, UWP)
+    static: float                   # their weighted sum
+    future: float                   # static + weighted LM estimate in isolation
+    lr: tuple[float, ...] | None    # 6 reordering log-probabilities, or None
+
+
+class Hyp:
+    __slots__ = ("coverage", "ncov", "start", "end", "lm_state", "lr", "score", "future", "delta",
+                 "prev", "option", "arcs")
+
+    def __init__(self, coverage, ncov, start, end, lm_state, lr, score, future, delta, prev, option):
+        self.coverage, self.ncov, self.start, self.end = coverage, ncov, start, end
+        self.lm_state, self.lr, self.score, self.future = lm_state, lr, score, future
+        self.delta, self.prev, self.option, self.arcs = delta, prev, option, None
+
+    def path(self) -> list["Hyp"]:
+        out, h = [], self
+        while h.prev is not None:
+            out.append(h)
+            h = h.prev
+        return out[::-1]
+
+
+@dataclass
+class Translation:
+    words: list[str]
+    features: np.ndarray
+    score: float
+    segmentation: list[tuple[int, int, int, int]]  # source start, end, target start, end (inclusive)
+
+
+@dataclass
+class FeatureLayout:
+    """The feature vector: Moses's n-best order (stateful features first, then stateless)."""
+    groups: list[tuple[str, int, bool]] = field(default_factory=list)  # name, size, printed
+
+    def add(self, name: str, size: int, printed: bool = True) -> slice:
+        a = self.size
+        self.groups.append((name, size, printed))
+        return slice(a, a + size)
+
+    @property
+    def size(self) -> int:
+        return sum(g[1] for g in self.groups)
+
+    def slices(self) -> dict[str, slice]:
+        out, a = {}, 0
+        for name, n, _ in self.groups:
+            out[name] = slice(a, a + n)
+            a += n
+        return out
+
+    def format(self, values: np.ndarray) -> str:
+        parts, a = [], 0
+        for name, n, printed in self.groups:
+            if printed:
+                parts.append(f"{name}= " + " ".join(_num(v) for v in values[a:a + n]))
+            a += n
+        return " ".join(parts)
+
+
+def _num(v: float) -> str:
+    v = float(v)
+    return "0" if v == 0 else f"{v:.6g}"
+
+
+def _resolve(path: str, ini_dir: str) -> str:
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    return os.path.join(ini_dir, path)
+
+
+class PhraseModel:
+    """The log-linear model of a moses.ini: features, weights, tables filtered to the input."""
+
+    def __init__(self, ini: MosesIni | str, sentences: list[str], config: DecoderConfig | None = None,
+                 weights: dict[str, list[float]] | None = None):
+        import kenlm
+        self.ini = ini if isinstance(ini, MosesIni) else MosesIni.read(ini)
+        self.cfg = config or DecoderConfig()
+        ini_dir = os.path.dirname(os.path.abspath(self.ini.path))
+        W = dict(self.ini.weights())
+        if weights:
+            W.update(weights)
+        feats = self.ini.features()
+        kinds = {f.kind for f in feats}
+        unknown = kinds - {"PhraseDictionaryMemory", "KENLM", "Distortion", "WordPenalty", "PhrasePenalty",
+                           "UnknownWordPenalty", "LexicalReordering"}
+        if unknown:
+            raise DecoderError(f"{self.ini.path}: the built-in decoder does not know {sorted(unknown)}")
+        by_kind = {}
+        for f in feats:
+            if f.kind in by_kind:
+                raise DecoderError(f"{self.ini.path}: only one {f.kind} feature is supported")
+            by_kind[f.kind] = f
+        if "PhraseDictionaryMemory" not in by_kind:
+            raise DecoderError(f"{self.ini.path}: no PhraseDictionaryMemory feature")
+
+        lay = self.layout = FeatureLayout()
+        tm, lm, lr = by_kind["PhraseDictionaryMemory"], by_kind.get("KENLM"), by_kind.get("LexicalReordering")
+        if lr is not None:
+            t = lr.get("type") or ""
+            if "msd-bidirectional-fe" not in t:
+                raise DecoderError(f"{self.ini.path}: LexicalReordering type {t!r} is not msd-bidirectional-fe")
+            self.s_lr = lay.add(lr.name, 6, lr.get("tuneable") != "false")
+        self.s_d = lay.add(by_kind["Distortion"].name, 1) if "Distortion" in by_kind else None
+        self.s_lm = lay.add(lm.name, 1, lm.get("tuneable") != "false") if lm is not None else None
+        uwp = by_kind.get("UnknownWordPenalty")
+        self.s_uwp = lay.add(uwp.name if uwp else "UnknownWordPenalty0", 1, False)
+        self.s_wp = lay.add(by_kind["WordPenalty"].name, 1) if "WordPenalty" in by_kind else None
+        self.s_pp = lay.add(by_kind["PhrasePenalty"].name, 1) if "PhrasePenalty" in by_kind else None
+        n_tm = int(tm.get("num-features") or 4)
+        self.s_tm = lay.add(tm.name, n_tm, tm.get("tuneable") != "false")
+
+        self.weights = np.zeros(lay.size)
+        for name, n, printed in lay.groups:
+            w = W.get(name)
+            if w is None:
+                if name.startswith("UnknownWordPenalty"):
+                    w = [1.0]
+                else:
+                    raise DecoderError(f"{self.ini.path}: no weight for {name}")
+            if len(w) != n:
+                raise DecoderError(f"{self.ini.path}: {name} has {n} features but {len(w)} weights")
+            self.weights[self.layout.slices()[name]] = w
+
+        sec = self.ini.section("distortion-limit")
+        self.dl = self.cfg.distortion_limit if self.cfg.distortion_limit is not None else (
+            int(sec[0]) if sec else 6)
+        self.table_limit = self.cfg.table_limit if self.cfg.table_limit is not None else int(
+            tm.get("table-limit") or 20)
+
+        self.lm = None
+        if lm is not None:
+            self.lm = kenlm.Model(_resolve(lm.get("path"), ini_dir))
+        self.n_tm = n_tm
+        self._load_tables(_resolve(tm.get("path"), ini_dir),
+                          _resolve(lr.get("path"), ini_dir) if lr is not None else None, sentences)
+
+    # -- tables ---------------------------------------------------------------------------
+    def _load_tables(self, table: str, reordering: str | None, sentences: list[str]) -> None:
+        from rescorer.phrase_table import iter_table
+        L = self.cfg.max_phrase_length
+        wanted = set()
+        for s in sentences:
+            w = s.split()
+            for i in range(len(w)):
+                for j in range(i + 1, min(i + L, len(w)) + 1):
+                    wanted.add(" ".join(w[i:j]))
+        raw: dict[str, list[tuple[tuple[str, ...], np.ndarray]]] = {}
+        for p in iter_table(table):
+            if p.source not in wanted:
+                continue
+            if p.n_scores != self.n_tm:
+                raise DecoderError(f"{table}: {p.n_scores} scores per line but num-features={self.n_tm}")
+            vals = np.array([moses_log(float(x)) for x in p.fields[2].split()])
+            raw.setdefault(p.source, []).append((tuple(p.target.split()), vals))
+        self.lr_table: dict[tuple[str, str], tuple[float, ...]] = {}
+        if reordering is not None:
+            pairs = {(s, " ".join(t)) for s, opts in raw.items() for t, _ in opts}
+            for p in iter_table(reordering):
+                key = (p.source, p.target)
+                if key in pairs:
+                    self.lr_table[key] = tuple(moses_log(float(x)) for x in p.fields[2].split())
+        # the best table-limit targets of each source by their estimated score, as Moses keeps them
+        self.table: dict[str, list[tuple[tuple[str, ...], np.ndarray, float, float]]] = {}
+        for src, opts in raw.items():
+            scored = []
+            for tgt, vals in opts:
+                delta = np.zeros(self.layout.size)
+                delta[self.s_tm] = vals
+                if self.s_wp is not None:
+                    delta[self.s_wp] = -len(tgt)
+                if self.s_pp is not None:
+                    delta[self.s_pp] = 1.0
+                static = float(self.weights @ delta)
+                future = static + self._lm_estimate(tgt)
+                scored.append((tgt, delta, static, future))
+            scored.sort(key=lambda x: -x[3])
+            self.table[src] = scored[: self.table_limit] if self.table_limit > 0 else scored
+
+    def _lm_estimate(self, words) -> float:
+        """Weighted LM score of a phrase in isolation (Moses's future-cost estimate)."""
+        if self.lm is None:
+            return 0.0
+        import kenlm
+        a, b = kenlm.State(), kenlm.State()
+        self.lm.NullContextWrite(a)
+        total = 0.0
+        for w in words:
+            total += self.lm.BaseScore(a, w, b)
+            a, b = b, a
+        return self.weights[self.s_lm][0] * total * LN10
+
+    # -- one sentence --------------------------------------------------------------------
+    def options(self, words: list[str]) -> dict[tuple[int, int], list[Option]]:
+        n, L = len(words), self.cfg.max_phrase_length
+        out: dict[tuple[int, int], list[Option]] = {}
+        for i in range(n):
+            for j in range(i + 1, min(i + L, n) + 1):
+                src = " ".join(words[i:j])
+                for tgt, delta, static, future in self.table.get(src, ()):
+                    lr = self.lr_table.get((src, " ".join(tgt))) if self.lr_table else None
+                    out.setdefault((i, j), []).append(Option(i, j, tgt, delta, static, future, lr))
+        for i in range(n):
+            if (i, i + 1) not in out:
+                # an unknown word: passed through, UnknownWordPenalty -100
+                delta = np.zeros(self.layout.size)
+                delta[self.s_uwp] = UNKNOWN_PENALTY
+                if self.s_wp is not None:
+                    delta[self.s_wp] = -1.0
+                if self.s_pp is not None:
+                    delta[self.s_pp] = 1.0
+                static = float(self.weights @ delta)
+                tgt = (words[i],)
+                out[(i, i + 1)] = [Option(i, i + 1, tgt, delta, static, static + self._lm_estimate(tgt), None)]
+        return out
+
+    def future_costs(self, n: int, options) -> list[list[float]]:
+        """fc[i][j]: best estimated score of translating source span [i, j) in any segmentation."""
+        fc = [[-math.inf] * (n + 1) for _ in range(n + 1)]
+        for length in range(1, n + 1):
+            for i in range(0, n - length + 1):
+                j = i + length
+                best = max((o.future for o in options.get((i, j), ())), default=-math.inf)
+                for k in range(i + 1, j):
+                    best = max(best, fc[i][k] + fc[k][j])
+                fc[i][j] = best
+        return fc
+
+    def decode(self, sentence: str, nbest: int = 0) -> list[Translation]:
+        """The best translation (and with ``nbest`` the n best distinct derivations)."""
+        import kenlm
+        words = sentence.split()
+        n = len(words)
+        if n == 0:
+            return [Translation([], np.zeros(self.layout.size), 0.0, [])]
+        opts = self.options(words)
+        fc = self.future_costs(n, opts)
+        full = (1 << n) - 1
+        fut_cache: dict[int, float] = {}
+
+        def future_of(cov: int) -> float:
+            v = fut_cache.get(cov)
+            if v is None:
+                v, i = 0.0, 0
+                while i < n:
+                    if cov >> i & 1:
+                        i += 1
+                        continue
+                    j = i
+                    while j < n and not cov >> j & 1:
+                        j += 1
+                    v += fc[i][j]
+                    i = j
+                fut_cache[cov] = v
+            return v
+
+        w = self.weights
+        lm = self.lm
+        w_lm = w[self.s_lm][0] if lm is not None else 0.0
+        w_d = w[self.s_d][0] if self.s_d is not None else 0.0
+        lr_on = hasattr(self, "s_lr")
+        w_lr = w[self.s_lr] if lr_on else None
+        lm_slot = self.s_lm.start if lm is not None else None
+        d_slot = self.s_d.start if self.s_d is not None else None
+        lr_slot = self.s_lr.start if lr_on else None
+
+        start_state = None
+        if lm is not None:
+            start_state = kenlm.State()
+            lm.BeginSentenceWrite(start_state)
+        root = Hyp(0, 0, -1, 0, start_state, None, 0.0, future_of(0), None, None, None)
+
+        def extend(h: Hyp, o: Option) -> Hyp:
+            delta = o.delta.copy()
+            score = h.score + o.static
+            cov = h.coverage | (((1 << (o.end - o.start)) - 1) << o.start)
+            # distortion: -|d|, Moses's ComputeDistortionDistance
+            if d_slot is not None:
+                d = -abs(o.start - h.end) if h.ncov else -o.start
+                delta[d_slot] = d
+                score += w_d * d
+            # lexicalised reordering
+            if lr_on:
+                if o.start == h.end:
+                    orient = 0
+                elif o.end == h.start:
+                    orient = 1
+                else:
+                    orient = 2
+                if o.lr is not None:
+                    delta[lr_slot + orient] += o.lr[orient]
+                    score += w_lr[orient] * o.lr[orient]
+                if h.lr is not None:
+                    delta[lr_slot + 3 + orient] += h.lr[3 + orient]
+                    score += w_lr[3 + orient] * h.lr[3 + orient]
+            state = None
+            if lm is not None:
+                a = h.lm_state
+                total = 0.0
+                for word in o.target:
+                    b = kenlm.State()
+                    total += lm.BaseScore(a, word, b)
+                    a = b
+                if cov == full:
+                    b = kenlm.State()
+                    total += lm.BaseScore(a, "</s>", b)
+                    a = b
+                state = a
+                delta[lm_slot] = total * LN10
+                score += w_lm * total * LN10
+            return Hyp(cov, h.ncov + o.end - o.start, o.start, o.end, state, o.lr if lr_on else None,
+                       score, future_of(cov), delta, h, o)
+
+        dl, L = self.dl, self.cfg.max_phrase_length
+        stacks: list[dict] = [dict() for _ in range(n + 1)]
+        edges: list[list] = [[] for _ in range(n + 1)]  # per target stack: (hyps, options)
+
+        def key(h: Hyp):
+            """What the rest of the search depends on: recombination merges equal keys."""
+            return (h.coverage, h.end, h.lm_state, h.lr, h.start if lr_on else None)
+
+        def add(stack: dict, h: Hyp) -> None:
+            k = key(h)
+            old = stack.get(k)
+            if old is None:
+                stack[k] = h
+            elif h.score > old.score:
+                h.arcs = (old.arcs or []) + [old]
+                old.arcs = None
+                stack[k] = h
+            else:
+                old.arcs = (old.arcs or []) + [h]
+
+        def register_edges(hyps: list[Hyp]) -> None:
+            by_cov: dict[int, list[Hyp]] = {}
+            for h in hyps:
+                by_cov.setdefault(h.coverage, []).append(h)
+            for cov, group in by_cov.items():
+                group.sort(key=lambda h: -h.score)
+                first_gap = 0
+                while cov >> first_gap & 1:
+                    first_gap += 1
+                for s in range(first_gap, n):
+                    if cov >> s & 1:
+                        continue
+                    for e in range(s + 1, min(s + L, n) + 1):
+                        if cov >> (e - 1) & 1:
+                            break
+                        olist = opts.get((s, e))
+                        if not olist:
+                            continue
+                        # Moses: starting right of the first gap, the jump back must stay in the limit
+                        if dl >= 0 and s != first_gap and abs(e - first_gap) > dl:
+                            continue
+                        ok = [h for h in group if dl < 0 or abs((s if h.ncov == 0 else s - h.end)) <= dl]
+                        if ok:
+                            edges[group[0].ncov + e - s].append((ok, sorted(olist, key=lambda o: -o.future)))
+
+        stacks[0][key(root)] = root
+        register_edges([root])
+        for m in range(1, n + 1):
+            heap = []
+            seen = set()
+            counter = 0
+            for ei, (hyps, olist) in enumerate(edges[m]):
+                h = extend(hyps[0], olist[0])
+                heap.append((-(h.score + h.future), counter, ei, 0, 0, h))
+                counter += 1
+                seen.add((ei, 0, 0))
+            heapq.heapify(heap)
+            pops = 0
+            stack = stacks[m]
+            while heap and pops < self.cfg.pop_limit:
+                _, _, ei, i, j, h = heapq.heappop(heap)
+                pops += 1
+                add(stack, h)
+                hyps, olist = edges[m][ei]
+                for a, b in ((i + 1, j), (i, j + 1)):
+                    if a < len(hyps) and b < len(olist) and (ei, a, b) not in seen:
+                        seen.add((ei, a, b))
+                        nh = extend(hyps[a], olist[b])
+                        heapq.heappush(heap, (-(nh.score + nh.future), counter, ei, a, b, nh))
+                        counter += 1
+            edges[m] = []
+            kept = sorted(stack.values(), key=lambda h: -(h.score + h.future))[: self.cfg.stack_size]
+            stacks[m] = {key(h): h for h in kept}
+            if m < n:
+                register_edges(kept)
+        finals = sorted(stacks[n].values(), key=lambda h: -h.score)
+        if not finals:
+            raise DecoderError(f"no complete translation of: {sentence!r} (distortion limit {dl})")
+        return self._nbest(finals, max(1, nbest))
+
+    # -- n-best ---------------------------------------------------------------------------
+    def _translation(self, path: list[Hyp], score: float) -> Translation:
+        feats = np.zeros(self.layout.size)
+        words: list[str] = []
+        seg = []
+        for h in path:
+            feats += h.delta
+            seg.append((h.option.start, h.option.end - 1, len(words), len(words) + len(h.option.target) - 1))
+            words.extend(h.option.target)
+        return Translation(words, feats, score, seg)
+
+    def _nbest(self, finals: list[Hyp], n: int) -> list[Translation]:
+        """Moses's trellis paths: deviate from a path by swapping one hypothesis for an arc."""
+        heap = []
+        counter = 0
+        for h in finals:
+            heap.append((-h.score, counter, h.path(), -1))
+            counter += 1
+        heapq.heapify(heap)
+        out = []
+        while heap and len(out) < n:
+            neg, _, path, changed = heapq.heappop(heap)
+            out.append(self._translation(path, -neg))
+            # positions counted from the end of the path (0 = the final hypothesis)
+            rev = path[::-1]
+            for pos in range(changed + 1, len(rev)):
+                h = rev[pos]
+                for arc in h.arcs or ():
+                    new_rev = rev[:pos] + [arc] + arc.path()[::-1][1:]
+                    new_score = -neg - h.score + arc.score
+                    heapq.heappush(heap, (-new_score, counter, new_rev[::-1], pos))
+                    counter += 1
+        return out
+
+    def nbest_line(self, sent_id: int, t: Translation, segmentation: bool = False) -> str:
+        fields = [str(sent_id), " ".join(t.words) + " ", self.layout.format(t.features), _num(t.score)]
+        if segmentation:
+            fields.append(" ".join(f"{a}-{b}={c}-{d}" for a, b, c, d in t.segmentation))
+        return " ||| ".join(fields) + "\n"

@@ -1,0 +1,174 @@
+"""The built-in decoder against brute force on tiny hand-made models.
+
+Every segmentation, order (within Moses's distortion rules) and choice of options is
+enumerated; features are recomputed here independently (the LM by kenlm full-sentence
+scoring, reordering by the orientation definitions) and compared with the decoder's best
+hypothesis and with every line of its n-best list.
+"""
+import gzip
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+kenlm = pytest.importorskip("kenlm")
+
+from moses_integration.decoder import DecoderConfig, PhraseModel  # noqa: E402
+from moses_integration.nbest import parse_line  # noqa: E402
+
+SRC = ["a", "b", "c", "d", "e"]
+TGT = ["x", "y", "z", "w", "v"]
+
+
+def write_arpa(path, rng):
+    """A 3-gram ARPA model with random (normalised-ish) probabilities and back-offs."""
+    vocab = TGT
+    uni = ["<unk>", "<s>", "</s>"] + vocab
+    bi = [(a, b) for a in ["<s>"] + vocab for b in vocab + ["</s>"] if rng.random() < 0.5]
+    has = set(bi)
+    tri = [(a, b, c) for (a, b) in bi if b != "</s>" for c in vocab + ["</s>"]
+           if (b, c) in has and rng.random() < 0.4]   # an n-gram's suffix must be in the model too
+    lines = ["\\data\\", f"ngram 1={len(uni)}", f"ngram 2={len(bi)}", f"ngram 3={len(tri)}", "", "\\1-grams:"]
+    for w in uni:
+        p = -99.0 if w == "<s>" else -rng.uniform(0.3, 1.5)
+        lines.append(f"{p:.4f}\t{w}\t{-rng.uniform(0.05, 0.5):.4f}" if w not in ("</s>", "<unk>") else f"{p:.4f}\t{w}")
+    lines += ["", "\\2-grams:"]
+    for a, b in bi:
+        bo = f"\t{-rng.uniform(0.05, 0.5):.4f}" if b != "</s>" else ""
+        lines.append(f"{-rng.uniform(0.1, 1.0):.4f}\t{a} {b}{bo}")
+    lines += ["", "\\3-grams:"]
+    for a, b, c in tri:
+        lines.append(f"{-rng.uniform(0.05, 0.8):.4f}\t{a} {b} {c}")
+    lines += ["", "\\end\\", ""]
+    path.write_text("\n".join(lines))
+
+
+def make_model(tmp_path, seed, with_lr=True, dl=3):
+    rng = np.random.default_rng(seed)
+    table, reo = [], []
+    srcs = set()
+    for n in (1, 2, 3):
+        for src in itertools.product(SRC[:4], repeat=n):   # "e" has no translation: unknown word
+            if n > 1 and rng.random() > 0.35:
+                continue
+            for _ in range(rng.integers(1, 3)):
+                tgt = " ".join(rng.choice(TGT, rng.integers(1, 3)))
+                srcs.add((" ".join(src), tgt))
+    for s, t in sorted(srcs):
+        p = rng.uniform(0.01, 1.0, 4)
+        table.append(f"{s} ||| {t} ||| {' '.join(f'{x:.5f}' for x in p)} ||| 0-0 ||| 1 1 1\n")
+        if rng.random() < 0.8:
+            q = rng.dirichlet([1, 1, 1]), rng.dirichlet([1, 1, 1])
+            reo.append(f"{s} ||| {t} ||| {' '.join(f'{x:.5f}' for x in np.concatenate(q))}\n")
+    with gzip.open(tmp_path / "pt.gz", "wt") as f:
+        f.writelines(table)
+    with gzip.open(tmp_path / "reo.gz", "wt") as f:
+        f.writelines(reo)
+    write_arpa(tmp_path / "lm.arpa", rng)
+    w = lambda k=1: " ".join(f"{x:.3f}" for x in rng.uniform(0.05, 0.6, k))  # noqa: E731
+    lr_feat = (f"LexicalReordering name=LexicalReordering0 num-features=6 "
+               f"type=wbe-msd-bidirectional-fe-allff input-factor=0 output-factor=0 path={tmp_path / 'reo.gz'}\n")
+    ini = ("[distortion-limit]\n" + f"{dl}\n\n[feature]\nUnknownWordPenalty\nWordPenalty\nPhrasePenalty\n"
+           f"PhraseDictionaryMemory name=TranslationModel0 num-features=4 path={tmp_path / 'pt.gz'} "
+           "input-factor=0 output-factor=0 table-limit=0\n" + (lr_feat if with_lr else "") +
+           f"Distortion\nKENLM name=LM0 factor=0 path={tmp_path / 'lm.arpa'} order=3\n\n[weight]\n"
+           f"UnknownWordPenalty0= 1\nWordPenalty0= {rng.uniform(-1, 1):.3f}\nPhrasePenalty0= {rng.uniform(-1, 1):.3f}\n"
+           f"TranslationModel0= {w(4)}\n" + (f"LexicalReordering0= {w(6)}\n" if with_lr else "") +
+           f"Distortion0= {w()}\nLM0= {w()}\n")
+    (tmp_path / "moses.ini").write_text(ini)
+    return tmp_path / "moses.ini"
+
+
+def brute_force(model: PhraseModel, sentence: str, lm):
+    """Every derivation Moses's rules allow, with its features computed from scratch."""
+    words = sentence.split()
+    n, dl = len(words), model.dl
+    opts = model.options(words)
+    sl = model.layout.slices()
+    out = []
+
+    def orders(cov, last_start, last_end, seq):
+        if cov == (1 << n) - 1:
+            yield list(seq)
+            return
+        first_gap = next(i for i in range(n) if not cov >> i & 1)
+        for (s, e) in opts:
+            if any(cov >> i & 1 for i in range(s, e)):
+                continue
+            if abs(s - last_end) > dl:
+                continue
+            if s != first_gap and abs(e - first_gap) > dl:
+                continue
+            seq.append((s, e))
+            yield from orders(cov | sum(1 << i for i in range(s, e)), s, e, seq)
+            seq.pop()
+
+    for spans in orders(0, -1, 0, []):
+        for choice in itertools.product(*[opts[sp] for sp in spans]):
+            f = np.zeros(model.layout.size)
+            tgt = []
+            prev = None
+            for o in choice:
+                f += o.delta  # TM, WP, PP, UWP: the table's numbers
+                start_prev_end = 0 if prev is None else prev.end
+                f[sl["Distortion0"]] += -abs(o.start - start_prev_end)
+                if "LexicalReordering0" in sl:
+                    if prev is None:
+                        orient = 0 if o.start == 0 else 2
+                    elif o.start == prev.end:
+                        orient = 0
+                    elif o.end == prev.start:
+                        orient = 1
+                    else:
+                        orient = 2
+                    lr0 = sl["LexicalReordering0"].start
+                    if o.lr is not None:
+                        f[lr0 + orient] += o.lr[orient]
+                    if prev is not None and prev.lr is not None:
+                        f[lr0 + 3 + orient] += prev.lr[3 + orient]
+                tgt += o.target
+                prev = o
+            f[sl["LM0"]] = lm.score(" ".join(tgt), bos=True, eos=True) * math.log(10)
+            out.append((float(model.weights @ f), " ".join(tgt), f, [(o.start, o.end - 1) for o in choice]))
+    return sorted(out, key=lambda x: -x[0])
+
+
+@pytest.mark.parametrize("seed, with_lr", [(0, True), (1, True), (2, False), (3, True)])
+def test_best_and_nbest_equal_brute_force(tmp_path, seed, with_lr):
+    ini = make_model(tmp_path, seed, with_lr)
+    sentences = ["a b c", "b a d c", "a e b", "d c b a", "c a b d a"]
+    model = PhraseModel(str(ini), sentences, DecoderConfig(stack_size=100000, pop_limit=10 ** 7))
+    lm = kenlm.Model(str(tmp_path / "lm.arpa"))
+    for k, sent in enumerate(sentences):
+        every = brute_force(model, sent, lm)
+        nbest = model.decode(sent, nbest=20)
+        best = nbest[0]
+        assert best.score == pytest.approx(every[0][0], abs=1e-4), sent
+        assert " ".join(best.words) == every[0][1]
+        # each n-best line: features equal an independent recomputation of its derivation
+        by_deriv = {(t, tuple(seg)): (s, f) for s, t, f, seg in every}
+        scores = []
+        for t in nbest:
+            line = model.nbest_line(k, t, segmentation=True)
+            h = parse_line(line)
+            seg = tuple((int(p.split("=")[0].split("-")[0]), int(p.split("=")[0].split("-")[1]))
+                        for p in h.fields[4].split())
+            s, f = by_deriv[(h.text, seg)]
+            printed = np.concatenate([v for _, v in h.features])
+            visible = np.concatenate([f[model.layout.slices()[name]]
+                                      for name, _, shown in model.layout.groups if shown])
+            np.testing.assert_allclose(printed, visible, atol=2e-4)
+            assert h.total == pytest.approx(s, abs=1e-3)
+            scores.append(s)
+        assert scores == sorted(scores, reverse=True)
+        assert scores == pytest.approx([x[0] for x in every[:len(scores)]], abs=1e-4)
+        assert len({(tuple(t.words), tuple(t.segmentation)) for t in nbest}) == len(nbest)
+
+
+def test_unknown_words_pass_through_with_penalty(tmp_path):
+    ini = make_model(tmp_path, 5)
+    model = PhraseModel(str(ini), ["a e"], DecoderConfig())
+    best = model.decode("a e")[0]
+    assert "e" in best.words
+    assert best.features[model.layout.slices()["UnknownWordPenalty0"]][0] == -100.0
