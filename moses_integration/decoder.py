@@ -223,9 +223,26 @@ class PhraseModel:
                 key = (p.source, p.target)
                 if key in pairs:
                     self.lr_table[key] = tuple(moses_log(float(x)) for x in p.fields[2].split())
-        # the best table-limit targets of each source by their estimated score, as Moses keeps them
+        self.raw = raw
+        self._lm_cache: dict[tuple[str, ...], float] = {}
+        self._apply_weights()
+
+    def set_weights(self, weights: dict[str, list[float]] | np.ndarray) -> None:
+        """New weights (by feature name, or a whole vector in layout order); tables re-ranked."""
+        if isinstance(weights, np.ndarray):
+            self.weights = weights.astype(float).copy()
+        else:
+            sl = self.layout.slices()
+            for name, vals in weights.items():
+                if name not in sl or len(vals) != sl[name].stop - sl[name].start:
+                    raise DecoderError(f"weights for {name!r} do not fit the model")
+                self.weights[sl[name]] = vals
+        self._apply_weights()
+
+    def _apply_weights(self) -> None:
+        """The best table-limit targets of each source by their estimated score, as Moses keeps them."""
         self.table: dict[str, list[tuple[tuple[str, ...], np.ndarray, float, float]]] = {}
-        for src, opts in raw.items():
+        for src, opts in self.raw.items():
             scored = []
             for tgt, vals in opts:
                 delta = np.zeros(self.layout.size)
@@ -240,18 +257,21 @@ class PhraseModel:
             scored.sort(key=lambda x: -x[3])
             self.table[src] = scored[: self.table_limit] if self.table_limit > 0 else scored
 
-    def _lm_estimate(self, words) -> float:
+    def _lm_estimate(self, words: tuple[str, ...]) -> float:
         """Weighted LM score of a phrase in isolation (Moses's future-cost estimate)."""
         if self.lm is None:
             return 0.0
-        import kenlm
-        a, b = kenlm.State(), kenlm.State()
-        self.lm.NullContextWrite(a)
-        total = 0.0
-        for w in words:
-            total += self.lm.BaseScore(a, w, b)
-            a, b = b, a
-        return self.weights[self.s_lm][0] * total * LN10
+        total = self._lm_cache.get(words)
+        if total is None:
+            import kenlm
+            a, b = kenlm.State(), kenlm.State()
+            self.lm.NullContextWrite(a)
+            total = 0.0
+            for w in words:
+                total += self.lm.BaseScore(a, w, b)
+                a, b = b, a
+            self._lm_cache[words] = total = total * LN10
+        return self.weights[self.s_lm][0] * total
 
     # -- one sentence --------------------------------------------------------------------
     def options(self, words: list[str]) -> dict[tuple[int, int], list[Option]]:
