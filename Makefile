@@ -1,6 +1,7 @@
 # phrase-rescorer: `make demo` runs the main job, `make test` runs the tests.
 # Both set everything up first (a virtual environment in .venv, torch 2.13.0 CPU from
-# the local wheel, the rest from PyPI); set-up is redone only when setup.cfg changes.
+# the local wheel, the rest from PyPI, KenLM's lmplz and build_binary built from the kenlm
+# source package); set-up is redone only when setup.cfg changes.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -15,6 +16,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	bash moses_integration/install_kenlm.sh $(VENV)
 	touch $@
 
 test: setup

@@ -200,28 +200,25 @@ class PhraseModel:
 
     # -- tables ---------------------------------------------------------------------------
     def _load_tables(self, table: str, reordering: str | None, sentences: list[str]) -> None:
-        from rescorer.phrase_table import iter_table
-        L = self.cfg.max_phrase_length
-        wanted = set()
-        for s in sentences:
-            w = s.split()
-            for i in range(len(w)):
-                for j in range(i + 1, min(i + L, len(w)) + 1):
-                    wanted.add(" ".join(w[i:j]))
+        from rescorer.phrase_table import parse_line
+        from .phrase_tables import filtered_lines, source_spans
+        wanted = source_spans(sentences, self.cfg.max_phrase_length)
         raw: dict[str, list[tuple[tuple[str, ...], np.ndarray]]] = {}
-        for p in iter_table(table):
-            if p.source not in wanted:
-                continue
+        for lineno, line in filtered_lines(table, wanted):
+            p = parse_line(line, table, lineno)
             if p.n_scores != self.n_tm:
-                raise DecoderError(f"{table}: {p.n_scores} scores per line but num-features={self.n_tm}")
+                raise DecoderError(f"{table}:{lineno}: {p.n_scores} scores but num-features={self.n_tm}")
             vals = np.array([moses_log(float(x)) for x in p.fields[2].split()])
             raw.setdefault(p.source, []).append((tuple(p.target.split()), vals))
         self.lr_table: dict[tuple[str, str], tuple[float, ...]] = {}
         if reordering is not None:
             pairs = {(s, " ".join(t)) for s, opts in raw.items() for t, _ in opts}
-            for p in iter_table(reordering):
+            for lineno, line in filtered_lines(reordering, wanted):
+                p = parse_line(line, reordering, lineno)
                 key = (p.source, p.target)
                 if key in pairs:
+                    if p.n_scores != 6:
+                        raise DecoderError(f"{reordering}:{lineno}: {p.n_scores} scores, msd-bidirectional-fe has 6")
                     self.lr_table[key] = tuple(moses_log(float(x)) for x in p.fields[2].split())
         self.raw = raw
         self._lm_cache: dict[tuple[str, ...], float] = {}

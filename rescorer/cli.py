@@ -122,7 +122,134 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--weight", action="append", required=True, metavar="'NAME= V ...'")
     sw.add_argument("--out", required=True)
     sw.add_argument("--overwrite", action="store_true")
+    def decoder_opts(q):
+        g = q.add_argument_group("search (defaults: Moses's)")
+        g.add_argument("--stack-size", type=int, default=200, help="hypotheses kept per stack (Moses -s, 200)")
+        g.add_argument("--pop-limit", type=int, default=1000, help="cube-pruning pop limit (1000)")
+        g.add_argument("--distortion-limit", type=int, help="default: the ini's [distortion-limit], else 6")
+        g.add_argument("--table-limit", type=int, help="default: the table's table-limit=, else 20")
+        g.add_argument("--threads", type=int, help="decoder processes (default: all cores)")
+        g.add_argument("--moses-bin", help="a real Moses (binary or its directory; or $MOSES): use it instead")
+
+    d = sub.add_parser("decode", parents=[common], help="translate a tokenised file with a moses.ini",
+                       description="Phrase-based decoding with the built-in decoder (or a real Moses): "
+                                   "the 1-best to --output, and Moses-format n-best lists on request.")
+    d.add_argument("--ini", required=True, help="moses.ini (PhraseDictionaryMemory, KENLM, Distortion, "
+                                                 "LexicalReordering msd-bidirectional-fe, penalties)")
+    d.add_argument("--input", required=True, help="tokenised, truecased source text, one sentence per line")
+    d.add_argument("--output", required=True, help="1-best translations")
+    d.add_argument("--n-best-list", nargs=2, metavar=("FILE", "N"), help="write N-best lists in Moses's format")
+    d.add_argument("--segmentation", action="store_true", help="add the source-target spans field to n-best lines")
+    d.add_argument("--overwrite", action="store_true")
+    decoder_opts(d)
+
+    t = sub.add_parser("tune", parents=[common], help="MERT: tune the weights of a moses.ini on a dev set",
+                       description="Och's MERT with exact line search over n-best lists accumulated across "
+                                   "iterations (100-best, up to 25 iterations, 20 random restarts, as "
+                                   "mert-moses.pl); writes a copy of the ini with the tuned weights.")
+    t.add_argument("--ini", required=True)
+    t.add_argument("--input", required=True, help="tokenised source side of the tuning set")
+    t.add_argument("--ref", required=True, help="tokenised reference, the same preprocessing as the output")
+    t.add_argument("--out-ini", required=True, help="moses.ini with the tuned weights")
+    t.add_argument("--nbest", type=int, default=100)
+    t.add_argument("--max-iter", type=int, default=25)
+    t.add_argument("--restarts", type=int, default=20)
+    t.add_argument("--log", help="JSON record of every iteration (default: OUT_INI.tune.json)")
+    t.add_argument("--overwrite", action="store_true")
+    decoder_opts(t)
+
+    e = sub.add_parser("evaluate", parents=[common], help="BLEU with sacrebleu on detokenised output; "
+                       "paired bootstrap against a baseline",
+                       description="Detruecase and detokenise decoder output (sacremoses), then BLEU with "
+                                   "sacrebleu against raw references; its signature is printed.")
+    e.add_argument("--hyp", required=True, help="decoder output (tokenised, truecased)")
+    e.add_argument("--ref", required=True, help="raw reference text")
+    e.add_argument("--baseline", help="another system's output: paired bootstrap resampling against it")
+    e.add_argument("--lang", default="fr", help="output language for detokenisation (default fr)")
+    e.add_argument("--no-postprocess", action="store_true", help="score the output as it is")
+    e.add_argument("--samples", type=int, default=1000, help="bootstrap samples (default 1000)")
     return p
+
+
+def _read_lines(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def _decoder(a: argparse.Namespace, sentences: list[str]):
+    from moses_integration.decoder import DecoderConfig
+    from moses_integration.runner import BuiltinDecoder, MosesDecoder, find_moses
+    cfg = DecoderConfig(stack_size=a.stack_size, pop_limit=a.pop_limit, distortion_limit=a.distortion_limit,
+                        table_limit=a.table_limit)
+    builtin = BuiltinDecoder(a.ini, sentences, cfg, a.threads)
+    if a.moses_bin or os.environ.get("MOSES"):
+        moses = find_moses(a.moses_bin)
+        if moses is None:
+            raise FileNotFoundError(f"no moses binary at {a.moses_bin or os.environ.get('MOSES')}")
+        log.info("decoding with the real Moses at %s", moses)
+        return builtin, MosesDecoder(moses, a.ini, sentences, builtin.layout, a.threads)
+    return builtin, builtin
+
+
+def cmd_decode(a: argparse.Namespace) -> int:
+    from .fileio import check_can_write
+    check_can_write(a.output, a.overwrite)
+    sentences = _read_lines(a.input)
+    builtin, dec = _decoder(a, sentences)
+    if dec is not builtin:
+        raise RuntimeError("decode with a real Moses: run moses itself; --moses-bin is for 'tune'")
+    n = int(a.n_best_list[1]) if a.n_best_list else 1
+    results = builtin.translate(nbest=n, progress=not a.quiet)
+    builtin.write(results, a.output, a.n_best_list[0] if a.n_best_list else None, a.segmentation)
+    log.info("%s: %d sentences translated", a.output, len(results))
+    return 0
+
+
+def cmd_tune(a: argparse.Namespace) -> int:
+    import json
+    import numpy as np
+    from moses_integration.mert import tune
+    from moses_integration.moses_ini import MosesIni
+    from .fileio import atomic_write, check_can_write
+    check_can_write(a.out_ini, a.overwrite)
+    sentences, refs = _read_lines(a.input), _read_lines(a.ref)
+    if len(sentences) != len(refs):
+        raise ValueError(f"{a.input}: {len(sentences)} lines but {a.ref} has {len(refs)}")
+    builtin, dec = _decoder(a, sentences)
+    layout = builtin.layout
+    tunable = np.concatenate([np.full(n, not name.startswith("UnknownWordPenalty"))
+                              for name, n, _ in layout.groups])
+    res = tune(dec.nbest_lists, [r.split() for r in refs], builtin.model.weights.copy(), tunable,
+               nbest=a.nbest, max_iter=a.max_iter, restarts=a.restarts)
+    ini = MosesIni.read(a.ini)
+    sl = layout.slices()
+    ini.set_weights({name: list(res.weights[sl[name]]) for name, _, _ in layout.groups
+                     if name in ini.weights()})
+    ini.write(a.out_ini)
+    with atomic_write(a.log or a.out_ini + ".tune.json", "w") as f:
+        json.dump(res.history, f, indent=1)
+    for r in res.history:
+        log.info("iteration %d: dev BLEU %.2f", r["iteration"], r["dev_bleu"])
+    log.info("tuned weights written to %s", a.out_ini)
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from moses_integration.evaluate import corpus_bleu, paired_bootstrap, postprocess
+    hyps, refs = _read_lines(a.hyp), _read_lines(a.ref)
+    if not a.no_postprocess:
+        hyps = postprocess(hyps, a.lang)
+    score, text, sig = corpus_bleu(hyps, refs)
+    print(f"{text}\n{sig}")
+    if a.baseline:
+        base = _read_lines(a.baseline)
+        if not a.no_postprocess:
+            base = postprocess(base, a.lang)
+        r = paired_bootstrap(base, hyps, refs, a.samples)
+        lo, hi = r["system_95ci"]
+        print(f"paired bootstrap ({r['samples']} samples): baseline {r['baseline']:.2f}, system "
+              f"{r['system']:.2f} (95% CI {lo:.2f}-{hi:.2f}), p = {r['p_value']:.4f}")
+    return 0
 
 
 def cmd_ini(a: argparse.Namespace) -> int:
@@ -201,7 +328,8 @@ def cmd_score(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"vocab": cmd_vocab, "train": cmd_train, "score": cmd_score, "ini": cmd_ini}
+COMMANDS = {"vocab": cmd_vocab, "train": cmd_train, "score": cmd_score, "ini": cmd_ini,
+            "decode": cmd_decode, "tune": cmd_tune, "evaluate": cmd_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,138 @@
+"""Decoding a file with the built-in decoder (one process per core) or with a real Moses.
+
+Both give, per sentence, the n-best list as (words, feature vector in the model's layout),
+which is all MERT needs; both write Moses's n-best format.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+from tqdm import tqdm
+
+from .decoder import DecoderConfig, PhraseModel
+from .nbest import group_by_sentence, read_nbest
+
+log = logging.getLogger(__name__)
+
+_MODEL: PhraseModel | None = None
+
+
+def _decode_one(args):
+    i, sentence, nbest = args
+    assert _MODEL is not None
+    return i, _MODEL.decode(sentence, nbest=nbest)
+
+
+class BuiltinDecoder:
+    """The built-in decoder over a file, sentences spread over ``processes`` forked workers."""
+
+    def __init__(self, ini: str, sentences: list[str], config: DecoderConfig | None = None,
+                 processes: int | None = None):
+        self.sentences = sentences
+        self.model = PhraseModel(ini, sentences, config)
+        self.processes = processes or os.cpu_count() or 1
+
+    @property
+    def layout(self):
+        return self.model.layout
+
+    def translate(self, weights: np.ndarray | None = None, nbest: int = 1, progress: bool = True):
+        """Each sentence's n-best translations, in input order."""
+        global _MODEL
+        if weights is not None:
+            self.model.set_weights(weights)
+        _MODEL = self.model
+        jobs = [(i, s, nbest) for i, s in enumerate(self.sentences)]
+        out = [None] * len(jobs)
+        bar = tqdm(total=len(jobs), desc="decoding", unit=" sent", disable=not progress, mininterval=1.0)
+        if self.processes <= 1 or len(jobs) < 2:
+            for j in jobs:
+                i, r = _decode_one(j)
+                out[i] = r
+                bar.update(1)
+        else:
+            with mp.get_context("fork").Pool(self.processes) as pool:
+                for i, r in pool.imap_unordered(_decode_one, jobs, chunksize=1):
+                    out[i] = r
+                    bar.update(1)
+        bar.close()
+        return out
+
+    def nbest_lists(self, weights: np.ndarray, n: int) -> list[list[tuple[list[str], np.ndarray]]]:
+        return [[(t.words, t.features) for t in ts] for ts in self.translate(weights, n)]
+
+    def write(self, results, output: str, nbest_file: str | None = None, segmentation: bool = False) -> None:
+        from rescorer.fileio import atomic_write
+        with atomic_write(output, "w") as f:
+            for ts in results:
+                f.write(" ".join(ts[0].words) + "\n")
+        if nbest_file:
+            with atomic_write(nbest_file, "w") as f:
+                for i, ts in enumerate(results):
+                    for t in ts:
+                        f.write(self.model.nbest_line(i, t, segmentation))
+
+
+def find_moses(moses_bin: str | None = None) -> str | None:
+    """The moses binary: --moses-bin (a file or a directory), $MOSES, or on PATH."""
+    cand = moses_bin or os.environ.get("MOSES")
+    if cand:
+        if os.path.isdir(cand):
+            for sub in ("bin/moses", "moses"):
+                if os.access(os.path.join(cand, sub), os.X_OK):
+                    return os.path.join(cand, sub)
+            return None
+        return cand if os.access(cand, os.X_OK) else None
+    return shutil.which("moses")
+
+
+class MosesDecoder:
+    """A real Moses: ``moses -f INI -n-best-list FILE N distinct -weight-overwrite ...``."""
+
+    def __init__(self, moses: str, ini: str, sentences: list[str], layout, threads: int | None = None):
+        self.moses, self.ini, self.sentences, self.layout = moses, ini, sentences, layout
+        self.threads = threads or os.cpu_count() or 1
+
+    def _weights_arg(self, weights: np.ndarray) -> str:
+        parts, a = [], 0
+        for name, n, _ in self.layout.groups:
+            parts.append(f"{name}= " + " ".join(f"{v:.6g}" for v in weights[a:a + n]))
+            a += n
+        return " ".join(parts)
+
+    def nbest_lists(self, weights: np.ndarray, n: int) -> list[list[tuple[list[str], np.ndarray]]]:
+        with tempfile.TemporaryDirectory() as tmp:
+            nb = os.path.join(tmp, "nbest")
+            cmd = [self.moses, "-f", self.ini, "-n-best-list", nb, str(n), "distinct", "-threads", str(self.threads),
+                   "-weight-overwrite", self._weights_arg(weights)]
+            subprocess.run(cmd, input="\n".join(self.sentences) + "\n", text=True, check=True,
+                           stdout=subprocess.DEVNULL)
+            sl = self.layout.slices()
+            out = []
+            for group in group_by_sentence(read_nbest(nb)):
+                cands = []
+                for h in group:
+                    f = np.zeros(self.layout.size)
+                    for name, vals in h.feature_dict().items():
+                        if name in sl:
+                            f[sl[name]] = vals
+                    cands.append((h.text.split(), f))
+                out.append(cands)
+            return out
+
+    def run_mert(self, refs: str, workdir: str, mert_script: str | None = None) -> None:
+        """Moses's own ``mert-moses.pl`` (found beside the moses binary's scripts)."""
+        script = mert_script or os.path.join(os.path.dirname(os.path.dirname(self.moses)),
+                                             "scripts", "training", "mert-moses.pl")
+        if not os.path.exists(script):
+            raise FileNotFoundError(f"{script}: mert-moses.pl not found (give --mert-script)")
+        with tempfile.NamedTemporaryFile("w", suffix=".in", delete=False) as f:
+            f.write("\n".join(self.sentences) + "\n")
+        subprocess.run([script, f.name, refs, self.moses, self.ini, "--working-dir", workdir,
+                        "--decoder-flags", f"-threads {self.threads}"], check=True)
