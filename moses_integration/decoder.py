@@ -306,8 +306,9 @@ class PhraseModel:
                 fc[i][j] = best
         return fc
 
-    def decode(self, sentence: str, nbest: int = 0) -> list[Translation]:
-        """The best translation (and with ``nbest`` the n best distinct derivations)."""
+    def decode(self, sentence: str, nbest: int = 0, distinct: bool = False) -> list[Translation]:
+        """The best translation, and with ``nbest`` the n best derivations (with ``distinct``
+        the n best distinct target strings, as Moses's ``-n-best-list FILE N distinct``)."""
         import kenlm
         words = sentence.split()
         n = len(words)
@@ -469,7 +470,7 @@ class PhraseModel:
         finals = sorted(stacks[n].values(), key=lambda h: -h.score)
         if not finals:
             raise DecoderError(f"no complete translation of: {sentence!r} (distortion limit {dl})")
-        return self._nbest(finals, max(1, nbest))
+        return self._nbest(finals, max(1, nbest), distinct)
 
     # -- n-best ---------------------------------------------------------------------------
     def _translation(self, path: list[Hyp], score: float) -> Translation:
@@ -482,7 +483,7 @@ class PhraseModel:
             words.extend(h.option.target)
         return Translation(words, feats, score, seg)
 
-    def _nbest(self, finals: list[Hyp], n: int) -> list[Translation]:
+    def _nbest(self, finals: list[Hyp], n: int, distinct: bool = False) -> list[Translation]:
         """Moses's trellis paths: deviate from a path by swapping one hypothesis for an arc."""
         heap = []
         counter = 0
@@ -491,9 +492,19 @@ class PhraseModel:
             counter += 1
         heapq.heapify(heap)
         out = []
-        while heap and len(out) < n:
+        seen: set[tuple[str, ...]] = set()
+        explored = 0
+        while heap and len(out) < n and explored < 50 * n:  # Moses also bounds the paths it explores
             neg, _, path, changed = heapq.heappop(heap)
-            out.append(self._translation(path, -neg))
+            explored += 1
+            t = self._translation(path, -neg)
+            if distinct:
+                key = tuple(t.words)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(t)
+            else:
+                out.append(t)
             # positions counted from the end of the path (0 = the final hypothesis)
             rev = path[::-1]
             for pos in range(changed + 1, len(rev)):

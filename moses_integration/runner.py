@@ -24,9 +24,9 @@ _MODEL: PhraseModel | None = None
 
 
 def _decode_one(args):
-    i, sentence, nbest = args
+    i, sentence, nbest, distinct = args
     assert _MODEL is not None
-    return i, _MODEL.decode(sentence, nbest=nbest)
+    return i, _MODEL.decode(sentence, nbest=nbest, distinct=distinct)
 
 
 class BuiltinDecoder:
@@ -42,13 +42,14 @@ class BuiltinDecoder:
     def layout(self):
         return self.model.layout
 
-    def translate(self, weights: np.ndarray | None = None, nbest: int = 1, progress: bool = True):
+    def translate(self, weights: np.ndarray | None = None, nbest: int = 1, progress: bool = True,
+                  distinct: bool = False):
         """Each sentence's n-best translations, in input order."""
         global _MODEL
         if weights is not None:
             self.model.set_weights(weights)
         _MODEL = self.model
-        jobs = [(i, s, nbest) for i, s in enumerate(self.sentences)]
+        jobs = [(i, s, nbest, distinct) for i, s in enumerate(self.sentences)]
         out = [None] * len(jobs)
         bar = tqdm(total=len(jobs), desc="decoding", unit=" sent", disable=not progress, mininterval=1.0)
         if self.processes <= 1 or len(jobs) < 2:
@@ -65,7 +66,8 @@ class BuiltinDecoder:
         return out
 
     def nbest_lists(self, weights: np.ndarray, n: int) -> list[list[tuple[list[str], np.ndarray]]]:
-        return [[(t.words, t.features) for t in ts] for ts in self.translate(weights, n)]
+        """Distinct n-best lists, as mert-moses.pl asks Moses for them."""
+        return [[(t.words, t.features) for t in ts] for ts in self.translate(weights, n, distinct=True)]
 
     def write(self, results, output: str, nbest_file: str | None = None, segmentation: bool = False) -> None:
         from rescorer.fileio import atomic_write
