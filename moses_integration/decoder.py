@@ -45,6 +45,23 @@ class DecoderError(ValueError):
     pass
 
 
+def _fast_fields(line: bytes, path: str, lineno: int, n_scores: int) -> tuple[str, str, list[float]]:
+    """Source, target and Moses-logged scores of a table line; full checks only when it looks wrong."""
+    f = line.split(b" ||| ", 3)
+    try:
+        vals = [float(x) for x in f[2].split()]
+        src, tgt = f[0].decode(), f[1].decode()
+        ok = len(vals) == n_scores and src.strip() and tgt.strip() and all(v == v for v in vals)
+    except (IndexError, ValueError, UnicodeDecodeError):
+        ok = False
+    if not ok:
+        from rescorer.phrase_table import parse_line
+        p = parse_line(line, path, lineno)  # raises with file and line
+        raise DecoderError(f"{path}:{lineno}: {p.n_scores} scores, {n_scores} expected")
+    log = math.log
+    return src, tgt, [max(log(v), FLOOR) if v > 0 else FLOOR for v in vals]  # max(ln v, -100)
+
+
 @dataclass
 class DecoderConfig:
     stack_size: int = 200           # Moses -s (DEFAULT_MAX_HYPOSTACK_SIZE)
@@ -200,28 +217,26 @@ class PhraseModel:
 
     # -- tables ---------------------------------------------------------------------------
     def _load_tables(self, table: str, reordering: str | None, sentences: list[str]) -> None:
-        from rescorer.phrase_table import parse_line
         from .phrase_tables import filtered_lines, source_spans
         wanted = source_spans(sentences, self.cfg.max_phrase_length)
-        raw: dict[str, list[tuple[tuple[str, ...], np.ndarray]]] = {}
+        raw: dict[str, list] = {}
         for lineno, line in filtered_lines(table, wanted):
-            p = parse_line(line, table, lineno)
-            if p.n_scores != self.n_tm:
-                raise DecoderError(f"{table}:{lineno}: {p.n_scores} scores but num-features={self.n_tm}")
-            vals = np.array([moses_log(float(x)) for x in p.fields[2].split()])
-            raw.setdefault(p.source, []).append((tuple(p.target.split()), vals))
+            src, tgt, vals = _fast_fields(line, table, lineno, self.n_tm)
+            raw.setdefault(src, []).append((tuple(tgt.split()), vals))
         self.lr_table: dict[tuple[str, str], tuple[float, ...]] = {}
         if reordering is not None:
             pairs = {(s, " ".join(t)) for s, opts in raw.items() for t, _ in opts}
             for lineno, line in filtered_lines(reordering, wanted):
-                p = parse_line(line, reordering, lineno)
-                key = (p.source, p.target)
-                if key in pairs:
-                    if p.n_scores != 6:
-                        raise DecoderError(f"{reordering}:{lineno}: {p.n_scores} scores, msd-bidirectional-fe has 6")
-                    self.lr_table[key] = tuple(moses_log(float(x)) for x in p.fields[2].split())
-        self.raw = raw
+                src, tgt, vals = _fast_fields(line, reordering, lineno, 6)
+                if (src, tgt) in pairs:
+                    self.lr_table[(src, tgt)] = tuple(vals)
+        # per source: targets, their TM log-scores as a matrix, lengths, LM estimates (unweighted)
         self._lm_cache: dict[tuple[str, ...], float] = {}
+        self.raw = {}
+        for src, opts in raw.items():
+            targets = [t for t, _ in opts]
+            self.raw[src] = (targets, np.array([v for _, v in opts]), np.array([len(t) for t in targets], float),
+                             np.array([self._lm_logprob(t) for t in targets]))
         self._apply_weights()
 
     def set_weights(self, weights: dict[str, list[float]] | np.ndarray) -> None:
@@ -238,24 +253,31 @@ class PhraseModel:
 
     def _apply_weights(self) -> None:
         """The best table-limit targets of each source by their estimated score, as Moses keeps them."""
+        w = self.weights
+        w_tm = w[self.s_tm]
+        w_wp = w[self.s_wp][0] if self.s_wp is not None else 0.0
+        w_pp = w[self.s_pp][0] if self.s_pp is not None else 0.0
+        w_lm = w[self.s_lm][0] if self.s_lm is not None else 0.0
         self.table: dict[str, list[tuple[tuple[str, ...], np.ndarray, float, float]]] = {}
-        for src, opts in self.raw.items():
-            scored = []
-            for tgt, vals in opts:
+        for src, (targets, tm, lengths, lmest) in self.raw.items():
+            static = tm @ w_tm - w_wp * lengths + w_pp
+            future = static + w_lm * lmest
+            order = np.argsort(-future, kind="stable")
+            if self.table_limit > 0:
+                order = order[: self.table_limit]
+            kept = []
+            for k in order:
                 delta = np.zeros(self.layout.size)
-                delta[self.s_tm] = vals
+                delta[self.s_tm] = tm[k]
                 if self.s_wp is not None:
-                    delta[self.s_wp] = -len(tgt)
+                    delta[self.s_wp] = -lengths[k]
                 if self.s_pp is not None:
                     delta[self.s_pp] = 1.0
-                static = float(self.weights @ delta)
-                future = static + self._lm_estimate(tgt)
-                scored.append((tgt, delta, static, future))
-            scored.sort(key=lambda x: -x[3])
-            self.table[src] = scored[: self.table_limit] if self.table_limit > 0 else scored
+                kept.append((targets[k], delta, float(static[k]), float(future[k])))
+            self.table[src] = kept
 
-    def _lm_estimate(self, words: tuple[str, ...]) -> float:
-        """Weighted LM score of a phrase in isolation (Moses's future-cost estimate)."""
+    def _lm_logprob(self, words: tuple[str, ...]) -> float:
+        """ln-probability of a phrase in isolation (no <s>): Moses's LM estimate for future costs."""
         if self.lm is None:
             return 0.0
         total = self._lm_cache.get(words)
@@ -268,7 +290,10 @@ class PhraseModel:
                 total += self.lm.BaseScore(a, w, b)
                 a, b = b, a
             self._lm_cache[words] = total = total * LN10
-        return self.weights[self.s_lm][0] * total
+        return total
+
+    def _lm_estimate(self, words: tuple[str, ...]) -> float:
+        return (self.weights[self.s_lm][0] * self._lm_logprob(words)) if self.lm is not None else 0.0
 
     # -- one sentence --------------------------------------------------------------------
     def options(self, words: list[str]) -> dict[tuple[int, int], list[Option]]:
