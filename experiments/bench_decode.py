@@ -64,9 +64,7 @@ def main() -> None:
     filter_table(os.path.join(base, "reordering-table.wbe-msd-bidirectional-fe.gz"), src, reo, overwrite=True)
     ini = MosesIni.read(os.path.join(base, "moses.ini"))
     for name, path in (("TranslationModel0", pt), ("LexicalReordering0", reo), ("LM0", lm)):
-        f = ini.feature(name)
-        ini.add_feature(f.kind + " " + " ".join(f"{k}={os.path.abspath(path) if k == 'path' else v}"
-                                                for k, v in f.args), ini.weights()[name])
+        ini.set_feature_arg(name, "path", os.path.abspath(path))
     ini_path = os.path.join(a.work, "moses.ini")
     ini.write(ini_path)
     print(f"filtering the tables to {len(src)} sentences: {time.time() - t:.1f} s")

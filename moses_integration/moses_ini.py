@@ -210,6 +210,13 @@ class MosesIni:
         w = self.weights().get(name, [])
         self.set_weight_line(name, (w + [start_weight] * n_scores)[:n_scores])
 
+    def set_feature_arg(self, name: str, key: str, value: str) -> None:
+        """Set one key=value of feature ``name`` (e.g. its path), keeping the rest of the line."""
+        i = self._find_feature(name)
+        f = parse_feature_line(self.lines[i].split("#", 1)[0], self._where(i))
+        f.set(key, value)
+        self._replace_line(i, f.render())
+
     def add_feature(self, line: str, weights: list[float]) -> None:
         f = parse_feature_line(line, "feature to add")
         if any(g.name == f.name for g in self.features()):

@@ -64,6 +64,14 @@ def test_add_remove_feature_and_set_weights(ini_path):
         ini.set_weights({"TranslationModel0": [1, 2]})
 
 
+def test_set_feature_arg_changes_one_field(ini_path):
+    ini = MosesIni.read(ini_path)
+    before = ini.text().splitlines()
+    ini.set_feature_arg("LM0", "path", "/y/lm.binary")
+    assert ini.feature("LM0").get("path") == "/y/lm.binary" and ini.feature("LM0").get("order") == "5"
+    assert sum(a != b for a, b in zip(before, ini.text().splitlines())) == 1
+
+
 def test_malformed_ini_names_file_and_line(tmp_path):
     p = tmp_path / "bad.ini"
     p.write_text("[feature]\nDistortion\n\n[weight]\nDistortion0 0.3\n")

@@ -48,9 +48,7 @@ def real_system(tmp_path_factory):
     ini = MosesIni.read(BASE / "moses.ini")
     for name, path in (("TranslationModel0", d / "pt.gz"), ("LexicalReordering0", d / "reo.gz"),
                        ("LM0", d / "lm.binary")):
-        f = ini.feature(name)
-        ini.add_feature(f.kind + " " + " ".join(f"{k}={str(path) if k == 'path' else v}" for k, v in f.args),
-                        ini.weights()[name])
+        ini.set_feature_arg(name, "path", str(path))
     ini.write(d / "moses.ini")
     return d
 
