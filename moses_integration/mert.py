@@ -139,11 +139,7 @@ def optimize(arrays, w0: np.ndarray, tunable: np.ndarray, restarts: int = 20, se
             cur = step[1]
         if cur > best_b + 1e-9:
             best_w, best_b = w.copy(), cur
-    # the 1-best does not change under positive scaling: normalise the tuned part (L1 = 1) as Moses does
-    norm = np.abs(best_w[dims]).sum()
-    if norm > 0:
-        best_w = best_w.copy()
-        best_w[dims] /= norm
+    # no normalisation: scaling only the tuned weights would change the ranking against the fixed ones
     return best_w, best_b
 
 
