@@ -25,10 +25,14 @@ def source_spans(sentences: Iterable[str], max_len: int = 7) -> set[bytes]:
     return out
 
 
-def filtered_lines(path: str | os.PathLike, wanted: set[bytes]) -> Iterator[tuple[int, bytes]]:
+def filtered_lines(path: str | os.PathLike, wanted: set[bytes], progress: bool = True
+                   ) -> Iterator[tuple[int, bytes]]:
     """(line number, raw line) of the lines whose source phrase is in ``wanted``; fast path on bytes."""
+    from tqdm import tqdm
     with open_binary(path) as f:
-        for lineno, raw in enumerate(f, 1):
+        lines = tqdm(f, desc=f"reading {os.path.basename(os.fspath(path))}", unit=" lines", unit_scale=True,
+                     mininterval=2.0, disable=not progress, leave=False)
+        for lineno, raw in enumerate(lines, 1):
             k = raw.find(SEP)
             if k >= 0 and raw[:k] in wanted:
                 yield lineno, raw

@@ -1,8 +1,10 @@
-"""``rescorer``: train Cho et al.'s RNN Encoder-Decoder on a Moses phrase table and add its score.
+"""rescorer: train Cho et al.'s RNN Encoder-Decoder on a Moses phrase table and add its score.
 
     rescorer vocab --phrase-table model/phrase-table.gz --size 15000 --out vocab/
     rescorer train --phrase-table model/phrase-table.gz --vocab vocab/ --out run/ --max-minutes 60
     rescorer score --phrase-table model/phrase-table.gz --model run/best.pt --out phrase-table.rnn.gz
+    rescorer ini set-table --ini moses.ini --path phrase-table.rnn.gz --out moses.rnn.ini
+    rescorer tune --ini moses.rnn.ini --input dev.en --ref dev.fr --out-ini moses.tuned.ini
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ Moses takes max(ln x, -100) of every dense score when it loads a table.  With
 --unk-count a second new column holds exp(-n), n = words of the pair outside the
 network's shortlists (the paper's WP feature): Moses sees -n, like its WordPenalty.
 Then raise num-features of the table's feature line in moses.ini by the number of new
-columns, add as many weights, and tune.
+columns and add as many weights ('rescorer ini set-table' does both), and tune.
 """
 
 
