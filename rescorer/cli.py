@@ -341,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[a.command](a)
     except (ValueError, OSError, RuntimeError) as e:  # our errors name the file and line
+        if a.verbose:
+            raise
         log.error("%s", e)
         return 1
     except KeyboardInterrupt:
