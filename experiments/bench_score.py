@@ -106,9 +106,11 @@ def table_shape(path: str) -> dict:
             "target_symbols_per_pair": symbols / len(pairs), "symbols_per_tree_node": symbols / len(nodes)}
 
 
-def vocab_of(words: list[str], size: int) -> Vocabulary:
+def vocab_of(words, size: int = 15000) -> Vocabulary:
+    """The sample's own words, padded with dummy entries to the paper's shortlist size."""
     from collections import Counter
-    return Vocabulary.from_counts(Counter(words), size)
+    v = Vocabulary.from_counts(Counter(words), size)
+    return Vocabulary(v.words + [f"pad{i}" for i in range(size - len(v))])
 
 
 @torch.inference_mode()
@@ -220,11 +222,8 @@ def main() -> None:
             print(f"synthetic table, {'real-shaped' if shaped else 'independent targets'}: " +
                   ", ".join(f"{k} {v:.2f}" for k, v in shape.items()))
         pairs = [(p.source, p.target) for t in tables.values() for p in iter_table(t)]
-        sv = vocab_of([w for s, _ in pairs for w in s.split()], 15000)
-        tv = vocab_of([w for _, t in pairs for w in t.split()], 15000)
-        # the paper's shortlist size, whatever the sample's own vocabulary
-        sv = Vocabulary(sv.words + [f"pad{i}" for i in range(15000 - len(sv))])
-        tv = Vocabulary(tv.words + [f"pad{i}" for i in range(15000 - len(tv))])
+        sv = vocab_of(w for s, _ in pairs for w in s.split())
+        tv = vocab_of(w for _, t in pairs for w in t.split())
         model = RNNEncoderDecoder(ModelConfig(len(sv), len(tv), hidden=a.hidden)).eval()
         print(f"model: {model.cfg.to_dict()}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
         compare("synthetic, real-shaped", tables[True], model, sv, tv, peak, tmp)
@@ -247,11 +246,8 @@ def main() -> None:
                     out.write(line)
             print("real slice: " + ", ".join(f"{k} {v:.2f}" for k, v in table_shape(real).items()))
             rp = [(p.source, p.target) for p in iter_table(real)]
-            from collections import Counter
-            rsv = Vocabulary.from_counts(Counter(w for s, _ in rp for w in s.split()), 15000)
-            rtv = Vocabulary.from_counts(Counter(w for _, t in rp for w in t.split()), 15000)
-            rsv = Vocabulary(rsv.words + [f"pad{i}" for i in range(15000 - len(rsv))])
-            rtv = Vocabulary(rtv.words + [f"pad{i}" for i in range(15000 - len(rtv))])
+            rsv = vocab_of(w for s, _ in rp for w in s.split())
+            rtv = vocab_of(w for _, t in rp for w in t.split())
             compare("real Moses table slice", real, model, rsv, rtv, peak, tmp)
 
 

@@ -176,6 +176,7 @@ class PhraseModel:
 
         lay = self.layout = FeatureLayout()
         tm, lm, lr = by_kind["PhraseDictionaryMemory"], by_kind.get("KENLM"), by_kind.get("LexicalReordering")
+        self.s_lr: slice | None = None
         if lr is not None:
             t = lr.get("type") or ""
             if "msd-bidirectional-fe" not in t:
@@ -251,6 +252,19 @@ class PhraseModel:
                 self.weights[sl[name]] = vals
         self._apply_weights()
 
+    def _stateless(self, tm: np.ndarray | None, n_words: int, unknown: bool = False) -> np.ndarray:
+        """Feature values an option carries by itself: TM scores, -#words, 1 phrase, -100 if unknown."""
+        delta = np.zeros(self.layout.size)
+        if tm is not None:
+            delta[self.s_tm] = tm
+        if unknown:
+            delta[self.s_uwp] = UNKNOWN_PENALTY
+        if self.s_wp is not None:
+            delta[self.s_wp] = -n_words
+        if self.s_pp is not None:
+            delta[self.s_pp] = 1.0
+        return delta
+
     def _apply_weights(self) -> None:
         """The best table-limit targets of each source by their estimated score, as Moses keeps them."""
         w = self.weights
@@ -265,16 +279,8 @@ class PhraseModel:
             order = np.argsort(-future, kind="stable")
             if self.table_limit > 0:
                 order = order[: self.table_limit]
-            kept = []
-            for k in order:
-                delta = np.zeros(self.layout.size)
-                delta[self.s_tm] = tm[k]
-                if self.s_wp is not None:
-                    delta[self.s_wp] = -lengths[k]
-                if self.s_pp is not None:
-                    delta[self.s_pp] = 1.0
-                kept.append((targets[k], delta, float(static[k]), float(future[k])))
-            self.table[src] = kept
+            self.table[src] = [(targets[k], self._stateless(tm[k], len(targets[k])), float(static[k]),
+                                float(future[k])) for k in order]
 
     def _lm_logprob(self, words: tuple[str, ...]) -> float:
         """ln-probability of a phrase in isolation (no <s>): Moses's LM estimate for future costs."""
@@ -308,12 +314,7 @@ class PhraseModel:
         for i in range(n):
             if (i, i + 1) not in out:
                 # an unknown word: passed through, UnknownWordPenalty -100
-                delta = np.zeros(self.layout.size)
-                delta[self.s_uwp] = UNKNOWN_PENALTY
-                if self.s_wp is not None:
-                    delta[self.s_wp] = -1.0
-                if self.s_pp is not None:
-                    delta[self.s_pp] = 1.0
+                delta = self._stateless(None, 1, unknown=True)
                 static = float(self.weights @ delta)
                 tgt = (words[i],)
                 out[(i, i + 1)] = [Option(i, i + 1, tgt, delta, static, static + self._lm_estimate(tgt), None)]
@@ -364,7 +365,7 @@ class PhraseModel:
         lm = self.lm
         w_lm = w[self.s_lm][0] if lm is not None else 0.0
         w_d = w[self.s_d][0] if self.s_d is not None else 0.0
-        lr_on = hasattr(self, "s_lr")
+        lr_on = self.s_lr is not None
         w_lr = w[self.s_lr] if lr_on else None
         lm_slot = self.s_lm.start if lm is not None else None
         d_slot = self.s_d.start if self.s_d is not None else None
