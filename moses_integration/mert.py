@@ -143,6 +143,11 @@ def optimize(arrays, w0: np.ndarray, tunable: np.ndarray, restarts: int = 20, se
     return best_w, best_b
 
 
+def one_best_bleu(lists, refs: list[Reference]) -> float:
+    """Corpus BLEU of the first candidate of each sentence's n-best list."""
+    return bleu(sum((sentence_stats(cands[0][0], ref) for cands, ref in zip(lists, refs)), np.zeros(N_STATS)))
+
+
 @dataclass
 class TuneResult:
     weights: np.ndarray
@@ -159,13 +164,8 @@ def tune(decode: Callable[[np.ndarray, int], list[list[tuple[list[str], np.ndarr
     best = (-1.0, w.copy())
     for it in range(1, max_iter + 1):
         lists = decode(w, nbest)
-        one_best = np.zeros(N_STATS)
-        new = 0
-        for i, cands in enumerate(lists):
-            one_best += sentence_stats(cands[0][0], pool.refs[i])
-            for words, f in cands:
-                new += pool.add(i, words, f)
-        dev = bleu(one_best)
+        dev = one_best_bleu(lists, pool.refs)
+        new = sum(pool.add(i, words, f) for i, cands in enumerate(lists) for words, f in cands)
         if dev > best[0]:
             best = (dev, w.copy())
         rec = {"iteration": it, "dev_bleu": dev, "new_candidates": new, "pool": pool.size(),
@@ -184,7 +184,7 @@ def tune(decode: Callable[[np.ndarray, int], list[list[tuple[list[str], np.ndarr
     else:
         # the last optimised weights have not been decoded yet: decode once more to log them
         lists = decode(w, 1)
-        dev = bleu(sum(sentence_stats(c[0][0], pool.refs[i]) for i, c in enumerate(lists)))
+        dev = one_best_bleu(lists, pool.refs)
         history.append({"iteration": max_iter + 1, "dev_bleu": dev, "weights": w.tolist(), "stop": "max_iter"})
         if dev > best[0]:
             best = (dev, w.copy())

@@ -196,10 +196,10 @@ def _decoder(a: argparse.Namespace, sentences: list[str]):
 def cmd_decode(a: argparse.Namespace) -> int:
     from .fileio import check_can_write
     check_can_write(a.output, a.overwrite)
-    sentences = _read_lines(a.input)
-    builtin, dec = _decoder(a, sentences)
-    if dec is not builtin:
+    if a.moses_bin or os.environ.get("MOSES"):  # refuse before loading any table
         raise RuntimeError("decode with a real Moses: run moses itself; --moses-bin is for 'tune'")
+    sentences = _read_lines(a.input)
+    builtin, _ = _decoder(a, sentences)
     n = int(a.n_best_list[1]) if a.n_best_list else 1
     results = builtin.translate(nbest=n, progress=not a.quiet)
     builtin.write(results, a.output, a.n_best_list[0] if a.n_best_list else None, a.segmentation)
