@@ -2,7 +2,7 @@
 """Experiment: MERT with the built-in decoder on a small slice of newstest2012.
 
     python experiments/bench_decode.py          # builds work/bench_decode/moses.ini first
-    python experiments/tune_small.py [--first 100 --sentences 80 --iterations 5 --nbest 50]
+    python experiments/tune_small.py [--first 100 --sentences 80 --iterations 4 --nbest 50]
 
 Prints dev BLEU (tokenised, truecased) per iteration.  Records what MERT does on a small
 tuning set; the paper tuned on ~6,000 sentences.
@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from moses_integration.decoder import DecoderConfig  # noqa: E402
-from moses_integration.mert import tune  # noqa: E402
+from moses_integration.mert import default_ranges, tune  # noqa: E402
 from moses_integration.runner import BuiltinDecoder  # noqa: E402
 
 
@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--ini", default="work/bench_decode/moses.ini")
     ap.add_argument("--first", type=int, default=100)
     ap.add_argument("--sentences", type=int, default=80)
-    ap.add_argument("--iterations", type=int, default=5)
+    ap.add_argument("--iterations", type=int, default=4)
     ap.add_argument("--nbest", type=int, default=50)
     ap.add_argument("--restarts", type=int, default=5)
     ap.add_argument("--pop-limit", type=int, default=300)
@@ -42,9 +42,10 @@ def main() -> None:
     ref = [r.split() for r in open(os.path.join(base, "newstest2012.tc.fr"), encoding="utf-8").read().splitlines()[sl]]
     dec = BuiltinDecoder(a.ini, src, DecoderConfig(pop_limit=a.pop_limit, stack_size=50))
     tunable = np.concatenate([np.full(k, not n.startswith("UnknownWordPenalty")) for n, k, _ in dec.layout.groups])
+    lower, upper = default_ranges(dec.layout.groups)
     t = time.time()
     res = tune(dec.nbest_lists, ref, dec.model.weights.copy(), tunable, nbest=a.nbest, max_iter=a.iterations,
-               restarts=a.restarts)
+               restarts=a.restarts, lower=lower, upper=upper)
     for h in res.history:
         print(f"iteration {h['iteration']}: dev BLEU {h['dev_bleu']:.2f}  pool {h.get('pool', '-')}")
     print(f"{time.time() - t:.0f} s")

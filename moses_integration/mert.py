@@ -59,31 +59,29 @@ def best_stats(arrays, w: np.ndarray) -> np.ndarray:
 
 
 def _envelope(a: np.ndarray, b: np.ndarray) -> tuple[list[float], list[int]]:
-    """Upper envelope of lines a + γ b: start points (first is -inf) and the winning line of each."""
+    """Upper envelope of lines a + γ b: start points (first is -inf) and the winning line of each.
+
+    Swept from γ = -inf: the line of least slope (highest intercept among equal slopes) wins
+    first; the next winner is the steeper line that crosses the current one first (the steepest
+    of those crossing at the same point).  Each step is one vector operation over the lines."""
     order = np.lexsort((a, b))  # by slope, then intercept
-    xs: list[float] = []
-    idx: list[int] = []
-    for k in order:
-        ak, bk = a[k], b[k]
-        while idx:
-            t = idx[-1]
-            if b[t] == bk:  # same slope: the later one has the larger intercept
-                idx.pop()
-                xs.pop()
-                continue
-            x = (a[t] - ak) / (bk - b[t])
-            if x <= xs[-1]:
-                idx.pop()
-                xs.pop()
-                continue
-            break
-        xs.append(-math.inf if not idx else (a[idx[-1]] - ak) / (bk - b[idx[-1]]))
-        idx.append(int(k))
+    a, b = a[order], b[order]
+    last = np.append(b[1:] != b[:-1], True)  # equal slopes: only the highest intercept can win
+    order, a, b = order[last], a[last], b[last]
+    xs, idx = [-math.inf], [int(order[0])]
+    cur = 0
+    while cur < len(a) - 1:
+        x = (a[cur] - a[cur + 1:]) / (b[cur + 1:] - b[cur])
+        m = x.min()
+        cur = cur + 1 + int(np.flatnonzero(x == m)[-1])
+        xs.append(float(m))
+        idx.append(int(order[cur]))
     return xs, idx
 
 
-def line_search(arrays, w: np.ndarray, d: np.ndarray) -> tuple[float, float]:
-    """The γ maximising corpus BLEU of the 1-best along w + γ d (exact), and that BLEU."""
+def line_search(arrays, w: np.ndarray, d: np.ndarray, lo: float = -math.inf,
+                hi: float = math.inf) -> tuple[float, float]:
+    """The γ in [lo, hi] maximising corpus BLEU of the 1-best along w + γ d (exact), and that BLEU."""
     stats = np.zeros(N_STATS)
     events: list[tuple[float, np.ndarray]] = []
     for F, S in arrays:
@@ -92,37 +90,50 @@ def line_search(arrays, w: np.ndarray, d: np.ndarray) -> tuple[float, float]:
         for k in range(1, len(idx)):
             events.append((xs[k], S[idx[k]] - S[idx[k - 1]]))
     events.sort(key=lambda e: e[0])
-    best_b, best_lo, best_hi = bleu(stats), -math.inf, events[0][0] if events else math.inf
-    for k, (x, delta) in enumerate(events):
-        stats = stats + delta
-        hi = events[k + 1][0] if k + 1 < len(events) else math.inf
-        if hi == x:
-            continue
-        b = bleu(stats)
-        if b > best_b + 1e-9:
-            best_b, best_lo, best_hi = b, x, hi
-    if best_lo == -math.inf and best_hi == math.inf:
+    # the 1-best is constant on each interval [x_k, x_k+1) between breakpoints; sweep them
+    # left to right, keep those that meet [lo, hi], take the middle of the best one
+    best = None
+    a = -math.inf
+    for k in range(len(events) + 1):
+        b_end = events[k][0] if k < len(events) else math.inf
+        a_c, b_c = max(a, lo), min(b_end, hi)
+        if a_c < b_c or (a_c == b_c and lo == hi):
+            b = bleu(stats)
+            if best is None or b > best[0] + 1e-9:
+                best = (b, a_c, b_c)
+        if k < len(events):
+            stats = stats + events[k][1]
+            a = b_end
+    if best is None:  # [lo, hi] is a single breakpoint
+        return lo, bleu(best_stats(arrays, w + lo * d))
+    b, a_c, b_c = best
+    if a_c == -math.inf and b_c == math.inf:
         gamma = 0.0
-    elif best_lo == -math.inf:
-        gamma = best_hi - 1.0
-    elif best_hi == math.inf:
-        gamma = best_lo + 1.0
+    elif a_c == -math.inf:
+        gamma = b_c - 1.0
+    elif b_c == math.inf:
+        gamma = a_c + 1.0
     else:
-        gamma = 0.5 * (best_lo + best_hi)
-    return gamma, best_b
+        gamma = 0.5 * (a_c + b_c)
+    return gamma, b
 
 
 def optimize(arrays, w0: np.ndarray, tunable: np.ndarray, restarts: int = 20, seed: int = 0,
-             max_rounds: int = 50) -> tuple[np.ndarray, float]:
-    """Best weights found by coordinate line searches from w0 and from random restarts."""
+             max_rounds: int = 50, lower: np.ndarray | None = None, upper: np.ndarray | None = None,
+             extra_starts: list[np.ndarray] | None = None) -> tuple[np.ndarray, float]:
+    """Best weights found by coordinate line searches from w0, ``extra_starts`` and random
+    restarts (uniform in [-1, 1] cut to the ranges), every weight kept in [lower, upper]."""
     rng = np.random.default_rng(seed)
     dims = np.flatnonzero(tunable)
-    starts = [w0.copy()]
+    lower = np.full(len(w0), -math.inf) if lower is None else np.asarray(lower, float)
+    upper = np.full(len(w0), math.inf) if upper is None else np.asarray(upper, float)
+    clip = lambda w: np.where(tunable, np.clip(w, lower, upper), w0)  # noqa: E731
+    starts = [clip(w0.copy())] + [clip(np.asarray(s, float).copy()) for s in extra_starts or ()]
     for _ in range(restarts):
         w = w0.copy()
-        w[dims] = rng.uniform(-1, 1, len(dims))
+        w[dims] = rng.uniform(np.maximum(lower[dims], -1), np.minimum(upper[dims], 1))
         starts.append(w)
-    best_w, best_b = w0.copy(), bleu(best_stats(arrays, w0))
+    best_w, best_b = starts[0].copy(), bleu(best_stats(arrays, starts[0]))
     for w in starts:
         cur = bleu(best_stats(arrays, w))
         for _ in range(max_rounds):
@@ -130,7 +141,7 @@ def optimize(arrays, w0: np.ndarray, tunable: np.ndarray, restarts: int = 20, se
             for k in dims:
                 d = np.zeros_like(w)
                 d[k] = 1.0
-                g, b = line_search(arrays, w, d)
+                g, b = line_search(arrays, w, d, lower[k] - w[k], upper[k] - w[k])
                 if b > cur + 1e-6 and (step is None or b > step[1]):
                     step = (d * g, b)
             if step is None:
@@ -148,6 +159,21 @@ def one_best_bleu(lists, refs: list[Reference]) -> float:
     return bleu(sum((sentence_stats(cands[0][0], ref) for cands, ref in zip(lists, refs)), np.zeros(N_STATS)))
 
 
+def default_ranges(groups: list[tuple[str, int, bool]]) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds per weight: log-probability features (translation model, language
+    model, lexicalised reordering, and any added neural column) and the distortion cost
+    (``-|d|``) may not get negative weights, which would reward improbable phrases or long
+    jumps; the word, phrase and unknown-word penalties are free.  On a small tuning set an unbounded MERT otherwise finds
+    weights that rank its n-best pool well by rewarding improbable phrases, and the decoder then
+    prefers garbage (see the README)."""
+    lower, upper = [], []
+    for name, n, _ in groups:
+        free = any(name.startswith(p) for p in ("WordPenalty", "PhrasePenalty", "UnknownWordPenalty"))
+        lower += [-math.inf if free else 0.0] * n
+        upper += [math.inf] * n
+    return np.array(lower), np.array(upper)
+
+
 @dataclass
 class TuneResult:
     weights: np.ndarray
@@ -156,8 +182,12 @@ class TuneResult:
 
 def tune(decode: Callable[[np.ndarray, int], list[list[tuple[list[str], np.ndarray]]]],
          references: list[list[str]], w0: np.ndarray, tunable: np.ndarray, nbest: int = 100,
-         max_iter: int = 25, restarts: int = 20, seed: int = 0) -> TuneResult:
-    """MERT with any decoder: ``decode(weights, n)`` returns each sentence's n-best (words, features)."""
+         max_iter: int = 25, restarts: int = 20, seed: int = 0, lower: np.ndarray | None = None,
+         upper: np.ndarray | None = None) -> TuneResult:
+    """MERT with any decoder: ``decode(weights, n)`` returns each sentence's n-best (words, features).
+
+    Each optimisation starts from the current weights, the initial ones, the best decoded so
+    far and ``restarts`` random points; weights stay in [lower, upper] (``default_ranges``)."""
     pool = NBestPool([Reference(r) for r in references])
     w = w0.astype(float).copy()
     history = []
@@ -175,7 +205,8 @@ def tune(decode: Callable[[np.ndarray, int], list[list[tuple[list[str], np.ndarr
             history.append(rec)
             log.info("iteration %d: dev BLEU %.2f; no new candidates: done", it, dev)
             break
-        w_new, pool_bleu = optimize(pool.arrays(), w, tunable, restarts=restarts, seed=seed + it)
+        w_new, pool_bleu = optimize(pool.arrays(), w, tunable, restarts=restarts, seed=seed + it,
+                                    lower=lower, upper=upper, extra_starts=[w0, best[1]])
         rec["pool_bleu_after"] = pool_bleu
         history.append(rec)
         log.info("iteration %d: dev BLEU %.2f, %d new candidates (pool %d), optimised pool BLEU %.2f",

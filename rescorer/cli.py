@@ -156,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--nbest", type=int, default=100)
     t.add_argument("--max-iter", type=int, default=25)
     t.add_argument("--restarts", type=int, default=20)
+    t.add_argument("--range", action="append", default=[], metavar="NAME=LO,HI",
+                   help="bounds for a feature's weights, e.g. 'LM0=0,inf' or 'WordPenalty0=-3,3' (repeatable). "
+                        "Default: weights of log-probability features (TranslationModel, LM, "
+                        "LexicalReordering, added neural columns) and Distortion stay >= 0; penalties are free")
     t.add_argument("--log", help="JSON record of every iteration (default: OUT_INI.tune.json)")
     t.add_argument("--overwrite", action="store_true")
     decoder_opts(t)
@@ -207,6 +211,29 @@ def cmd_decode(a: argparse.Namespace) -> int:
     return 0
 
 
+def weight_ranges(groups, specs: list[str]):
+    """Bounds per weight: ``default_ranges`` overridden by ``NAME=LO,HI`` options."""
+    from moses_integration.mert import default_ranges
+    lower, upper = default_ranges(groups)
+    start = {}
+    a = 0
+    for name, n, _ in groups:
+        start[name] = (a, a + n)
+        a += n
+    for spec in specs:
+        name, _, rng = spec.partition("=")
+        try:
+            lo, hi = (float(x) for x in rng.split(","))
+        except ValueError:
+            raise ValueError(f"--range {spec!r}: expected NAME=LO,HI, e.g. LM0=0,inf") from None
+        if name not in start:
+            raise ValueError(f"--range {spec!r}: no feature {name!r} (features: {', '.join(start)})")
+        if lo > hi:
+            raise ValueError(f"--range {spec!r}: LO > HI")
+        lower[start[name][0]:start[name][1]], upper[start[name][0]:start[name][1]] = lo, hi
+    return lower, upper
+
+
 def cmd_tune(a: argparse.Namespace) -> int:
     import json
     import numpy as np
@@ -221,8 +248,9 @@ def cmd_tune(a: argparse.Namespace) -> int:
     layout = builtin.layout
     tunable = np.concatenate([np.full(n, not name.startswith("UnknownWordPenalty"))
                               for name, n, _ in layout.groups])
+    lower, upper = weight_ranges(layout.groups, a.range)
     res = tune(dec.nbest_lists, [r.split() for r in refs], builtin.model.weights.copy(), tunable,
-               nbest=a.nbest, max_iter=a.max_iter, restarts=a.restarts)
+               nbest=a.nbest, max_iter=a.max_iter, restarts=a.restarts, lower=lower, upper=upper)
     ini = MosesIni.read(a.ini)
     sl = layout.slices()
     ini.set_weights({name: list(res.weights[sl[name]]) for name, _, _ in layout.groups

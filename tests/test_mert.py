@@ -66,3 +66,43 @@ def test_optimize_raises_pool_bleu():
     w, b = optimize(arrays, w0, tunable, restarts=5)
     assert b > start and bleu(best_stats(arrays, w)) == pytest.approx(b)
     assert w[4] == w0[4]  # an untunable weight stays
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bounded_line_search_is_the_optimum_inside_the_bounds(seed):
+    rng = np.random.default_rng(10 + seed)
+    arrays = synthetic_pool(rng)
+    w, d = rng.normal(size=5), rng.normal(size=5)
+    lo, hi = -0.7, 1.3
+    gamma, b = line_search(arrays, w, d, lo, hi)
+    assert lo <= gamma <= hi
+    assert bleu(best_stats(arrays, w + gamma * d)) == pytest.approx(b)
+    grid = max(bleu(best_stats(arrays, w + g * d)) for g in np.linspace(lo, hi, 4001))
+    assert b >= grid - 1e-9
+
+
+def test_optimize_keeps_weights_in_their_ranges():
+    rng = np.random.default_rng(3)
+    arrays = synthetic_pool(rng, n_sent=60)
+    w0 = np.full(5, 0.5)
+    lower, upper = np.array([0, 0, -np.inf, 0.2, -np.inf]), np.array([np.inf, 1, np.inf, 0.6, np.inf])
+    w, b = optimize(arrays, w0, np.ones(5, bool), restarts=5, lower=lower, upper=upper)
+    assert np.all(w >= lower) and np.all(w <= upper)
+    assert b >= bleu(best_stats(arrays, w0)) - 1e-9 and bleu(best_stats(arrays, w)) == pytest.approx(b)
+
+
+def test_default_ranges_and_range_options():
+    from moses_integration.mert import default_ranges
+    from rescorer.cli import weight_ranges
+    groups = [("LexicalReordering0", 6, True), ("Distortion0", 1, True), ("LM0", 1, True),
+              ("UnknownWordPenalty0", 1, False), ("WordPenalty0", 1, True), ("PhrasePenalty0", 1, True),
+              ("TranslationModel0", 5, True)]
+    lower, upper = default_ranges(groups)
+    assert list(lower[:8]) == [0] * 8 and np.all(np.isinf(lower[8:11])) and list(lower[11:]) == [0] * 5
+    assert np.all(np.isinf(upper))
+    lower, upper = weight_ranges(groups, ["WordPenalty0=-3,3", "LM0=-inf,inf"])
+    assert (lower[9], upper[9]) == (-3, 3) and np.isinf(lower[7])
+    with pytest.raises(ValueError, match="no feature 'LM1'"):
+        weight_ranges(groups, ["LM1=0,1"])
+    with pytest.raises(ValueError, match="NAME=LO,HI"):
+        weight_ranges(groups, ["LM0=0"])
