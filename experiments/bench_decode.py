@@ -37,14 +37,9 @@ def tool(name: str) -> str:
     return path
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.environ.get("RESCORER_DATA", "../shared/data"))
-    ap.add_argument("--sentences", type=int, default=200)
-    ap.add_argument("--lm-lines", type=int, default=200000)
-    ap.add_argument("--processes", type=int, default=os.cpu_count())
-    ap.add_argument("--work", default="work/bench_decode")
-    a = ap.parse_args()
+def build_system(a: argparse.Namespace) -> tuple[str, list[str]]:
+    """moses.ini over the baseline tables filtered to the first a.sentences of newstest2012 and
+    an LM built here (once); the ini's path and the sentences."""
     base = os.path.join(a.data, "moses-baseline")
     os.makedirs(a.work, exist_ok=True)
     lm = os.path.join(a.work, f"lm{a.lm_lines}.binary")
@@ -68,6 +63,22 @@ def main() -> None:
     ini_path = os.path.join(a.work, "moses.ini")
     ini.write(ini_path)
     print(f"filtering the tables to {len(src)} sentences: {time.time() - t:.1f} s")
+    return ini_path, src
+
+
+def arguments(doc: str, sentences: int, work: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.environ.get("RESCORER_DATA", "../shared/data"))
+    ap.add_argument("--sentences", type=int, default=sentences)
+    ap.add_argument("--lm-lines", type=int, default=200000)
+    ap.add_argument("--processes", type=int, default=os.cpu_count())
+    ap.add_argument("--work", default=work)
+    return ap
+
+
+def main() -> None:
+    a = arguments(__doc__, 200, "work/bench_decode").parse_args()
+    ini_path, src = build_system(a)
     t = time.time()
     dec = BuiltinDecoder(ini_path, src, DecoderConfig(), a.processes)
     print(f"loading: {time.time() - t:.1f} s")

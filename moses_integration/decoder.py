@@ -80,16 +80,23 @@ class Option:
     static: float                   # their weighted sum
     future: float                   # static + weighted LM estimate in isolation
     lr: tuple[float, ...] | None    # 6 reordering log-probabilities, or None
+    mask: int = 0                   # the source words it covers, as a bit set
+
+    def __post_init__(self) -> None:
+        self.mask = ((1 << (self.end - self.start)) - 1) << self.start
 
 
 class Hyp:
-    __slots__ = ("coverage", "ncov", "start", "end", "lm_state", "lr", "score", "future", "delta",
+    """A partial translation.  ``step`` holds what its last phrase added besides the option's own
+    stateless values - (distortion, orientation, LM ln-probability, the previous pair's
+    reordering scores) - from which ``PhraseModel._translation`` rebuilds feature vectors."""
+    __slots__ = ("coverage", "ncov", "start", "end", "lm_state", "lr", "score", "future", "step",
                  "prev", "option", "arcs")
 
-    def __init__(self, coverage, ncov, start, end, lm_state, lr, score, future, delta, prev, option):
+    def __init__(self, coverage, ncov, start, end, lm_state, lr, score, future, step, prev, option):
         self.coverage, self.ncov, self.start, self.end = coverage, ncov, start, end
         self.lm_state, self.lr, self.score, self.future = lm_state, lr, score, future
-        self.delta, self.prev, self.option, self.arcs = delta, prev, option, None
+        self.step, self.prev, self.option, self.arcs = step, prev, option, None
 
     def path(self) -> list["Hyp"]:
         out, h = [], self
@@ -377,46 +384,44 @@ class PhraseModel:
             lm.BeginSentenceWrite(start_state)
         root = Hyp(0, 0, -1, 0, start_state, None, 0.0, future_of(0), None, None, None)
 
+        lm_cache: dict = {}  # (LM state, phrase, sentence end) -> (log10 prob, new state)
+        w_lr0 = [float(x) for x in w_lr] if lr_on else None
+        has_d = d_slot is not None
+
         def extend(h: Hyp, o: Option) -> Hyp:
-            delta = o.delta.copy()
             score = h.score + o.static
-            cov = h.coverage | (((1 << (o.end - o.start)) - 1) << o.start)
+            cov = h.coverage | o.mask
             # distortion: -|d|, Moses's ComputeDistortionDistance
-            if d_slot is not None:
-                d = -abs(o.start - h.end) if h.ncov else -o.start
-                delta[d_slot] = d
-                score += w_d * d
-            # lexicalised reordering
+            d = (-abs(o.start - h.end) if h.ncov else -o.start) if has_d else 0
+            score += w_d * d
+            # lexicalised reordering: orientation of this phrase against the previous one
+            orient = 0
             if lr_on:
-                if o.start == h.end:
-                    orient = 0
-                elif o.end == h.start:
-                    orient = 1
-                else:
-                    orient = 2
+                orient = 0 if o.start == h.end else (1 if o.end == h.start else 2)
                 if o.lr is not None:
-                    delta[lr_slot + orient] += o.lr[orient]
-                    score += w_lr[orient] * o.lr[orient]
+                    score += w_lr0[orient] * o.lr[orient]
                 if h.lr is not None:
-                    delta[lr_slot + 3 + orient] += h.lr[3 + orient]
-                    score += w_lr[3 + orient] * h.lr[3 + orient]
-            state = None
+                    score += w_lr0[3 + orient] * h.lr[3 + orient]
+            state, lm_ln = None, 0.0
             if lm is not None:
-                a = h.lm_state
-                total = 0.0
-                for word in o.target:
-                    b = kenlm.State()
-                    total += lm.BaseScore(a, word, b)
-                    a = b
-                if cov == full:
-                    b = kenlm.State()
-                    total += lm.BaseScore(a, "</s>", b)
-                    a = b
-                state = a
-                delta[lm_slot] = total * LN10
-                score += w_lm * total * LN10
+                ck = (h.lm_state, o.target, cov == full)
+                hit = lm_cache.get(ck)
+                if hit is None:
+                    a = h.lm_state
+                    total = 0.0
+                    for word in o.target:
+                        b = kenlm.State()
+                        total += lm.BaseScore(a, word, b)
+                        a = b
+                    if cov == full:
+                        b = kenlm.State()
+                        total += lm.BaseScore(a, "</s>", b)
+                        a = b
+                    hit = lm_cache[ck] = (total * LN10, a)
+                lm_ln, state = hit
+                score += w_lm * lm_ln
             return Hyp(cov, h.ncov + o.end - o.start, o.start, o.end, state, o.lr if lr_on else None,
-                       score, future_of(cov), delta, h, o)
+                       score, future_of(cov), (d, orient, lm_ln, h.lr), h, o)
 
         dl, L = self.dl, self.cfg.max_phrase_length
         stacks: list[dict] = [dict() for _ in range(n + 1)]
@@ -500,30 +505,49 @@ class PhraseModel:
 
     # -- n-best ---------------------------------------------------------------------------
     def _translation(self, path: list[Hyp], score: float) -> Translation:
+        """Words, feature vector and segmentation of a derivation (its hypotheses in order)."""
         feats = np.zeros(self.layout.size)
         words: list[str] = []
         seg = []
+        d_slot = self.s_d.start if self.s_d is not None else None
+        lr_slot = self.s_lr.start if self.s_lr is not None else None
         for h in path:
-            feats += h.delta
-            seg.append((h.option.start, h.option.end - 1, len(words), len(words) + len(h.option.target) - 1))
-            words.extend(h.option.target)
+            o = h.option
+            d, orient, lm_ln, prev_lr = h.step
+            feats += o.delta
+            if d_slot is not None:
+                feats[d_slot] += d
+            if lr_slot is not None:
+                if o.lr is not None:
+                    feats[lr_slot + orient] += o.lr[orient]
+                if prev_lr is not None:
+                    feats[lr_slot + 3 + orient] += prev_lr[3 + orient]
+            if self.s_lm is not None:
+                feats[self.s_lm.start] += lm_ln
+            seg.append((o.start, o.end - 1, len(words), len(words) + len(o.target) - 1))
+            words.extend(o.target)
         return Translation(words, feats, score, seg)
 
     def _nbest(self, finals: list[Hyp], n: int, distinct: bool = False) -> list[Translation]:
-        """Moses's trellis paths: deviate from a path by swapping one hypothesis for an arc."""
+        """Moses's trellis paths: deviate from a path by swapping one hypothesis for an arc.
+
+        A derivation is kept as (its parent derivation's path, position, arc) and only spelled
+        out when it is popped."""
         heap = []
         counter = 0
         for h in finals:
-            heap.append((-h.score, counter, h.path(), -1))
+            heap.append((-h.score, counter, None, 0, h, -1))
             counter += 1
         heapq.heapify(heap)
         out = []
         seen: set[tuple[str, ...]] = set()
         explored = 0
         while heap and len(out) < n and explored < 50 * n:  # Moses also bounds the paths it explores
-            neg, _, path, changed = heapq.heappop(heap)
+            neg, _, parent, pos, arc, changed = heapq.heappop(heap)
             explored += 1
-            t = self._translation(path, -neg)
+            # the path from the final hypothesis backwards (index 0 = the final hypothesis)
+            rev = (parent[:pos] if parent is not None else []) + [arc] + arc.path()[::-1][1:]
+            t = self._translation(rev[::-1], -neg)
             if distinct:
                 key = tuple(t.words)
                 if key not in seen:
@@ -531,14 +555,10 @@ class PhraseModel:
                     out.append(t)
             else:
                 out.append(t)
-            # positions counted from the end of the path (0 = the final hypothesis)
-            rev = path[::-1]
-            for pos in range(changed + 1, len(rev)):
-                h = rev[pos]
-                for arc in h.arcs or ():
-                    new_rev = rev[:pos] + [arc] + arc.path()[::-1][1:]
-                    new_score = -neg - h.score + arc.score
-                    heapq.heappush(heap, (-new_score, counter, new_rev[::-1], pos))
+            for p in range(changed + 1, len(rev)):
+                h = rev[p]
+                for a in h.arcs or ():
+                    heapq.heappush(heap, (neg + h.score - a.score, counter, rev, p, a, p))
                     counter += 1
         return out
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from .bleu import N_STATS, Reference, bleu, sentence_stats
+from .bleu import N_STATS, Reference, bleu, bleu_many, sentence_stats
 
 log = logging.getLogger(__name__)
 
@@ -51,79 +52,141 @@ class NBestPool:
         return sum(len(f) for f in self.feats)
 
 
+class PaddedPool:
+    """The pool as arrays padded to the longest list: features (S, N, D), statistics (S, N, K),
+    and which entries are real, so that a line search handles every sentence at once."""
+
+    def __init__(self, arrays: list[tuple[np.ndarray, np.ndarray]]):
+        S, N = len(arrays), max(len(F) for F, _ in arrays)
+        D, K = arrays[0][0].shape[1], arrays[0][1].shape[1]
+        self.F, self.St = np.zeros((S, N, D)), np.zeros((S, N, K))
+        self.valid = np.zeros((S, N), bool)
+        for i, (F, St) in enumerate(arrays):
+            self.F[i, :len(F)], self.St[i, :len(F)], self.valid[i, :len(F)] = F, St, True
+
+
+def _padded(arrays) -> PaddedPool:
+    return arrays if isinstance(arrays, PaddedPool) else PaddedPool(arrays)
+
+
 def best_stats(arrays, w: np.ndarray) -> np.ndarray:
-    total = np.zeros(N_STATS)
-    for F, S in arrays:
-        total += S[int(np.argmax(F @ w))]
-    return total
+    """Summed statistics of every sentence's highest-scoring candidate under w."""
+    P = _padded(arrays)
+    best = np.argmax(np.where(P.valid, P.F @ w, -np.inf), axis=1)
+    return P.St[np.arange(len(best)), best].sum(axis=0)
 
 
-def _envelope(a: np.ndarray, b: np.ndarray) -> tuple[list[float], list[int]]:
-    """Upper envelope of lines a + γ b: start points (first is -inf) and the winning line of each.
+def _events(P: PaddedPool, w: np.ndarray, d: np.ndarray):
+    """Statistics at γ = -inf and the breakpoints of every sentence's upper envelope of lines
+    (F w) + γ (F d), with the change of statistics at each.
 
-    Swept from γ = -inf: the line of least slope (highest intercept among equal slopes) wins
-    first; the next winner is the steeper line that crosses the current one first (the steepest
-    of those crossing at the same point).  Each step is one vector operation over the lines."""
-    order = np.lexsort((a, b))  # by slope, then intercept
-    a, b = a[order], b[order]
-    last = np.append(b[1:] != b[:-1], True)  # equal slopes: only the highest intercept can win
-    order, a, b = order[last], a[last], b[last]
-    xs, idx = [-math.inf], [int(order[0])]
-    cur = 0
-    while cur < len(a) - 1:
-        x = (a[cur] - a[cur + 1:]) / (b[cur + 1:] - b[cur])
-        m = x.min()
-        cur = cur + 1 + int(np.flatnonzero(x == m)[-1])
-        xs.append(float(m))
-        idx.append(int(order[cur]))
-    return xs, idx
+    Swept from γ = -inf for all sentences at once: the line of least slope (highest intercept
+    among equal slopes) wins first; the next winner is the steeper line that crosses the current
+    one first (the steepest of those crossing at the same point)."""
+    S, N = P.valid.shape
+    rows, idx = np.arange(S), np.arange(N)
+    a = np.where(P.valid, P.F @ w, -np.inf)
+    b = np.where(P.valid, P.F @ d, np.inf)
+    order = np.lexsort((a, b), axis=-1)  # per sentence by slope, then intercept; padding last
+    a, b = np.take_along_axis(a, order, 1), np.take_along_axis(b, order, 1)
+    v = np.take_along_axis(P.valid, order, 1)
+    v[:, :-1] &= ~((b[:, :-1] == b[:, 1:]) & v[:, 1:])  # equal slopes: only the highest intercept
+    cur = np.argmax(v, axis=1)
+    St = np.take_along_axis(P.St, order[:, :, None], 1)
+    start = St[rows, cur].sum(axis=0)
+    xs, rs, froms, tos = [], [], [], []
+    active = rows
+    with np.errstate(invalid="ignore", divide="ignore"):
+        while active.size:
+            c = cur[active]
+            A, B = a[active], b[active]
+            x = (A[np.arange(len(c)), c][:, None] - A) / (B - B[np.arange(len(c)), c][:, None])
+            x = np.where(v[active] & (idx[None, :] > c[:, None]), x, np.inf)
+            m = x.min(axis=1)
+            go = np.isfinite(m)
+            hit = (x == m[:, None]) & go[:, None]
+            nxt = N - 1 - np.argmax(hit[:, ::-1], axis=1)  # the steepest line crossing first
+            xs.append(m[go])
+            rs.append(active[go])
+            froms.append(c[go])
+            tos.append(nxt[go])
+            cur[active[go]] = nxt[go]
+            active = active[go]
+    if not xs:
+        return start, np.zeros(0), np.zeros((0, St.shape[2]))
+    xs, rs, froms, tos = (np.concatenate(z) for z in (xs, rs, froms, tos))
+    return start, xs, St[rs, tos] - St[rs, froms]
 
 
 def line_search(arrays, w: np.ndarray, d: np.ndarray, lo: float = -math.inf,
                 hi: float = math.inf) -> tuple[float, float]:
-    """The γ in [lo, hi] maximising corpus BLEU of the 1-best along w + γ d (exact), and that BLEU."""
-    stats = np.zeros(N_STATS)
-    events: list[tuple[float, np.ndarray]] = []
-    for F, S in arrays:
-        xs, idx = _envelope(F @ w, F @ d)
-        stats += S[idx[0]]
-        for k in range(1, len(idx)):
-            events.append((xs[k], S[idx[k]] - S[idx[k - 1]]))
-    events.sort(key=lambda e: e[0])
-    # the 1-best is constant on each interval [x_k, x_k+1) between breakpoints; sweep them
-    # left to right, keep those that meet [lo, hi], take the middle of the best one
-    best = None
-    a = -math.inf
-    for k in range(len(events) + 1):
-        b_end = events[k][0] if k < len(events) else math.inf
-        a_c, b_c = max(a, lo), min(b_end, hi)
-        if a_c < b_c or (a_c == b_c and lo == hi):
-            b = bleu(stats)
-            if best is None or b > best[0] + 1e-9:
-                best = (b, a_c, b_c)
-        if k < len(events):
-            stats = stats + events[k][1]
-            a = b_end
-    if best is None:  # [lo, hi] is a single breakpoint
+    """The γ in [lo, hi] maximising corpus BLEU of the 1-best along w + γ d (exact), and that BLEU.
+
+    The 1-best list is constant between breakpoints of the sentences' envelopes; the corpus
+    statistics of every interval are a running sum over the sorted breakpoints; the best
+    interval that meets [lo, hi] wins and γ is the middle of their intersection."""
+    start, xs, deltas = _events(_padded(arrays), w, d)
+    order = np.argsort(xs, kind="stable")
+    xs = xs[order]
+    stats = np.vstack([start, start + np.cumsum(deltas[order], axis=0)]) if len(xs) else start[None]
+    lefts = np.concatenate([[-math.inf], xs])
+    rights = np.concatenate([xs, [math.inf]])
+    a_c, b_c = np.maximum(lefts, lo), np.minimum(rights, hi)
+    ok = (a_c < b_c) | ((a_c == b_c) & (lo == hi))
+    if not ok.any():  # [lo, hi] is a single breakpoint
         return lo, bleu(best_stats(arrays, w + lo * d))
-    b, a_c, b_c = best
-    if a_c == -math.inf and b_c == math.inf:
+    cand = np.flatnonzero(ok)
+    scores = bleu_many(stats[cand])
+    k = cand[int(np.argmax(scores))]
+    b, a_k, b_k = float(scores.max()), float(a_c[k]), float(b_c[k])
+    if a_k == -math.inf and b_k == math.inf:
         gamma = 0.0
-    elif a_c == -math.inf:
-        gamma = b_c - 1.0
-    elif b_c == math.inf:
-        gamma = a_c + 1.0
+    elif a_k == -math.inf:
+        gamma = b_k - 1.0
+    elif b_k == math.inf:
+        gamma = a_k + 1.0
     else:
-        gamma = 0.5 * (a_c + b_c)
+        gamma = 0.5 * (a_k + b_k)
     return gamma, b
+
+
+def _climb(arrays: PaddedPool, w: np.ndarray, dims: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+           max_rounds: int) -> tuple[np.ndarray, float]:
+    """Coordinate ascent from w: the best single-weight line search step, until none helps."""
+    cur = bleu(best_stats(arrays, w))
+    for _ in range(max_rounds):
+        step = None
+        for k in dims:
+            d = np.zeros_like(w)
+            d[k] = 1.0
+            g, b = line_search(arrays, w, d, lower[k] - w[k], upper[k] - w[k])
+            if b > cur + 1e-6 and (step is None or b > step[1]):
+                step = (d * g, b)
+        if step is None:
+            break
+        w = w + step[0]
+        cur = step[1]
+    return w, cur
+
+
+_CLIMB_ARGS: tuple | None = None  # what forked workers share: (pool, dims, lower, upper, max_rounds)
+
+
+def _climb_worker(w: np.ndarray) -> tuple[np.ndarray, float]:
+    assert _CLIMB_ARGS is not None
+    P, dims, lower, upper, rounds = _CLIMB_ARGS
+    return _climb(P, w, dims, lower, upper, rounds)
 
 
 def optimize(arrays, w0: np.ndarray, tunable: np.ndarray, restarts: int = 20, seed: int = 0,
              max_rounds: int = 50, lower: np.ndarray | None = None, upper: np.ndarray | None = None,
-             extra_starts: list[np.ndarray] | None = None) -> tuple[np.ndarray, float]:
+             extra_starts: list[np.ndarray] | None = None, processes: int = 1) -> tuple[np.ndarray, float]:
     """Best weights found by coordinate line searches from w0, ``extra_starts`` and random
-    restarts (uniform in [-1, 1] cut to the ranges), every weight kept in [lower, upper]."""
+    restarts (uniform in [-1, 1] cut to the ranges), every weight kept in [lower, upper].
+    The starting points are shared out over ``processes`` forked workers."""
+    global _CLIMB_ARGS
     rng = np.random.default_rng(seed)
+    arrays = _padded(arrays)
     dims = np.flatnonzero(tunable)
     lower = np.full(len(w0), -math.inf) if lower is None else np.asarray(lower, float)
     upper = np.full(len(w0), math.inf) if upper is None else np.asarray(upper, float)
@@ -133,23 +196,20 @@ def optimize(arrays, w0: np.ndarray, tunable: np.ndarray, restarts: int = 20, se
         w = w0.copy()
         w[dims] = rng.uniform(np.maximum(lower[dims], -1), np.minimum(upper[dims], 1))
         starts.append(w)
+    if processes > 1 and len(starts) > 1:
+        import multiprocessing as mp
+        _CLIMB_ARGS = (arrays, dims, lower, upper, max_rounds)
+        try:
+            with mp.get_context("fork").Pool(min(processes, len(starts))) as workers:
+                results = workers.map(_climb_worker, starts, chunksize=1)
+        finally:
+            _CLIMB_ARGS = None
+    else:
+        results = [_climb(arrays, w, dims, lower, upper, max_rounds) for w in starts]
     best_w, best_b = starts[0].copy(), bleu(best_stats(arrays, starts[0]))
-    for w in starts:
-        cur = bleu(best_stats(arrays, w))
-        for _ in range(max_rounds):
-            step = None
-            for k in dims:
-                d = np.zeros_like(w)
-                d[k] = 1.0
-                g, b = line_search(arrays, w, d, lower[k] - w[k], upper[k] - w[k])
-                if b > cur + 1e-6 and (step is None or b > step[1]):
-                    step = (d * g, b)
-            if step is None:
-                break
-            w = w + step[0]
-            cur = step[1]
-        if cur > best_b + 1e-9:
-            best_w, best_b = w.copy(), cur
+    for w, b in results:  # in start order, so the result does not depend on the processes
+        if b > best_b + 1e-9:
+            best_w, best_b = w.copy(), b
     # no normalisation: scaling only the tuned weights would change the ranking against the fixed ones
     return best_w, best_b
 
@@ -183,7 +243,7 @@ class TuneResult:
 def tune(decode: Callable[[np.ndarray, int], list[list[tuple[list[str], np.ndarray]]]],
          references: list[list[str]], w0: np.ndarray, tunable: np.ndarray, nbest: int = 100,
          max_iter: int = 25, restarts: int = 20, seed: int = 0, lower: np.ndarray | None = None,
-         upper: np.ndarray | None = None) -> TuneResult:
+         upper: np.ndarray | None = None, processes: int = 1) -> TuneResult:
     """MERT with any decoder: ``decode(weights, n)`` returns each sentence's n-best (words, features).
 
     Each optimisation starts from the current weights, the initial ones, the best decoded so
@@ -193,30 +253,35 @@ def tune(decode: Callable[[np.ndarray, int], list[list[tuple[list[str], np.ndarr
     history = []
     best = (-1.0, w.copy())
     for it in range(1, max_iter + 1):
+        t0 = time.time()
         lists = decode(w, nbest)
+        t1 = time.time()
         dev = one_best_bleu(lists, pool.refs)
         new = sum(pool.add(i, words, f) for i, cands in enumerate(lists) for words, f in cands)
         if dev > best[0]:
             best = (dev, w.copy())
         rec = {"iteration": it, "dev_bleu": dev, "new_candidates": new, "pool": pool.size(),
-               "weights": w.tolist()}
+               "weights": w.tolist(), "decode_seconds": round(t1 - t0, 1)}
         if new == 0:
             rec["stop"] = "n-best lists stopped growing"
             history.append(rec)
             log.info("iteration %d: dev BLEU %.2f; no new candidates: done", it, dev)
             break
         w_new, pool_bleu = optimize(pool.arrays(), w, tunable, restarts=restarts, seed=seed + it,
-                                    lower=lower, upper=upper, extra_starts=[w0, best[1]])
+                                    lower=lower, upper=upper, extra_starts=[w0, best[1]], processes=processes)
         rec["pool_bleu_after"] = pool_bleu
+        rec["optimise_seconds"] = round(time.time() - t1, 1)
         history.append(rec)
         log.info("iteration %d: dev BLEU %.2f, %d new candidates (pool %d), optimised pool BLEU %.2f",
                  it, dev, new, pool.size(), pool_bleu)
         w = w_new
     else:
         # the last optimised weights have not been decoded yet: decode once more to log them
+        t0 = time.time()
         lists = decode(w, 1)
         dev = one_best_bleu(lists, pool.refs)
-        history.append({"iteration": max_iter + 1, "dev_bleu": dev, "weights": w.tolist(), "stop": "max_iter"})
+        history.append({"iteration": max_iter + 1, "dev_bleu": dev, "weights": w.tolist(), "stop": "max_iter",
+                        "decode_seconds": round(time.time() - t0, 1)})
         if dev > best[0]:
             best = (dev, w.copy())
     return TuneResult(best[1], history)

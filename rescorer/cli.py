@@ -250,7 +250,8 @@ def cmd_tune(a: argparse.Namespace) -> int:
                               for name, n, _ in layout.groups])
     lower, upper = weight_ranges(layout.groups, a.range)
     res = tune(dec.nbest_lists, [r.split() for r in refs], builtin.model.weights.copy(), tunable,
-               nbest=a.nbest, max_iter=a.max_iter, restarts=a.restarts, lower=lower, upper=upper)
+               nbest=a.nbest, max_iter=a.max_iter, restarts=a.restarts, lower=lower, upper=upper,
+               processes=a.threads or os.cpu_count() or 1)
     ini = MosesIni.read(a.ini)
     sl = layout.slices()
     ini.set_weights({name: list(res.weights[sl[name]]) for name, _, _ in layout.groups

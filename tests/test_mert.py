@@ -4,7 +4,8 @@ import pytest
 import sacrebleu
 
 from moses_integration.bleu import N_STATS, Reference, bleu, sentence_stats
-from moses_integration.mert import _envelope, best_stats, line_search, optimize
+from moses_integration.bleu import bleu_many
+from moses_integration.mert import PaddedPool, _events, best_stats, line_search, optimize
 
 WORDS = "le la les un une de du maison chat bleu rouge est a".split()
 
@@ -24,14 +25,42 @@ def test_bleu_equals_sacrebleu(seed):
     assert bleu(stats) == pytest.approx(want.score, abs=1e-9)
 
 
-def test_envelope_is_the_maximum_everywhere():
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(size=30), rng.normal(size=30)
-    b[5] = b[6]  # equal slopes
-    xs, idx = _envelope(a, b)
-    for g in np.linspace(-20, 20, 4001):
-        k = np.searchsorted(xs, g, side="right") - 1
-        assert a[idx[k]] + g * b[idx[k]] == pytest.approx(np.max(a + g * b))
+def test_bleu_many_equals_bleu():
+    rng = np.random.default_rng(1)
+    rows = [sum(sentence_stats(h, Reference(r)) for h, r in zip(*random_corpus(rng, k))) for k in (1, 2, 5, 30)]
+    rows.append(np.zeros(N_STATS))
+    assert list(bleu_many(np.array(rows))) == pytest.approx([bleu(r) for r in rows], abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_envelopes_of_all_sentences_are_the_maximum_everywhere(seed):
+    """Between the breakpoints found for all sentences at once, each sentence's winner is a
+    line that is highest there (checked candidate by candidate on a dense grid)."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 30, size=8)
+    total = int(sizes.sum())
+    arrays, first = [], 0
+    for n in sizes:
+        F = rng.normal(size=(n, 2)).round(1)  # rounding makes equal slopes and triple crossings
+        S = np.zeros((n, total))
+        S[np.arange(n), first + np.arange(n)] = 1  # statistics: one column per candidate
+        arrays.append((F, S))
+        first += n
+    w, d = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    start, xs, deltas = _events(PaddedPool(arrays), w, d)
+    order = np.argsort(xs, kind="stable")
+    allF = np.vstack([F for F, _ in arrays])
+    owner = np.repeat(np.arange(len(sizes)), sizes)
+    for g in np.linspace(-15, 15, 3001):
+        if np.any(np.abs(xs - g) < 1e-9):
+            continue
+        wins = start + deltas[order][xs[order] < g].sum(axis=0)
+        assert np.all(np.isclose(wins, 0) | np.isclose(wins, 1))
+        winners = np.flatnonzero(np.isclose(wins, 1))
+        assert sorted(owner[winners]) == list(range(len(sizes)))  # one winner per sentence
+        scores = allF @ (w + g * d)
+        for k in winners:
+            assert scores[k] == pytest.approx(scores[owner == owner[k]].max())
 
 
 def synthetic_pool(rng, n_sent=40, n_cand=15, dim=5):
@@ -106,3 +135,11 @@ def test_default_ranges_and_range_options():
         weight_ranges(groups, ["LM1=0,1"])
     with pytest.raises(ValueError, match="NAME=LO,HI"):
         weight_ranges(groups, ["LM0=0"])
+
+
+def test_optimize_gives_the_same_result_in_parallel():
+    rng = np.random.default_rng(5)
+    arrays = synthetic_pool(rng, n_sent=30)
+    one = optimize(arrays, np.ones(5), np.ones(5, bool), restarts=3)
+    two = optimize(arrays, np.ones(5), np.ones(5, bool), restarts=3, processes=2)
+    assert one[1] == two[1] and np.array_equal(one[0], two[0])
