@@ -47,7 +47,7 @@ python - "$WORK" <<'PY'
 import json, sys
 s = json.load(open(f"{sys.argv[1]}/run/summary.json"))
 print(f"   validation perplexity {s['best_valid_ppl']:.1f} per target symbol "
-      f"(unigram baseline {s['unigram_ppl']:.1f}; {s['unigram_ppl'] / s['best_valid_ppl']:.2f}x lower) "
+      f"(unigram baseline {s['baseline_ppl']:.1f}; {s['baseline_ppl'] / s['best_valid_ppl']:.2f}x lower) "
       f"after {s['updates']} updates, {s['minutes']:.1f} min")
 PY
 echo "   curves: $WORK/run/curves.png"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 SEP = " ||| "
 
@@ -140,3 +140,27 @@ def rerank(hyps: list[Hypothesis], weights: dict[str, list[float]]) -> list[Hypo
         fields[3] = format_value(weighted_total(h, weights))
         out.append(Hypothesis(h.sent_id, fields, h.features, h.eol))
     return sorted(out, key=lambda h: -h.total)
+
+
+def add_feature(path_in: str | os.PathLike, path_out: str | os.PathLike, name: str,
+                score: Callable[[list[str]], list[list[float]]], batch_lines: int = 20000) -> int:
+    """Copy an n-best list adding ``NAME= values`` to every hypothesis, the values computed by
+    ``score`` from the hypotheses' texts in batches; every other byte is kept.  Written to a
+    temporary file and renamed into place.  Returns the number of hypotheses."""
+    from rescorer.fileio import atomic_write
+    n = 0
+    with atomic_write(path_out, "w") as out:
+        batch: list[Hypothesis] = []
+
+        def flush() -> None:
+            for h, vals in zip(batch, score([h.text for h in batch])):
+                out.write(append_feature(h, name, list(vals)).line())
+            batch.clear()
+
+        for h in read_nbest(path_in):
+            batch.append(h)
+            n += 1
+            if len(batch) >= batch_lines:
+                flush()
+        flush()
+    return n

@@ -70,3 +70,45 @@ def check_vocab_matches(name: str, model_vocab: Vocabulary, given: Vocabulary, s
             f"{name}: the model's {side} vocabulary ({len(model_vocab)} words, "
             f"fingerprint {model_vocab.fingerprint()}) differs from the one given "
             f"({len(given)} words, fingerprint {given.fingerprint()})")
+
+
+CSLM_FORMAT = "phrase-rescorer/cslm/1"
+
+
+def save_cslm_checkpoint(path: str | os.PathLike, model, vocab: Vocabulary, oos_counts: dict[str, int],
+                         trainer_state: dict | None = None) -> None:
+    """A CSLM, its shortlist and the out-of-shortlist unigram counts, in one file."""
+    payload = {
+        "format": CSLM_FORMAT,
+        "config": model.cfg.to_dict(),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "vocab": vocab.words,
+        "oos_counts": oos_counts,
+        "trainer": trainer_state,
+    }
+    with atomic_write(path, "wb") as f:
+        torch.save(payload, f)
+
+
+def load_cslm_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
+    from .cslm import CSLM, CSLMConfig
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        raise CheckpointError(f"{name}: no such model file")
+    try:
+        payload = torch.load(name, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds
+        raise CheckpointError(f"{name}: not a readable checkpoint ({e})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CSLM_FORMAT:
+        raise CheckpointError(f"{name}: not a phrase-rescorer CSLM checkpoint")
+    cfg = CSLMConfig.from_dict(payload["config"])
+    vocab = Vocabulary(payload["vocab"])
+    if len(vocab) != cfg.vocab:
+        raise CheckpointError(f"{name}: a vocabulary of {len(vocab)} words for a CSLM over {cfg.vocab}")
+    model = CSLM(cfg)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{name}: weights do not fit the configuration: {e}") from None
+    payload["model"], payload["config"], payload["vocab"] = model.to(device), cfg, vocab
+    return payload

@@ -174,6 +174,59 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--lang", default="fr", help="output language for detokenisation (default fr)")
     e.add_argument("--no-postprocess", action="store_true", help="score the output as it is")
     e.add_argument("--samples", type=int, default=1000, help="bootstrap samples (default 1000)")
+
+    c = sub.add_parser("cslm-train", parents=[common], help="train the CSLM (feed-forward n-gram LM) on target text",
+                       description="Train Schwenk's continuous-space language model on tokenised target "
+                                   "text: every word and each sentence's </s> is an n-gram; 0.1%% of the "
+                                   "sentences held out; perplexity, checkpoints (OUT/last.pt, OUT/best.pt), "
+                                   "curves (OUT/curves.png), --resume. CPU or CUDA.")
+    c.add_argument("--text", required=True, nargs="+", help="tokenised target text files (plain or .gz)")
+    cv = c.add_mutually_exclusive_group(required=True)
+    cv.add_argument("--vocab", help="shortlist: a vocabulary file such as VOCAB_DIR/target.vocab "
+                                    "(the RNN's target shortlist) or a directory holding target.vocab")
+    cv.add_argument("--shortlist", type=int, help="make a shortlist of this size from the text (OUT/target.vocab)")
+    c.add_argument("--out", required=True, help="run directory")
+    c.add_argument("--resume", action="store_true", help="continue OUT/last.pt exactly where it stopped")
+    c.add_argument("--overwrite", action="store_true", help="start again over an existing run")
+    c.add_argument("--order", type=int, default=7, help="n of the n-grams (default 7, the paper's)")
+    c.add_argument("--embed", type=int, default=512, help="projection size per context word (default 512)")
+    c.add_argument("--hidden", type=int, nargs="+", default=[1536, 1024],
+                   help="sizes of the rectified layers (default 1536 1024)")
+    c.add_argument("--max-minutes", type=float, help="time budget (training time, summed over resumes)")
+    c.add_argument("--max-epochs", type=int, help="stop after this many passes over the text")
+    c.add_argument("--max-updates", type=int, help="stop after this many minibatches")
+    c.add_argument("--batch-size", type=int, default=128, help="n-grams per minibatch (default 128)")
+    c.add_argument("--valid-every", type=int, default=1000, help="updates between validations (default 1000)")
+    c.add_argument("--valid-fraction", type=float, default=0.001,
+                   help="share of the sentences held out for validation (default 0.001)")
+    c.add_argument("--patience", type=int, default=10,
+                   help="stop after this many validations without improvement (default 10)")
+    c.add_argument("--checkpoint-minutes", type=float, default=10.0, help="save OUT/last.pt this often (default 10)")
+    c.add_argument("--optimizer", choices=["sgd", "adam", "adadelta"], default="sgd",
+                   help="plain SGD as Schwenk's toolkit (default), Adam or Adadelta")
+    c.add_argument("--lr", type=float, help="learning rate (default 0.1 for SGD, 1e-3 for Adam, 1.0 for Adadelta)")
+    c.add_argument("--seed", type=int, default=1234)
+    c.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+
+    cs = sub.add_parser("cslm-score", parents=[common], help="ln-probability of every sentence of a file under a CSLM",
+                        description="Write ln p(sentence </s>) (natural log, as Moses's LM features) of each "
+                                    "line of a tokenised file, one number per line.")
+    cs.add_argument("--model", required=True, help="checkpoint from 'rescorer cslm-train' (run/best.pt)")
+    cs.add_argument("--input", required=True, help="tokenised text, one sentence per line")
+    cs.add_argument("--output", required=True, help="scores, one per line")
+    cs.add_argument("--overwrite", action="store_true")
+    cs.add_argument("--device", default="auto")
+
+    cr = sub.add_parser("cslm-rescore", parents=[common], help="add the CSLM score to every hypothesis of a Moses n-best list",
+                        description="Append 'CSLM0= ln p(hypothesis </s>)' to the feature field of every line "
+                                    "of a Moses n-best list (from Moses or 'rescorer decode'); every other "
+                                    "byte is kept. Tune with the new feature's weight, then re-rank.")
+    cr.add_argument("--model", required=True, help="checkpoint from 'rescorer cslm-train'")
+    cr.add_argument("--nbest", required=True, help="Moses n-best list")
+    cr.add_argument("--out", required=True, help="n-best list with the new feature")
+    cr.add_argument("--name", default="CSLM0", help="feature name (default CSLM0)")
+    cr.add_argument("--overwrite", action="store_true")
+    cr.add_argument("--device", default="auto")
     return p
 
 
@@ -359,8 +412,73 @@ def cmd_score(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cslm_train(a: argparse.Namespace) -> int:
+    from .cslm import CSLMConfig
+    from .ngrams import iter_sentences
+    from .runtime import resolve_device, setup_logging
+    from .trainer import CSLMTrainer, TrainConfig
+    from .vocab import Vocabulary
+    setup_logging(os.path.join(a.out, "train.log"), a.verbose)
+    if a.shortlist:
+        path = os.path.join(a.out, "target.vocab")
+        if os.path.exists(path) and (a.resume or not a.overwrite):
+            vocab = Vocabulary.load(path)
+        else:
+            from collections import Counter
+            counts: Counter = Counter()
+            for _, _, words in iter_sentences(a.text):
+                counts.update(words)
+            vocab = Vocabulary.from_counts(counts, a.shortlist)
+            os.makedirs(a.out, exist_ok=True)
+            vocab.save(path)
+    else:
+        path = os.path.join(a.vocab, "target.vocab") if os.path.isdir(a.vocab) else a.vocab
+        vocab = Vocabulary.load(path)
+    mcfg = CSLMConfig(len(vocab), a.order, a.embed, tuple(a.hidden))
+    tcfg = TrainConfig(batch_size=a.batch_size, valid_every=a.valid_every, patience=a.patience,
+                       checkpoint_minutes=a.checkpoint_minutes, max_minutes=a.max_minutes,
+                       max_epochs=a.max_epochs, max_updates=a.max_updates, valid_fraction=a.valid_fraction,
+                       seed=a.seed, optimizer=a.optimizer, lr=a.lr)
+    CSLMTrainer(a.text, vocab, a.out, mcfg, tcfg, resolve_device(a.device), resume=a.resume,
+                overwrite=a.overwrite, progress=not a.quiet).train()
+    return 0
+
+
+def _cslm_scorer(a: argparse.Namespace):
+    from .checkpoint import load_cslm_checkpoint
+    from .cslm import CSLMScorer, OutOfShortlist
+    from .runtime import resolve_device
+    dev = resolve_device(a.device)
+    ck = load_cslm_checkpoint(a.model, dev)
+    return CSLMScorer(ck["model"], ck["vocab"], OutOfShortlist(ck["oos_counts"]), dev)
+
+
+def cmd_cslm_score(a: argparse.Namespace) -> int:
+    from .fileio import atomic_write, check_can_write
+    check_can_write(a.output, a.overwrite)
+    scorer = _cslm_scorer(a)
+    scores = scorer.score_sentences([line.split() for line in _read_lines(a.input)])
+    with atomic_write(a.output, "w") as f:
+        for v in scores:
+            f.write(f"{v:.6f}\n")
+    log.info("%s: %d sentences, ln p summed %.2f", a.output, len(scores), float(scores.sum()))
+    return 0
+
+
+def cmd_cslm_rescore(a: argparse.Namespace) -> int:
+    from moses_integration.nbest import add_feature
+    from .fileio import check_can_write
+    check_can_write(a.out, a.overwrite)
+    scorer = _cslm_scorer(a)
+    n = add_feature(a.nbest, a.out, a.name, lambda texts: [[v] for v in scorer.score_sentences(
+        [t.split() for t in texts])])
+    log.info("%s: %s= added to %d hypotheses", a.out, a.name, n)
+    return 0
+
+
 COMMANDS = {"vocab": cmd_vocab, "train": cmd_train, "score": cmd_score, "ini": cmd_ini,
-            "decode": cmd_decode, "tune": cmd_tune, "evaluate": cmd_evaluate}
+            "decode": cmd_decode, "tune": cmd_tune, "evaluate": cmd_evaluate,
+            "cslm-train": cmd_cslm_train, "cslm-score": cmd_cslm_score, "cslm-rescore": cmd_cslm_rescore}
 
 
 def main(argv: list[str] | None = None) -> int:

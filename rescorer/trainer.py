@@ -1,4 +1,5 @@
-"""Training the RNN Encoder-Decoder on the unique pairs of a phrase table.
+"""Training the networks: one loop (``BaseTrainer``) for the RNN Encoder-Decoder on the unique
+pairs of a phrase table (``Trainer``) and for the CSLM on target text (``CSLMTrainer``).
 
 The paper's recipe: Adadelta (rho 0.95, eps 1e-6), minibatches of 64 pairs, and from the
 original code gradient-norm clipping at 1 and batches made from length-sorted groups
@@ -18,6 +19,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -79,12 +81,15 @@ def unigram_perplexity(counts: np.ndarray, pairs: pairdata.Pairs) -> float:
     return float(np.exp(-np.log(p[pairs.tgt]).mean()))
 
 
-class Trainer:
-    def __init__(self, table: str, src_vocab: Vocabulary, tgt_vocab: Vocabulary, out_dir: str,
-                 model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device,
-                 resume: bool = False, overwrite: bool = False, progress: bool = True):
-        self.table, self.out, self.cfg, self.device, self.progress = table, out_dir, cfg, device, progress
-        self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
+class BaseTrainer:
+    """The training loop shared by the networks; a subclass says what a model, a batch, the data
+    and a checkpoint are (``_new_model``, ``_epoch_batches``, ``_batch_logp``, ``_evaluate``,
+    ``_prepare_data``, ``_baseline``, ``_save``, ``_load``)."""
+    title = "training"
+
+    def __init__(self, out_dir: str, cfg: TrainConfig, device: torch.device, resume: bool = False,
+                 overwrite: bool = False, progress: bool = True):
+        self.out, self.cfg, self.device, self.progress = out_dir, cfg, device, progress
         self.last_path = os.path.join(out_dir, "last.pt")
         self.best_path = os.path.join(out_dir, "best.pt")
         self.data_dir = os.path.join(out_dir, "data")
@@ -100,34 +105,68 @@ class Trainer:
             raise TrainError(f"--resume: no {self.last_path} to resume from")
         if state is None:
             torch.manual_seed(cfg.seed)
-            self.model = RNNEncoderDecoder(model_cfg).to(device)
+            self.model = self._new_model().to(device)
             self.opt = self._optimizer()
             self.epoch, self.batch_in_epoch, self.updates, self.elapsed = 0, 0, 0, 0.0
             self.history = {"train": [], "valid": []}
             self.best, self.bad = math.inf, 0
         self._prepare_data()
 
+    # -- what a subclass says ---------------------------------------------------------------
+    def _new_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def _load(self, path: str) -> tuple[torch.nn.Module, dict | None]:
+        """The network of a checkpoint (checked against this run's vocabularies) and its trainer state."""
+        raise NotImplementedError
+
+    def _save(self, path: str, trainer_state: dict | None) -> None:
+        raise NotImplementedError
+
+    def _prepare_data(self) -> None:
+        raise NotImplementedError
+
+    def _baseline(self) -> tuple[float, str]:
+        """The validation perplexity of a simple baseline and its name, for the log and the plot."""
+        raise NotImplementedError
+
+    def _epoch_batches(self, epoch: int) -> Iterator:
+        """The minibatches of an epoch, a pure function of (seed, epoch)."""
+        raise NotImplementedError
+
+    def _batch_logp(self, batch) -> tuple[torch.Tensor, int]:
+        """Log-probability of each item of a batch (the loss is minus their mean) and the number
+        of predicted symbols."""
+        raise NotImplementedError
+
+    def _evaluate(self) -> tuple[float, int]:
+        """Total negative log-likelihood (nats) and number of symbols of the validation set."""
+        raise NotImplementedError
+
+    def _describe(self) -> str:
+        return ""
+
+    # -- shared ----------------------------------------------------------------------------
     def _optimizer(self) -> torch.optim.Optimizer:
         cfg = self.cfg
         if cfg.optimizer == "adadelta":
             return torch.optim.Adadelta(self.model.parameters(), lr=cfg.lr or 1.0, rho=cfg.rho, eps=cfg.eps)
         if cfg.optimizer == "adam":
             return torch.optim.Adam(self.model.parameters(), lr=cfg.lr or 1e-3)
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(self.model.parameters(), lr=cfg.lr or 0.1)
         raise TrainError(f"unknown optimizer {cfg.optimizer!r}")
 
     def _load_resume_state(self) -> dict:
-        ck = load_checkpoint(self.last_path, self.device)
-        st = ck["trainer"]
+        model, st = self._load(self.last_path)
         if not st:
             raise CheckpointError(f"{self.last_path}: holds no trainer state to resume from")
-        check_vocab_matches(self.last_path, ck["src_vocab"], self.src_vocab, "source")
-        check_vocab_matches(self.last_path, ck["tgt_vocab"], self.tgt_vocab, "target")
         if st["config"]["inverse"] != self.cfg.inverse:
             raise TrainError(f"{self.last_path}: was trained with inverse={st['config']['inverse']}")
         # the run's own data settings win: the batches must be the ones it would have seen
         for k in ("seed", "batch_size", "group", "valid_fraction", "buckets"):
             setattr(self.cfg, k, st["config"][k])
-        self.model = ck["model"]
+        self.model = model.to(self.device)
         self.model.train()
         self.cfg.optimizer = st["config"]["optimizer"]
         self.opt = self._optimizer()
@@ -140,27 +179,6 @@ class Trainer:
                  self.last_path, self.updates, self.epoch, self.batch_in_epoch, self.elapsed / 60)
         return st
 
-    def _prepare_data(self) -> None:
-        meta_path = os.path.join(self.data_dir, "meta.json")
-        want = {"table": os.path.abspath(self.table), "seed": self.cfg.seed,
-                "valid_fraction": self.cfg.valid_fraction, "inverse": self.cfg.inverse,
-                "src_vocab": self.src_vocab.fingerprint(), "tgt_vocab": self.tgt_vocab.fingerprint(),
-                "n_buckets": self.cfg.buckets}
-        if os.path.exists(meta_path):
-            meta = pairdata.load_meta(self.data_dir)
-            meta["n_buckets"] = len(meta["bucket_sizes"])
-            if all(meta.get(k) == v for k, v in want.items()):
-                log.info("using the prepared pairs in %s", self.data_dir)
-                self.meta = meta
-                return
-        self.meta = pairdata.prepare(self.table, self.src_vocab, self.tgt_vocab, self.data_dir,
-                                     valid_fraction=self.cfg.valid_fraction, n_buckets=self.cfg.buckets,
-                                     seed=self.cfg.seed, inverse=self.cfg.inverse, progress=self.progress)
-        if self.meta["train_pairs"] == 0 or self.meta["valid_pairs"] == 0:
-            raise TrainError(f"{self.table}: {self.meta['train_pairs']} training and "
-                             f"{self.meta['valid_pairs']} validation pairs; raise --valid-fraction "
-                             "or give a larger table")
-
     # -- saving -----------------------------------------------------------------------------
     def _trainer_state(self) -> dict:
         return {"config": asdict(self.cfg), "optimizer": self.opt.state_dict(), "epoch": self.epoch,
@@ -169,35 +187,33 @@ class Trainer:
                 "torch_rng": torch.get_rng_state()}
 
     def save_last(self) -> None:
-        save_checkpoint(self.last_path, self.model, self.src_vocab, self.tgt_vocab, self.cfg.inverse,
-                        self._trainer_state())
+        self._save(self.last_path, self._trainer_state())
 
     def validate(self) -> float:
-        nll, n = evaluate(self.model, self.valid, self.device)
+        self.model.eval()
+        with torch.inference_mode():
+            nll, n = self._evaluate()
+        self.model.train()
         ppl = math.exp(nll / n)
         self.history["valid"].append((self.updates, ppl))
         if ppl < self.best:
             self.best, self.bad = ppl, 0
-            save_checkpoint(self.best_path, self.model, self.src_vocab, self.tgt_vocab, self.cfg.inverse)
+            self._save(self.best_path, None)
         else:
             self.bad += 1
-        plot_curves(self.history, os.path.join(self.out, "curves.png"), baseline=self.unigram)
-        log.info("update %d: validation perplexity %.2f (best %.2f, unigram %.1f)",
-                 self.updates, ppl, self.best, self.unigram)
+        plot_curves(self.history, os.path.join(self.out, "curves.png"), title=self.title,
+                    baseline=self.unigram, baseline_label=self.baseline_name)
+        log.info("update %d: validation perplexity %.2f (best %.2f, %s %.1f)",
+                 self.updates, ppl, self.best, self.baseline_name, self.unigram)
         return ppl
 
     # -- the loop ---------------------------------------------------------------------------
     def train(self) -> dict:
         cfg = self.cfg
-        self.valid = pairdata.Pairs.load(os.path.join(self.data_dir, "valid.npz"))
-        counts = np.load(os.path.join(self.data_dir, "tgt_unigram.npy"))
-        self.unigram = unigram_perplexity(counts, self.valid)
-        n_buckets = len(self.meta["bucket_sizes"])
-        n_train = self.meta["train_pairs"]
+        self.unigram, self.baseline_name = self._baseline()
         n_params = sum(p.numel() for p in self.model.parameters())
-        log.info("model %s: %.1fM parameters on %s; %d training pairs, %d validation pairs; "
-                 "unigram baseline perplexity %.1f", self.model.cfg.to_dict(), n_params / 1e6,
-                 self.device, n_train, len(self.valid), self.unigram)
+        log.info("model %s: %.1fM parameters on %s; %s; %s baseline perplexity %.1f", self.model.cfg.to_dict(),
+                 n_params / 1e6, self.device, self._describe(), self.baseline_name, self.unigram)
         with atomic_write(os.path.join(self.out, "config.json"), "w") as f:
             json.dump({"model": self.model.cfg.to_dict(), "train": asdict(cfg), "data": self.meta}, f, indent=1)
 
@@ -215,13 +231,11 @@ class Trainer:
             if cfg.max_epochs is not None and self.epoch >= cfg.max_epochs:
                 stop_reason = f"{cfg.max_epochs} epoch(s) done"
                 break
-            it = pairdata.epoch_batches(self.data_dir, n_buckets, cfg.seed, self.epoch, cfg.batch_size, cfg.group)
+            it = self._epoch_batches(self.epoch)
             for _ in range(self.batch_in_epoch):  # skip what a resumed run has already seen
                 next(it)
-            for srcs, tgts in it:
-                s, sl = pad(srcs, self.device)
-                t, tl = pad(tgts, self.device)
-                logp = self.model(s, sl, t, tl)
+            for batch in it:
+                logp, n_tok = self._batch_logp(batch)
                 loss = -logp.mean()
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -230,8 +244,8 @@ class Trainer:
                 self.updates += 1
                 self.batch_in_epoch += 1
                 run_nll -= logp.detach().double().sum().item()
-                run_tok += sum(tl)
-                run_pairs += len(tl)
+                run_tok += n_tok
+                run_pairs += len(logp)
                 bar.update(1)
                 now = time.monotonic()
                 self.elapsed = elapsed0 + (now - start)
@@ -264,10 +278,156 @@ class Trainer:
         self.save_last()
         summary = {"stop": stop_reason, "updates": self.updates, "epoch": self.epoch,
                    "batch_in_epoch": self.batch_in_epoch,
-                   "minutes": self.elapsed / 60, "best_valid_ppl": self.best, "unigram_ppl": self.unigram,
+                   "minutes": self.elapsed / 60, "best_valid_ppl": self.best, "baseline": self.baseline_name,
+                   "baseline_ppl": self.unigram,
                    "last_valid_ppl": self.history["valid"][-1][1]}
         with atomic_write(os.path.join(self.out, "summary.json"), "w") as f:
             json.dump(summary, f, indent=1)
-        log.info("stopped: %s; best validation perplexity %.2f vs unigram %.1f; %s",
-                 stop_reason, self.best, self.unigram, self.best_path)
+        log.info("stopped: %s; best validation perplexity %.2f vs %s %.1f; %s",
+                 stop_reason, self.best, self.baseline_name, self.unigram, self.best_path)
         return summary
+
+
+class Trainer(BaseTrainer):
+    """The RNN Encoder-Decoder on the unique pairs of a phrase table."""
+    title = "RNN Encoder-Decoder training"
+
+    def __init__(self, table: str, src_vocab: Vocabulary, tgt_vocab: Vocabulary, out_dir: str,
+                 model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device,
+                 resume: bool = False, overwrite: bool = False, progress: bool = True):
+        self.table, self.src_vocab, self.tgt_vocab, self.model_cfg = table, src_vocab, tgt_vocab, model_cfg
+        super().__init__(out_dir, cfg, device, resume, overwrite, progress)
+
+    def _new_model(self) -> torch.nn.Module:
+        return RNNEncoderDecoder(self.model_cfg)
+
+    def _load(self, path: str):
+        ck = load_checkpoint(path, self.device)
+        check_vocab_matches(path, ck["src_vocab"], self.src_vocab, "source")
+        check_vocab_matches(path, ck["tgt_vocab"], self.tgt_vocab, "target")
+        return ck["model"], ck["trainer"]
+
+    def _save(self, path: str, trainer_state: dict | None) -> None:
+        save_checkpoint(path, self.model, self.src_vocab, self.tgt_vocab, self.cfg.inverse, trainer_state)
+
+    def _prepare_data(self) -> None:
+        meta_path = os.path.join(self.data_dir, "meta.json")
+        want = {"table": os.path.abspath(self.table), "seed": self.cfg.seed,
+                "valid_fraction": self.cfg.valid_fraction, "inverse": self.cfg.inverse,
+                "src_vocab": self.src_vocab.fingerprint(), "tgt_vocab": self.tgt_vocab.fingerprint(),
+                "n_buckets": self.cfg.buckets}
+        if os.path.exists(meta_path):
+            meta = pairdata.load_meta(self.data_dir)
+            meta["n_buckets"] = len(meta["bucket_sizes"])
+            if all(meta.get(k) == v for k, v in want.items()):
+                log.info("using the prepared pairs in %s", self.data_dir)
+                self.meta = meta
+                return
+        self.meta = pairdata.prepare(self.table, self.src_vocab, self.tgt_vocab, self.data_dir,
+                                     valid_fraction=self.cfg.valid_fraction, n_buckets=self.cfg.buckets,
+                                     seed=self.cfg.seed, inverse=self.cfg.inverse, progress=self.progress)
+        if self.meta["train_pairs"] == 0 or self.meta["valid_pairs"] == 0:
+            raise TrainError(f"{self.table}: {self.meta['train_pairs']} training and "
+                             f"{self.meta['valid_pairs']} validation pairs; raise --valid-fraction "
+                             "or give a larger table")
+
+    def _baseline(self) -> tuple[float, str]:
+        self.valid = pairdata.Pairs.load(os.path.join(self.data_dir, "valid.npz"))
+        counts = np.load(os.path.join(self.data_dir, "tgt_unigram.npy"))
+        return unigram_perplexity(counts, self.valid), "unigram"
+
+    def _describe(self) -> str:
+        return f"{self.meta['train_pairs']} training pairs, {len(self.valid)} validation pairs"
+
+    def _epoch_batches(self, epoch: int):
+        cfg = self.cfg
+        return pairdata.epoch_batches(self.data_dir, len(self.meta["bucket_sizes"]), cfg.seed, epoch,
+                                      cfg.batch_size, cfg.group)
+
+    def _batch_logp(self, batch):
+        srcs, tgts = batch
+        s, sl = pad(srcs, self.device)
+        t, tl = pad(tgts, self.device)
+        return self.model(s, sl, t, tl), sum(tl)
+
+    def _evaluate(self) -> tuple[float, int]:
+        return evaluate(self.model, self.valid, self.device)
+
+
+class CSLMTrainer(BaseTrainer):
+    """The CSLM on tokenised target text: every word of every sentence (and its </s>) is an n-gram."""
+    title = "CSLM training"
+
+    def __init__(self, text: list[str], vocab: Vocabulary, out_dir: str, model_cfg, cfg: TrainConfig,
+                 device: torch.device, resume: bool = False, overwrite: bool = False, progress: bool = True):
+        self.text, self.vocab, self.model_cfg = text, vocab, model_cfg
+        super().__init__(out_dir, cfg, device, resume, overwrite, progress)
+
+    def _new_model(self) -> torch.nn.Module:
+        from .cslm import CSLM
+        return CSLM(self.model_cfg)
+
+    def _load(self, path: str):
+        from .checkpoint import load_cslm_checkpoint
+        ck = load_cslm_checkpoint(path, self.device)
+        check_vocab_matches(path, ck["vocab"], self.vocab, "target")
+        return ck["model"], ck["trainer"]
+
+    def _save(self, path: str, trainer_state: dict | None) -> None:
+        from .checkpoint import save_cslm_checkpoint
+        save_cslm_checkpoint(path, self.model, self.vocab, self.oos_counts, trainer_state)
+
+    def _prepare_data(self) -> None:
+        from . import ngrams
+        meta_path = os.path.join(self.data_dir, "meta.json")
+        want = {"text": [os.path.abspath(p) for p in self.text], "seed": self.cfg.seed,
+                "valid_fraction": self.cfg.valid_fraction, "vocab": self.vocab.fingerprint()}
+        meta = None
+        if os.path.exists(meta_path):
+            with open(meta_path) as f:
+                meta = json.load(f)
+            if all(meta.get(k) == v for k, v in want.items()):
+                log.info("using the prepared n-grams in %s", self.data_dir)
+            else:
+                meta = None
+        if meta is None:
+            meta = ngrams.prepare(self.text, self.vocab, self.data_dir, self.cfg.valid_fraction, self.cfg.seed,
+                                  self.progress)
+        if meta["train_ngrams"] == 0 or meta["valid_ngrams"] == 0:
+            raise TrainError(f"{', '.join(self.text)}: {meta['train_ngrams']} training and "
+                             f"{meta['valid_ngrams']} validation n-grams; raise --valid-fraction or give more text")
+        self.meta = meta
+        with open(os.path.join(self.data_dir, "oos_counts.json"), encoding="utf-8") as f:
+            self.oos_counts = json.load(f)
+        self.train_stream = ngrams.Stream(self.data_dir, "train")
+        self.valid_stream = ngrams.Stream(self.data_dir, "valid")
+
+    def _baseline(self) -> tuple[float, str]:
+        counts = np.load(os.path.join(self.data_dir, "unigram.npy"))
+        p = (counts + 1.0) / (counts.sum() + len(counts))
+        return float(np.exp(-np.log(p[np.asarray(self.valid_stream.ids)]).mean())), "unigram"
+
+    def _describe(self) -> str:
+        m = self.meta
+        return (f"{m['train_ngrams']} training n-grams ({m['train_sentences']} sentences), "
+                f"{m['valid_ngrams']} validation n-grams")
+
+    def _epoch_batches(self, epoch: int):
+        from .ngrams import epoch_positions
+        order = self.model.cfg.order
+        for pos in epoch_positions(len(self.train_stream), self.cfg.seed, epoch, self.cfg.batch_size):
+            yield self.train_stream.batch(pos, order)
+
+    def _batch_logp(self, batch):
+        ctx, words = batch
+        return self.model(torch.from_numpy(ctx).to(self.device), torch.from_numpy(words).to(self.device)), len(words)
+
+    def _evaluate(self) -> tuple[float, int]:
+        order = self.model.cfg.order
+        n = len(self.valid_stream)
+        nll = 0.0
+        for a in range(0, n, 1024):
+            ctx, words = self.valid_stream.batch(np.arange(a, min(a + 1024, n)), order)
+            nll -= self.model(torch.from_numpy(ctx).to(self.device),
+                              torch.from_numpy(words).to(self.device)).double().sum().item()
+        return nll, n

@@ -1,0 +1,182 @@
+"""The CSLM: its equations, normalisation, scoring against a naive loop, gradients, n-best
+rescoring byte for byte, training and resume."""
+import gzip
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rescorer.cslm import CSLM, CSLMConfig, CSLMScorer, OutOfShortlist, contexts_of
+from rescorer.vocab import EOS, EOS_ID, UNK, UNK_ID, Vocabulary
+
+WORDS = "le chat est sur la table une maison bleue".split()
+
+
+def tiny(order=4, seed=0, scale=0.3, dtype=torch.float32):
+    vocab = Vocabulary([EOS, UNK] + WORDS)
+    torch.manual_seed(seed)
+    m = CSLM(CSLMConfig(len(vocab), order=order, embed=5, hidden=(7, 6)))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0.0, scale)  # large enough that every term matters
+    return m.to(dtype), vocab
+
+
+def test_initialisation_is_uniform_in_001():
+    m = CSLM(CSLMConfig(50, order=7, embed=8, hidden=(16, 12)))
+    for name, p in m.named_parameters():
+        assert p.abs().max() <= 0.01 and p.abs().max() > 0.005, name
+    assert m.proj.weight.shape == (50, 8) and m.hidden[0].in_features == 6 * 8
+
+
+def test_paper_sizes():
+    m = CSLM(CSLMConfig(16000))
+    assert [l.out_features for l in m.hidden if isinstance(l, torch.nn.Linear)] == [1536, 1024]
+    assert m.hidden[0].in_features == 3072 and m.out.out_features == 16000
+
+
+def test_equations_by_hand():
+    m, vocab = tiny(order=3, dtype=torch.float64)
+    ctx = torch.tensor([[2, 5], [0, 0]])
+    x = torch.cat([m.proj.weight[ctx[:, 0]], m.proj.weight[ctx[:, 1]]], dim=1)
+    h1 = torch.relu(x @ m.hidden[0].weight.T + m.hidden[0].bias)
+    h2 = torch.relu(h1 @ m.hidden[2].weight.T + m.hidden[2].bias)
+    z = h2 @ m.out.weight.T + m.out.bias
+    want = z - torch.logsumexp(z, dim=1, keepdim=True)
+    assert torch.allclose(m.log_probs(ctx), want)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_probabilities_sum_to_one_for_any_context(seed):
+    m, vocab = tiny(seed=seed)
+    ctx = torch.randint(0, len(vocab), (50, 3))
+    p = m.log_probs(ctx).double().exp().sum(1)
+    assert torch.allclose(p, torch.ones(50, dtype=torch.float64), atol=1e-5)
+    # over the whole vocabulary: shortlist words, and [UNK]'s mass shared by out-of-shortlist words
+    oos = OutOfShortlist({"chien": 3, "maisons": 1, "vert": 7})
+    u = sum(math.exp(oos.logprob(w)) for w in oos.counts) + math.exp(oos.logprob("jamais-vu"))
+    assert u == pytest.approx(1.0)
+    lp = m.log_probs(ctx[:1]).double().exp()[0]
+    total = lp.sum() - lp[UNK_ID] + lp[UNK_ID] * u
+    assert float(total.detach()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_contexts_are_padded_with_end_of_sentence():
+    ids = np.array([5, 6, 0, 7, 8, 9, 0])
+    starts = np.array([0, 3])
+    ctx = contexts_of(ids, starts, np.arange(7), order=4)
+    assert ctx.tolist() == [[0, 0, 0], [0, 0, 5], [0, 5, 6], [0, 0, 0], [0, 0, 7], [0, 7, 8], [7, 8, 9]]
+
+
+def naive_sentence_logprob(m, vocab, oos, words, order):
+    """One n-gram at a time, context built by hand."""
+    ids = [vocab.index.get(w, UNK_ID) for w in words] + [EOS_ID]
+    total = 0.0
+    for t, wid in enumerate(ids):
+        ctx = [ids[k] if k >= 0 else EOS_ID for k in range(t - order + 1, t)]
+        with torch.no_grad():
+            total += float(m.log_probs(torch.tensor([ctx]))[0, wid])
+        if wid == UNK_ID:
+            total += oos.logprob(words[t])
+    return total
+
+
+def test_sentence_scores_equal_the_sum_of_single_ngram_scores():
+    m, vocab = tiny(order=4, dtype=torch.float64)
+    oos = OutOfShortlist({"chien": 2})
+    sents = [s.split() for s in ["le chat est sur la table", "une maison bleue", "le chien est sur le chien",
+                                 "la", "le chat le chat le chat est bleue sur la table"]]
+    scorer = CSLMScorer(m, vocab, oos, batch_contexts=4)  # several batches
+    for share in (True, False):
+        got = scorer.score_sentences(sents, share=share)
+        want = [naive_sentence_logprob(m, vocab, oos, s, 4) for s in sents]
+        assert got == pytest.approx(want, abs=1e-9)
+
+
+def test_gradients_match_finite_differences():
+    m, vocab = tiny(order=3, dtype=torch.float64, scale=0.5)
+    ctx = torch.tensor([[2, 3], [0, 4], [5, 5]])
+    word = torch.tensor([4, 0, 1])
+    loss = -m(ctx, word).sum()
+    loss.backward()
+    rng = np.random.default_rng(0)
+    for name, p in m.named_parameters():
+        for _ in range(4):
+            idx = tuple(int(rng.integers(0, s)) for s in p.shape)
+            old = p.data[idx].item()
+            with torch.no_grad():
+                p.data[idx] = old + 1e-6
+                up = -m(ctx, word).sum().item()
+                p.data[idx] = old - 1e-6
+                down = -m(ctx, word).sum().item()
+                p.data[idx] = old
+            assert p.grad[idx].item() == pytest.approx((up - down) / 2e-6, rel=1e-4, abs=1e-7), name
+
+
+NBEST = (
+    "0 ||| le chat est sur la table  ||| LM0= -20.5 WordPenalty0= -6 TranslationModel0= -1 -2 -3 -4 ||| -3.25 "
+    "||| 0-1=0-1 2-4=2-5\n"
+    "0 ||| la chat est table  ||| LM0= -25 WordPenalty0= -4 TranslationModel0= -1 -2 -3.5 -4 ||| -4.5\n"
+    "1 ||| une maison chien  ||| LM0= -14 WordPenalty0= -3 TranslationModel0= -2 -2 -2 -2 ||| -2.1\r\n"
+)
+
+
+def test_nbest_rescoring_keeps_every_other_byte(tmp_path):
+    from moses_integration.nbest import read_nbest
+    from rescorer.checkpoint import save_cslm_checkpoint
+    from rescorer.cli import main
+    m, vocab = tiny()
+    save_cslm_checkpoint(tmp_path / "cslm.pt", m, vocab, {"chien": 1})
+    (tmp_path / "in.nbest").write_bytes(NBEST.encode())
+    assert main(["cslm-rescore", "--model", str(tmp_path / "cslm.pt"), "--nbest", str(tmp_path / "in.nbest"),
+                 "--out", str(tmp_path / "out.nbest"), "--device", "cpu"]) == 0
+    scorer = CSLMScorer(m, vocab, OutOfShortlist({"chien": 1}))
+    old = NBEST.encode().splitlines(keepends=True)
+    new = (tmp_path / "out.nbest").read_bytes().splitlines(keepends=True)
+    assert len(new) == len(old)
+    for a, b, h in zip(old, new, read_nbest(tmp_path / "out.nbest")):
+        fa, fb = a.split(b" ||| "), b.split(b" ||| ")
+        assert fa[:2] == fb[:2] and fa[3:] == fb[3:]          # id, text, total, alignment, line end
+        value = h.feature_dict()["CSLM0"][0]
+        assert fb[2] == fa[2] + b" CSLM0= " + f"{value:.6g}".encode()
+        assert value == pytest.approx(float(scorer.score_sentences([h.text.split()])[0]), abs=1e-4)
+    assert main(["cslm-rescore", "--model", str(tmp_path / "cslm.pt"), "--nbest", str(tmp_path / "in.nbest"),
+                 "--out", str(tmp_path / "out.nbest"), "--device", "cpu"]) == 1  # no silent overwrite
+
+
+def write_text(path, lines):
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def test_training_resumes_exactly(tmp_path):
+    from rescorer.cli import main
+    rng = np.random.default_rng(0)
+    lines = [" ".join(rng.choice(WORDS, rng.integers(2, 9))) for _ in range(400)]
+    write_text(tmp_path / "text.gz", lines)
+    args = ["cslm-train", "-q", "--text", str(tmp_path / "text.gz"), "--shortlist", "8", "--order", "4",
+            "--embed", "8", "--hidden", "16", "12", "--valid-fraction", "0.05", "--valid-every", "20",
+            "--device", "cpu", "--optimizer", "adam", "--lr", "0.01"]
+    assert main(args + ["--out", str(tmp_path / "a"), "--max-updates", "60"]) == 0
+    assert main(args + ["--out", str(tmp_path / "b"), "--max-updates", "30"]) == 0
+    assert main(args + ["--out", str(tmp_path / "b"), "--max-updates", "60", "--resume"]) == 0
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert (tmp_path / "a" / "curves.png").stat().st_size > 1000
+    # scoring a file with the trained model
+    (tmp_path / "in.txt").write_text("le chat est sur la table\nune maison verte\n")
+    assert main(["cslm-score", "--model", str(tmp_path / "a" / "best.pt"), "--input", str(tmp_path / "in.txt"),
+                 "--output", str(tmp_path / "scores"), "--device", "cpu"]) == 0
+    scores = [float(x) for x in (tmp_path / "scores").read_text().split()]
+    assert len(scores) == 2 and all(s < 0 for s in scores)
+
+
+def test_bad_text_names_file_and_line(tmp_path, caplog):
+    from rescorer.cli import main
+    (tmp_path / "bad.txt").write_bytes(b"le chat\nla \xff table\n")
+    assert main(["cslm-train", "-q", "--text", str(tmp_path / "bad.txt"), "--shortlist", "8",
+                 "--out", str(tmp_path / "run"), "--device", "cpu"]) == 1
+    assert f"{tmp_path / 'bad.txt'}:2" in caplog.text
