@@ -12,6 +12,11 @@ Features (values as Moses computes and prints them):
   discontinuous); the backward model adds ``ln p(o | current pair)`` to slot ``o``, the
   forward model ``ln p(o | previous pair)`` to slot ``3 + o``.  A pair missing from the
   table adds nothing.  The first phrase is compared with the sentence start.
+* ``CSLM`` (``CSLM name=CSLM0 path=cslm/best.pt``; not a feature of Moses itself) - the
+  ln-probability of the new words (and of </s> at the end) under the continuous-space LM of
+  ``rescorer cslm-train``.  As in the paper, the n-grams of the hypotheses popped for a stack
+  are buffered and scored in one batch just before the stack is recombined and pruned (each
+  distinct context through the network once); cube pruning orders its queue without them.
 
 Search as Moses's ``-search-algorithm 1``: stacks by number of covered source words, future
 cost estimates over the source (translation model, penalties and the language model of each
@@ -28,6 +33,8 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from rescorer.vocab import EOS_ID, UNK_ID
 
 from .moses_ini import MosesIni, MosesIniError
 
@@ -89,14 +96,17 @@ class Option:
 class Hyp:
     """A partial translation.  ``step`` holds what its last phrase added besides the option's own
     stateless values - (distortion, orientation, LM ln-probability, the previous pair's
-    reordering scores) - from which ``PhraseModel._translation`` rebuilds feature vectors."""
+    reordering scores, CSLM ln-probability) - from which ``PhraseModel._translation`` rebuilds
+    feature vectors."""
     __slots__ = ("coverage", "ncov", "start", "end", "lm_state", "lr", "score", "future", "step",
-                 "prev", "option", "arcs")
+                 "prev", "option", "arcs", "cctx", "pending")
 
-    def __init__(self, coverage, ncov, start, end, lm_state, lr, score, future, step, prev, option):
+    def __init__(self, coverage, ncov, start, end, lm_state, lr, score, future, step, prev, option,
+                 cctx=None, pending=None):
         self.coverage, self.ncov, self.start, self.end = coverage, ncov, start, end
         self.lm_state, self.lr, self.score, self.future = lm_state, lr, score, future
         self.step, self.prev, self.option, self.arcs = step, prev, option, None
+        self.cctx, self.pending = cctx, pending  # CSLM: last n-1 word ids; n-grams not yet scored
 
     def path(self) -> list["Hyp"]:
         out, h = [], self
@@ -170,7 +180,7 @@ class PhraseModel:
         feats = self.ini.features()
         kinds = {f.kind for f in feats}
         unknown = kinds - {"PhraseDictionaryMemory", "KENLM", "Distortion", "WordPenalty", "PhrasePenalty",
-                           "UnknownWordPenalty", "LexicalReordering"}
+                           "UnknownWordPenalty", "LexicalReordering", "CSLM"}
         if unknown:
             raise DecoderError(f"{self.ini.path}: the built-in decoder does not know {sorted(unknown)}")
         by_kind = {}
@@ -191,6 +201,8 @@ class PhraseModel:
             self.s_lr = lay.add(lr.name, 6, lr.get("tuneable") != "false")
         self.s_d = lay.add(by_kind["Distortion"].name, 1) if "Distortion" in by_kind else None
         self.s_lm = lay.add(lm.name, 1, lm.get("tuneable") != "false") if lm is not None else None
+        cslm = by_kind.get("CSLM")
+        self.s_cslm = lay.add(cslm.name, 1, cslm.get("tuneable") != "false") if cslm is not None else None
         uwp = by_kind.get("UnknownWordPenalty")
         self.s_uwp = lay.add(uwp.name if uwp else "UnknownWordPenalty0", 1, False)
         self.s_wp = lay.add(by_kind["WordPenalty"].name, 1) if "WordPenalty" in by_kind else None
@@ -219,6 +231,12 @@ class PhraseModel:
         self.lm = None
         if lm is not None:
             self.lm = kenlm.Model(_resolve(lm.get("path"), ini_dir))
+        self.cslm = None
+        if cslm is not None:
+            from rescorer.checkpoint import load_cslm_checkpoint
+            from rescorer.cslm import CSLMScorer, OutOfShortlist
+            ck = load_cslm_checkpoint(_resolve(cslm.get("path") or "", ini_dir))
+            self.cslm = CSLMScorer(ck["model"], ck["vocab"], OutOfShortlist(ck["oos_counts"]))
         self.n_tm = n_tm
         self._load_tables(_resolve(tm.get("path"), ini_dir),
                           _resolve(lr.get("path"), ini_dir) if lr is not None else None, sentences)
@@ -382,7 +400,12 @@ class PhraseModel:
         if lm is not None:
             start_state = kenlm.State()
             lm.BeginSentenceWrite(start_state)
-        root = Hyp(0, 0, -1, 0, start_state, None, 0.0, future_of(0), None, None, None)
+        cslm = self.cslm
+        cs_order = cslm.order if cslm is not None else 0
+        w_cs = w[self.s_cslm][0] if cslm is not None else 0.0
+        cs_index = cslm.vocab.index if cslm is not None else None
+        root = Hyp(0, 0, -1, 0, start_state, None, 0.0, future_of(0), None, None, None,
+                   (EOS_ID,) * (cs_order - 1) if cslm is not None else None)
 
         lm_cache: dict = {}  # (LM state, phrase, sentence end) -> (log10 prob, new state)
         w_lr0 = [float(x) for x in w_lr] if lr_on else None
@@ -420,8 +443,35 @@ class PhraseModel:
                     hit = lm_cache[ck] = (total * LN10, a)
                 lm_ln, state = hit
                 score += w_lm * lm_ln
+            if cslm is None:
+                return Hyp(cov, h.ncov + o.end - o.start, o.start, o.end, state, o.lr if lr_on else None,
+                           score, future_of(cov), (d, orient, lm_ln, h.lr, 0.0), h, o)
+            # CSLM: the new n-grams, scored later in a batch; words outside the shortlist get
+            # ln p([UNK] | h) + ln u(w) (rescorer.cslm)
+            ctx, pending, oos = h.cctx, [], 0.0
+            for word in o.target + (("</s>",) if cov == full else ()):
+                wid = EOS_ID if word == "</s>" else cs_index.get(word, UNK_ID)
+                if wid == UNK_ID:
+                    oos += cslm.oos.logprob(word)
+                pending.append((ctx, wid))
+                ctx = ctx[1:] + (wid,)
             return Hyp(cov, h.ncov + o.end - o.start, o.start, o.end, state, o.lr if lr_on else None,
-                       score, future_of(cov), (d, orient, lm_ln, h.lr), h, o)
+                       score, future_of(cov), (d, orient, lm_ln, h.lr, oos), h, o, ctx, pending)
+
+        cs_cache: dict[tuple, float] = {}
+
+        def score_pending(hyps: list[Hyp]) -> None:
+            """The buffered CSLM n-grams of these hypotheses, in one batch; added to their scores."""
+            todo = list({g for h in hyps for g in h.pending if g not in cs_cache})
+            if todo:
+                lps = cslm.ngram_logprobs(np.array([c for c, _ in todo], dtype=np.int64).reshape(len(todo), -1),
+                                          np.array([wd for _, wd in todo], dtype=np.int64))
+                cs_cache.update(zip(todo, lps.tolist()))
+            for h in hyps:
+                ln = h.step[4] + sum(cs_cache[g] for g in h.pending)
+                h.step = h.step[:4] + (ln,)
+                h.score += w_cs * ln
+                h.pending = None
 
         dl, L = self.dl, self.cfg.max_phrase_length
         stacks: list[dict] = [dict() for _ in range(n + 1)]
@@ -429,7 +479,7 @@ class PhraseModel:
 
         def key(h: Hyp):
             """What the rest of the search depends on: recombination merges equal keys."""
-            return (h.coverage, h.end, h.lm_state, h.lr, h.start if lr_on else None)
+            return (h.coverage, h.end, h.lm_state, h.lr, h.start if lr_on else None, h.cctx)
 
         def add(stack: dict, h: Hyp) -> None:
             k = key(h)
@@ -482,10 +532,11 @@ class PhraseModel:
             heapq.heapify(heap)
             pops = 0
             stack = stacks[m]
+            popped = []
             while heap and pops < self.cfg.pop_limit:
                 _, _, ei, i, j, h = heapq.heappop(heap)
                 pops += 1
-                add(stack, h)
+                popped.append(h)
                 hyps, olist = edges[m][ei]
                 for a, b in ((i + 1, j), (i, j + 1)):
                     if a < len(hyps) and b < len(olist) and (ei, a, b) not in seen:
@@ -494,6 +545,10 @@ class PhraseModel:
                         heapq.heappush(heap, (-(nh.score + nh.future), counter, ei, a, b, nh))
                         counter += 1
             edges[m] = []
+            if cslm is not None:
+                score_pending(popped)
+            for h in popped:
+                add(stack, h)
             kept = sorted(stack.values(), key=lambda h: -(h.score + h.future))[: self.cfg.stack_size]
             stacks[m] = {key(h): h for h in kept}
             if m < n:
@@ -513,7 +568,7 @@ class PhraseModel:
         lr_slot = self.s_lr.start if self.s_lr is not None else None
         for h in path:
             o = h.option
-            d, orient, lm_ln, prev_lr = h.step
+            d, orient, lm_ln, prev_lr, cslm_ln = h.step
             feats += o.delta
             if d_slot is not None:
                 feats[d_slot] += d
@@ -524,6 +579,8 @@ class PhraseModel:
                     feats[lr_slot + 3 + orient] += prev_lr[3 + orient]
             if self.s_lm is not None:
                 feats[self.s_lm.start] += lm_ln
+            if self.s_cslm is not None:
+                feats[self.s_cslm.start] += cslm_ln
             seg.append((o.start, o.end - 1, len(words), len(words) + len(o.target) - 1))
             words.extend(o.target)
         return Translation(words, feats, score, seg)

@@ -180,3 +180,50 @@ def test_bad_text_names_file_and_line(tmp_path, caplog):
     assert main(["cslm-train", "-q", "--text", str(tmp_path / "bad.txt"), "--shortlist", "8",
                  "--out", str(tmp_path / "run"), "--device", "cpu"]) == 1
     assert f"{tmp_path / 'bad.txt'}:2" in caplog.text
+
+
+@pytest.mark.slow
+def test_small_cslm_on_french_text_against_kenlm(tmp_path):
+    """A small CSLM trained for two minutes on 40,000 lines of the shared French text, against
+    KenLM's modified Kneser-Ney model of the same order on the same lines, both over the whole
+    vocabulary on 500 held-out lines of the same file."""
+    import shutil
+    import subprocess
+    import sys
+
+    import kenlm
+
+    from conftest import DATA
+    from rescorer.checkpoint import load_cslm_checkpoint
+    from rescorer.cli import main
+    src = DATA / "moses-baseline" / "train.clean.fr.gz"
+    here = [str(p) for p in (tmp_path,)][0]
+    lmplz = shutil.which("lmplz", path=f"{sys.prefix}/bin:{__import__('os').environ.get('PATH', '')}")
+    if not src.exists() or not lmplz:
+        pytest.skip("needs the shared French text and lmplz ('make setup')")
+    with gzip.open(src, "rt", encoding="utf-8") as f:
+        lines = [next(f).strip() for _ in range(40500)]
+    train, held = lines[:40000], lines[40000:]
+    write_text(tmp_path / "train.fr.gz", train)
+    order = 4
+    with open(tmp_path / "lm.arpa", "wb") as out:
+        subprocess.run([lmplz, "-o", str(order), "-S", "10%", "-T", here, "--discount_fallback"],
+                       input="\n".join(train).encode() + b"\n", stdout=out, stderr=subprocess.DEVNULL, check=True)
+    lm = kenlm.Model(str(tmp_path / "lm.arpa"))
+    n_pred = sum(len(s.split()) + 1 for s in held)
+    kenlm_ppl = math.exp(-sum(lm.score(s, bos=True, eos=True) for s in held) * math.log(10) / n_pred)
+    assert main(["cslm-train", "-q", "--text", str(tmp_path / "train.fr.gz"), "--shortlist", "8000",
+                 "--order", str(order), "--embed", "64", "--hidden", "256", "256", "--optimizer", "adam",
+                 "--lr", "2e-3", "--batch-size", "256", "--valid-every", "500", "--max-minutes", "2",
+                 "--out", str(tmp_path / "run"), "--device", "cpu"]) == 0
+    ck = load_cslm_checkpoint(tmp_path / "run" / "best.pt")
+    scorer = CSLMScorer(ck["model"], ck["vocab"], OutOfShortlist(ck["oos_counts"]))
+    cslm_ppl = math.exp(-scorer.score_sentences([s.split() for s in held]).sum() / n_pred)
+    counts = np.load(tmp_path / "run" / "data" / "unigram.npy")
+    summary = __import__("json").loads((tmp_path / "run" / "summary.json").read_text())
+    print(f"\nheld-out perplexity over the whole vocabulary: CSLM {cslm_ppl:.1f}, KenLM {order}-gram "
+          f"{kenlm_ppl:.1f} ({cslm_ppl / kenlm_ppl:.2f}x); CSLM validation perplexity over the shortlist "
+          f"{summary['best_valid_ppl']:.1f} vs unigram {summary['baseline_ppl']:.1f}; {summary['updates']} updates")
+    assert counts.sum() > 500000
+    assert summary["best_valid_ppl"] < 0.4 * summary["baseline_ppl"]   # it learned far more than unigrams
+    assert cslm_ppl < 2.0 * kenlm_ppl                                   # and is within reach of KenLM

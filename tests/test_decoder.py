@@ -44,7 +44,22 @@ def write_arpa(path, rng):
     path.write_text("\n".join(lines))
 
 
-def make_model(tmp_path, seed, with_lr=True, dl=3):
+def write_cslm(path, seed):
+    """A tiny CSLM whose shortlist holds x, y, z (w, v and passed-through words fall outside)."""
+    import torch
+    from rescorer.checkpoint import save_cslm_checkpoint
+    from rescorer.cslm import CSLM, CSLMConfig
+    from rescorer.vocab import EOS, UNK, Vocabulary
+    vocab = Vocabulary([EOS, UNK, "x", "y", "z"])
+    torch.manual_seed(seed)
+    m = CSLM(CSLMConfig(len(vocab), order=3, embed=4, hidden=(6,)))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0.0, 0.8)
+    save_cslm_checkpoint(path, m, vocab, {"w": 3, "v": 1})
+
+
+def make_model(tmp_path, seed, with_lr=True, dl=3, with_cslm=False):
     rng = np.random.default_rng(seed)
     table, reo = [], []
     srcs = set()
@@ -72,10 +87,13 @@ def make_model(tmp_path, seed, with_lr=True, dl=3):
     ini = ("[distortion-limit]\n" + f"{dl}\n\n[feature]\nUnknownWordPenalty\nWordPenalty\nPhrasePenalty\n"
            f"PhraseDictionaryMemory name=TranslationModel0 num-features=4 path={tmp_path / 'pt.gz'} "
            "input-factor=0 output-factor=0 table-limit=0\n" + (lr_feat if with_lr else "") +
-           f"Distortion\nKENLM name=LM0 factor=0 path={tmp_path / 'lm.arpa'} order=3\n\n[weight]\n"
+           f"Distortion\nKENLM name=LM0 factor=0 path={tmp_path / 'lm.arpa'} order=3\n" +
+           (f"CSLM name=CSLM0 path={tmp_path / 'cslm.pt'}\n" if with_cslm else "") + "\n[weight]\n"
            f"UnknownWordPenalty0= 1\nWordPenalty0= {rng.uniform(-1, 1):.3f}\nPhrasePenalty0= {rng.uniform(-1, 1):.3f}\n"
            f"TranslationModel0= {w(4)}\n" + (f"LexicalReordering0= {w(6)}\n" if with_lr else "") +
-           f"Distortion0= {w()}\nLM0= {w()}\n")
+           f"Distortion0= {w()}\nLM0= {w()}\n" + (f"CSLM0= {w()}\n" if with_cslm else ""))
+    if with_cslm:
+        write_cslm(tmp_path / "cslm.pt", seed)
     (tmp_path / "moses.ini").write_text(ini)
     return tmp_path / "moses.ini"
 
@@ -130,13 +148,16 @@ def brute_force(model: PhraseModel, sentence: str, lm):
                 tgt += o.target
                 prev = o
             f[sl["LM0"]] = lm.score(" ".join(tgt), bos=True, eos=True) * math.log(10)
+            if "CSLM0" in sl:  # the whole sentence at once, not the decoder's buffered n-grams
+                f[sl["CSLM0"]] = model.cslm.score_sentences([tgt])[0]
             out.append((float(model.weights @ f), " ".join(tgt), f, [(o.start, o.end - 1) for o in choice]))
     return sorted(out, key=lambda x: -x[0])
 
 
-@pytest.mark.parametrize("seed, with_lr", [(0, True), (1, True), (2, False), (3, True)])
-def test_best_and_nbest_equal_brute_force(tmp_path, seed, with_lr):
-    ini = make_model(tmp_path, seed, with_lr)
+@pytest.mark.parametrize("seed, with_lr, with_cslm", [(0, True, False), (1, True, False), (2, False, False),
+                                                     (3, True, False), (4, True, True), (5, False, True)])
+def test_best_and_nbest_equal_brute_force(tmp_path, seed, with_lr, with_cslm):
+    ini = make_model(tmp_path, seed, with_lr, with_cslm=with_cslm)
     sentences = ["a b c", "b a d c", "a e b", "d c b a", "c a b d a"]
     model = PhraseModel(str(ini), sentences, DecoderConfig(stack_size=100000, pop_limit=10 ** 7))
     lm = kenlm.Model(str(tmp_path / "lm.arpa"))
