@@ -23,6 +23,13 @@ log = logging.getLogger(__name__)
 _MODEL: PhraseModel | None = None
 
 
+def _init_worker() -> None:
+    """One thread per worker process: the processes already use every core (the CSLM's torch)."""
+    if _MODEL is not None and _MODEL.cslm is not None:
+        import torch
+        torch.set_num_threads(1)
+
+
 def _decode_one(args):
     i, sentence, nbest, distinct = args
     assert _MODEL is not None
@@ -58,7 +65,7 @@ class BuiltinDecoder:
                 out[i] = r
                 bar.update(1)
         else:
-            with mp.get_context("fork").Pool(self.processes) as pool:
+            with mp.get_context("fork").Pool(self.processes, initializer=_init_worker) as pool:
                 for i, r in pool.imap_unordered(_decode_one, jobs, chunksize=1):
                     out[i] = r
                     bar.update(1)

@@ -118,6 +118,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weight of each new column before tuning (default 0.2, as Moses's TM weights)")
     st.add_argument("--out", required=True, help="moses.ini to write")
     st.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    af = isub.add_parser("add-feature", parents=[common], help="add (or replace) a feature line and its weights",
+                         description="Add a feature line to [feature] and its weight line to [weight]; a "
+                                     "feature of the same name is replaced, not doubled. For the CSLM in the "
+                                     "built-in decoder: --line 'CSLM name=CSLM0 path=cslm/best.pt' --weight 0.5 "
+                                     "(a real Moses has no CSLM feature: rescore its n-best lists with "
+                                     "'rescorer cslm-rescore').")
+    af.add_argument("--ini", required=True)
+    af.add_argument("--line", required=True, metavar="'KIND name=NAME key=value ...'")
+    af.add_argument("--weight", type=float, nargs="+", required=True, help="start weight(s)")
+    af.add_argument("--out", required=True)
+    af.add_argument("--overwrite", action="store_true")
+    rf = isub.add_parser("remove-feature", parents=[common], help="remove a feature line and its weights")
+    rf.add_argument("--ini", required=True)
+    rf.add_argument("--name", required=True, help="name= of the feature, e.g. CSLM0")
+    rf.add_argument("--out", required=True)
+    rf.add_argument("--overwrite", action="store_true")
     sw = isub.add_parser("set-weights", parents=[common], help="set weights, e.g. from a tuning result",
                          description="Set weight lines: each --weight is a line as in [weight], 'LM0= 0.5'.")
     sw.add_argument("--ini", required=True)
@@ -345,6 +361,10 @@ def cmd_ini(a: argparse.Namespace) -> int:
         n = count_dense_scores(a.path)
         ini.set_table(a.feature, a.path, n, a.start_weight)
         log.info("%s: %s now reads %s with %d dense scores", a.out, a.feature, a.path, n)
+    elif a.ini_command == "add-feature":
+        ini.add_feature(a.line, a.weight)
+    elif a.ini_command == "remove-feature":
+        ini.remove_feature(a.name)
     else:
         weights = {}
         for w in a.weight:

@@ -95,3 +95,20 @@ def test_cli_points_the_table_at_the_scored_file(ini_path, tmp_path):
     assert ini.feature("TranslationModel0").get("num-features") == "6"
     assert main(args) == 1                       # no silent overwrite
     assert main(args + ["--overwrite"]) == 0
+
+
+def test_cli_adds_and_removes_a_feature_idempotently(tmp_path):
+    from rescorer.cli import main
+    base = tmp_path / "moses.ini"
+    base.write_text("[feature]\nWordPenalty\nKENLM name=LM0 factor=0 path=lm.bin order=5\n\n[weight]\n"
+                    "WordPenalty0= -1\nLM0= 0.5\n")
+    args = ["ini", "add-feature", "--ini", str(base), "--line", "CSLM name=CSLM0 path=cslm/best.pt",
+            "--weight", "0.3"]
+    assert main(args + ["--out", str(tmp_path / "a.ini")]) == 0
+    assert main(["ini", "add-feature", "--ini", str(tmp_path / "a.ini"), "--line",
+                 "CSLM name=CSLM0 path=cslm/best.pt", "--weight", "0.3", "--out", str(tmp_path / "b.ini")]) == 0
+    a, b = (tmp_path / "a.ini").read_text(), (tmp_path / "b.ini").read_text()
+    assert a == b and a.count("CSLM name=CSLM0") == 1 and "CSLM0= 0.3" in a
+    assert main(["ini", "remove-feature", "--ini", str(tmp_path / "a.ini"), "--name", "CSLM0",
+                 "--out", str(tmp_path / "c.ini")]) == 0
+    assert (tmp_path / "c.ini").read_text() == base.read_text()

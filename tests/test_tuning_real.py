@@ -108,3 +108,33 @@ def test_tuning_raises_dev_bleu_on_real_data(real_system):
 def _layout(d):
     from moses_integration.decoder import PhraseModel
     return PhraseModel(str(d / "moses.ini"), ["a"]).layout.groups
+
+
+def test_decode_with_a_cslm_feature_in_parallel(real_system, tmp_path):
+    """The CSLM inside the search on real tables, two worker processes: every n-best line's CSLM0
+    equals the whole-sentence score of its text."""
+    import numpy as np
+    import torch
+    from moses_integration.nbest import read_nbest
+    from rescorer.checkpoint import save_cslm_checkpoint
+    from rescorer.cslm import CSLM, CSLMConfig, CSLMScorer, OutOfShortlist
+    from rescorer.vocab import EOS, UNK, Vocabulary
+    d = real_system
+    words = sorted({w for line in (d / "dev.fr").read_text().split("\n") for w in line.split()})[:3000]
+    vocab = Vocabulary([EOS, UNK] + words)
+    torch.manual_seed(0)
+    model = CSLM(CSLMConfig(len(vocab), order=5, embed=16, hidden=(32, 32)))
+    save_cslm_checkpoint(tmp_path / "cslm.pt", model, vocab, {})
+    assert main(["ini", "add-feature", "--ini", str(d / "moses.ini"), "--line",
+                 f"CSLM name=CSLM0 path={tmp_path / 'cslm.pt'}", "--weight", "0.3",
+                 "--out", str(tmp_path / "cslm.ini")]) == 0
+    (tmp_path / "in.en").write_text("\n".join((d / "dev.en").read_text().splitlines()[:6]) + "\n")
+    assert main(["decode", "-q", "--ini", str(tmp_path / "cslm.ini"), "--input", str(tmp_path / "in.en"),
+                 "--output", str(tmp_path / "out.fr"), "--n-best-list", str(tmp_path / "nbest"), "5",
+                 "--threads", "2", "--pop-limit", "200", "--stack-size", "30"]) == 0
+    scorer = CSLMScorer(model, vocab, OutOfShortlist({}))
+    hyps = list(read_nbest(tmp_path / "nbest"))
+    assert len({h.sent_id for h in hyps}) == 6
+    got = np.array([h.feature_dict()["CSLM0"][0] for h in hyps])
+    want = scorer.score_sentences([h.text.split() for h in hyps])
+    np.testing.assert_allclose(got, want, atol=2e-3)
