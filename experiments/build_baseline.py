@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Build a Moses-style phrase-based baseline from the shared raw parallel text, with no Moses.
+
+    python experiments/build_baseline.py --config experiments/baseline.ini [--force]
+
+Stages (each skipped when its outputs are up to date, as Moses's experiment.perl does):
+prepare-SRC / prepare-TGT (normalise punctuation, tokenise, train a truecaser, truecase),
+clean (1-80 words, ratio 9), align (eflomal both ways + grow-diag-final-and), tables
+(phrase extraction up to 7 words, the four scores, msd-bidirectional-fe reordering),
+sets (tuning/test sets tokenised and truecased), lm (KenLM lmplz 5-gram on the target side of
+the training data plus the extra LM text; never the tuning or test references), ini.
+Writes WORK/model/moses.ini, usable by 'rescorer decode' and by a real Moses, and
+WORK/report.json with the time and peak memory of each stage.
+"""
+from __future__ import annotations
+
+import argparse
+import configparser
+import json
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from moses_integration import pipeline as P  # noqa: E402
+
+
+def corpus_spec(text: str) -> list[tuple[str, int | None]]:
+    """'train/hansard:200000 train/news' -> [('train/hansard', 200000), ('train/news', None)]"""
+    out = []
+    for tok in text.split():
+        name, _, n = tok.partition(":")
+        out.append((name, int(n) if n else None))
+    return out
+
+
+def raw_file(data: str, prefix: str, lang: str) -> str:
+    for cand in (f"{prefix}.{lang}.gz", f"{prefix}.{lang}"):
+        if os.path.exists(os.path.join(data, cand)):
+            return os.path.join(data, cand)
+    raise FileNotFoundError(f"{os.path.join(data, prefix)}.{lang}(.gz): no such file")
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "baseline.ini"))
+    ap.add_argument("--data", help="data directory (default: the config's, else $RESCORER_DATA, else ../shared/data)")
+    ap.add_argument("--work", help="work directory (default: the config's)")
+    ap.add_argument("--force", action="store_true", help="run every stage again")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    cfg = configparser.ConfigParser(inline_comment_prefixes=("#",))
+    if not cfg.read(a.config):
+        raise SystemExit(f"{a.config}: no such config file")
+    d, m = cfg["data"], cfg["model"]
+    data = a.data or d.get("dir") or os.environ.get("RESCORER_DATA", "../shared/data")
+    work = a.work or cfg["work"].get("dir", "work/baseline")
+    procs = cfg["work"].getint("processes", os.cpu_count() or 1)
+    src, tgt = d.get("source", "en"), d.get("target", "fr")
+    train = corpus_spec(d["train"])
+    sets = corpus_spec(d.get("sets", ""))
+    lm_extra = [os.path.join(data, p) for p in d.get("lm-extra", "").split()]
+    order, max_len = m.getint("lm-order", 5), m.getint("max-phrase-length", 7)
+    c_min, c_max, ratio = m.getint("clean-min", 1), m.getint("clean-max", 80), m.getfloat("clean-ratio", 9.0)
+    corpus, model, lmdir = (os.path.join(work, x) for x in ("corpus", "model", "lm"))
+    for x in (corpus, model, lmdir):
+        os.makedirs(x, exist_ok=True)
+    raw = {lang: [raw_file(data, p, lang) for p, _ in train] for lang in (src, tgt)}
+    tc = {lang: os.path.join(corpus, f"train.tc.{lang}.gz") for lang in (src, tgt)}
+    tcm = {lang: os.path.join(model, f"truecase-model.{lang}") for lang in (src, tgt)}
+    clean = {lang: os.path.join(corpus, f"train.clean.{lang}.gz") for lang in (src, tgt)}
+    aligned = os.path.join(model, "aligned.grow-diag-final-and")
+    pt = os.path.join(model, "phrase-table.gz")
+    reo = os.path.join(model, "reordering-table.wbe-msd-bidirectional-fe.gz")
+    lm_bin = os.path.join(lmdir, f"lm.{tgt}.binary")
+    ini = os.path.join(model, "moses.ini")
+
+    def prepare(lang):
+        def run():
+            lines = []
+            for (prefix, n), path in zip(train, raw[lang]):
+                lines += P.read_lines(path, n)
+            tok = P.preprocess(lines, lang, None, procs, desc=f"tokenising {lang}")
+            from moses_integration.prepare import train_truecaser
+            train_truecaser(tok, tcm[lang] + ".tmp")
+            os.replace(tcm[lang] + ".tmp", tcm[lang])
+            P.write_lines(tc[lang], _truecase(tok, tcm[lang], procs, lang))
+            return {"lines": len(lines)}
+        return P.Stage(f"prepare-{lang}", raw[lang], [tc[lang], tcm[lang]], run,
+                       {"train": d["train"], "lang": lang})
+
+    def run_clean():
+        from moses_integration.prepare import clean_pair
+        kept = 0
+        s_lines, t_lines = P.read_lines(tc[src]), P.read_lines(tc[tgt])
+        if len(s_lines) != len(t_lines):
+            raise ValueError(f"{tc[src]} has {len(s_lines)} lines but {tc[tgt]} has {len(t_lines)}")
+        pairs = [(s, t) for s, t in zip(s_lines, t_lines) if clean_pair(s, t, c_min, c_max, ratio)]
+        kept = len(pairs)
+        P.write_lines(clean[src], (s for s, _ in pairs))
+        P.write_lines(clean[tgt], (t for _, t in pairs))
+        return {"pairs_in": len(s_lines), "pairs_kept": kept}
+
+    def run_align():
+        from moses_integration.align import eflomal_align
+        n = eflomal_align(clean[src], clean[tgt], aligned, m.getint("eflomal-model", 3),
+                          m.getint("eflomal-samplers", 2))
+        return {"pairs": n}
+
+    def run_tables():
+        from moses_integration.extract import build_tables
+        return build_tables(clean[src], clean[tgt], aligned, model, max_len, threads=procs)
+
+    set_outputs = [os.path.join(corpus, f"{os.path.basename(p)}.tc.{lang}") for p, _ in sets for lang in (src, tgt)]
+
+    def run_sets():
+        for prefix, n in sets:
+            for lang in (src, tgt):
+                lines = P.read_lines(raw_file(data, prefix, lang), n)
+                P.write_lines(os.path.join(corpus, f"{os.path.basename(prefix)}.tc.{lang}"),
+                              _truecase(P.preprocess(lines, lang, None, procs, desc=f"tokenising {prefix}.{lang}"),
+                                        tcm[lang], procs, lang))
+        return {"sets": len(sets)}
+
+    lm_text = os.path.join(corpus, f"lmextra.tc.{tgt}.gz")
+
+    def run_lm():
+        texts = [clean[tgt]]
+        if lm_extra:
+            lines = []
+            for p in lm_extra:
+                lines += P.read_lines(p)
+            P.write_lines(lm_text, _truecase(P.preprocess(lines, tgt, None, procs, desc="tokenising LM text"),
+                                             tcm[tgt], procs, tgt))
+            texts.append(lm_text)
+        arpa = os.path.join(lmdir, f"lm.{tgt}.arpa")
+        P.build_lm(texts, order, arpa, lm_bin, lmdir)
+        os.unlink(arpa)
+        return {"order": order, "size_mb": round(os.path.getsize(lm_bin) / 2**20, 1)}
+
+    def run_ini():
+        from rescorer.fileio import atomic_write
+        with atomic_write(ini, "w") as f:
+            f.write(P.moses_ini_text(os.path.abspath(pt), os.path.abspath(reo), os.path.abspath(lm_bin), order))
+        return None
+
+    stages = [prepare(src), prepare(tgt),
+              P.Stage("clean", [tc[src], tc[tgt]], [clean[src], clean[tgt]], run_clean, {"min": c_min, "max": c_max,
+                                                                                      "ratio": ratio}),
+              P.Stage("align", [clean[src], clean[tgt]], [aligned], run_align,
+                      {"model": m.get("eflomal-model", "3"), "samplers": m.get("eflomal-samplers", "2")}),
+              P.Stage("tables", [clean[src], clean[tgt], aligned], [pt, reo], run_tables, {"max_len": max_len}),
+              P.Stage("sets", [tcm[src], tcm[tgt]], set_outputs, run_sets, {"sets": d.get("sets", "")}),
+              P.Stage("lm", [clean[tgt], tcm[tgt]] + lm_extra, [lm_bin], run_lm, {"order": order}),
+              P.Stage("ini", [pt, reo, lm_bin], [ini], run_ini, {"order": order})]
+    report = P.run_stages(stages, work, a.force)
+    with open(os.path.join(work, "report.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    total = sum(r.get("seconds", 0) for r in report if not r.get("skipped"))
+    for r in report:
+        took = "skipped" if r.get("skipped") else f"{r['seconds']:7.1f} s"
+        extra = " ".join(f"{k}={v}" for k, v in r.items() if k not in ("stage", "seconds", "peak_memory_mb", "skipped"))
+        print(f"{r['stage']:<12} {took}  peak {r.get('peak_memory_mb', 0):6.0f} MB  {extra}")
+    print(f"total {total / 60:.1f} min (stages run now); moses.ini: {ini}")
+    return report
+
+
+def _truecase(tokenised: list[str], model: str, procs: int, lang: str) -> list[str]:
+    """Truecase tokenised lines with a Moses truecasing model (sacremoses), over worker processes."""
+    import multiprocessing as mp
+    chunks = [tokenised[i:i + 5000] for i in range(0, len(tokenised), 5000)]
+    if procs <= 1 or len(chunks) <= 1:
+        return [line for c in chunks for line in _truecase_chunk((model, c))]
+    with mp.get_context("fork").Pool(procs) as pool:
+        return [line for res in pool.imap(_truecase_chunk, [(model, c) for c in chunks]) for line in res]
+
+
+def _truecase_chunk(args):
+    from sacremoses import MosesTruecaser
+    model, lines = args
+    tc = MosesTruecaser(load_from=model)
+    return [tc.truecase(line, return_str=True) if line.strip() else "" for line in lines]
+
+
+if __name__ == "__main__":
+    main()

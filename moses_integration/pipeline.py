@@ -1,0 +1,199 @@
+"""Building a Moses-style baseline from raw parallel text, in stages that are skipped when
+their outputs are up to date (as Moses's ``experiment.perl`` does).
+
+A stage names its inputs, its outputs and its settings; it runs when an output is missing or
+when the stamp it left (``WORK/stamps/STAGE.json``: settings plus size and modification time
+of every input) no longer matches.  Outputs are written under temporary names and renamed
+into place by the stage functions, so an interrupted stage simply runs again.  Every stage
+logs its time and the peak memory of the process tree so far (``resource`` maxrss).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stage:
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    run: Callable[[], dict | None]
+    settings: dict = field(default_factory=dict)
+
+
+def _fingerprint(stage: Stage) -> dict:
+    files = {}
+    for p in stage.inputs:
+        st = os.stat(p)
+        files[os.path.abspath(p)] = [st.st_size, int(st.st_mtime)]
+    return {"settings": stage.settings, "inputs": files}
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process and of its finished children (MB)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) / 1024
+
+
+def run_stages(stages: list[Stage], work: str, force: bool = False) -> list[dict]:
+    """Run the stages in order, skipping those that are up to date; a record per stage."""
+    stamps = os.path.join(work, "stamps")
+    os.makedirs(stamps, exist_ok=True)
+    report = []
+    for st in stages:
+        missing = [p for p in st.inputs if not os.path.exists(p)]
+        if missing:
+            raise FileNotFoundError(f"stage {st.name}: input {missing[0]} does not exist")
+        stamp_path = os.path.join(stamps, f"{st.name}.json")
+        want = _fingerprint(st)
+        if not force and all(os.path.exists(p) for p in st.outputs) and os.path.exists(stamp_path):
+            with open(stamp_path) as f:
+                old = json.load(f)
+            if old.get("fingerprint") == want:
+                log.info("stage %s: up to date, skipped", st.name)
+                report.append({"stage": st.name, "skipped": True, **old.get("record", {})})
+                continue
+        log.info("stage %s: running", st.name)
+        t = time.time()
+        info = st.run() or {}
+        rec = {"stage": st.name, "seconds": round(time.time() - t, 1), "peak_memory_mb": round(peak_memory_mb()),
+               **info}
+        log.info("stage %s: done in %.0f s (peak memory so far %.0f MB) %s", st.name, rec["seconds"],
+                 rec["peak_memory_mb"], info or "")
+        with open(stamp_path + ".tmp", "w") as f:
+            json.dump({"fingerprint": want, "record": rec}, f, indent=1)
+        os.replace(stamp_path + ".tmp", stamp_path)
+        report.append(rec)
+    return report
+
+
+# -- the steps ---------------------------------------------------------------------------------
+def _open_any(path: str):
+    return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
+
+
+def read_lines(path: str, limit: int | None = None) -> list[str]:
+    out = []
+    with _open_any(path) as f:
+        for i, line in enumerate(f):
+            if limit is not None and i >= limit:
+                break
+            out.append(line.rstrip("\n"))
+    return out
+
+
+def _preprocess_chunk(args):
+    lang, model, lines = args
+    from .prepare import Preprocessor
+    p = Preprocessor(lang, model)
+    return [p(line) if line.strip() else "" for line in lines]
+
+
+def preprocess(lines: list[str], lang: str, truecase_model: str | None, processes: int = 2,
+               desc: str = "tokenising") -> list[str]:
+    """Normalise, tokenise (and truecase) lines over ``processes`` workers, order kept."""
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+    chunk = 2000
+    jobs = [(lang, truecase_model, lines[i:i + chunk]) for i in range(0, len(lines), chunk)]
+    out: list[str] = []
+    with tqdm(total=len(lines), desc=desc, unit=" lines", mininterval=1.0, disable=None) as bar:
+        if processes <= 1 or len(jobs) <= 1:
+            for j in jobs:
+                out.extend(_preprocess_chunk(j))
+                bar.update(len(j[2]))
+        else:
+            with mp.get_context("fork").Pool(processes) as pool:
+                for res in pool.imap(_preprocess_chunk, jobs):
+                    out.extend(res)
+                    bar.update(len(res))
+    return out
+
+
+def write_lines(path: str, lines) -> None:
+    from rescorer.fileio import atomic_write
+    if path.endswith(".gz"):
+        with atomic_write(path, "wb") as raw, gzip.open(raw, "wt", encoding="utf-8", compresslevel=3) as f:
+            for line in lines:
+                f.write(line + "\n")
+    else:
+        with atomic_write(path, "w") as f:
+            for line in lines:
+                f.write(line + "\n")
+
+
+def tool(name: str) -> str:
+    here = os.path.join(os.path.dirname(sys.executable), name)
+    path = here if os.access(here, os.X_OK) else shutil.which(name)
+    if not path:
+        raise FileNotFoundError(f"{name} not found: run 'make setup' (moses_integration/install_kenlm.sh)")
+    return path
+
+
+def build_lm(texts: list[str], order: int, arpa: str, binary: str, tmp: str, memory: str = "20%") -> None:
+    """KenLM: ``lmplz -o ORDER`` (modified Kneser-Ney) over the texts, then ``build_binary``."""
+    files = " ".join(f"<(gzip -dcf {t})" for t in texts)
+    cmd = (f"set -o pipefail; cat {files} | {tool('lmplz')} -o {order} -S {memory} -T {tmp} "
+           f"--discount_fallback > {arpa}.tmp")
+    if subprocess.run(["bash", "-c", cmd], stderr=subprocess.DEVNULL).returncode != 0:
+        raise RuntimeError(f"lmplz failed on {', '.join(texts)}")
+    os.replace(arpa + ".tmp", arpa)
+    if subprocess.run([tool("build_binary"), arpa, binary + ".tmp"], stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL).returncode != 0:
+        raise RuntimeError(f"build_binary failed on {arpa}")
+    os.replace(binary + ".tmp", binary)
+
+
+def moses_ini_text(phrase_table: str, reordering_table: str, lm: str, lm_order: int, n_scores: int = 4,
+                   distortion_limit: int = 6) -> str:
+    """moses.ini as ``train-model.perl`` writes it, Moses's default (untuned) weights."""
+    return f"""#########################
+### MOSES CONFIG FILE ###
+#########################
+
+# input factors
+[input-factors]
+0
+
+# mapping steps
+[mapping]
+0 T 0
+
+[distortion-limit]
+{distortion_limit}
+
+# feature functions
+[feature]
+UnknownWordPenalty
+WordPenalty
+PhrasePenalty
+PhraseDictionaryMemory name=TranslationModel0 num-features={n_scores} path={phrase_table} input-factor=0 output-factor=0
+LexicalReordering name=LexicalReordering0 num-features=6 type=wbe-msd-bidirectional-fe-allff input-factor=0 output-factor=0 path={reordering_table}
+Distortion
+KENLM name=LM0 factor=0 path={lm} order={lm_order}
+
+# dense weights for feature functions
+[weight]
+# The default weights are NOT optimized for translation quality. You MUST tune the weights.
+UnknownWordPenalty0= 1
+WordPenalty0= -1
+PhrasePenalty0= 0.2
+TranslationModel0= {' '.join(['0.2'] * n_scores)}
+LexicalReordering0= 0.3 0.3 0.3 0.3 0.3 0.3
+Distortion0= 0.3
+LM0= 0.5
+"""
