@@ -180,7 +180,7 @@ def _truecase_chunk(args):
     from sacremoses import MosesTruecaser
     model, lines = args
     tc = MosesTruecaser(load_from=model)
-    return [tc.truecase(line, return_str=True) if line.strip() else "" for line in lines]
+    return [tc.truecase(line, return_str=True, use_known=True) if line.strip() else "" for line in lines]
 
 
 if __name__ == "__main__":

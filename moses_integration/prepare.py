@@ -3,7 +3,8 @@
 * ``Preprocessor``: ``normalize-punctuation.perl -l L | tokenizer.perl -l L`` (aggressive
   hyphen splitting off, Moses's escaping: ``|`` -> ``&#124;``, ``'`` -> ``&apos;`` ...), then
   ``truecase.perl`` with a model trained by ``train-truecaser.perl`` (sacremoses's truecaser;
-  it reads and writes Moses's model format).
+  it reads and writes Moses's model format; ``use_known`` as truecase.perl: a word seen in
+  training keeps its case except at the start of a sentence).
 * ``clean_pair``: ``clean-corpus-n.perl CORPUS L1 L2 OUT 1 80``: both sides 1 to 80 words and
   neither more than 9 times longer than the other.
 The way back before BLEU (``detruecase.perl | detokenizer.perl``) is ``evaluate.postprocess``.
@@ -28,7 +29,7 @@ class Preprocessor:
 
     def __call__(self, line: str) -> str:
         tok = self.tokenize(line)
-        return self.truecaser.truecase(tok, return_str=True) if self.truecaser else tok
+        return self.truecaser.truecase(tok, return_str=True, use_known=True) if self.truecaser else tok
 
 
 def train_truecaser(tokenised_lines, model_path: str) -> MosesTruecaser:
