@@ -28,12 +28,16 @@ phrase at a time.
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import shlex
 import shutil
 import subprocess
+import time
 from collections import Counter
 from typing import Iterable, Iterator
+
+log = logging.getLogger(__name__)
 
 SEP = " ||| "
 NULL = "NULL"
@@ -203,30 +207,56 @@ def _fmt(x: float) -> str:
     return f"{x:.6g}"
 
 
+def _links(alignment: str, n_out: int, inverse: bool, cache: dict) -> tuple[tuple[int, ...], ...]:
+    """For each word of the side being explained, the indexes of the words it is aligned to."""
+    key = (alignment, n_out, inverse)
+    got = cache.get(key)
+    if got is None:
+        out: list[list[int]] = [[] for _ in range(n_out)]
+        for p in alignment.split():
+            i, j = p.split("-")
+            if inverse:
+                out[int(i)].append(int(j))
+            else:
+                out[int(j)].append(int(i))
+        got = cache[key] = tuple(tuple(x) for x in out)
+    return got
+
+
 def score_half(sorted_extract: str, output: str, lex: dict, inverse: bool) -> None:
     """One direction of Moses's ``score`` over an extract file sorted by its first field
     (source, or target with ``inverse``; the alignment is source-target either way):
-    ``src ||| tgt ||| phi(second|first) lex(second|first) ||| alignment ||| count(first) count(pair)``."""
+    ``src ||| tgt ||| phi(second|first) lex(second|first) ||| alignment ||| count(first) count(pair)``.
+    The lexical weight is ``lexical_weight`` of the pair's most frequent alignment (ties: the
+    first in sorted order), written out here for speed."""
+    get = lex.get
+    cache: dict = {}
     with _open(sorted_extract) as inp, _open(output, "wt") as out:
         for first, group in _groups(inp, 3):
             n_first = len(group)
             pairs: dict[str, Counter] = {}
             for _, second, al in group:
-                pairs.setdefault(second, Counter())[al] += 1
+                c = pairs.get(second)
+                if c is None:
+                    c = pairs[second] = Counter()
+                c[al] += 1
             fw = first.split()
             for second, aligns in pairs.items():
                 n_pair = sum(aligns.values())
-                # the most frequent alignment; ties: the first in sorted order
-                best = min(aligns.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+                best = min(aligns.items(), key=lambda kv: (-kv[1], kv[0]))[0] if len(aligns) > 1 else \
+                    next(iter(aligns))
                 sw = second.split()
-                pts = [tuple(int(x) for x in p.split("-")) for p in best.split()]
-                if inverse:  # first = e, second = f; alignment points are f-e
-                    lw = lexical_weight(sw, fw, pts, lex, inverse=True)
-                else:
-                    lw = lexical_weight(fw, sw, pts, lex)
+                lw = 1.0
+                for k, idx in enumerate(_links(best, len(sw), inverse, cache)):
+                    w = sw[k]
+                    if not idx:  # unaligned: explained by NULL
+                        lw *= get((w, NULL) if inverse else (NULL, w), 0.0)
+                    elif inverse:
+                        lw *= sum(get((w, fw[x]), 0.0) for x in idx) / len(idx)
+                    else:
+                        lw *= sum(get((fw[x], w), 0.0) for x in idx) / len(idx)
                 a, b = (second, first) if inverse else (first, second)  # source first either way
-                out.write(f"{a}{SEP}{b}{SEP}{_fmt(n_pair / n_first)} {_fmt(lw)}{SEP}{best}{SEP}"
-                          f"{n_first} {n_pair}\n")
+                out.write(f"{a}{SEP}{b}{SEP}{n_pair / n_first:.6g} {lw:.6g}{SEP}{best}{SEP}{n_first} {n_pair}\n")
 
 
 def consolidate(direct: str, inverse_by_src: str, output: str) -> int:
@@ -276,6 +306,42 @@ def _reo_line(key, c, s) -> str:
     return f"{key[0]}{SEP}{key[1]}{SEP}" + " ".join(_fmt(v) for v in vals) + "\n"
 
 
+_SCORE_JOBS: list | None = None  # what forked scoring workers run
+
+
+def _run_job(k: int):
+    assert _SCORE_JOBS is not None
+    fn, args = _SCORE_JOBS[k]
+    return fn(*args)
+
+
+def _extract_part(job) -> tuple[Counter, int, int]:
+    """Extraction over every ``parts``-th sentence pair from the ``k``-th: three files of extracted
+    pairs (by source, by target, with orientations) and the lexical counts."""
+    from tqdm import tqdm
+    src_path, tgt_path, align_path, work, k, parts, max_len, progress = job
+    joint: Counter = Counter()
+    n_sent = n_pairs = 0
+    with _open(os.path.join(work, f"extract.{k}.gz"), "wt") as ext, \
+            _open(os.path.join(work, f"extract.inv.{k}.gz"), "wt") as inv, \
+            _open(os.path.join(work, f"extract.o.{k}.gz"), "wt") as ori:
+        for n, (src, tgt, align) in enumerate(tqdm(read_corpus(src_path, tgt_path, align_path),
+                                                   desc="extracting phrases", unit=" sent", disable=not progress,
+                                                   mininterval=1.0)):
+            if n % parts != k:
+                continue
+            n_sent += 1
+            j, _, _ = lexical_counts([(src, tgt, align)])
+            joint.update(j)
+            for fs, fe, es, ee, inner, prev, nxt in extract_sentence(src, tgt, align, max_len):
+                f, e = " ".join(src[fs:fe + 1]), " ".join(tgt[es:ee + 1])
+                ext.write(f"{f}{SEP}{e}{SEP}{inner}\n")
+                inv.write(f"{e}{SEP}{f}{SEP}{inner}\n")
+                ori.write(f"{f}{SEP}{e}{SEP}{prev} {nxt}\n")
+                n_pairs += 1
+    return joint, n_sent, n_pairs
+
+
 def read_corpus(src_path: str, tgt_path: str, align_path: str):
     """(source words, target words, alignment points) of every line of three parallel files;
     a bad line stops with its file and line number."""
@@ -296,22 +362,19 @@ def build_tables(src_path: str, tgt_path: str, align_path: str, out_dir: str, ma
     work = os.path.join(out_dir, "extract.tmp")
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
+    t0 = time.time()
+    parts = max(1, threads)
+    jobs = [(src_path, tgt_path, align_path, work, k, parts, max_len, progress and k == 0) for k in range(parts)]
+    if parts > 1:  # every k-th sentence pair in worker k, each writing its own files
+        import multiprocessing as mp
+        with mp.get_context("fork").Pool(parts) as pool:
+            results = pool.map(_extract_part, jobs, chunksize=1)
+    else:
+        results = [_extract_part(jobs[0])]
     joint: Counter = Counter()
-    n_sent = n_pairs = 0
-    with _open(os.path.join(work, "extract.gz"), "wt") as ext, \
-            _open(os.path.join(work, "extract.inv.gz"), "wt") as inv, \
-            _open(os.path.join(work, "extract.o.gz"), "wt") as ori:
-        for src, tgt, align in tqdm(read_corpus(src_path, tgt_path, align_path), desc="extracting phrases",
-                                    unit=" sent", disable=not progress, mininterval=1.0):
-            n_sent += 1
-            j, _, _ = lexical_counts([(src, tgt, align)])
-            joint.update(j)
-            for fs, fe, es, ee, inner, prev, nxt in extract_sentence(src, tgt, align, max_len):
-                f, e = " ".join(src[fs:fe + 1]), " ".join(tgt[es:ee + 1])
-                ext.write(f"{f}{SEP}{e}{SEP}{inner}\n")
-                inv.write(f"{e}{SEP}{f}{SEP}{inner}\n")
-                ori.write(f"{f}{SEP}{e}{SEP}{prev} {nxt}\n")
-                n_pairs += 1
+    for j, _, _ in results:
+        joint.update(j)
+    n_sent, n_pairs = sum(r[1] for r in results), sum(r[2] for r in results)
     tot_f: Counter = Counter()
     tot_e: Counter = Counter()
     for (f, e), c in joint.items():
@@ -322,18 +385,39 @@ def build_tables(src_path: str, tgt_path: str, align_path: str, out_dir: str, ma
         for (f, e) in sorted(joint):
             a.write(f"{e} {f} {e_given_f[(f, e)]:.7f}\n")   # Moses: target source w(e|f)
             b.write(f"{f} {e} {f_given_e[(f, e)]:.7f}\n")   # source target w(f|e)
+    log.info("extracted %d phrase pairs from %d sentences in %.0f s", n_pairs, n_sent, time.time() - t0)
+    t0 = time.time()
     for name in ("extract", "extract.inv", "extract.o"):
-        gnu_sort([os.path.join(work, f"{name}.gz")], os.path.join(work, f"{name}.sorted.gz"), work,
-                 sort_memory, threads)
-        os.unlink(os.path.join(work, f"{name}.gz"))
-    score_half(os.path.join(work, "extract.sorted.gz"), os.path.join(work, "half.f2e.gz"), e_given_f, False)
-    score_half(os.path.join(work, "extract.inv.sorted.gz"), os.path.join(work, "half.e2f.gz"), f_given_e, True)
+        inputs = [os.path.join(work, f"{name}.{k}.gz") for k in range(parts)]
+        gnu_sort(inputs, os.path.join(work, f"{name}.sorted.gz"), work, sort_memory, threads)
+        for p in inputs:
+            os.unlink(p)
+    log.info("sorted on disk in %.0f s", time.time() - t0)
+    t0 = time.time()
+    global _SCORE_JOBS
+    _SCORE_JOBS = [
+        (score_half, (os.path.join(work, "extract.sorted.gz"), os.path.join(work, "half.f2e.gz"), e_given_f, False)),
+        (score_half, (os.path.join(work, "extract.inv.sorted.gz"), os.path.join(work, "half.e2f.gz"), f_given_e,
+                      True)),
+        (score_reordering, (os.path.join(work, "extract.o.sorted.gz"),
+                            os.path.join(work, "reordering-table.wbe-msd-bidirectional-fe.gz")))]
+    try:
+        if threads > 1:  # the directions and the reordering table are independent: one process each
+            import multiprocessing as mp
+            with mp.get_context("fork").Pool(min(threads, 3)) as pool:
+                results = pool.map(_run_job, range(3), chunksize=1)
+        else:
+            results = [_run_job(k) for k in range(3)]
+    finally:
+        _SCORE_JOBS = None
+    n_reo = results[2]
     gnu_sort([os.path.join(work, "half.e2f.gz")], os.path.join(work, "half.e2f.sorted.gz"), work, sort_memory,
              threads)
+    log.info("scored in %.0f s", time.time() - t0)
+    t0 = time.time()
     n_table = consolidate(os.path.join(work, "half.f2e.gz"), os.path.join(work, "half.e2f.sorted.gz"),
                           os.path.join(work, "phrase-table.gz"))
-    n_reo = score_reordering(os.path.join(work, "extract.o.sorted.gz"),
-                             os.path.join(work, "reordering-table.wbe-msd-bidirectional-fe.gz"))
+    log.info("consolidated %d pairs in %.0f s", n_table, time.time() - t0)
     for name in ("phrase-table.gz", "reordering-table.wbe-msd-bidirectional-fe.gz", "lex.e2f", "lex.f2e"):
         os.replace(os.path.join(work, name), os.path.join(out_dir, name))
     shutil.rmtree(work)
