@@ -21,6 +21,19 @@ class CheckpointError(ValueError):
     pass
 
 
+def _read(name: str, fmt: str, what: str) -> dict:
+    """The payload of a checkpoint file, checked to be of format ``fmt``."""
+    if not os.path.exists(name):
+        raise CheckpointError(f"{name}: no such model file")
+    try:
+        payload = torch.load(name, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds
+        raise CheckpointError(f"{name}: not a readable checkpoint ({e})") from None
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise CheckpointError(f"{name}: not a phrase-rescorer {what} checkpoint")
+    return payload
+
+
 def save_checkpoint(path: str | os.PathLike, model: RNNEncoderDecoder, src_vocab: Vocabulary,
                     tgt_vocab: Vocabulary, inverse: bool, trainer_state: dict | None = None) -> None:
     payload = {
@@ -39,14 +52,7 @@ def save_checkpoint(path: str | os.PathLike, model: RNNEncoderDecoder, src_vocab
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and check a checkpoint; returns its fields with ``model`` built and on ``device``."""
     name = os.fspath(path)
-    if not os.path.exists(name):
-        raise CheckpointError(f"{name}: no such model file")
-    try:
-        payload = torch.load(name, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds
-        raise CheckpointError(f"{name}: not a readable checkpoint ({e})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{name}: not a phrase-rescorer RNN Encoder-Decoder checkpoint")
+    payload = _read(name, FORMAT, "RNN Encoder-Decoder")
     cfg = ModelConfig(**payload["config"])
     src_vocab, tgt_vocab = Vocabulary(payload["src_vocab"]), Vocabulary(payload["tgt_vocab"])
     if (len(src_vocab), len(tgt_vocab)) != (cfg.src_vocab, cfg.tgt_vocab):
@@ -93,14 +99,7 @@ def save_cslm_checkpoint(path: str | os.PathLike, model, vocab: Vocabulary, oos_
 def load_cslm_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
     from .cslm import CSLM, CSLMConfig
     name = os.fspath(path)
-    if not os.path.exists(name):
-        raise CheckpointError(f"{name}: no such model file")
-    try:
-        payload = torch.load(name, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds
-        raise CheckpointError(f"{name}: not a readable checkpoint ({e})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CSLM_FORMAT:
-        raise CheckpointError(f"{name}: not a phrase-rescorer CSLM checkpoint")
+    payload = _read(name, CSLM_FORMAT, "CSLM")
     cfg = CSLMConfig.from_dict(payload["config"])
     vocab = Vocabulary(payload["vocab"])
     if len(vocab) != cfg.vocab:

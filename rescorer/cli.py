@@ -39,6 +39,22 @@ def _add_model_sizes(p: argparse.ArgumentParser) -> None:
                         "(default), or after it, as the paper's appendix prints")
 
 
+def _add_training_options(p: argparse.ArgumentParser, items: str, batch: int, held_out: str) -> None:
+    """The options every training command shares (one loop trains both networks)."""
+    p.add_argument("--resume", action="store_true", help="continue OUT/last.pt exactly where it stopped")
+    p.add_argument("--overwrite", action="store_true", help="start again over an existing run")
+    p.add_argument("--max-minutes", type=float, help="time budget (training time, summed over resumes)")
+    p.add_argument("--max-epochs", type=int, help="stop after this many passes over the data")
+    p.add_argument("--max-updates", type=int, help="stop after this many minibatches")
+    p.add_argument("--batch-size", type=int, default=batch, help=f"{items} per minibatch (default {batch})")
+    p.add_argument("--valid-every", type=int, default=1000, help="updates between validations (default 1000)")
+    p.add_argument("--valid-fraction", type=float, default=0.001,
+                   help=f"share of {held_out} held out for validation (default 0.001)")
+    p.add_argument("--patience", type=int, default=10,
+                   help="stop after this many validations without improvement (default 10)")
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0, help="save OUT/last.pt this often (default 10)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rescorer", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,18 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--inverse", action="store_true",
                    help="train on swapped pairs: the model gives p(source | target)")
-    t.add_argument("--resume", action="store_true", help="continue OUT/last.pt exactly where it stopped")
-    t.add_argument("--overwrite", action="store_true", help="start again over an existing run")
-    t.add_argument("--max-minutes", type=float, help="time budget (training time, summed over resumes)")
-    t.add_argument("--max-epochs", type=int, help="stop after this many passes over the pairs")
-    t.add_argument("--max-updates", type=int, help="stop after this many minibatches")
-    t.add_argument("--batch-size", type=int, default=64, help="pairs per minibatch (default 64)")
-    t.add_argument("--valid-every", type=int, default=1000, help="updates between validations (default 1000)")
-    t.add_argument("--valid-fraction", type=float, default=0.001,
-                   help="share of the unique pairs held out for validation (default 0.001)")
-    t.add_argument("--patience", type=int, default=10,
-                   help="stop after this many validations without improvement (default 10)")
-    t.add_argument("--checkpoint-minutes", type=float, default=10.0, help="save OUT/last.pt this often (default 10)")
+    _add_training_options(t, "pairs", 64, "the unique pairs")
     t.add_argument("--buckets", type=int, default=16,
                    help="shuffle buckets on disk; each must fit in memory (default 16)")
     t.add_argument("--optimizer", choices=["adadelta", "adam"], default="adadelta",
@@ -193,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("cslm-train", parents=[common], help="train the CSLM (feed-forward n-gram LM) on target text",
                        description="Train Schwenk's continuous-space language model on tokenised target "
-                                   "text: every word and each sentence's </s> is an n-gram; 0.1%% of the "
+                                   "text: every word and each sentence's </s> is an n-gram; 0.1% of the "
                                    "sentences held out; perplexity, checkpoints (OUT/last.pt, OUT/best.pt), "
                                    "curves (OUT/curves.png), --resume. CPU or CUDA.")
     c.add_argument("--text", required=True, nargs="+", help="tokenised target text files (plain or .gz)")
@@ -202,22 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(the RNN's target shortlist) or a directory holding target.vocab")
     cv.add_argument("--shortlist", type=int, help="make a shortlist of this size from the text (OUT/target.vocab)")
     c.add_argument("--out", required=True, help="run directory")
-    c.add_argument("--resume", action="store_true", help="continue OUT/last.pt exactly where it stopped")
-    c.add_argument("--overwrite", action="store_true", help="start again over an existing run")
     c.add_argument("--order", type=int, default=7, help="n of the n-grams (default 7, the paper's)")
     c.add_argument("--embed", type=int, default=512, help="projection size per context word (default 512)")
     c.add_argument("--hidden", type=int, nargs="+", default=[1536, 1024],
                    help="sizes of the rectified layers (default 1536 1024)")
-    c.add_argument("--max-minutes", type=float, help="time budget (training time, summed over resumes)")
-    c.add_argument("--max-epochs", type=int, help="stop after this many passes over the text")
-    c.add_argument("--max-updates", type=int, help="stop after this many minibatches")
-    c.add_argument("--batch-size", type=int, default=128, help="n-grams per minibatch (default 128)")
-    c.add_argument("--valid-every", type=int, default=1000, help="updates between validations (default 1000)")
-    c.add_argument("--valid-fraction", type=float, default=0.001,
-                   help="share of the sentences held out for validation (default 0.001)")
-    c.add_argument("--patience", type=int, default=10,
-                   help="stop after this many validations without improvement (default 10)")
-    c.add_argument("--checkpoint-minutes", type=float, default=10.0, help="save OUT/last.pt this often (default 10)")
+    _add_training_options(c, "n-grams", 128, "the sentences")
     c.add_argument("--optimizer", choices=["sgd", "adam", "adadelta"], default="sgd",
                    help="plain SGD as Schwenk's toolkit (default), Adam or Adadelta")
     c.add_argument("--lr", type=float, help="learning rate (default 0.1 for SGD, 1e-3 for Adam, 1.0 for Adadelta)")
