@@ -47,7 +47,9 @@ def _add_training_options(p: argparse.ArgumentParser, items: str, batch: int, he
     p.add_argument("--max-epochs", type=int, help="stop after this many passes over the data")
     p.add_argument("--max-updates", type=int, help="stop after this many minibatches")
     p.add_argument("--batch-size", type=int, default=batch, help=f"{items} per minibatch (default {batch})")
-    p.add_argument("--valid-every", type=int, default=1000, help="updates between validations (default 1000)")
+    p.add_argument("--valid-every", type=int, default=1000,
+                   help="updates between validations (default 1000); 0: once per epoch, so that --patience "
+                        "counts epochs as the paper's CSLM training did")
     p.add_argument("--valid-fraction", type=float, default=0.001,
                    help=f"share of {held_out} held out for validation (default 0.001)")
     p.add_argument("--patience", type=int, default=10,

@@ -44,7 +44,7 @@ class TrainConfig:
     rho: float = 0.95               # Adadelta
     eps: float = 1e-6
     clip: float = 1.0               # gradient-norm clipping
-    valid_every: int = 1000         # updates between validations
+    valid_every: int = 1000         # updates between validations; 0: at the end of every epoch
     patience: int = 10              # validations without improvement before stopping
     checkpoint_minutes: float = 10.0
     max_minutes: float | None = None
@@ -255,7 +255,7 @@ class BaseTrainer:
                     bar.set_postfix(ep=self.epoch, ppl=f"{ppl:.1f}", pairs_s=f"{run_pairs / (now - t_run):.0f}",
                                     val=f"{self.best:.1f}")
                     run_nll, run_tok, run_pairs, t_run = 0.0, 0, 0, now
-                if self.updates % cfg.valid_every == 0:
+                if cfg.valid_every > 0 and self.updates % cfg.valid_every == 0:
                     self.validate()
                     if self.bad >= cfg.patience:
                         stop_reason = f"no improvement in {cfg.patience} validations (early stop)"
@@ -272,6 +272,10 @@ class BaseTrainer:
                 self.epoch += 1
                 self.batch_in_epoch = 0
                 log.info("epoch %d done at update %d", self.epoch, self.updates)
+                if cfg.valid_every == 0:  # validate once per epoch (the paper's CSLM: 10 epochs' patience)
+                    self.validate()
+                    if self.bad >= cfg.patience:
+                        stop_reason = f"no improvement in {cfg.patience} epochs (early stop)"
         bar.close()
         if not self.history["valid"] or self.history["valid"][-1][0] != self.updates:
             self.validate()

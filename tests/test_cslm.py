@@ -230,3 +230,17 @@ def test_small_cslm_on_french_text_against_kenlm(tmp_path):
     assert summary["best_valid_ppl"] < 0.5 * summary["baseline_ppl"]   # it learned far more than unigrams
     # two CPU minutes do not beat Kneser-Ney on this data (README: by how much); a sanity bound
     assert cslm_ppl < 4.0 * kenlm_ppl
+
+
+def test_validation_once_per_epoch(tmp_path):
+    import json
+    from rescorer.cli import main
+    rng = np.random.default_rng(1)
+    write_text(tmp_path / "text.gz", [" ".join(rng.choice(WORDS, rng.integers(2, 9))) for _ in range(300)])
+    assert main(["cslm-train", "-q", "--text", str(tmp_path / "text.gz"), "--shortlist", "8", "--order", "3",
+                 "--embed", "4", "--hidden", "8", "--valid-fraction", "0.05", "--valid-every", "0",
+                 "--max-epochs", "2", "--device", "cpu", "--optimizer", "adam", "--out", str(tmp_path / "r")]) == 0
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert s["epoch"] == 2 and s["stop"] == "2 epoch(s) done"
+    ck = torch.load(tmp_path / "r" / "last.pt", weights_only=False)
+    assert len(ck["trainer"]["history"]["valid"]) == 3   # before training and after each epoch
