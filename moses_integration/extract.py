@@ -13,7 +13,7 @@ point ``i-j`` links source word i and target word j.
   and against the next one ((f_end+1, e_end+1) / (f_start-1, e_end+1)); the sentence start
   and end count as aligned corner points.
 * ``lexical_tables``: w(e|f) and w(f|e) from the alignment points' relative frequencies,
-  unaligned words aligned to NULL (Moses's ``train-model.perl`` step 4).
+  unaligned words aligned to NULL, 7 decimals (Moses's ``train-model.perl`` step 4).
 * ``lexical_weight``: lex(e|f, a) = prod_j (1/|a_j|) sum_{i in a_j} w(e_j|f_i), w(e_j|NULL)
   for an unaligned e_j (Koehn et al. 2003).
 * ``score_table``: phi(f|e) lex(f|e) phi(e|f) lex(e|f) from relative frequencies of the
@@ -74,6 +74,7 @@ def extract_sentence(src: list[str], tgt: list[str], align: list[tuple[int, int]
     for i, j in align:
         to_f[j].append(i)
         count_f[i] += 1
+    to_f_sorted = [sorted(x) for x in to_f]
 
     def aligned(i: int, j: int) -> bool:
         if i == -1 and j == -1:
@@ -100,8 +101,8 @@ def extract_sentence(src: list[str], tgt: list[str], align: list[tuple[int, int]
             while fs >= 0 and fs > maxf - max_len and (fs == minf or count_f[fs] == 0):
                 fe = maxf
                 while fe < nf and fe < fs + max_len and (fe == maxf or count_f[fe] == 0):
-                    inner = " ".join(f"{i - fs}-{j - es}" for i, j in
-                                     sorted((i, j) for j in range(es, ee + 1) for i in to_f[j]))
+                    # in target order, as Moses's extract writes it
+                    inner = " ".join(f"{i - fs}-{j - es}" for j in range(es, ee + 1) for i in to_f_sorted[j])
                     prev = nxt = ""
                     if orientation:
                         lt, rt = aligned(fs - 1, es - 1), aligned(fe + 1, es - 1)
@@ -138,9 +139,14 @@ def lexical_counts(corpus: Iterable[tuple[list[str], list[str], list[tuple[int, 
 
 
 def lexical_tables(joint: Counter, tot_f: Counter, tot_e: Counter):
-    """w(e|f) (``lex.e2f``) and w(f|e) (``lex.f2e``) as dicts keyed (f, e)."""
-    e_given_f = {k: c / tot_f[k[0]] for k, c in joint.items()}
-    f_given_e = {k: c / tot_e[k[1]] for k, c in joint.items()}
+    """w(e|f) (``lex.e2f``) and w(f|e) (``lex.f2e``) as dicts keyed (f, e), as Moses's ``score``
+    sees them: written with 7 decimals, read back into single-precision floats."""
+    import numpy as np
+
+    def moses(x: float) -> float:
+        return float(np.float32(round(x, 7)))
+    e_given_f = {k: moses(c / tot_f[k[0]]) for k, c in joint.items()}
+    f_given_e = {k: moses(c / tot_e[k[1]]) for k, c in joint.items()}
     return e_given_f, f_given_e
 
 
