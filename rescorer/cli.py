@@ -5,6 +5,8 @@
     rescorer score --phrase-table model/phrase-table.gz --model run/best.pt --out phrase-table.rnn.gz
     rescorer ini set-table --ini moses.ini --path phrase-table.rnn.gz --out moses.rnn.ini
     rescorer tune --ini moses.rnn.ini --input dev.en --ref dev.fr --out-ini moses.tuned.ini
+    rescorer cslm-train --text train.tc.fr.gz --vocab vocab/ --out cslm/ --max-minutes 600
+    rescorer cslm-rescore --model cslm/best.pt --nbest nbest.txt --out nbest.cslm.txt
 """
 from __future__ import annotations
 
@@ -109,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vocab", help="check that the model's vocabularies are the ones in this directory")
     s.add_argument("--chunk-lines", type=int, default=4096, help="lines scored at once (default 4096)")
     s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda ...")
-    i = sub.add_parser("ini", help="edit a moses.ini: point a table at a scored file, set weights",
+    i = sub.add_parser("ini", help="edit a moses.ini: point a table at a scored file, add a feature, set weights",
                        description="Change a moses.ini and write it to --out; everything else in the file "
                                    "is kept byte for byte.")
     isub = i.add_subparsers(dest="ini_command", required=True, metavar="ACTION")
