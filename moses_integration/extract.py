@@ -130,12 +130,18 @@ def lexical_counts(corpus: Iterable[tuple[list[str], list[str], list[tuple[int, 
         for j, w in enumerate(tgt):
             if j not in ae:
                 joint[(NULL, w)] += 1
+    tot_f, tot_e = totals(joint)
+    return joint, tot_f, tot_e
+
+
+def totals(joint: Counter) -> tuple[Counter, Counter]:
+    """The totals of f and of e over joint (f, e) counts."""
     tot_f: Counter = Counter()
     tot_e: Counter = Counter()
     for (f, e), c in joint.items():
         tot_f[f] += c
         tot_e[e] += c
-    return joint, tot_f, tot_e
+    return tot_f, tot_e
 
 
 def lexical_tables(joint: Counter, tot_f: Counter, tot_e: Counter):
@@ -381,11 +387,7 @@ def build_tables(src_path: str, tgt_path: str, align_path: str, out_dir: str, ma
     for j, _, _ in results:
         joint.update(j)
     n_sent, n_pairs = sum(r[1] for r in results), sum(r[2] for r in results)
-    tot_f: Counter = Counter()
-    tot_e: Counter = Counter()
-    for (f, e), c in joint.items():
-        tot_f[f] += c
-        tot_e[e] += c
+    tot_f, tot_e = totals(joint)
     e_given_f, f_given_e = lexical_tables(joint, tot_f, tot_e)
     with _open(os.path.join(work, "lex.e2f"), "wt") as a, _open(os.path.join(work, "lex.f2e"), "wt") as b:
         for (f, e) in sorted(joint):
