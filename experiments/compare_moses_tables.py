@@ -86,11 +86,11 @@ def compare(ours: str, moses: str, fields: list[tuple[int, str]], examples: int 
 def lexical_check(base: str, every: int) -> None:
     from collections import Counter
 
-    from moses_integration.extract import lexical_counts, lexical_tables, lexical_weight, read_corpus, totals
+    from moses_integration.extract import count_links, lexical_tables, lexical_weight, read_corpus, totals
     joint: Counter = Counter()
     for src, tgt, al in read_corpus(os.path.join(base, "train.clean.en.gz"), os.path.join(base, "train.clean.fr.gz"),
                                     os.path.join(base, "aligned.grow-diag-final-and.gz")):
-        joint.update(lexical_counts([(src, tgt, al)])[0])
+        count_links(joint, src, tgt, al)
     tot_f, tot_e = totals(joint)
     e_f, f_e = lexical_tables(joint, tot_f, tot_e)
     n = same = 0

@@ -114,22 +114,27 @@ def extract_sentence(src: list[str], tgt: list[str], align: list[tuple[int, int]
                 fs -= 1
 
 
+def count_links(joint: Counter, src: list[str], tgt: list[str], align: list[tuple[int, int]]) -> None:
+    """Add one sentence pair's (f, e) link counts to ``joint``, unaligned words against NULL."""
+    af, ae = set(), set()
+    for i, j in align:
+        joint[(src[i], tgt[j])] += 1
+        af.add(i)
+        ae.add(j)
+    for i, w in enumerate(src):
+        if i not in af:
+            joint[(w, NULL)] += 1
+    for j, w in enumerate(tgt):
+        if j not in ae:
+            joint[(NULL, w)] += 1
+
+
 def lexical_counts(corpus: Iterable[tuple[list[str], list[str], list[tuple[int, int]]]]):
     """Counts for the lexical tables: joint (f, e) counts and the totals of f and e, with
     unaligned words counted against NULL."""
     joint: Counter = Counter()
     for src, tgt, align in corpus:
-        af, ae = set(), set()
-        for i, j in align:
-            joint[(src[i], tgt[j])] += 1
-            af.add(i)
-            ae.add(j)
-        for i, w in enumerate(src):
-            if i not in af:
-                joint[(w, NULL)] += 1
-        for j, w in enumerate(tgt):
-            if j not in ae:
-                joint[(NULL, w)] += 1
+        count_links(joint, src, tgt, align)
     tot_f, tot_e = totals(joint)
     return joint, tot_f, tot_e
 
@@ -343,8 +348,7 @@ def _extract_part(job) -> tuple[Counter, int, int]:
             if n % parts != k:
                 continue
             n_sent += 1
-            j, _, _ = lexical_counts([(src, tgt, align)])
-            joint.update(j)
+            count_links(joint, src, tgt, align)
             for fs, fe, es, ee, inner, prev, nxt in extract_sentence(src, tgt, align, max_len):
                 f, e = " ".join(src[fs:fe + 1]), " ".join(tgt[es:ee + 1])
                 ext.write(f"{f}{SEP}{e}{SEP}{inner}\n")
