@@ -19,11 +19,14 @@ point ``i-j`` links source word i and target word j.
 * ``score_table``: phi(f|e) lex(f|e) phi(e|f) lex(e|f) from relative frequencies of the
   extracted pairs; the lexical weights of a pair's most frequent alignment; fields
   ``src ||| tgt ||| scores ||| alignment ||| count(e) count(f) count(f,e) ||| |||``.
-* ``score_reordering``: p(o | f, e) = (count(o, f, e) + s) / (count(f, e) + 3 s), s = 0.5.
+* the reordering table (in ``score_half``'s source-side pass): p(o | f, e) =
+  (count(o, f, e) + s) / (count(f, e) + 3 s), s = 0.5, as ``lexical-reordering-score``.
 
-Tables larger than memory: the extracted pairs go to files that GNU ``sort`` orders on disk
-(``LC_ALL=C``, as Moses does); scoring reads each sorted file once, one source (or target)
-phrase at a time.
+Tables larger than memory: the extracted pairs go to plain text files that GNU ``sort``
+orders on disk (``LC_ALL=C``, as Moses does); scoring reads each sorted file once, one line
+at a time, holding one source (or target) phrase's pairs.  The two directions are scored in
+two processes; the target-side half is piped straight into ``sort`` by source, and the
+gzipped outputs are compressed by ``gzip`` processes beside the Python ones.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ import shutil
 import subprocess
 import time
 from collections import Counter
+from itertools import zip_longest
 from typing import Iterable, Iterator
 
 log = logging.getLogger(__name__)
@@ -193,31 +197,62 @@ def _open(path: str, mode: str = "rt"):
         open(path, mode, encoding="utf-8")
 
 
-def gnu_sort(inputs: list[str], output: str, tmp_dir: str, memory: str = "1G", threads: int = 2) -> None:
-    """``LC_ALL=C sort`` of (gzipped) text files into a gzipped file, on disk, as Moses sorts."""
-    for tool in ("sort", "gzip", "bash"):
+class _Pipe:
+    """A text file written through an external ``bash -c`` command's stdin (``gzip -1 >
+    FILE``, ``sort ... > FILE``): the command runs on another core while Python writes."""
+
+    def __init__(self, cmd: str, what: str):
+        self.cmd, self.what = cmd, what
+        self.proc = subprocess.Popen(["bash", "-c", cmd], stdin=subprocess.PIPE)
+        self.f = open(self.proc.stdin.fileno(), "w", encoding="utf-8", buffering=1 << 20, closefd=False)
+
+    def write(self, text: str) -> None:
+        self.f.write(text)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+        self.proc.stdin.close()
+        if self.proc.wait() != 0 and exc[0] is None:
+            raise RuntimeError(f"{self.what} failed ({self.cmd})")
+
+
+def _need(*tools: str) -> None:
+    for tool in tools:
         if shutil.which(tool) is None:
-            raise RuntimeError(f"{tool} is needed to sort the extracted phrases")
-    files = " ".join(f"<(gzip -dcf {shlex.quote(p)})" for p in inputs)
-    cmd = (f"set -o pipefail; LC_ALL=C sort -S {memory} --parallel={threads} -T {shlex.quote(tmp_dir)} "
-           f"--compress-program=gzip {files} | gzip -1 > {shlex.quote(output + '.tmp')}")
+            raise RuntimeError(f"{tool} is needed to build the phrase tables")
+
+
+def _sort_cmd(tmp_dir: str, memory: str, threads: int) -> str:
+    """GNU sort in byte order (``LC_ALL=C``, as Moses sorts), on disk in ``tmp_dir``."""
+    return f"LC_ALL=C sort -S {memory} --parallel={threads} -T {shlex.quote(tmp_dir)}"
+
+
+def gnu_sort(inputs: list[str], output: str, tmp_dir: str, memory: str = "1G", threads: int = 2) -> None:
+    """``LC_ALL=C sort`` of text files (gzipped ones are read through ``gzip -dc``) into
+    ``output`` (gzipped if it ends in ``.gz``), on disk, as Moses sorts."""
+    _need("sort", "gzip", "bash")
+    files = " ".join(f"<(gzip -dc {shlex.quote(p)})" if p.endswith(".gz") else shlex.quote(p) for p in inputs)
+    tail = " | gzip -1" if output.endswith(".gz") else ""
+    cmd = (f"set -o pipefail; {_sort_cmd(tmp_dir, memory, threads)} {files}{tail} "
+           f"> {shlex.quote(output + '.tmp')}")
     if subprocess.run(["bash", "-c", cmd]).returncode != 0:
         raise RuntimeError(f"sorting {', '.join(inputs)} into {output} failed")
     os.replace(output + ".tmp", output)
 
 
-def _groups(lines: Iterator[str], nfields: int) -> Iterator[tuple[str, list[list[str]]]]:
-    """Consecutive lines with the same first field, split into ``nfields`` fields."""
-    key, group = None, []
-    for line in lines:
-        f = line.rstrip("\n").split(SEP, nfields - 1)
-        if f[0] != key:
-            if group:
-                yield key, group
-            key, group = f[0], []
-        group.append(f)
-    if group:
-        yield key, group
+def sorting_writer(output: str, tmp_dir: str, memory: str = "1G", threads: int = 1) -> _Pipe:
+    """A file object whose lines come out in ``output`` sorted as ``gnu_sort`` sorts them."""
+    _need("sort", "bash")
+    return _Pipe(f"{_sort_cmd(tmp_dir, memory, threads)} > {shlex.quote(output)}", f"sorting into {output}")
+
+
+def gzip_writer(output: str) -> _Pipe:
+    """A file object that writes ``output`` through ``gzip -1`` in its own process."""
+    _need("gzip", "bash")
+    return _Pipe(f"gzip -1 > {shlex.quote(output)}", f"writing {output}")
 
 
 def _fmt(x: float) -> str:
@@ -226,7 +261,7 @@ def _fmt(x: float) -> str:
 
 def _links(alignment: str, n_out: int, inverse: bool, cache: dict) -> tuple[tuple[int, ...], ...]:
     """For each word of the side being explained, the indexes of the words it is aligned to."""
-    key = (alignment, n_out, inverse)
+    key = (alignment, n_out)
     got = cache.get(key)
     if got is None:
         out: list[list[int]] = [[] for _ in range(n_out)]
@@ -240,87 +275,126 @@ def _links(alignment: str, n_out: int, inverse: bool, cache: dict) -> tuple[tupl
     return got
 
 
-def score_half(sorted_extract: str, output: str, lex: dict, inverse: bool) -> None:
-    """One direction of Moses's ``score`` over an extract file sorted by its first field
-    (source, or target with ``inverse``; the alignment is source-target either way):
+def lexical_rows(lex: dict, inverse: bool) -> dict[str, dict[str, float]]:
+    """w(e|f) keyed ``rows[e][f]`` (or w(f|e) keyed ``rows[f][e]`` with ``inverse``): the
+    word being explained first, so that scoring looks its row up once per word."""
+    rows: dict[str, dict[str, float]] = {}
+    for (f, e), p in lex.items():
+        a, b = (f, e) if inverse else (e, f)
+        r = rows.get(a)
+        if r is None:
+            r = rows[a] = {}
+        r[b] = p
+    return rows
+
+
+def score_half(sorted_extract: str, output, lex: dict, inverse: bool, reordering=None,
+               smoothing: float = 0.5) -> tuple[int, int]:
+    """One direction of Moses's ``score`` over extracted pairs sorted by their first field
+    (source; target with ``inverse``; the alignment is source-target either way), written to
+    the file object ``output``:
     ``src ||| tgt ||| phi(second|first) lex(second|first) ||| alignment ||| count(first) count(pair)``.
     The lexical weight is ``lexical_weight`` of the pair's most frequent alignment (ties: the
-    first in sorted order), written out here for speed."""
-    get = lex.get
+    first in sorted order), written out here for speed.  With ``reordering`` (a file object),
+    the lines carry a fourth field, the orientations ``prev next``, and the msd-bidirectional-fe
+    probabilities of each pair, p(o | f, e) = (count(o, f, e) + s) / (count(f, e) + 3 s), go
+    there in the same pass.  Returns (pairs, lines)."""
+    rows = lexical_rows(lex, inverse)
+    empty: dict[str, float] = {}
+    null_row = {w: r[NULL] for w, r in rows.items() if NULL in r}
     cache: dict = {}
-    with _open(sorted_extract) as inp, _open(output, "wt") as out:
-        for first, group in _groups(inp, 3):
-            n_first = len(group)
-            pairs: dict[str, Counter] = {}
-            for _, second, al in group:
-                c = pairs.get(second)
-                if c is None:
-                    c = pairs[second] = Counter()
-                c[al] += 1
-            fw = first.split()
-            for second, aligns in pairs.items():
-                n_pair = sum(aligns.values())
-                best = min(aligns.items(), key=lambda kv: (-kv[1], kv[0]))[0] if len(aligns) > 1 else \
-                    next(iter(aligns))
-                sw = second.split()
-                lw = 1.0
-                for k, idx in enumerate(_links(best, len(sw), inverse, cache)):
-                    w = sw[k]
-                    if not idx:  # unaligned: explained by NULL
-                        lw *= get((w, NULL) if inverse else (NULL, w), 0.0)
-                    elif inverse:
-                        lw *= sum(get((w, fw[x]), 0.0) for x in idx) / len(idx)
-                    else:
-                        lw *= sum(get((fw[x], w), 0.0) for x in idx) / len(idx)
-                a, b = (second, first) if inverse else (first, second)  # source first either way
-                out.write(f"{a}{SEP}{b}{SEP}{n_pair / n_first:.6g} {lw:.6g}{SEP}{best}{SEP}{n_first} {n_pair}\n")
+    slot = {MONO: 0, SWAP: 1, DISC: 2}
+    nfields = 3 if reordering is None else 4
+    n_pairs = n_lines = 0
+    # state: the current first phrase and its finished pairs; the current pair; the current
+    # run of one alignment within the pair (lines are sorted, so each run is contiguous, but
+    # the orientation field after it may reorder the runs: ties are broken by the string)
+    first = second = al = best = None
+    fw: list[str] = []
+    done: list[tuple] = []
+    n_pair = run = best_run = 0
+    ori = [0] * 6
+
+    def close_pair() -> None:
+        b = al if run > best_run or (run == best_run and al < best) else best
+        sw = second.split()
+        lw = 1.0
+        for w, idx in zip(sw, _links(b, len(sw), inverse, cache)):
+            if not idx:  # unaligned: explained by NULL
+                lw *= null_row.get(w, 0.0)
+            elif len(idx) == 1:
+                lw *= rows.get(w, empty).get(fw[idx[0]], 0.0)
+            else:
+                r = rows.get(w, empty)
+                lw *= sum(r.get(fw[x], 0.0) for x in idx) / len(idx)
+        done.append((second, n_pair, lw, b, ori))
+
+    def close_first() -> None:
+        n_first = sum(d[1] for d in done)
+        for sec, n, lw, b, o in done:
+            a, c = (sec, first) if inverse else (first, sec)  # source first either way
+            output.write(f"{a}{SEP}{c}{SEP}{n / n_first:.6g} {lw:.6g}{SEP}{b}{SEP}{n_first} {n}\n")
+            if reordering is not None:
+                tp, tn = o[0] + o[1] + o[2], o[3] + o[4] + o[5]
+                dp, dn = tp + 3 * smoothing, tn + 3 * smoothing
+                reordering.write(f"{first}{SEP}{sec}{SEP}{_fmt((o[0] + smoothing) / dp)} "
+                                 f"{_fmt((o[1] + smoothing) / dp)} {_fmt((o[2] + smoothing) / dp)} "
+                                 f"{_fmt((o[3] + smoothing) / dn)} {_fmt((o[4] + smoothing) / dn)} "
+                                 f"{_fmt((o[5] + smoothing) / dn)}\n")
+        done.clear()
+
+    with _open(sorted_extract) as inp:
+        for line in inp:
+            n_lines += 1
+            fields = line.rstrip("\n").split(SEP, nfields - 1)
+            f1, f2, f3 = fields[0], fields[1], fields[2]
+            if f1 != first or f2 != second:
+                if first is not None:
+                    close_pair()
+                    n_pairs += 1
+                    if f1 != first:
+                        close_first()
+                if f1 != first:
+                    first, fw = f1, f1.split()
+                second, al, best, n_pair, run, best_run = f2, f3, f3, 0, 0, 0
+                if reordering is not None:
+                    ori = [0] * 6
+            elif f3 != al:  # the most frequent alignment; ties: the first in byte order (as Moses)
+                if run > best_run or (run == best_run and al < best):
+                    best, best_run = al, run
+                al, run = f3, 0
+            n_pair += 1
+            run += 1
+            if reordering is not None:
+                p, q = fields[3].split()
+                ori[slot[p]] += 1
+                ori[3 + slot[q]] += 1
+        if first is not None:
+            close_pair()
+            n_pairs += 1
+            close_first()
+    return n_pairs, n_lines
 
 
-def consolidate(direct: str, inverse_by_src: str, output: str) -> int:
-    """Join the two directions (both sorted by source then target) into Moses's table."""
+def consolidate(direct: str, inverse_by_src: str, output) -> int:
+    """Join the two directions (both sorted by source then target) into Moses's table,
+    written to the file object ``output``."""
     n = 0
-    with _open(direct) as d, _open(inverse_by_src) as v, _open(output, "wt") as out:
-        for ld, lv in zip(d, v):
+    with _open(direct) as d, _open(inverse_by_src) as v:
+        for ld, lv in zip_longest(d, v):
+            if ld is None or lv is None:
+                raise RuntimeError(f"consolidate: {direct} and {inverse_by_src} have different lengths")
             fd, fv = ld.rstrip("\n").split(SEP), lv.rstrip("\n").split(SEP)
-            if fd[:2] != fv[:2]:
+            if fd[0] != fv[0] or fd[1] != fv[1]:
                 raise RuntimeError(f"consolidate: {fd[:2]} and {fv[:2]} out of step ({direct}, {inverse_by_src})")
             p_e_f, lex_e_f = fd[2].split()
             p_f_e, lex_f_e = fv[2].split()
             n_f, n_pair = fd[4].split()
-            n_e = fv[4].split()[0]
-            out.write(f"{fd[0]}{SEP}{fd[1]}{SEP}{p_f_e} {lex_f_e} {p_e_f} {lex_e_f}{SEP}{fd[3]}{SEP}"
-                      f"{n_e} {n_f} {n_pair}{SEP}|||\n")
+            n_e = fv[4].split(" ", 1)[0]
+            output.write(f"{fd[0]}{SEP}{fd[1]}{SEP}{p_f_e} {lex_f_e} {p_e_f} {lex_e_f}{SEP}{fd[3]}{SEP}"
+                         f"{n_e} {n_f} {n_pair}{SEP}|||\n")
             n += 1
     return n
-
-
-def score_reordering(sorted_orientations: str, output: str, smoothing: float = 0.5) -> int:
-    """msd-bidirectional-fe probabilities per pair: previous m s d, next m s d."""
-    n = 0
-    idx = {MONO: 0, SWAP: 1, DISC: 2}
-    with _open(sorted_orientations) as inp, _open(output, "wt") as out:
-        key, counts = None, None
-        for line in inp:
-            src, tgt, o = line.rstrip("\n").split(SEP)
-            k = (src, tgt)
-            if k != key:
-                if key is not None:
-                    out.write(_reo_line(key, counts, smoothing))
-                    n += 1
-                key, counts = k, [0] * 6
-            p, q = o.split()
-            counts[idx[p]] += 1
-            counts[3 + idx[q]] += 1
-        if key is not None:
-            out.write(_reo_line(key, counts, smoothing))
-            n += 1
-    return n
-
-
-def _reo_line(key, c, s) -> str:
-    tp, tn = sum(c[:3]), sum(c[3:])
-    vals = [(x + s) / (tp + 3 * s) for x in c[:3]] + [(x + s) / (tn + 3 * s) for x in c[3:]]
-    return f"{key[0]}{SEP}{key[1]}{SEP}" + " ".join(_fmt(v) for v in vals) + "\n"
 
 
 _SCORE_JOBS: list | None = None  # what forked scoring workers run
@@ -328,20 +402,32 @@ _SCORE_JOBS: list | None = None  # what forked scoring workers run
 
 def _run_job(k: int):
     assert _SCORE_JOBS is not None
-    fn, args = _SCORE_JOBS[k]
-    return fn(*args)
+    return _SCORE_JOBS[k]()
+
+
+def _score_direct(work: str, lex: dict) -> tuple[int, int]:
+    """phi(e|f) lex(e|f) and the reordering table from the pairs sorted by source."""
+    with open(os.path.join(work, "half.f2e"), "w", encoding="utf-8", buffering=1 << 20) as out, \
+            gzip_writer(os.path.join(work, "reordering-table.wbe-msd-bidirectional-fe.gz")) as reo:
+        return score_half(os.path.join(work, "extract.sorted"), out, lex, False, reo)
+
+
+def _score_inverse(work: str, lex: dict, sort_memory: str) -> tuple[int, int]:
+    """phi(f|e) lex(f|e) from the pairs sorted by target, sorted back by source as it is written."""
+    with sorting_writer(os.path.join(work, "half.e2f.sorted"), work, sort_memory) as out:
+        return score_half(os.path.join(work, "extract.inv.sorted"), out, lex, True)
 
 
 def _extract_part(job) -> tuple[Counter, int, int]:
-    """Extraction over every ``parts``-th sentence pair from the ``k``-th: three files of extracted
-    pairs (by source, by target, with orientations) and the lexical counts."""
+    """Extraction over every ``parts``-th sentence pair from the ``k``-th: two files of extracted
+    pairs (``f ||| e ||| alignment ||| orientations`` and ``e ||| f ||| alignment``) and the
+    lexical counts."""
     from tqdm import tqdm
     src_path, tgt_path, align_path, work, k, parts, max_len, progress = job
     joint: Counter = Counter()
     n_sent = n_pairs = 0
-    with _open(os.path.join(work, f"extract.{k}.gz"), "wt") as ext, \
-            _open(os.path.join(work, f"extract.inv.{k}.gz"), "wt") as inv, \
-            _open(os.path.join(work, f"extract.o.{k}.gz"), "wt") as ori:
+    with open(os.path.join(work, f"extract.{k}"), "w", encoding="utf-8", buffering=1 << 20) as ext, \
+            open(os.path.join(work, f"extract.inv.{k}"), "w", encoding="utf-8", buffering=1 << 20) as inv:
         for n, (src, tgt, align) in enumerate(tqdm(read_corpus(src_path, tgt_path, align_path),
                                                    desc="extracting phrases", unit=" sent", disable=not progress,
                                                    mininterval=1.0)):
@@ -351,9 +437,8 @@ def _extract_part(job) -> tuple[Counter, int, int]:
             count_links(joint, src, tgt, align)
             for fs, fe, es, ee, inner, prev, nxt in extract_sentence(src, tgt, align, max_len):
                 f, e = " ".join(src[fs:fe + 1]), " ".join(tgt[es:ee + 1])
-                ext.write(f"{f}{SEP}{e}{SEP}{inner}\n")
+                ext.write(f"{f}{SEP}{e}{SEP}{inner}{SEP}{prev} {nxt}\n")
                 inv.write(f"{e}{SEP}{f}{SEP}{inner}\n")
-                ori.write(f"{f}{SEP}{e}{SEP}{prev} {nxt}\n")
                 n_pairs += 1
     return joint, n_sent, n_pairs
 
@@ -399,36 +484,29 @@ def build_tables(src_path: str, tgt_path: str, align_path: str, out_dir: str, ma
             b.write(f"{f} {e} {f_given_e[(f, e)]:.7f}\n")   # source target w(f|e)
     log.info("extracted %d phrase pairs from %d sentences in %.0f s", n_pairs, n_sent, time.time() - t0)
     t0 = time.time()
-    for name in ("extract", "extract.inv", "extract.o"):
-        inputs = [os.path.join(work, f"{name}.{k}.gz") for k in range(parts)]
-        gnu_sort(inputs, os.path.join(work, f"{name}.sorted.gz"), work, sort_memory, threads)
+    for name in ("extract", "extract.inv"):
+        inputs = [os.path.join(work, f"{name}.{k}") for k in range(parts)]
+        gnu_sort(inputs, os.path.join(work, f"{name}.sorted"), work, sort_memory, threads)
         for p in inputs:
             os.unlink(p)
     log.info("sorted on disk in %.0f s", time.time() - t0)
     t0 = time.time()
     global _SCORE_JOBS
-    _SCORE_JOBS = [
-        (score_half, (os.path.join(work, "extract.sorted.gz"), os.path.join(work, "half.f2e.gz"), e_given_f, False)),
-        (score_half, (os.path.join(work, "extract.inv.sorted.gz"), os.path.join(work, "half.e2f.gz"), f_given_e,
-                      True)),
-        (score_reordering, (os.path.join(work, "extract.o.sorted.gz"),
-                            os.path.join(work, "reordering-table.wbe-msd-bidirectional-fe.gz")))]
+    _SCORE_JOBS = [lambda: _score_direct(work, e_given_f), lambda: _score_inverse(work, f_given_e, sort_memory)]
     try:
-        if threads > 1:  # the directions and the reordering table are independent: one process each
+        if threads > 1:  # the two directions are independent: one process each
             import multiprocessing as mp
-            with mp.get_context("fork").Pool(min(threads, 3)) as pool:
-                results = pool.map(_run_job, range(3), chunksize=1)
+            with mp.get_context("fork").Pool(2) as pool:
+                results = pool.map(_run_job, range(2), chunksize=1)
         else:
-            results = [_run_job(k) for k in range(3)]
+            results = [_run_job(k) for k in range(2)]
     finally:
         _SCORE_JOBS = None
-    n_reo = results[2]
-    gnu_sort([os.path.join(work, "half.e2f.gz")], os.path.join(work, "half.e2f.sorted.gz"), work, sort_memory,
-             threads)
-    log.info("scored in %.0f s", time.time() - t0)
+    n_reo = results[0][0]
+    log.info("scored both directions and the reordering table in %.0f s", time.time() - t0)
     t0 = time.time()
-    n_table = consolidate(os.path.join(work, "half.f2e.gz"), os.path.join(work, "half.e2f.sorted.gz"),
-                          os.path.join(work, "phrase-table.gz"))
+    with gzip_writer(os.path.join(work, "phrase-table.gz")) as out:
+        n_table = consolidate(os.path.join(work, "half.f2e"), os.path.join(work, "half.e2f.sorted"), out)
     log.info("consolidated %d pairs in %.0f s", n_table, time.time() - t0)
     for name in ("phrase-table.gz", "reordering-table.wbe-msd-bidirectional-fe.gz", "lex.e2f", "lex.f2e"):
         os.replace(os.path.join(work, name), os.path.join(out_dir, name))

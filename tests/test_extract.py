@@ -1,10 +1,11 @@
 """Phrase extraction, scoring and reordering on hand-worked examples."""
 import gzip
+import io
 
 import pytest
 
 from moses_integration.extract import (AlignmentError, build_tables, extract_sentence, lexical_counts,
-                                       lexical_tables, lexical_weight, parse_alignment)
+                                       lexical_tables, lexical_weight, parse_alignment, score_half)
 
 
 def pairs(src, tgt, align, max_len=7):
@@ -88,3 +89,19 @@ def test_tables_scores_by_hand(tmp_path):
     # (b, y) is seen twice: in sentence 1 after a (monotone) and at the end (monotone), in sentence 3 after
     # an unaligned a (discontinuous: the corner (0, -1) is not aligned) and at the end
     assert reo[("b", "y")] == pytest.approx([1.5 / 3.5, 0.5 / 3.5, 1.5 / 3.5, 2.5 / 3.5, 0.5 / 3.5, 0.5 / 3.5])
+
+
+def test_most_frequent_alignment_ties_go_to_the_smaller_string(tmp_path):
+    # sorted as whole lines, the orientation field puts "0-0 1-0" before "0-0" (' 1' < ' |');
+    # Moses breaks the tie by the alignment string alone: "0-0" is the pair's alignment
+    lines = ["a b ||| x ||| 0-0 1-0 ||| m d\n", "a b ||| x ||| 0-0 ||| s m\n", "a b ||| y ||| 1-0 ||| d d\n"]
+    assert lines == sorted(lines, key=str.encode)
+    (tmp_path / "ext").write_text("".join(lines))
+    out, reo = io.StringIO(), io.StringIO()
+    table = {("a", "x"): 0.5, ("b", "x"): 0.3, ("b", "y"): 0.25}
+    assert score_half(str(tmp_path / "ext"), out, table, False, reo) == (2, 3)
+    assert out.getvalue().splitlines() == ["a b ||| x ||| 0.666667 0.5 ||| 0-0 ||| 3 2",
+                                           "a b ||| y ||| 0.333333 0.25 ||| 1-0 ||| 3 1"]
+    # previous m s d = 1 1 0, next m s d = 1 0 1, smoothed by 0.5 over 2 + 1.5
+    assert reo.getvalue().splitlines()[0] == "a b ||| x ||| " + " ".join(
+        f"{x / 3.5:.6g}" for x in (1.5, 1.5, 0.5, 1.5, 0.5, 1.5))
