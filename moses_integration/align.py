@@ -67,10 +67,12 @@ def parse_points(line: str) -> set[Point]:
     return out
 
 
-def eflomal_align(src_path: str, tgt_path: str, out_path: str, model: int = 3, n_samplers: int = 2) -> int:
+def eflomal_align(src_path: str, tgt_path: str, out_path: str, model: int = 3, n_samplers: int = 2,
+                  progress: bool = True) -> int:
     """Align a tokenised corpus with eflomal in both directions and write the grow-diag-final-and
     symmetrisation (Pharaoh ``i-j``, one line per sentence pair).  Returns the number of lines.
-    eflomal samples: two runs give slightly different alignments (it has no seed option)."""
+    eflomal samples: two runs give slightly different alignments (it has no seed option).
+    With ``progress``, eflomal reports its sampling iterations on stderr."""
     import eflomal
     from rescorer.fileio import atomic_write
     from .extract import _open
@@ -78,7 +80,7 @@ def eflomal_align(src_path: str, tgt_path: str, out_path: str, model: int = 3, n
         fwd_path, rev_path = os.path.join(tmp, "fwd"), os.path.join(tmp, "rev")
         with _open(src_path) as s, _open(tgt_path) as t:
             eflomal.Aligner(model=model, n_samplers=n_samplers).align(
-                s, t, links_filename_fwd=fwd_path, links_filename_rev=rev_path, quiet=True)
+                s, t, links_filename_fwd=fwd_path, links_filename_rev=rev_path, quiet=not progress)
         n = 0
         with _open(src_path) as s, _open(tgt_path) as t, open(fwd_path) as f, open(rev_path) as r, \
                 atomic_write(out_path, "w") as out:

@@ -81,17 +81,18 @@ def run_stages(stages: list[Stage], work: str, force: bool = False) -> list[dict
 
 
 # -- the steps ---------------------------------------------------------------------------------
-def _open_any(path: str):
-    return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
-
-
 def read_lines(path: str, limit: int | None = None) -> list[str]:
+    """The lines (without newlines) of a UTF-8 text file, gzipped or not, the first ``limit``
+    of them if given; a line that is not UTF-8 stops with its file and line number."""
     out = []
-    with _open_any(path) as f:
-        for i, line in enumerate(f):
+    with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
+        for i, raw in enumerate(f):
             if limit is not None and i >= limit:
                 break
-            out.append(line.rstrip("\n"))
+            try:
+                out.append(raw.decode("utf-8").rstrip("\n"))
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{i + 1}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     return out
 
 

@@ -85,6 +85,16 @@ def test_clean_corpus_rules():
     assert clean_pair("a " * 9, "x") and not clean_pair("a " * 10, "x")   # ratio 9
 
 
+def test_raw_text_that_is_not_utf8_names_file_and_line(tmp_path):
+    from moses_integration.pipeline import read_lines
+    path = tmp_path / "corpus.en.gz"
+    with gzip.open(path, "wb") as f:
+        f.write("first line\nsecond é\n".encode() + b"bad \xe9 byte\n")
+    with pytest.raises(ValueError, match=r"corpus\.en\.gz:3: not UTF-8"):
+        read_lines(str(path))
+    assert read_lines(str(path), 2) == ["first line", "second é"]
+
+
 @pytest.mark.skipif(not RAW.exists(), reason="no shared data")
 def test_pipeline_on_2000_pairs_makes_a_system_the_decoder_uses(tmp_path):
     sys.path.insert(0, str(ROOT / "experiments"))
