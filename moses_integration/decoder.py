@@ -343,6 +343,8 @@ class PhraseModel:
                 static = float(self.weights @ delta)
                 tgt = (words[i],)
                 out[(i, i + 1)] = [Option(i, i + 1, tgt, delta, static, static + self._lm_estimate(tgt), None)]
+        for olist in out.values():  # cube pruning takes a span's options best estimate first
+            olist.sort(key=lambda o: -o.future)
         return out
 
     def future_costs(self, n: int, options) -> list[list[float]]:
@@ -502,9 +504,11 @@ class PhraseModel:
                 first_gap = 0
                 while cov >> first_gap & 1:
                     first_gap += 1
+                ncov = group[0].ncov
                 for s in range(first_gap, n):
                     if cov >> s & 1:
                         continue
+                    ok = None
                     for e in range(s + 1, min(s + L, n) + 1):
                         if cov >> (e - 1) & 1:
                             break
@@ -514,9 +518,11 @@ class PhraseModel:
                         # Moses: starting right of the first gap, the jump back must stay in the limit
                         if dl >= 0 and s != first_gap and abs(e - first_gap) > dl:
                             continue
-                        ok = [h for h in group if dl < 0 or abs((s if h.ncov == 0 else s - h.end)) <= dl]
+                        if ok is None:  # the hypotheses whose jump to s is within the limit
+                            ok = group if dl < 0 else [h for h in group
+                                                       if abs(s if h.ncov == 0 else s - h.end) <= dl]
                         if ok:
-                            edges[group[0].ncov + e - s].append((ok, sorted(olist, key=lambda o: -o.future)))
+                            edges[ncov + e - s].append((ok, olist))
 
         stacks[0][key(root)] = root
         register_edges([root])
@@ -561,28 +567,31 @@ class PhraseModel:
     # -- n-best ---------------------------------------------------------------------------
     def _translation(self, path: list[Hyp], score: float) -> Translation:
         """Words, feature vector and segmentation of a derivation (its hypotheses in order)."""
-        feats = np.zeros(self.layout.size)
+        feats = np.add.reduce([h.option.delta for h in path]) if path else np.zeros(self.layout.size)
         words: list[str] = []
         seg = []
-        d_slot = self.s_d.start if self.s_d is not None else None
-        lr_slot = self.s_lr.start if self.s_lr is not None else None
+        d = lm_ln = cslm_ln = 0.0
+        lr = [0.0] * 6
         for h in path:
             o = h.option
-            d, orient, lm_ln, prev_lr, cslm_ln = h.step
-            feats += o.delta
-            if d_slot is not None:
-                feats[d_slot] += d
-            if lr_slot is not None:
-                if o.lr is not None:
-                    feats[lr_slot + orient] += o.lr[orient]
-                if prev_lr is not None:
-                    feats[lr_slot + 3 + orient] += prev_lr[3 + orient]
-            if self.s_lm is not None:
-                feats[self.s_lm.start] += lm_ln
-            if self.s_cslm is not None:
-                feats[self.s_cslm.start] += cslm_ln
+            dh, orient, lmh, prev_lr, csh = h.step
+            d += dh
+            lm_ln += lmh
+            cslm_ln += csh
+            if o.lr is not None:
+                lr[orient] += o.lr[orient]
+            if prev_lr is not None:
+                lr[3 + orient] += prev_lr[3 + orient]
             seg.append((o.start, o.end - 1, len(words), len(words) + len(o.target) - 1))
             words.extend(o.target)
+        if self.s_d is not None:
+            feats[self.s_d.start] += d
+        if self.s_lr is not None:
+            feats[self.s_lr] += lr
+        if self.s_lm is not None:
+            feats[self.s_lm.start] += lm_ln
+        if self.s_cslm is not None:
+            feats[self.s_cslm.start] += cslm_ln
         return Translation(words, feats, score, seg)
 
     def _nbest(self, finals: list[Hyp], n: int, distinct: bool = False) -> list[Translation]:
@@ -604,14 +613,13 @@ class PhraseModel:
             explored += 1
             # the path from the final hypothesis backwards (index 0 = the final hypothesis)
             rev = (parent[:pos] if parent is not None else []) + [arc] + arc.path()[::-1][1:]
-            t = self._translation(rev[::-1], -neg)
-            if distinct:
-                key = tuple(t.words)
+            if distinct:  # the words first: the features only for the derivations kept
+                key = tuple(w for h in reversed(rev) for w in h.option.target)
                 if key not in seen:
                     seen.add(key)
-                    out.append(t)
+                    out.append(self._translation(rev[::-1], -neg))
             else:
-                out.append(t)
+                out.append(self._translation(rev[::-1], -neg))
             for p in range(changed + 1, len(rev)):
                 h = rev[p]
                 for a in h.arcs or ():

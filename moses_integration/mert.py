@@ -76,23 +76,61 @@ def best_stats(arrays, w: np.ndarray) -> np.ndarray:
     return P.St[np.arange(len(best)), best].sum(axis=0)
 
 
-def _events(P: PaddedPool, w: np.ndarray, d: np.ndarray):
+def _prune(a: np.ndarray, b: np.ndarray, valid: np.ndarray, St: np.ndarray, lo: float, hi: float):
+    """The lines a + γ b that can be on their sentence's upper envelope somewhere in [lo, hi].
+
+    With lo finite, a line is dropped when another one of the same sentence is strictly higher
+    at lo and at least as steep (or as high at lo and steeper): it stays below that one for
+    all γ >= lo.  With only hi finite, the mirror image.  Exact for γ in [lo, hi]; the envelope
+    outside the range may change, which ``line_search`` never looks at.  The kept lines are
+    packed to the left in their original order, padded to the longest row."""
+    if lo > -math.inf:
+        x, sign = lo, 1.0
+    elif hi < math.inf:
+        x, sign = hi, -1.0
+    else:
+        return a, b, valid, St
+    with np.errstate(invalid="ignore"):
+        at = np.where(valid, a + b * x, -np.inf)
+    steep = np.where(valid, sign * b, -np.inf)
+    order = np.lexsort((-at, -steep), axis=-1)  # steepest first, then highest at x
+    at_sorted = np.take_along_axis(at, order, 1)
+    best_before = np.maximum.accumulate(at_sorted, axis=1)
+    best_before = np.concatenate([np.full((len(a), 1), -np.inf), best_before[:, :-1]], axis=1)
+    keep = np.empty_like(valid)
+    np.put_along_axis(keep, order, ~(best_before > at_sorted), 1)
+    keep &= valid
+    width = max(1, int(keep.sum(axis=1).max()))
+    if width > 0.8 * a.shape[1]:
+        return a, b, valid, St
+    pick = np.argsort(~keep, axis=1, kind="stable")[:, :width]
+    v = np.take_along_axis(keep, pick, 1)
+    return (np.where(v, np.take_along_axis(a, pick, 1), -np.inf), np.where(v, np.take_along_axis(b, pick, 1), np.inf),
+            v, np.take_along_axis(St, pick[:, :, None], 1))
+
+
+def _events(P: PaddedPool, w: np.ndarray, d: np.ndarray, lo: float = -math.inf, hi: float = math.inf,
+            prune: bool = True):
     """Statistics at γ = -inf and the breakpoints of every sentence's upper envelope of lines
-    (F w) + γ (F d), with the change of statistics at each.
+    (F w) + γ (F d), with the change of statistics at each (with ``prune`` and a bounded
+    range, of the envelope of the lines that matter in [lo, hi], see ``_prune``).
 
     Swept from γ = -inf for all sentences at once: the line of least slope (highest intercept
     among equal slopes) wins first; the next winner is the steeper line that crosses the current
     one first (the steepest of those crossing at the same point)."""
-    S, N = P.valid.shape
-    rows, idx = np.arange(S), np.arange(N)
     a = np.where(P.valid, P.F @ w, -np.inf)
     b = np.where(P.valid, P.F @ d, np.inf)
+    valid, St = P.valid, P.St
+    if prune:
+        a, b, valid, St = _prune(a, b, valid, St, lo, hi)
+    S, N = valid.shape
+    rows, idx = np.arange(S), np.arange(N)
     order = np.lexsort((a, b), axis=-1)  # per sentence by slope, then intercept; padding last
     a, b = np.take_along_axis(a, order, 1), np.take_along_axis(b, order, 1)
-    v = np.take_along_axis(P.valid, order, 1)
+    v = np.take_along_axis(valid, order, 1)
     v[:, :-1] &= ~((b[:, :-1] == b[:, 1:]) & v[:, 1:])  # equal slopes: only the highest intercept
     cur = np.argmax(v, axis=1)
-    St = np.take_along_axis(P.St, order[:, :, None], 1)
+    St = np.take_along_axis(St, order[:, :, None], 1)
     start = St[rows, cur].sum(axis=0)
     xs, rs, froms, tos = [], [], [], []
     active = rows
@@ -119,13 +157,14 @@ def _events(P: PaddedPool, w: np.ndarray, d: np.ndarray):
 
 
 def line_search(arrays, w: np.ndarray, d: np.ndarray, lo: float = -math.inf,
-                hi: float = math.inf) -> tuple[float, float]:
+                hi: float = math.inf, prune: bool = True) -> tuple[float, float]:
     """The γ in [lo, hi] maximising corpus BLEU of the 1-best along w + γ d (exact), and that BLEU.
 
     The 1-best list is constant between breakpoints of the sentences' envelopes; the corpus
     statistics of every interval are a running sum over the sorted breakpoints; the best
-    interval that meets [lo, hi] wins and γ is the middle of their intersection."""
-    start, xs, deltas = _events(_padded(arrays), w, d)
+    interval that meets [lo, hi] wins and γ is the middle of their intersection.  ``prune``
+    first drops the lines that cannot win inside the range (same result, less work)."""
+    start, xs, deltas = _events(_padded(arrays), w, d, lo, hi, prune)
     order = np.argsort(xs, kind="stable")
     xs = xs[order]
     stats = np.vstack([start, start + np.cumsum(deltas[order], axis=0)]) if len(xs) else start[None]

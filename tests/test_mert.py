@@ -5,7 +5,7 @@ import sacrebleu
 
 from moses_integration.bleu import N_STATS, Reference, bleu, sentence_stats
 from moses_integration.bleu import bleu_many
-from moses_integration.mert import PaddedPool, _events, best_stats, line_search, optimize
+from moses_integration.mert import PaddedPool, _events, _prune, best_stats, line_search, optimize
 
 WORDS = "le la les un une de du maison chat bleu rouge est a".split()
 
@@ -108,6 +108,21 @@ def test_bounded_line_search_is_the_optimum_inside_the_bounds(seed):
     assert bleu(best_stats(arrays, w + gamma * d)) == pytest.approx(b)
     grid = max(bleu(best_stats(arrays, w + g * d)) for g in np.linspace(lo, hi, 4001))
     assert b >= grid - 1e-9
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pruned_line_search_equals_the_full_one(seed):
+    """Dropping the lines that cannot win inside the range changes nothing inside it."""
+    rng = np.random.default_rng(20 + seed)
+    arrays = synthetic_pool(rng, n_sent=30, n_cand=40)
+    for F, _ in arrays:
+        F[:, 1] = F[:, 1].round()  # equal slopes and ties at the bound
+    w, d = rng.normal(size=5), np.eye(5)[1]
+    for lo, hi in ((-0.5, np.inf), (-np.inf, 0.8), (-0.5, 0.8), (0.0, np.inf), (-np.inf, np.inf)):
+        assert line_search(arrays, w, d, lo, hi, prune=True) == line_search(arrays, w, d, lo, hi, prune=False)
+    a = PaddedPool(arrays).F @ w
+    kept = _prune(a, PaddedPool(arrays).F @ d, PaddedPool(arrays).valid, PaddedPool(arrays).St, 0.0, np.inf)[2]
+    assert kept.shape[1] < 40  # something was dropped
 
 
 def test_optimize_keeps_weights_in_their_ranges():
