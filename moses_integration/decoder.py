@@ -78,7 +78,7 @@ class DecoderConfig:
     max_phrase_length: int = 7
 
 
-@dataclass
+@dataclass(slots=True)
 class Option:
     start: int
     end: int                        # exclusive
@@ -416,17 +416,22 @@ class PhraseModel:
         def extend(h: Hyp, o: Option) -> Hyp:
             score = h.score + o.static
             cov = h.coverage | o.mask
+            o_start, o_end, h_end = o.start, o.end, h.end
             # distortion: -|d|, Moses's ComputeDistortionDistance
-            d = (-abs(o.start - h.end) if h.ncov else -o.start) if has_d else 0
+            d = (-abs(o_start - h_end) if h.ncov else -o_start) if has_d else 0
             score += w_d * d
             # lexicalised reordering: orientation of this phrase against the previous one
             orient = 0
             if lr_on:
-                orient = 0 if o.start == h.end else (1 if o.end == h.start else 2)
-                if o.lr is not None:
-                    score += w_lr0[orient] * o.lr[orient]
-                if h.lr is not None:
-                    score += w_lr0[3 + orient] * h.lr[3 + orient]
+                orient = 0 if o_start == h_end else (1 if o_end == h.start else 2)
+                o_lr, h_lr = o.lr, h.lr
+                if o_lr is not None:
+                    score += w_lr0[orient] * o_lr[orient]
+                if h_lr is not None:
+                    score += w_lr0[3 + orient] * h_lr[3 + orient]
+            fut = fut_cache.get(cov)
+            if fut is None:
+                fut = future_of(cov)
             state, lm_ln = None, 0.0
             if lm is not None:
                 ck = (h.lm_state, o.target, cov == full)
@@ -446,8 +451,8 @@ class PhraseModel:
                 lm_ln, state = hit
                 score += w_lm * lm_ln
             if cslm is None:
-                return Hyp(cov, h.ncov + o.end - o.start, o.start, o.end, state, o.lr if lr_on else None,
-                           score, future_of(cov), (d, orient, lm_ln, h.lr, 0.0), h, o)
+                return Hyp(cov, h.ncov + o_end - o_start, o_start, o_end, state, o.lr if lr_on else None,
+                           score, fut, (d, orient, lm_ln, h.lr, 0.0), h, o)
             # CSLM: the new n-grams, scored later in a batch; words outside the shortlist get
             # ln p([UNK] | h) + ln u(w) (rescorer.cslm)
             ctx, pending, oos = h.cctx, [], 0.0
@@ -457,8 +462,8 @@ class PhraseModel:
                     oos += cslm.oos.logprob(word)
                 pending.append((ctx, wid))
                 ctx = ctx[1:] + (wid,)
-            return Hyp(cov, h.ncov + o.end - o.start, o.start, o.end, state, o.lr if lr_on else None,
-                       score, future_of(cov), (d, orient, lm_ln, h.lr, oos), h, o, ctx, pending)
+            return Hyp(cov, h.ncov + o_end - o_start, o_start, o_end, state, o.lr if lr_on else None,
+                       score, fut, (d, orient, lm_ln, h.lr, oos), h, o, ctx, pending)
 
         cs_cache: dict[tuple, float] = {}
 
