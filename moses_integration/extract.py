@@ -289,7 +289,7 @@ def lexical_rows(lex: dict, inverse: bool) -> dict[str, dict[str, float]]:
 
 
 def score_half(sorted_extract: str, output, lex: dict, inverse: bool, reordering=None,
-               smoothing: float = 0.5) -> tuple[int, int]:
+               smoothing: float = 0.5, progress: int = 0) -> tuple[int, int]:
     """One direction of Moses's ``score`` over extracted pairs sorted by their first field
     (source; target with ``inverse``; the alignment is source-target either way), written to
     the file object ``output``:
@@ -298,7 +298,9 @@ def score_half(sorted_extract: str, output, lex: dict, inverse: bool, reordering
     first in sorted order), written out here for speed.  With ``reordering`` (a file object),
     the lines carry a fourth field, the orientations ``prev next``, and the msd-bidirectional-fe
     probabilities of each pair, p(o | f, e) = (count(o, f, e) + s) / (count(f, e) + 3 s), go
-    there in the same pass.  Returns (pairs, lines)."""
+    there in the same pass.  ``progress``: the number of lines, for a progress bar.
+    Returns (pairs, lines)."""
+    from tqdm import tqdm
     rows = lexical_rows(lex, inverse)
     empty: dict[str, float] = {}
     null_row = {w: r[NULL] for w, r in rows.items() if NULL in r}
@@ -344,7 +346,8 @@ def score_half(sorted_extract: str, output, lex: dict, inverse: bool, reordering
         done.clear()
 
     with _open(sorted_extract) as inp:
-        for line in inp:
+        for line in tqdm(inp, desc="scoring phrase pairs", unit=" lines", total=progress or None,
+                         disable=not progress, mininterval=2.0):
             n_lines += 1
             fields = line.rstrip("\n").split(SEP, nfields - 1)
             f1, f2, f3 = fields[0], fields[1], fields[2]
@@ -376,12 +379,14 @@ def score_half(sorted_extract: str, output, lex: dict, inverse: bool, reordering
     return n_pairs, n_lines
 
 
-def consolidate(direct: str, inverse_by_src: str, output) -> int:
+def consolidate(direct: str, inverse_by_src: str, output, progress: int = 0) -> int:
     """Join the two directions (both sorted by source then target) into Moses's table,
     written to the file object ``output``."""
     n = 0
+    from tqdm import tqdm
     with _open(direct) as d, _open(inverse_by_src) as v:
-        for ld, lv in zip_longest(d, v):
+        for ld, lv in tqdm(zip_longest(d, v), desc="joining the two directions", unit=" pairs",
+                           total=progress or None, disable=not progress, mininterval=2.0):
             if ld is None or lv is None:
                 raise RuntimeError(f"consolidate: {direct} and {inverse_by_src} have different lengths")
             fd, fv = ld.rstrip("\n").split(SEP), lv.rstrip("\n").split(SEP)
@@ -405,11 +410,11 @@ def _run_job(k: int):
     return _SCORE_JOBS[k]()
 
 
-def _score_direct(work: str, lex: dict) -> tuple[int, int]:
+def _score_direct(work: str, lex: dict, progress: int = 0) -> tuple[int, int]:
     """phi(e|f) lex(e|f) and the reordering table from the pairs sorted by source."""
     with open(os.path.join(work, "half.f2e"), "w", encoding="utf-8", buffering=1 << 20) as out, \
             gzip_writer(os.path.join(work, "reordering-table.wbe-msd-bidirectional-fe.gz")) as reo:
-        return score_half(os.path.join(work, "extract.sorted"), out, lex, False, reo)
+        return score_half(os.path.join(work, "extract.sorted"), out, lex, False, reo, progress=progress)
 
 
 def _score_inverse(work: str, lex: dict, sort_memory: str) -> tuple[int, int]:
@@ -484,6 +489,7 @@ def build_tables(src_path: str, tgt_path: str, align_path: str, out_dir: str, ma
             b.write(f"{f} {e} {f_given_e[(f, e)]:.7f}\n")   # source target w(f|e)
     log.info("extracted %d phrase pairs from %d sentences in %.0f s", n_pairs, n_sent, time.time() - t0)
     t0 = time.time()
+    log.info("sorting 2 x %d lines on disk (LC_ALL=C sort)", n_pairs)
     for name in ("extract", "extract.inv"):
         inputs = [os.path.join(work, f"{name}.{k}") for k in range(parts)]
         gnu_sort(inputs, os.path.join(work, f"{name}.sorted"), work, sort_memory, threads)
@@ -491,8 +497,10 @@ def build_tables(src_path: str, tgt_path: str, align_path: str, out_dir: str, ma
             os.unlink(p)
     log.info("sorted on disk in %.0f s", time.time() - t0)
     t0 = time.time()
+    log.info("scoring both directions and the reordering table (2 processes)")
     global _SCORE_JOBS
-    _SCORE_JOBS = [lambda: _score_direct(work, e_given_f), lambda: _score_inverse(work, f_given_e, sort_memory)]
+    _SCORE_JOBS = [lambda: _score_direct(work, e_given_f, n_pairs if progress else 0),
+                   lambda: _score_inverse(work, f_given_e, sort_memory)]
     try:
         if threads > 1:  # the two directions are independent: one process each
             import multiprocessing as mp
@@ -506,7 +514,8 @@ def build_tables(src_path: str, tgt_path: str, align_path: str, out_dir: str, ma
     log.info("scored both directions and the reordering table in %.0f s", time.time() - t0)
     t0 = time.time()
     with gzip_writer(os.path.join(work, "phrase-table.gz")) as out:
-        n_table = consolidate(os.path.join(work, "half.f2e"), os.path.join(work, "half.e2f.sorted"), out)
+        n_table = consolidate(os.path.join(work, "half.f2e"), os.path.join(work, "half.e2f.sorted"), out,
+                              results[0][0] if progress else 0)
     log.info("consolidated %d pairs in %.0f s", n_table, time.time() - t0)
     for name in ("phrase-table.gz", "reordering-table.wbe-msd-bidirectional-fe.gz", "lex.e2f", "lex.f2e"):
         os.replace(os.path.join(work, name), os.path.join(out_dir, name))
