@@ -288,6 +288,14 @@ def lexical_rows(lex: dict, inverse: bool) -> dict[str, dict[str, float]]:
     return rows
 
 
+def _reordering_probs(counts: list[int], s: float) -> str:
+    """p(o | f, e) = (count(o, f, e) + s) / (count(f, e) + 3 s) for previous m s d, next m s d."""
+    pm, ps, pd, nm, ns, nd = counts  # previous / next: monotone, swap, discontinuous
+    p, n = pm + ps + pd + 3 * s, nm + ns + nd + 3 * s  # written out: one call per pair of the table
+    return (f"{_fmt((pm + s) / p)} {_fmt((ps + s) / p)} {_fmt((pd + s) / p)} "
+            f"{_fmt((nm + s) / n)} {_fmt((ns + s) / n)} {_fmt((nd + s) / n)}")
+
+
 def score_half(sorted_extract: str, output, lex: dict, inverse: bool, reordering=None,
                smoothing: float = 0.5, progress: int = 0) -> tuple[int, int]:
     """One direction of Moses's ``score`` over extracted pairs sorted by their first field
@@ -337,12 +345,7 @@ def score_half(sorted_extract: str, output, lex: dict, inverse: bool, reordering
             a, c = (sec, first) if inverse else (first, sec)  # source first either way
             output.write(f"{a}{SEP}{c}{SEP}{n / n_first:.6g} {lw:.6g}{SEP}{b}{SEP}{n_first} {n}\n")
             if reordering is not None:
-                tp, tn = o[0] + o[1] + o[2], o[3] + o[4] + o[5]
-                dp, dn = tp + 3 * smoothing, tn + 3 * smoothing
-                reordering.write(f"{first}{SEP}{sec}{SEP}{_fmt((o[0] + smoothing) / dp)} "
-                                 f"{_fmt((o[1] + smoothing) / dp)} {_fmt((o[2] + smoothing) / dp)} "
-                                 f"{_fmt((o[3] + smoothing) / dn)} {_fmt((o[4] + smoothing) / dn)} "
-                                 f"{_fmt((o[5] + smoothing) / dn)}\n")
+                reordering.write(f"{first}{SEP}{sec}{SEP}{_reordering_probs(o, smoothing)}\n")
         done.clear()
 
     with _open(sorted_extract) as inp:
@@ -515,7 +518,7 @@ def build_tables(src_path: str, tgt_path: str, align_path: str, out_dir: str, ma
     t0 = time.time()
     with gzip_writer(os.path.join(work, "phrase-table.gz")) as out:
         n_table = consolidate(os.path.join(work, "half.f2e"), os.path.join(work, "half.e2f.sorted"), out,
-                              results[0][0] if progress else 0)
+                              n_reo if progress else 0)
     log.info("consolidated %d pairs in %.0f s", n_table, time.time() - t0)
     for name in ("phrase-table.gz", "reordering-table.wbe-msd-bidirectional-fe.gz", "lex.e2f", "lex.f2e"):
         os.replace(os.path.join(work, name), os.path.join(out_dir, name))
