@@ -84,16 +84,8 @@ def run_stages(stages: list[Stage], work: str, force: bool = False) -> list[dict
 def read_lines(path: str, limit: int | None = None) -> list[str]:
     """The lines (without newlines) of a UTF-8 text file, gzipped or not, the first ``limit``
     of them if given; a line that is not UTF-8 stops with its file and line number."""
-    out = []
-    with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
-        for i, raw in enumerate(f):
-            if limit is not None and i >= limit:
-                break
-            try:
-                out.append(raw.decode("utf-8").rstrip("\n"))
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}:{i + 1}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    return out
+    from rescorer.ngrams import text_lines
+    return [text.rstrip("\n") for _, text in text_lines(path, limit)]
 
 
 def _preprocess_chunk(args):

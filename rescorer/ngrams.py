@@ -41,18 +41,27 @@ def open_text(path: str):
     return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
+def text_lines(path: str, limit: int | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, text) of every line of a UTF-8 file (the first ``limit`` if given),
+    gzipped or not, newline included; a line that is not UTF-8 stops with its file and line."""
+    with open_text(path) as f:
+        for lineno, raw in enumerate(f, 1):
+            if limit is not None and lineno > limit:
+                return
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise TextError(f"{path}:{lineno}: not UTF-8 ({e.reason} at byte {e.start})") from None
+
+
 def iter_sentences(paths: list[str]) -> Iterator[tuple[str, int, list[str]]]:
     """(file, line number, words) of every non-empty line; a line that is not UTF-8 stops with
     its file and line."""
     for path in paths:
-        with open_text(path) as f:
-            for lineno, raw in enumerate(f, 1):
-                try:
-                    words = raw.decode("utf-8").split()
-                except UnicodeDecodeError as e:
-                    raise TextError(f"{path}:{lineno}: not UTF-8 ({e.reason} at byte {e.start})") from None
-                if words:
-                    yield path, lineno, words
+        for lineno, text in text_lines(path):
+            words = text.split()
+            if words:
+                yield path, lineno, words
 
 
 def _is_valid(words: list[str], key: bytes, threshold: int) -> bool:
