@@ -429,9 +429,7 @@ class PhraseModel:
                     score += w_lr0[orient] * o_lr[orient]
                 if h_lr is not None:
                     score += w_lr0[3 + orient] * h_lr[3 + orient]
-            fut = fut_cache.get(cov)
-            if fut is None:
-                fut = future_of(cov)
+            fut = future_of(cov)
             state, lm_ln = None, 0.0
             if lm is not None:
                 ck = (h.lm_state, o.target, cov == full)
