@@ -1,7 +1,8 @@
 # phrase-rescorer: `make demo` runs the main job, `make test` runs the tests.
 # Both set everything up first (a virtual environment in .venv, torch 2.13.0 CPU from
 # the local wheel, the rest from PyPI, KenLM's lmplz and build_binary built from the kenlm
-# source package); set-up is redone only when setup.cfg changes.
+# source package, the decoder's search core compiled with Cython); set-up is redone only when
+# setup.cfg, setup.py or pyproject.toml change, the search core when search.py does.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -10,13 +11,19 @@ export RESCORER_DATA := $(abspath $(DATA))
 
 .PHONY: setup test demo bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(VENV)/.search-built
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	bash moses_integration/install_kenlm.sh $(VENV)
+	touch $@
+
+# the decoder's search core, compiled by Cython in place (pip install -e builds it too; this
+# rebuilds it when search.py changes)
+$(VENV)/.search-built: $(VENV)/.installed moses_integration/search.py
+	$(BIN)/python setup.py --quiet build_ext --inplace
 	touch $@
 
 test: setup

@@ -193,3 +193,11 @@ def test_unknown_words_pass_through_with_penalty(tmp_path):
     best = model.decode("a e")[0]
     assert "e" in best.words
     assert best.features[model.layout.slices()["UnknownWordPenalty0"]][0] == -100.0
+
+
+def test_search_core_is_compiled():
+    """`make setup` compiles moses_integration/search.py with Cython; run as plain Python it
+    gives the same translations (the tests above pass either way) about 2.8x slower."""
+    from moses_integration import decoder, search
+    assert decoder.COMPILED and search.__file__.endswith(".so"), (
+        f"{search.__file__} is not compiled: run `make setup` or `python setup.py build_ext --inplace`")

@@ -1,0 +1,414 @@
+"""The search core of the built-in decoder: hypotheses, their extension, and cube pruning.
+
+Written in Cython's pure-Python mode.  ``make setup`` (``pip install -e .``) compiles this file
+into an extension module beside it, which Python imports in its place; the same file also runs
+as plain Python, slower (``COMPILED`` says which one is loaded).  ``decoder.PhraseModel`` builds
+the options and future costs of a sentence and turns the final hypotheses into n-best lists;
+what happens between (the stacks) is here.
+
+Scores are Moses's: a hypothesis's ``score`` is the weighted sum of its feature values so far,
+``future`` the estimate of the rest (Moses's future cost), and stacks are ordered by their sum.
+"""
+import heapq
+import math
+
+import cython
+
+COMPILED = cython.compiled
+LN10 = math.log(10.0)
+EOS_WORD = "</s>"
+
+
+@cython.final
+@cython.cclass
+class Option:
+    """A translation option: source span [start, end), target words and what they score alone."""
+    start = cython.declare(cython.int, visibility="public")
+    end = cython.declare(cython.int, visibility="public")        # exclusive
+    target = cython.declare(tuple, visibility="public")
+    delta = cython.declare(object, visibility="public")          # stateless feature values (TM, WP, PP, UWP)
+    static = cython.declare(cython.double, visibility="public")  # their weighted sum
+    future = cython.declare(cython.double, visibility="public")  # static + weighted LM estimate alone
+    lr = cython.declare(object, visibility="public")             # 6 reordering log-probabilities, or None
+    mask = cython.declare(object, visibility="public")           # the source words it covers, as a bit set
+
+    def __init__(self, start: cython.int, end: cython.int, target: tuple, delta, static: cython.double,
+                 future: cython.double, lr):
+        one: object = 1  # a Python int: sentences may be longer than 64 words
+        self.start, self.end, self.target, self.delta = start, end, target, delta
+        self.static, self.future, self.lr = static, future, lr
+        self.mask = ((one << (end - start)) - 1) << start
+
+    def __repr__(self):
+        return f"Option({self.start}, {self.end}, {self.target!r}, static={self.static:.4f})"
+
+
+@cython.final
+@cython.cclass
+class Hyp:
+    """A partial translation.  Besides the option's own stateless values, its last phrase added
+    distortion ``d``, reordering in slot ``orient`` (the current pair's and ``prev.lr``), LM
+    ``lm_ln`` and CSLM ``cs_ln`` (ln-probabilities), from which ``PhraseModel._translation``
+    rebuilds feature vectors.  ``arcs`` are the hypotheses recombined into this one."""
+    coverage = cython.declare(object, visibility="public")   # covered source words, a bit set
+    ncov = cython.declare(cython.int, visibility="public")
+    start = cython.declare(cython.int, visibility="public")  # last phrase's source span
+    end = cython.declare(cython.int, visibility="public")
+    lm_state = cython.declare(object, visibility="public")
+    lr = cython.declare(object, visibility="public")
+    score = cython.declare(cython.double, visibility="public")
+    future = cython.declare(cython.double, visibility="public")
+    d = cython.declare(cython.int, visibility="public")
+    orient = cython.declare(cython.int, visibility="public")
+    lm_ln = cython.declare(cython.double, visibility="public")
+    cs_ln = cython.declare(cython.double, visibility="public")
+    prev = cython.declare(object, visibility="public")
+    option = cython.declare(object, visibility="public")
+    arcs = cython.declare(object, visibility="public")
+    cctx = cython.declare(object, visibility="public")       # CSLM: the last n-1 word ids
+    pending = cython.declare(object, visibility="public")    # CSLM: n-grams not yet scored
+
+    def path(self) -> list:
+        """The hypotheses of this derivation in order (the root left out)."""
+        out = []
+        h = self
+        while h.prev is not None:
+            out.append(h)
+            h = h.prev
+        return out[::-1]
+
+
+@cython.cfunc
+def _new_hyp(coverage, ncov: cython.int, start: cython.int, end: cython.int, lm_state, lr,
+             score: cython.double, future: cython.double, prev, option) -> Hyp:
+    h: Hyp = Hyp.__new__(Hyp)
+    h.coverage, h.ncov, h.start, h.end = coverage, ncov, start, end
+    h.lm_state, h.lr, h.score, h.future = lm_state, lr, score, future
+    h.d, h.orient, h.lm_ln, h.cs_ln = 0, 0, 0.0, 0.0
+    h.prev, h.option, h.arcs, h.cctx, h.pending = prev, option, None, None, None
+    return h
+
+
+def root_hyp(lm_state, future: float, cctx=None) -> Hyp:
+    """The empty hypothesis: nothing covered, the LM after <s>."""
+    h = _new_hyp(0, 0, -1, 0, lm_state, None, 0.0, future, None, None)
+    h.cctx = cctx
+    return h
+
+
+@cython.final
+@cython.cclass
+class Search:
+    """One sentence's beam search (Moses's ``-search-algorithm 1``).
+
+    ``opts`` maps (start, end) to options sorted best estimate first; ``fc[i][j]`` is the future
+    cost of span [i, j).  ``lm`` is a ``kenlm.Model`` or None; ``cslm`` a ``CSLMScorer`` or None
+    (then ``cs_index`` its word index and ``oos`` its out-of-shortlist model)."""
+    n: cython.int
+    dl: cython.int
+    L: cython.int
+    opts: dict
+    fc: list
+    fut_cache: dict
+    lm: object
+    State: object
+    lm_cache: dict
+    w_lm: cython.double
+    w_d: cython.double
+    has_d: cython.bint
+    lr_on: cython.bint
+    w_lr: tuple
+    cslm: object
+    w_cs: cython.double
+    cs_index: object
+    cs_cache: dict
+
+    def __init__(self, n: cython.int, opts: dict, fc: list, dl: cython.int, max_phrase_length: cython.int,
+                 lm, w_lm: cython.double, has_d: cython.bint, w_d: cython.double, w_lr, cslm=None,
+                 w_cs: cython.double = 0.0):
+        import kenlm
+        self.n, self.opts, self.fc, self.dl, self.L = n, opts, fc, dl, max_phrase_length
+        self.fut_cache = {}
+        self.lm, self.State, self.lm_cache, self.w_lm = lm, kenlm.State, {}, w_lm
+        self.has_d, self.w_d = has_d, w_d
+        self.lr_on = w_lr is not None
+        self.w_lr = tuple(float(x) for x in w_lr) if w_lr is not None else None
+        self.cslm, self.w_cs, self.cs_cache = cslm, w_cs, {}
+        self.cs_index = cslm.vocab.index if cslm is not None else None
+
+    @cython.ccall
+    def future_of(self, cov) -> cython.double:
+        """Future cost of the uncovered source: the sum over its maximal gaps of fc."""
+        v = self.fut_cache.get(cov)
+        if v is not None:
+            return v
+        n: cython.int = self.n
+        i: cython.int = 0
+        j: cython.int
+        total: cython.double = 0.0
+        fc: list = self.fc
+        while i < n:
+            if cov >> i & 1:
+                i += 1
+                continue
+            j = i
+            while j < n and not cov >> j & 1:
+                j += 1
+            total += fc[i][j]
+            i = j
+        self.fut_cache[cov] = total
+        return total
+
+    @cython.cfunc
+    def extend(self, h: Hyp, o: Option) -> Hyp:
+        """Hypothesis h followed by option o: every feature's weighted increment."""
+        score: cython.double = h.score + o.static
+        o_start: cython.int = o.start
+        o_end: cython.int = o.end
+        ncov: cython.int = h.ncov + o_end - o_start
+        cov = h.coverage | o.mask
+        d: cython.int = 0
+        if self.has_d:  # distortion -|d|, Moses's ComputeDistortionDistance
+            d = -abs(o_start - h.end) if h.ncov else -o_start
+            score += self.w_d * d
+        orient: cython.int = 0
+        if self.lr_on:  # orientation of this phrase against the previous one: 0 M, 1 S, 2 D
+            orient = 0 if o_start == h.end else (1 if o_end == h.start else 2)
+            if o.lr is not None:  # backward model: p(o | this pair)
+                score += self.w_lr[orient] * o.lr[orient]
+            if h.lr is not None:  # forward model: p(o | previous pair)
+                score += self.w_lr[3 + orient] * h.lr[3 + orient]
+        last: cython.bint = ncov == self.n
+        state = None
+        lm_ln: cython.double = 0.0
+        if self.lm is not None:
+            ck = (h.lm_state, o.target, last)
+            hit = self.lm_cache.get(ck)
+            if hit is None:
+                lm = self.lm
+                a = h.lm_state
+                total: cython.double = 0.0
+                for word in o.target:
+                    b = self.State()
+                    total += lm.BaseScore(a, word, b)  # log10
+                    a = b
+                if last:
+                    b = self.State()
+                    total += lm.BaseScore(a, EOS_WORD, b)
+                    a = b
+                hit = (total * LN10, a)
+                self.lm_cache[ck] = hit
+            lm_ln, state = hit
+            score += self.w_lm * lm_ln
+        nh: Hyp = _new_hyp(cov, ncov, o_start, o_end, state, o.lr if self.lr_on else None, score,
+                           self.future_of(cov), h, o)
+        nh.d, nh.orient, nh.lm_ln = d, orient, lm_ln
+        if self.cslm is not None:
+            self._cslm_ngrams(nh, h.cctx, o.target + ((EOS_WORD,) if last else ()))
+        return nh
+
+    def _cslm_ngrams(self, nh: Hyp, ctx: tuple, words: tuple) -> None:
+        """CSLM: the new n-grams, scored later in a batch; words outside the shortlist get
+        ln p([UNK] | h) + ln u(w) (rescorer.cslm), the u(w) part added here."""
+        from rescorer.vocab import EOS_ID, UNK_ID
+        pending = []
+        oos = 0.0
+        for word in words:
+            wid = EOS_ID if word == EOS_WORD else self.cs_index.get(word, UNK_ID)
+            if wid == UNK_ID:
+                oos += self.cslm.oos.logprob(word)
+            pending.append((ctx, wid))
+            ctx = ctx[1:] + (wid,)
+        nh.cctx, nh.pending, nh.cs_ln = ctx, pending, oos
+
+    def score_pending(self, hyps: list) -> None:
+        """The buffered CSLM n-grams of these hypotheses, in one batch; added to their scores."""
+        import numpy as np
+        cache = self.cs_cache
+        todo = list({g for h in hyps for g in h.pending if g not in cache})
+        if todo:
+            lps = self.cslm.ngram_logprobs(np.array([c for c, _ in todo], dtype=np.int64).reshape(len(todo), -1),
+                                           np.array([wd for _, wd in todo], dtype=np.int64))
+            cache.update(zip(todo, lps.tolist()))
+        for h in hyps:
+            ln = h.cs_ln + sum(cache[g] for g in h.pending)  # the u(w) part was already there
+            h.cs_ln = ln
+            h.score += self.w_cs * ln
+            h.pending = None
+
+    @cython.cfunc
+    def key(self, h: Hyp) -> tuple:
+        """What the rest of the search depends on: recombination merges equal keys."""
+        return (h.coverage, h.end, h.lm_state, h.lr, h.start if self.lr_on else None, h.cctx)
+
+    @cython.cfunc
+    def add(self, stack: dict, h: Hyp) -> cython.void:
+        """Recombination: the better of two equal-key hypotheses stays, the other becomes an arc."""
+        k = self.key(h)
+        old = stack.get(k)
+        if old is None:
+            stack[k] = h
+            return
+        o: Hyp = old
+        if h.score > o.score:
+            h.arcs = (o.arcs or []) + [o]
+            o.arcs = None
+            stack[k] = h
+        else:
+            o.arcs = (o.arcs or []) + [h]
+
+    @cython.cfunc
+    def register_edges(self, hyps: list, edges: list) -> cython.void:
+        """The cube-pruning edges out of a stack: per coverage and source span, the hypotheses
+        (best first) that may jump there under Moses's distortion-limit rules, and the options."""
+        n: cython.int = self.n
+        dl: cython.int = self.dl
+        L: cython.int = self.L
+        s: cython.int
+        e: cython.int
+        first_gap: cython.int
+        ncov: cython.int
+        h: Hyp
+        by_cov: dict = {}
+        for h in hyps:
+            g = by_cov.get(h.coverage)
+            if g is None:
+                by_cov[h.coverage] = [h]
+            else:
+                g.append(h)
+        for cov, group in by_cov.items():
+            group.sort(key=_neg_score)
+            first_gap = 0
+            while cov >> first_gap & 1:
+                first_gap += 1
+            ncov = cython.cast(Hyp, group[0]).ncov
+            for s in range(first_gap, n):
+                if cov >> s & 1:
+                    continue
+                ok = None
+                for e in range(s + 1, min(s + L, n) + 1):
+                    if cov >> (e - 1) & 1:
+                        break
+                    olist = self.opts.get((s, e))
+                    if not olist:
+                        continue
+                    # Moses: starting right of the first gap, the jump back must stay in the limit
+                    if dl >= 0 and s != first_gap and abs(e - first_gap) > dl:
+                        continue
+                    if ok is None:  # the hypotheses whose jump to s is within the limit
+                        ok = group if dl < 0 else [h for h in group
+                                                   if abs(s if h.ncov == 0 else s - h.end) <= dl]
+                    if ok:
+                        edges[ncov + e - s].append((ok, olist))
+
+    def run(self, root: Hyp, stack_size: cython.int, pop_limit: cython.int) -> list:
+        """Stacks by number of covered words, cube pruning into each; the full hypotheses, best first."""
+        n: cython.int = self.n
+        m: cython.int
+        ei: cython.int
+        i: cython.int
+        j: cython.int
+        a: cython.int
+        b: cython.int
+        pops: cython.int
+        counter: cython.longlong = 0
+        h: Hyp
+        stacks: list = [dict() for _ in range(n + 1)]
+        edges: list = [[] for _ in range(n + 1)]  # per target stack: (hyps, options)
+        stacks[0][self.key(root)] = root
+        self.register_edges([root], edges)
+        for m in range(1, n + 1):
+            heap: list = []
+            seen: set = set()
+            my_edges: list = edges[m]
+            for ei in range(len(my_edges)):
+                hyps, olist = my_edges[ei]
+                h = self.extend(hyps[0], olist[0])
+                heap.append((-(h.score + h.future), counter, ei, 0, 0, h))
+                counter += 1
+                seen.add(_cell(ei, 0, 0))
+            heapq.heapify(heap)
+            pops = 0
+            stack: dict = stacks[m]
+            popped: list = []
+            while heap and pops < pop_limit:
+                _, _, ei, i, j, h = heapq.heappop(heap)
+                pops += 1
+                popped.append(h)
+                hyps, olist = my_edges[ei]
+                for a, b in ((i + 1, j), (i, j + 1)):
+                    if a < len(hyps) and b < len(olist) and _cell(ei, a, b) not in seen:
+                        seen.add(_cell(ei, a, b))
+                        h = self.extend(hyps[a], olist[b])
+                        heapq.heappush(heap, (-(h.score + h.future), counter, ei, a, b, h))
+                        counter += 1
+            edges[m] = None
+            if self.cslm is not None:
+                self.score_pending(popped)
+            for h in popped:
+                self.add(stack, h)
+            kept = sorted(stack.values(), key=_neg_total)[:stack_size]
+            stacks[m] = {self.key(h): h for h in kept}
+            if m < n:
+                self.register_edges(kept, edges)
+        return sorted(stacks[n].values(), key=_neg_score)
+
+
+def trellis_paths(finals: list, n: cython.int, distinct: cython.bint, max_explored: cython.int) -> list:
+    """Moses's n-best trellis paths: a derivation deviates from an earlier one by swapping one
+    hypothesis for one of its arcs (the recombined alternatives), at a cost of the score they
+    differ by.  A derivation is kept as (its parent's path, position, arc) and spelled out
+    only when popped.  Returns up to n (hypotheses in order, score), best first; with
+    ``distinct``, one per target string.  At most ``max_explored`` derivations are popped."""
+    heap: list = []
+    counter: cython.longlong = 0
+    explored: cython.int = 0
+    p: cython.int
+    pos: cython.int
+    changed: cython.int
+    neg: cython.double
+    h: Hyp
+    a: Hyp
+    for h in finals:
+        heap.append((-h.score, counter, None, 0, h, -1))
+        counter += 1
+    heapq.heapify(heap)
+    out: list = []
+    seen: set = set()
+    while heap and len(out) < n and explored < max_explored:
+        neg, _, parent, pos, h, changed = heapq.heappop(heap)
+        explored += 1
+        # the path from the final hypothesis backwards (index 0 = the final hypothesis)
+        rev: list = (parent[:pos] if parent is not None else []) + [h] + h.path()[::-1][1:]
+        if distinct:
+            words = []
+            for p in range(len(rev) - 1, -1, -1):
+                words.extend(cython.cast(Hyp, rev[p]).option.target)
+            key = tuple(words)
+            if key not in seen:
+                seen.add(key)
+                out.append((rev[::-1], -neg))
+        else:
+            out.append((rev[::-1], -neg))
+        for p in range(changed + 1, len(rev)):
+            h = rev[p]
+            if h.arcs is not None:
+                for a in h.arcs:
+                    heapq.heappush(heap, (neg + h.score - a.score, counter, rev, p, a, p))
+                    counter += 1
+    return out
+
+
+@cython.cfunc
+@cython.inline
+def _cell(ei: cython.longlong, a: cython.longlong, b: cython.longlong) -> cython.longlong:
+    """A cube cell (edge, hypothesis rank, option rank) as one integer for the seen-set."""
+    return (ei << 42) | (a << 21) | b
+
+
+def _neg_score(h) -> float:
+    return -h.score
+
+
+def _neg_total(h) -> float:
+    return -(h.score + h.future)
