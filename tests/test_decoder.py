@@ -201,3 +201,28 @@ def test_search_core_is_compiled():
     from moses_integration import decoder, search
     assert decoder.COMPILED and search.__file__.endswith(".so"), (
         f"{search.__file__} is not compiled: run `make setup` or `python setup.py build_ext --inplace`")
+
+
+@pytest.mark.parametrize("seed, with_lr", [(0, True), (2, False)])
+def test_plain_python_search_equals_the_compiled_one(tmp_path, monkeypatch, seed, with_lr):
+    """search.py run by Python (as where it is not compiled) gives the same n-best lists."""
+    import importlib.util
+    import os
+    from moses_integration import decoder
+    src = os.path.join(os.path.dirname(decoder.__file__), "search.py")
+    spec = importlib.util.spec_from_file_location("search_as_python", src)
+    plain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plain)
+    assert not plain.COMPILED
+    ini = make_model(tmp_path, seed, with_lr)
+    sentences = ["a b c", "b a d c", "d c b a", "c a b d a"]
+    model = PhraseModel(str(ini), sentences, DecoderConfig(pop_limit=50, stack_size=20))
+    before = [model.decode(s, nbest=10, distinct=True) for s in sentences]
+    for name in ("Option", "Search", "root_hyp", "trellis_paths"):
+        monkeypatch.setattr(decoder, name, getattr(plain, name))
+    model = PhraseModel(str(ini), sentences, DecoderConfig(pop_limit=50, stack_size=20))
+    after = [model.decode(s, nbest=10, distinct=True) for s in sentences]
+    for b, a in zip(before, after):
+        assert [(t.words, t.segmentation) for t in b] == [(t.words, t.segmentation) for t in a]
+        np.testing.assert_allclose([t.score for t in b], [t.score for t in a], atol=1e-9)
+        np.testing.assert_allclose(np.array([t.features for t in b]), np.array([t.features for t in a]), atol=1e-9)
