@@ -43,11 +43,15 @@ from .search import COMPILED, Hyp, Option, Search, root_hyp, trellis_paths  # no
 
 
 def _check_search_core() -> None:
-    """A compiled search core older than its source would silently run old code."""
+    """A compiled search core older than its source would silently run old code.  Checked for
+    in-place builds (``make setup``, ``pip install -e``: search.c lies beside), where search.py
+    is edited; an installed wheel has no search.c, and its files get the times of installation."""
     from . import search
     if COMPILED:
-        src = os.path.join(os.path.dirname(search.__file__), "search.py")
-        if os.path.exists(src) and os.path.getmtime(src) > os.path.getmtime(search.__file__):
+        here = os.path.dirname(search.__file__)
+        src = os.path.join(here, "search.py")
+        if os.path.exists(os.path.join(here, "search.c")) and os.path.exists(src) \
+                and os.path.getmtime(src) > os.path.getmtime(search.__file__):
             raise ImportError(f"{search.__file__} is older than {src}: rebuild it with `make setup` "
                               "(or `python setup.py build_ext --inplace`)")
 
