@@ -8,11 +8,16 @@
 * ``tune``: decode the tuning set to n-best lists with the current weights, add them to
   the pool, optimise, and again, until the lists stop growing or after ``max_iter``
   iterations; log dev BLEU per iteration; write the tuned weights into a copy of moses.ini.
+  With a ``state`` file, the pool, weights and log are saved after every iteration and a run
+  can be resumed from the last finished one (as ``mert-moses.pl --continue``).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -26,21 +31,32 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class NBestPool:
-    """Distinct candidates of every tuning sentence: feature vectors and BLEU statistics."""
+    """Distinct candidates of every tuning sentence: feature vectors, BLEU statistics, and keys
+    (``NBestPool.key``) that say which candidates are already in."""
     refs: list[Reference]
     feats: list[list[np.ndarray]] = field(default_factory=list)
     stats: list[list[np.ndarray]] = field(default_factory=list)
+    keys: list[list[bytes]] = field(default_factory=list)
     seen: list[set] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.refs)
-        self.feats, self.stats, self.seen = [[] for _ in range(n)], [[] for _ in range(n)], [set() for _ in range(n)]
+        self.feats, self.stats = [[] for _ in range(n)], [[] for _ in range(n)]
+        self.keys, self.seen = [[] for _ in range(n)], [set() for _ in range(n)]
+
+    @staticmethod
+    def key(words: list[str], features: np.ndarray) -> bytes:
+        """A candidate's identity: its words and its features to 4 decimals, as a digest that
+        stays the same from one process to the next (a saved pool knows what it holds)."""
+        f = np.round(np.asarray(features, dtype=float), 4) + 0.0  # + 0.0: -0.0 is 0.0
+        return hashlib.blake2b(" ".join(words).encode() + b"\0" + f.tobytes(), digest_size=16).digest()
 
     def add(self, i: int, words: list[str], features: np.ndarray) -> bool:
-        key = (tuple(words), tuple(np.round(features, 4)))
+        key = self.key(words, features)
         if key in self.seen[i]:
             return False
         self.seen[i].add(key)
+        self.keys[i].append(key)
         self.feats[i].append(np.asarray(features, dtype=float))
         self.stats[i].append(sentence_stats(words, self.refs[i]))
         return True
@@ -50,6 +66,23 @@ class NBestPool:
 
     def size(self) -> int:
         return sum(len(f) for f in self.feats)
+
+    def to_flat(self) -> dict[str, np.ndarray]:
+        """The pool as flat arrays: candidates per sentence, then all features, statistics, keys."""
+        D = next((len(f[0]) for f in self.feats if f), 0)
+        return {"counts": np.array([len(f) for f in self.feats], dtype=np.int64),
+                "feats": np.array([x for f in self.feats for x in f], dtype=float).reshape(-1, D),
+                "stats": np.array([x for st in self.stats for x in st], dtype=float).reshape(-1, N_STATS),
+                "keys": np.frombuffer(b"".join(k for ks in self.keys for k in ks), dtype=np.uint8).reshape(-1, 16)}
+
+    def load_flat(self, a) -> None:
+        """Refill from ``to_flat``'s arrays."""
+        ends = np.cumsum(a["counts"])
+        for i, e in enumerate(ends):
+            b = e - a["counts"][i]
+            self.feats[i], self.stats[i] = list(a["feats"][b:e]), list(a["stats"][b:e])
+            self.keys[i] = [k.tobytes() for k in a["keys"][b:e]]
+            self.seen[i] = set(self.keys[i])
 
 
 class PaddedPool:
@@ -279,19 +312,65 @@ class TuneResult:
     history: list[dict]
 
 
+def _fingerprint(references: list[list[str]], w0: np.ndarray, tunable: np.ndarray, nbest: int) -> str:
+    """What a saved state must have been made for: the references, starting weights, the
+    tuned weights and the n-best size (iterations, restarts and ranges may change on resume)."""
+    h = hashlib.blake2b(digest_size=16)
+    for r in references:
+        h.update(" ".join(r).encode() + b"\n")
+    h.update(np.asarray(w0, float).tobytes() + np.asarray(tunable, bool).tobytes() + str(nbest).encode())
+    return h.hexdigest()
+
+
+def save_state(path: str, pool: NBestPool, next_iteration: int, w: np.ndarray, best: tuple[float, np.ndarray],
+               history: list[dict], fingerprint: str) -> None:
+    """Everything ``tune`` needs to go on after an iteration, written atomically (one .npz)."""
+    from rescorer.fileio import atomic_write
+    meta = {"next_iteration": next_iteration, "best_bleu": best[0], "history": history, "fingerprint": fingerprint}
+    with atomic_write(path, "wb") as f:
+        np.savez(f, w=w, best_w=best[1], meta=np.array(json.dumps(meta)), **pool.to_flat())
+
+
+def load_state(path: str, pool: NBestPool, fingerprint: str) -> tuple[int, np.ndarray, tuple[float, np.ndarray], list[dict]]:
+    """Fill ``pool`` from a saved state; (next iteration, weights, best (BLEU, weights), history)."""
+    try:
+        with np.load(path) as z:
+            a = {k: z[k] for k in z.files}
+        meta = json.loads(str(a["meta"]))
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: not a tuning state written by rescorer tune ({e})") from None
+    if meta["fingerprint"] != fingerprint:
+        raise ValueError(f"{path}: saved by a tuning run with other references, starting weights, tuned "
+                         "weights or n-best size; start afresh without --resume (with --overwrite)")
+    pool.load_flat(a)
+    return meta["next_iteration"], a["w"], (meta["best_bleu"], a["best_w"]), meta["history"]
+
+
 def tune(decode: Callable[[np.ndarray, int], list[list[tuple[list[str], np.ndarray]]]],
          references: list[list[str]], w0: np.ndarray, tunable: np.ndarray, nbest: int = 100,
          max_iter: int = 25, restarts: int = 20, seed: int = 0, lower: np.ndarray | None = None,
-         upper: np.ndarray | None = None, processes: int = 1) -> TuneResult:
+         upper: np.ndarray | None = None, processes: int = 1, state: str | None = None,
+         resume: bool = False) -> TuneResult:
     """MERT with any decoder: ``decode(weights, n)`` returns each sentence's n-best (words, features).
 
     Each optimisation starts from the current weights, the initial ones, the best decoded so
-    far and ``restarts`` random points; weights stay in [lower, upper] (``default_ranges``)."""
+    far and ``restarts`` random points; weights stay in [lower, upper] (``default_ranges``).
+    With ``state``, everything is saved there after each iteration; ``resume`` continues from
+    it, and the run ends as an uninterrupted one would have."""
     pool = NBestPool([Reference(r) for r in references])
     w = w0.astype(float).copy()
-    history = []
+    history: list[dict] = []
     best = (-1.0, w.copy())
-    for it in range(1, max_iter + 1):
+    first = 1
+    fingerprint = _fingerprint(references, w0, tunable, nbest)
+    if resume:
+        if state is None or not os.path.exists(state):
+            raise FileNotFoundError(f"{state}: no tuning state to resume from")
+        first, w, best, history = load_state(state, pool, fingerprint)
+        log.info("resuming from %s: %d iterations done, pool %d", state, first - 1, pool.size())
+        if history and history[-1].get("stop") == "n-best lists stopped growing":
+            return TuneResult(best[1], history)
+    for it in range(first, max_iter + 1):
         t0 = time.time()
         lists = decode(w, nbest)
         t1 = time.time()
@@ -305,6 +384,8 @@ def tune(decode: Callable[[np.ndarray, int], list[list[tuple[list[str], np.ndarr
             rec["stop"] = "n-best lists stopped growing"
             history.append(rec)
             log.info("iteration %d: dev BLEU %.2f; no new candidates: done", it, dev)
+            if state is not None:
+                save_state(state, pool, it + 1, w, best, history, fingerprint)
             break
         w_new, pool_bleu = optimize(pool.arrays(), w, tunable, restarts=restarts, seed=seed + it,
                                     lower=lower, upper=upper, extra_starts=[w0, best[1]], processes=processes)
@@ -314,6 +395,8 @@ def tune(decode: Callable[[np.ndarray, int], list[list[tuple[list[str], np.ndarr
         log.info("iteration %d: dev BLEU %.2f, %d new candidates (pool %d), optimised pool BLEU %.2f",
                  it, dev, new, pool.size(), pool_bleu)
         w = w_new
+        if state is not None:
+            save_state(state, pool, it + 1, w, best, history, fingerprint)
     else:
         # the last optimised weights have not been decoded yet: decode once more to log them
         t0 = time.time()

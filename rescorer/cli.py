@@ -186,7 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "Default: weights of log-probability features (TranslationModel, LM, "
                         "LexicalReordering, added neural columns) and Distortion stay >= 0; penalties are free")
     t.add_argument("--log", help="JSON record of every iteration (default: OUT_INI.tune.json)")
-    t.add_argument("--overwrite", action="store_true")
+    t.add_argument("--state", help="n-best pool, weights and log, saved after every iteration "
+                                   "(default: OUT_INI.mert.npz)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from --state after its last finished iteration (as mert-moses.pl --continue); "
+                        "--max-iter may be raised")
+    t.add_argument("--overwrite", action="store_true", help="replace OUT_INI, and start afresh over an old --state")
     decoder_opts(t)
 
     e = sub.add_parser("evaluate", parents=[common], help="BLEU with sacrebleu on detokenised output; "
@@ -306,8 +311,12 @@ def cmd_tune(a: argparse.Namespace) -> int:
     import numpy as np
     from moses_integration.mert import tune
     from moses_integration.moses_ini import MosesIni
-    from .fileio import atomic_write, check_can_write
+    from .fileio import OutputExistsError, atomic_write, check_can_write
     check_can_write(a.out_ini, a.overwrite)
+    state = a.state or a.out_ini + ".mert.npz"
+    if not a.resume and os.path.exists(state) and not a.overwrite:
+        raise OutputExistsError(f"{state} exists (an earlier tuning run): pass --resume to continue it "
+                                "or --overwrite to start again")
     sentences, refs = _read_lines(a.input), _read_lines(a.ref)
     if len(sentences) != len(refs):
         raise ValueError(f"{a.input}: {len(sentences)} lines but {a.ref} has {len(refs)}")
@@ -318,7 +327,7 @@ def cmd_tune(a: argparse.Namespace) -> int:
     lower, upper = weight_ranges(layout.groups, a.range)
     res = tune(dec.nbest_lists, [r.split() for r in refs], builtin.model.weights.copy(), tunable,
                nbest=a.nbest, max_iter=a.max_iter, restarts=a.restarts, lower=lower, upper=upper,
-               processes=a.threads or os.cpu_count() or 1)
+               processes=a.threads or os.cpu_count() or 1, state=state, resume=a.resume)
     ini = MosesIni.read(a.ini)
     sl = layout.slices()
     ini.set_weights({name: list(res.weights[sl[name]]) for name, _, _ in layout.groups

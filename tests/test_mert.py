@@ -158,3 +158,75 @@ def test_optimize_gives_the_same_result_in_parallel():
     one = optimize(arrays, np.ones(5), np.ones(5, bool), restarts=3)
     two = optimize(arrays, np.ones(5), np.ones(5, bool), restarts=3, processes=2)
     assert one[1] == two[1] and np.array_equal(one[0], two[0])
+
+
+def _synthetic_decoder(seed=0, S=12, C=40, D=5):
+    """A deterministic stand-in for a decoder: fixed candidates per sentence, ranked by F w."""
+    rng = np.random.default_rng(seed)
+    vocab = [f"w{k}" for k in range(15)]
+    refs = [list(rng.choice(vocab, rng.integers(4, 9))) for _ in range(S)]
+    cands = [[(list(rng.choice(vocab, rng.integers(3, 10))), rng.normal(size=D)) for _ in range(C)] for _ in range(S)]
+
+    def decode(w, n):
+        return [sorted(cs, key=lambda c: -float(c[1] @ w))[:n] for cs in cands]
+    return decode, refs, D
+
+
+def _without_times(history):
+    return [{k: v for k, v in h.items() if not k.endswith("_seconds")} for h in history]
+
+
+def test_tune_resumes_where_it_stopped(tmp_path):
+    """Interrupted during iteration 3 and resumed from its state file, tuning ends exactly as
+    an uninterrupted run: same weights, same log; a state of another run is refused."""
+    from moses_integration.mert import tune
+    decode, refs, D = _synthetic_decoder()
+    w0, tunable = np.full(D, 0.2), np.ones(D, bool)
+    kw = dict(nbest=4, max_iter=4, restarts=3, seed=1)
+    full = tune(decode, refs, w0, tunable, state=str(tmp_path / "full.npz"), **kw)
+    assert len(full.history) == 5 and full.history[-1]["stop"] == "max_iter"
+
+    calls = []
+
+    def interrupted(w, n):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return decode(w, n)
+    state = str(tmp_path / "run.npz")
+    with pytest.raises(KeyboardInterrupt):
+        tune(interrupted, refs, w0, tunable, state=state, **kw)
+    resumed = tune(decode, refs, w0, tunable, state=state, resume=True, **kw)
+    np.testing.assert_array_equal(resumed.weights, full.weights)
+    assert _without_times(resumed.history) == _without_times(full.history)
+    # more iterations on resume: the first four stay as they were
+    longer = tune(decode, refs, w0, tunable, state=state, resume=True, **{**kw, "max_iter": 6})
+    assert _without_times(longer.history)[:4] == _without_times(full.history)[:4]
+    assert [h["iteration"] for h in longer.history][4] == 5 and "new_candidates" in longer.history[4]
+    assert "stop" in longer.history[-1] and len(longer.history) <= 7
+
+    with pytest.raises(ValueError, match="run.npz: saved by a tuning run with other references"):
+        tune(decode, refs[::-1], w0, tunable, state=state, resume=True, **kw)
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        tune(decode, refs, w0, tunable, state=str(tmp_path / "missing.npz"), resume=True, **kw)
+    (tmp_path / "bad.npz").write_bytes(b"not a state")
+    with pytest.raises(ValueError, match="bad.npz: not a tuning state"):
+        tune(decode, refs, w0, tunable, state=str(tmp_path / "bad.npz"), resume=True, **kw)
+
+
+def test_pool_round_trips_through_flat_arrays():
+    from moses_integration.mert import NBestPool
+    decode, refs, D = _synthetic_decoder(seed=3, S=4)
+    pool = NBestPool([Reference(r) for r in refs])
+    for i, cands in enumerate(decode(np.ones(D), 10)):
+        for words, f in cands:
+            pool.add(i, words, f)
+    again = NBestPool([Reference(r) for r in refs])
+    again.load_flat(pool.to_flat())
+    assert again.keys == pool.keys and again.seen == pool.seen
+    for a, b in zip(pool.arrays(), again.arrays()):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    words, f = decode(np.ones(D), 1)[0][0]
+    assert not again.add(0, words, f + 1e-7)  # the same candidate (features to 4 decimals)
+    assert again.add(0, words, f + 1e-3)

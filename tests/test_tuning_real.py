@@ -103,6 +103,20 @@ def test_tuning_raises_dev_bleu_on_real_data(real_system):
     assert set(tuned.weights()) == set(default.weights())
     flat = [v for name, _, _ in _layout(d) for v in tuned.weights()[name]]
     assert flat == pytest.approx(best, rel=1e-5, abs=1e-6)
+    # the state saved after every iteration: a new run will not overwrite it, --resume continues
+    # (all four iterations are done: only the final decode is redone, to the same result)
+    args = ["tune", "-q", "--ini", str(d / "moses.ini"), "--input", str(d / "dev.en"), "--ref", str(d / "dev.fr"),
+            "--out-ini", str(d / "tuned.ini"), "--nbest", "50", "--max-iter", "4", "--restarts", "5",
+            "--threads", "2", "--pop-limit", "300", "--stack-size", "50"]
+    assert (d / "tuned.ini.mert.npz").exists()
+    other = [str(d / "other.ini") if x == str(d / "tuned.ini") else x for x in args]
+    assert main(other + ["--state", str(d / "tuned.ini.mert.npz")]) == 1  # exists: --resume or --overwrite
+    assert not (d / "other.ini").exists()
+    before = (d / "tuned.ini").read_text()
+    assert main(args + ["--resume", "--overwrite"]) == 0
+    assert (d / "tuned.ini").read_text() == before
+    again = json.loads((d / "tuned.ini.tune.json").read_text())
+    assert [h["dev_bleu"] for h in again] == dev
 
 
 def _layout(d):
