@@ -205,7 +205,8 @@ def test_search_core_is_compiled():
 
 @pytest.mark.parametrize("seed, with_lr", [(0, True), (2, False)])
 def test_plain_python_search_equals_the_compiled_one(tmp_path, monkeypatch, seed, with_lr):
-    """search.py run by Python (as where it is not compiled) gives the same n-best lists."""
+    """search.py run by Python (as where it is not compiled) gives the same n-best lists, also
+    for a sentence longer than 64 words (coverage bit sets wider than a machine word)."""
     import importlib.util
     import os
     from moses_integration import decoder
@@ -215,13 +216,14 @@ def test_plain_python_search_equals_the_compiled_one(tmp_path, monkeypatch, seed
     spec.loader.exec_module(plain)
     assert not plain.COMPILED
     ini = make_model(tmp_path, seed, with_lr)
-    sentences = ["a b c", "b a d c", "d c b a", "c a b d a"]
+    sentences = ["a b c", "b a d c", "d c b a", "c a b d a", " ".join(["c a e b d"] * 14)]
     model = PhraseModel(str(ini), sentences, DecoderConfig(pop_limit=50, stack_size=20))
     before = [model.decode(s, nbest=10, distinct=True) for s in sentences]
     for name in ("Option", "Search", "root_hyp", "trellis_paths"):
         monkeypatch.setattr(decoder, name, getattr(plain, name))
     model = PhraseModel(str(ini), sentences, DecoderConfig(pop_limit=50, stack_size=20))
     after = [model.decode(s, nbest=10, distinct=True) for s in sentences]
+    assert sorted(i for a, b, _, _ in before[-1][0].segmentation for i in range(a, b + 1)) == list(range(70))
     for b, a in zip(before, after):
         assert [(t.words, t.segmentation) for t in b] == [(t.words, t.segmentation) for t in a]
         np.testing.assert_allclose([t.score for t in b], [t.score for t in a], atol=1e-9)
