@@ -96,6 +96,15 @@ class PaddedPool:
         self.valid = np.zeros((S, N), bool)
         for i, (F, St) in enumerate(arrays):
             self.F[i, :len(F)], self.St[i, :len(F)], self.valid[i, :len(F)] = F, St, True
+        self._orders: dict[tuple[int, float], np.ndarray] = {}
+
+    def steepest_first(self, k: int, sign: float) -> np.ndarray:
+        """Per sentence, the candidates by ``sign * F[:, :, k]`` descending: the slopes of a line
+        search along weight k do not depend on the weights, so coordinate ascent sorts them once."""
+        o = self._orders.get((k, sign))
+        if o is None:
+            o = self._orders[(k, sign)] = np.argsort(-sign * self.F[:, :, k], axis=1, kind="stable")
+        return o
 
 
 def _padded(arrays) -> PaddedPool:
@@ -109,14 +118,18 @@ def best_stats(arrays, w: np.ndarray) -> np.ndarray:
     return P.St[np.arange(len(best)), best].sum(axis=0)
 
 
-def _prune(a: np.ndarray, b: np.ndarray, valid: np.ndarray, St: np.ndarray, lo: float, hi: float):
+def _prune(a: np.ndarray, b: np.ndarray, valid: np.ndarray, St: np.ndarray, lo: float, hi: float,
+           steepest_first=None):
     """The lines a + γ b that can be on their sentence's upper envelope somewhere in [lo, hi].
 
     With lo finite, a line is dropped when another one of the same sentence is strictly higher
     at lo and at least as steep (or as high at lo and steeper): it stays below that one for
     all γ >= lo.  With only hi finite, the mirror image.  Exact for γ in [lo, hi]; the envelope
     outside the range may change, which ``line_search`` never looks at.  The kept lines are
-    packed to the left in their original order, padded to the longest row."""
+    packed to the left in their original order, padded to the longest row.
+    ``steepest_first(sign)``, when given, returns each row's lines by ``sign * b`` descending
+    (ties in any order: a line is then dropped only for a steeper-or-equal, strictly higher one,
+    still exact, if less thorough among equal slopes)."""
     if lo > -math.inf:
         x, sign = lo, 1.0
     elif hi < math.inf:
@@ -125,8 +138,11 @@ def _prune(a: np.ndarray, b: np.ndarray, valid: np.ndarray, St: np.ndarray, lo: 
         return a, b, valid, St
     with np.errstate(invalid="ignore"):
         at = np.where(valid, a + b * x, -np.inf)
-    steep = np.where(valid, sign * b, -np.inf)
-    order = np.lexsort((-at, -steep), axis=-1)  # steepest first, then highest at x
+    if steepest_first is not None:
+        order = steepest_first(sign)
+    else:
+        steep = np.where(valid, sign * b, -np.inf)
+        order = np.lexsort((-at, -steep), axis=-1)  # steepest first, then highest at x
     at_sorted = np.take_along_axis(at, order, 1)
     best_before = np.maximum.accumulate(at_sorted, axis=1)
     best_before = np.concatenate([np.full((len(a), 1), -np.inf), best_before[:, :-1]], axis=1)
@@ -152,10 +168,13 @@ def _events(P: PaddedPool, w: np.ndarray, d: np.ndarray, lo: float = -math.inf, 
     among equal slopes) wins first; the next winner is the steeper line that crosses the current
     one first (the steepest of those crossing at the same point)."""
     a = np.where(P.valid, P.F @ w, -np.inf)
-    b = np.where(P.valid, P.F @ d, np.inf)
+    axis = np.flatnonzero(d)
+    unit = len(axis) == 1 and d[axis[0]] == 1.0  # along one weight: the slopes are a column of F
+    b = np.where(P.valid, P.F[:, :, axis[0]] if unit else P.F @ d, np.inf)
     valid, St = P.valid, P.St
     if prune:
-        a, b, valid, St = _prune(a, b, valid, St, lo, hi)
+        a, b, valid, St = _prune(a, b, valid, St, lo, hi,
+                                 (lambda sign: P.steepest_first(int(axis[0]), sign)) if unit else None)
     S, N = valid.shape
     rows, idx = np.arange(S), np.arange(N)
     order = np.lexsort((a, b), axis=-1)  # per sentence by slope, then intercept; padding last

@@ -118,8 +118,10 @@ def test_pruned_line_search_equals_the_full_one(seed):
     for F, _ in arrays:
         F[:, 1] = F[:, 1].round()  # equal slopes and ties at the bound
     w, d = rng.normal(size=5), np.eye(5)[1]
-    for lo, hi in ((-0.5, np.inf), (-np.inf, 0.8), (-0.5, 0.8), (0.0, np.inf), (-np.inf, np.inf)):
-        assert line_search(arrays, w, d, lo, hi, prune=True) == line_search(arrays, w, d, lo, hi, prune=False)
+    P = PaddedPool(arrays)  # one pool for all: along a weight, its slope orders are sorted once and kept
+    for direction in (d, rng.normal(size=5)):  # along one weight (cached slope order), and any direction
+        for lo, hi in ((-0.5, np.inf), (-np.inf, 0.8), (-0.5, 0.8), (0.0, np.inf), (-np.inf, np.inf)):
+            assert line_search(P, w, direction, lo, hi) == line_search(arrays, w, direction, lo, hi, prune=False)
     a = PaddedPool(arrays).F @ w
     kept = _prune(a, PaddedPool(arrays).F @ d, PaddedPool(arrays).valid, PaddedPool(arrays).St, 0.0, np.inf)[2]
     assert kept.shape[1] < 40  # something was dropped
