@@ -150,7 +150,7 @@ class PhraseModel:
     """The log-linear model of a moses.ini: features, weights, tables filtered to the input."""
 
     def __init__(self, ini: MosesIni | str, sentences: list[str], config: DecoderConfig | None = None,
-                 weights: dict[str, list[float]] | None = None):
+                 weights: dict[str, list[float]] | None = None, progress: bool = True):
         import kenlm
         self.ini = ini if isinstance(ini, MosesIni) else MosesIni.read(ini)
         self.cfg = config or DecoderConfig()
@@ -220,20 +220,20 @@ class PhraseModel:
             self.cslm = CSLMScorer(ck["model"], ck["vocab"], OutOfShortlist(ck["oos_counts"]))
         self.n_tm = n_tm
         self._load_tables(_resolve(tm.get("path"), ini_dir),
-                          _resolve(lr.get("path"), ini_dir) if lr is not None else None, sentences)
+                          _resolve(lr.get("path"), ini_dir) if lr is not None else None, sentences, progress)
 
     # -- tables ---------------------------------------------------------------------------
-    def _load_tables(self, table: str, reordering: str | None, sentences: list[str]) -> None:
+    def _load_tables(self, table: str, reordering: str | None, sentences: list[str], progress: bool = True) -> None:
         from .phrase_tables import filtered_lines, source_spans
         wanted = source_spans(sentences, self.cfg.max_phrase_length)
         raw: dict[str, list] = {}
-        for lineno, line in filtered_lines(table, wanted):
+        for lineno, line in filtered_lines(table, wanted, progress):
             src, tgt, vals = _fast_fields(line, table, lineno, self.n_tm)
             raw.setdefault(src, []).append((tuple(tgt.split()), vals))
         self.lr_table: dict[tuple[str, str], tuple[float, ...]] = {}
         if reordering is not None:
             pairs = {(s, " ".join(t)) for s, opts in raw.items() for t, _ in opts}
-            for lineno, line in filtered_lines(reordering, wanted):
+            for lineno, line in filtered_lines(reordering, wanted, progress):
                 src, tgt, vals = _fast_fields(line, reordering, lineno, 6)
                 if (src, tgt) in pairs:
                     self.lr_table[(src, tgt)] = tuple(vals)

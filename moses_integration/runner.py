@@ -40,21 +40,23 @@ class BuiltinDecoder:
     """The built-in decoder over a file, sentences spread over ``processes`` forked workers."""
 
     def __init__(self, ini: str, sentences: list[str], config: DecoderConfig | None = None,
-                 processes: int | None = None):
-        self.sentences = sentences
+                 processes: int | None = None, progress: bool = True):
+        self.sentences, self.progress = sentences, progress
         if not COMPILED:
             log.warning("the decoder's search core (moses_integration/search.py) is not compiled: it runs as "
                         "plain Python, about 2.8x slower; `make setup` compiles it")
-        self.model = PhraseModel(ini, sentences, config)
+        self.model = PhraseModel(ini, sentences, config, progress=progress)
         self.processes = processes or os.cpu_count() or 1
 
     @property
     def layout(self):
         return self.model.layout
 
-    def translate(self, weights: np.ndarray | None = None, nbest: int = 1, progress: bool = True,
+    def translate(self, weights: np.ndarray | None = None, nbest: int = 1, progress: bool | None = None,
                   distinct: bool = False):
-        """Each sentence's n-best translations, in input order."""
+        """Each sentence's n-best translations, in input order (a progress bar unless ``progress``
+        or the decoder's own setting says no)."""
+        progress = self.progress if progress is None else progress
         global _MODEL
         if weights is not None:
             self.model.set_weights(weights)

@@ -103,7 +103,7 @@ class Search:
 
     ``opts`` maps (start, end) to options sorted best estimate first; ``fc[i][j]`` is the future
     cost of span [i, j).  ``lm`` is a ``kenlm.Model`` or None; ``cslm`` a ``CSLMScorer`` or None
-    (then ``cs_index`` its word index and ``oos`` its out-of-shortlist model)."""
+    (its word index kept as ``cs_index``)."""
     n: cython.int
     dl: cython.int
     L: cython.int

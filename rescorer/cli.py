@@ -259,7 +259,7 @@ def _decoder(a: argparse.Namespace, sentences: list[str]):
     from moses_integration.runner import BuiltinDecoder, MosesDecoder, find_moses
     cfg = DecoderConfig(stack_size=a.stack_size, pop_limit=a.pop_limit, distortion_limit=a.distortion_limit,
                         table_limit=a.table_limit)
-    builtin = BuiltinDecoder(a.ini, sentences, cfg, a.threads)
+    builtin = BuiltinDecoder(a.ini, sentences, cfg, a.threads, progress=not a.quiet)
     if a.moses_bin or os.environ.get("MOSES"):
         moses = find_moses(a.moses_bin)
         if moses is None:

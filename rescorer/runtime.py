@@ -31,13 +31,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+LOGGERS = ("rescorer", "moses_integration")  # the two packages' loggers (MERT's iterations, the pipeline)
+
+
 def setup_logging(log_file: str | os.PathLike | None = None, verbose: bool = False) -> None:
-    """Log the package's messages to stderr (and ``log_file``); records still propagate to the root."""
-    pkg = logging.getLogger("rescorer")
-    for h in list(pkg.handlers):
-        if getattr(h, "_rescorer", False):
-            pkg.removeHandler(h)
-            h.close()
+    """Log both packages' messages to stderr (and ``log_file``); records still propagate to the root."""
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if log_file:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
@@ -46,5 +44,12 @@ def setup_logging(log_file: str | os.PathLike | None = None, verbose: bool = Fal
     for h in handlers:
         h._rescorer = True  # type: ignore[attr-defined]
         h.setFormatter(fmt)
-        pkg.addHandler(h)
-    pkg.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for name in LOGGERS:
+        pkg = logging.getLogger(name)
+        for h in list(pkg.handlers):
+            if getattr(h, "_rescorer", False):
+                pkg.removeHandler(h)
+                h.close()
+        for h in handlers:
+            pkg.addHandler(h)
+        pkg.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -83,13 +83,16 @@ def test_decode_and_evaluate_on_real_data(real_system, capsys):
     assert "nrefs:1" in out and "p = " in out
 
 
-def test_tuning_raises_dev_bleu_on_real_data(real_system):
+def test_tuning_raises_dev_bleu_on_real_data(real_system, capsys):
     """MERT on 80 sentences of newstest2012: some iteration's weights decode the tuning set
     to a higher BLEU than the default weights, and those weights are the ones written."""
     d = real_system
     assert main(["tune", "-q", "--ini", str(d / "moses.ini"), "--input", str(d / "dev.en"), "--ref",
                  str(d / "dev.fr"), "--out-ini", str(d / "tuned.ini"), "--nbest", "50", "--max-iter", "4",
                  "--restarts", "5", "--threads", "2", "--pop-limit", "300", "--stack-size", "50"]) == 0
+    err = capsys.readouterr().err  # each iteration logged as it ends; -q: no progress bars
+    assert "iteration 2: dev BLEU" in err and "new candidates (pool" in err
+    assert "decoding" not in err and "reading" not in err
     hist = json.loads((d / "tuned.ini.tune.json").read_text())
     assert [h["iteration"] for h in hist] == [1, 2, 3, 4, 5]
     pools = [h["pool"] for h in hist[:4]]
