@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 R=.venv/bin/rescorer
 B=work/baseline
 E=work/e2e
-S=${RESCORER_DATA:-../shared/data}
+S=$(realpath "${RESCORER_DATA:-../shared/data}")
 mkdir -p $E
 head -1000 $B/corpus/newstest2012.tc.en > $E/dev.en
 head -1000 $B/corpus/newstest2012.tc.fr > $E/dev.fr
