@@ -13,6 +13,9 @@ import heapq
 import math
 
 import cython
+import numpy as np
+
+from rescorer.vocab import EOS_ID, UNK_ID
 
 COMPILED = cython.compiled
 LN10 = math.log(10.0)
@@ -210,7 +213,6 @@ class Search:
     def _cslm_ngrams(self, nh: Hyp, ctx: tuple, words: tuple) -> None:
         """CSLM: the new n-grams, scored later in a batch; words outside the shortlist get
         ln p([UNK] | h) + ln u(w) (rescorer.cslm), the u(w) part added here."""
-        from rescorer.vocab import EOS_ID, UNK_ID
         pending = []
         oos = 0.0
         for word in words:
@@ -223,7 +225,6 @@ class Search:
 
     def score_pending(self, hyps: list) -> None:
         """The buffered CSLM n-grams of these hypotheses, in one batch; added to their scores."""
-        import numpy as np
         cache = self.cs_cache
         todo = list({g for h in hyps for g in h.pending if g not in cache})
         if todo:

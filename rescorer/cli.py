@@ -277,7 +277,7 @@ def cmd_decode(a: argparse.Namespace) -> int:
     sentences = _read_lines(a.input)
     builtin, _ = _decoder(a, sentences)
     n = int(a.n_best_list[1]) if a.n_best_list else 1
-    results = builtin.translate(nbest=n, progress=not a.quiet)
+    results = builtin.translate(nbest=n)  # -q reached the decoder in _decoder
     builtin.write(results, a.output, a.n_best_list[0] if a.n_best_list else None, a.segmentation)
     log.info("%s: %d sentences translated", a.output, len(results))
     return 0
