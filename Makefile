@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 DATA   ?= ../shared/data
 export RESCORER_DATA := $(abspath $(DATA))
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench reproduce clean
 
 setup: $(VENV)/.installed $(VENV)/.search-built
 
@@ -34,6 +34,10 @@ demo: setup
 
 bench: setup
 	$(BIN)/python experiments/bench_score.py
+
+# the paper's Table 1 on the shared Moses baseline (hours on 2 cores; every stage resumes)
+reproduce: setup
+	$(BIN)/python experiments/reproduce.py --config experiments/table1.ini
 
 clean:
 	rm -rf $(VENV) work

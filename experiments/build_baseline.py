@@ -49,7 +49,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--work", help="work directory (default: the config's)")
     ap.add_argument("--force", action="store_true", help="run every stage again")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     cfg = configparser.ConfigParser(inline_comment_prefixes=("#",))
     if not cfg.read(a.config):
         raise SystemExit(f"{a.config}: no such config file")
@@ -184,4 +183,5 @@ def _truecase_chunk(args):
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     main()

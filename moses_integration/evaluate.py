@@ -1,4 +1,5 @@
-"""BLEU on detokenised output with sacrebleu, and paired bootstrap resampling between systems.
+"""BLEU on detokenised output with sacrebleu, paired significance tests between systems, and
+the statistics of several tuning runs per system (Clark et al., 2011).
 
 Decoder output is Moses-tokenised, escaped and truecased: ``postprocess`` undoes that
 (sacremoses's detruecaser and detokeniser, which also unescapes ``&apos;`` and friends)
@@ -51,3 +52,52 @@ def paired_bootstrap(baseline: list[str], system: list[str], refs: list[str], n_
         "samples": n_samples,
         "signature": str(metric.get_signature()),
     }
+
+
+# -- several tuning runs per system (Clark et al., 2011, as MultEval reports them) -------------
+def bootstrap_sd(hyps: list[str], refs: list[str], n_samples: int = 1000) -> float:
+    """s_sel: the standard deviation of BLEU over bootstrap resamples of the test set (one run),
+    with sacrebleu's own resampler and seed (``SACREBLEU_SEED``, 12345 by default)."""
+    from sacrebleu.significance import _bootstrap_resample
+    metric = BLEU()
+    stats = metric._extract_corpus_statistics(hyps, [refs])
+    _, scores = _bootstrap_resample(stats, metric, n_samples)
+    return float(np.std([s.score for s in scores]))
+
+
+def paired_test(baseline: list[str], system: list[str], refs: list[str], test: str = "ar",
+                n_samples: int = 0) -> dict:
+    """sacrebleu's paired significance test of ``system`` against ``baseline`` (``ar``: approximate
+    randomization, 10,000 trials by default; ``bs``: paired bootstrap, 1,000 resamples):
+    both scores, the p-value and the test's signature."""
+    from sacrebleu.significance import PairedTest
+    if not (len(baseline) == len(system) == len(refs)):
+        raise ValueError(f"{len(baseline)} baseline lines, {len(system)} system lines, {len(refs)} references")
+    sigs, scores = PairedTest([("baseline", baseline), ("system", system)], {"BLEU": BLEU()}, [refs],
+                              test_type=test, n_samples=n_samples)()
+    name = next(k for k in scores if k != "System")  # "BLEU", as sacrebleu names the metric
+    base_res, sys_res = scores[name]
+    return {"baseline": base_res.score, "system": sys_res.score, "p_value": float(sys_res.p_value),
+            "signature": str(sigs[name])}
+
+
+def compare_runs(baseline_runs: list[list[str]], system_runs: list[list[str]], refs: list[str],
+                 n_samples: int = 0) -> dict:
+    """MultEval's view of two systems tuned several times each: BLEU of every run, mean, s_opt
+    (standard deviation over the tuning runs), s_sel (bootstrap standard deviation within a run,
+    averaged over the runs), and one approximate-randomization p-value over all runs together
+    (the runs' outputs concatenated, run k of the system paired with run k of the baseline)."""
+    if len(baseline_runs) != len(system_runs) or not system_runs:
+        raise ValueError(f"{len(baseline_runs)} baseline runs but {len(system_runs)} system runs")
+    pooled = paired_test([x for r in baseline_runs for x in r], [x for r in system_runs for x in r],
+                         refs * len(system_runs), "ar", n_samples)
+    return {"p_value_all_runs": pooled["p_value"], "signature": pooled["signature"],
+            "system": describe_runs(system_runs, refs), "baseline": describe_runs(baseline_runs, refs)}
+
+
+def describe_runs(runs: list[list[str]], refs: list[str]) -> dict:
+    """BLEU of each run, their mean, s_opt and s_sel (see ``compare_runs``)."""
+    scores = [corpus_bleu(h, refs)[0] for h in runs]
+    return {"bleu": scores, "mean": float(np.mean(scores)),
+            "s_opt": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
+            "s_sel": float(np.mean([bootstrap_sd(h, refs) for h in runs]))}

@@ -26,11 +26,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Stage:
+    """``resume`` is set before ``run`` is called: True when an earlier attempt of this stage, with
+    the same settings and inputs, was interrupted, so that what it left may be continued (a
+    checkpoint, a partial output); False when it must start afresh."""
     name: str
     inputs: list[str]
     outputs: list[str]
     run: Callable[[], dict | None]
     settings: dict = field(default_factory=dict)
+    resume: bool = False
+    isolated: bool = True   # False: a light stage, run in the calling process even with ``isolate``
 
 
 def _fingerprint(stage: Stage) -> dict:
@@ -38,7 +43,8 @@ def _fingerprint(stage: Stage) -> dict:
     for p in stage.inputs:
         st = os.stat(p)
         files[os.path.abspath(p)] = [st.st_size, int(st.st_mtime)]
-    return {"settings": stage.settings, "inputs": files}
+    # through JSON, as the stamp is stored: a tuple in the settings compares equal to its reading
+    return json.loads(json.dumps({"settings": stage.settings, "inputs": files}))
 
 
 def peak_memory_mb() -> float:
@@ -48,8 +54,43 @@ def peak_memory_mb() -> float:
     return max(own, kids) / 1024
 
 
-def run_stages(stages: list[Stage], work: str, force: bool = False) -> list[dict]:
-    """Run the stages in order, skipping those that are up to date; a record per stage."""
+def die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent dies (a killed run leaves no orphan)."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _run_isolated(st: Stage, argv: list[str]) -> tuple[dict, float]:
+    """Run a stage in a new process, ``argv`` plus ``--stage-record FILE`` (and ``--stage-resume``):
+    (the record it wrote, its peak resident memory with that of the processes it waited for, MB).
+    A new interpreter, not a fork: a forked child of a process whose torch has already run its
+    thread pool can hang in its first parallel region."""
+    import tempfile
+    fd, tmp = tempfile.mkstemp(prefix=f".stage-{st.name}.", suffix=".json")
+    os.close(fd)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        pid = os.posix_spawn(argv[0], argv + ["--stage-record", tmp] + (["--stage-resume"] if st.resume else []),
+                             os.environ)
+        _, status, usage = os.wait4(pid, 0)
+        if status != 0:
+            raise RuntimeError(f"stage {st.name} failed (its message is above)")
+        with open(tmp) as f:
+            return json.load(f), usage.ru_maxrss / 1024
+    finally:
+        os.unlink(tmp)
+
+
+def run_stages(stages: list[Stage], work: str, force: bool = False,
+               isolate: Callable[[Stage], list[str]] | None = None) -> list[dict]:
+    """Run the stages in order, skipping those that are up to date; a record per stage.  With
+    ``isolate`` (the command line of a process that runs one stage) every stage runs in a
+    process of its own, so its peak memory is its own."""
     stamps = os.path.join(work, "stamps")
     os.makedirs(stamps, exist_ok=True)
     report = []
@@ -66,16 +107,30 @@ def run_stages(stages: list[Stage], work: str, force: bool = False) -> list[dict
                 log.info("stage %s: up to date, skipped", st.name)
                 report.append({"stage": st.name, "skipped": True, **old.get("record", {})})
                 continue
-        log.info("stage %s: running", st.name)
+        started = os.path.join(stamps, f"{st.name}.started.json")
+        st.resume = False
+        if os.path.exists(started):
+            with open(started) as f:
+                st.resume = json.load(f) == want
+        with open(started + ".tmp", "w") as f:
+            json.dump(want, f)
+        os.replace(started + ".tmp", started)
+        log.info("stage %s: %s", st.name, "resuming" if st.resume else "running")
         t = time.time()
-        info = st.run() or {}
-        rec = {"stage": st.name, "seconds": round(time.time() - t, 1), "peak_memory_mb": round(peak_memory_mb()),
-               **info}
-        log.info("stage %s: done in %.0f s (peak memory so far %.0f MB) %s", st.name, rec["seconds"],
-                 rec["peak_memory_mb"], info or "")
+        if isolate and st.isolated:
+            info, peak = _run_isolated(st, isolate(st))
+        elif isolate:  # the caller's peak is not this stage's
+            info, peak = st.run() or {}, None
+        else:
+            info, peak = st.run() or {}, peak_memory_mb()
+        rec = {"stage": st.name, "seconds": round(time.time() - t, 1),
+               "peak_memory_mb": None if peak is None else round(peak), **info}
+        log.info("stage %s: done in %.0f s%s %s", st.name, rec["seconds"],
+                 "" if peak is None else f" (peak memory {'' if isolate else 'so far '}{peak:.0f} MB)", info or "")
         with open(stamp_path + ".tmp", "w") as f:
             json.dump({"fingerprint": want, "record": rec}, f, indent=1)
         os.replace(stamp_path + ".tmp", stamp_path)
+        os.unlink(started)
         report.append(rec)
     return report
 

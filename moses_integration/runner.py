@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -150,3 +151,32 @@ class MosesDecoder:
             f.write("\n".join(self.sentences) + "\n")
         subprocess.run([script, f.name, refs, self.moses, self.ini, "--working-dir", workdir,
                         "--decoder-flags", f"-threads {self.threads}"], check=True)
+
+
+class RescoredDecoder:
+    """A decoder whose n-best lists get one more feature, computed on whole hypotheses (a
+    sentence-level model such as the CSLM used for n-best rescoring), appended last to every
+    feature vector; each list is then re-ranked by all the weights, so its first candidate is
+    the rescored 1-best.  The decoder searches with the other weights; each distinct
+    hypothesis is scored once (cached across calls, as MERT decodes again and again)."""
+
+    def __init__(self, decoder, name: str, score: Callable[[list[list[str]]], Sequence[float]]):
+        self.decoder, self.name, self.score = decoder, name, score
+        self.cache: dict[tuple[str, ...], float] = {}
+
+    @property
+    def groups(self) -> list[tuple[str, int, bool]]:
+        return list(self.decoder.layout.groups) + [(self.name, 1, True)]
+
+    def nbest_lists(self, weights: np.ndarray, n: int) -> list[list[tuple[list[str], np.ndarray]]]:
+        weights = np.asarray(weights, float)
+        lists = self.decoder.nbest_lists(weights[:-1], n)
+        todo = list({tuple(w) for cands in lists for w, _ in cands} - self.cache.keys())
+        if todo:
+            self.cache.update(zip(todo, (float(v) for v in self.score([list(t) for t in todo]))))
+        out = []
+        for cands in lists:
+            full = [(w, np.append(f, self.cache[tuple(w)])) for w, f in cands]
+            full.sort(key=lambda c: -float(c[1] @ weights))  # stable: ties keep the decoder's order
+            out.append(full)
+        return out

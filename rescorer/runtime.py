@@ -34,8 +34,10 @@ def seed_everything(seed: int) -> None:
 LOGGERS = ("rescorer", "moses_integration")  # the two packages' loggers (MERT's iterations, the pipeline)
 
 
-def setup_logging(log_file: str | os.PathLike | None = None, verbose: bool = False) -> None:
-    """Log both packages' messages to stderr (and ``log_file``); records still propagate to the root."""
+def setup_logging(log_file: str | os.PathLike | None = None, verbose: bool = False,
+                  extra: tuple[str, ...] = ()) -> None:
+    """Log both packages' messages (and those of the ``extra`` loggers) to stderr and ``log_file``;
+    records still propagate to the root."""
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if log_file:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
@@ -44,7 +46,7 @@ def setup_logging(log_file: str | os.PathLike | None = None, verbose: bool = Fal
     for h in handlers:
         h._rescorer = True  # type: ignore[attr-defined]
         h.setFormatter(fmt)
-    for name in LOGGERS:
+    for name in LOGGERS + tuple(extra):
         pkg = logging.getLogger(name)
         for h in list(pkg.handlers):
             if getattr(h, "_rescorer", False):

@@ -196,6 +196,8 @@ class BaseTrainer:
         self.model.train()
         ppl = math.exp(nll / n)
         self.history["valid"].append((self.updates, ppl))
+        # training minutes at each validation, for curves against time (what a budget buys)
+        self.history.setdefault("valid_minutes", []).append(round(self.elapsed / 60, 3))
         if ppl < self.best:
             self.best, self.bad = ppl, 0
             self._save(self.best_path, None)
@@ -223,6 +225,11 @@ class BaseTrainer:
         last_ckpt = start
         run_nll, run_tok, run_pairs, t_run = 0.0, 0, 0, time.monotonic()
         stop_reason = None
+        # a resumed run whose budget is already used takes no further step
+        if cfg.max_updates is not None and self.updates >= cfg.max_updates:
+            stop_reason = f"{cfg.max_updates} updates done"
+        if cfg.max_minutes is not None and self.elapsed >= cfg.max_minutes * 60:
+            stop_reason = stop_reason or f"time budget of {cfg.max_minutes:g} min used"
         bar = tqdm(total=cfg.max_updates, initial=self.updates, desc="training", unit=" upd",
                    disable=not self.progress, mininterval=1.0, dynamic_ncols=True)
         if not self.history["valid"]:

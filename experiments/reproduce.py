@@ -1,0 +1,575 @@
+#!/usr/bin/env python3
+"""Table 1 of Cho et al. (2014): Baseline / +RNN / +CSLM+RNN / +CSLM+RNN+WP, in BLEU, measured
+as MT research measures (several MERT runs per system, significance, sacrebleu signatures).
+
+    python experiments/reproduce.py --config experiments/table1.ini
+    python experiments/reproduce.py --config experiments/table1.ini --add-test NAME SRC REF [PT RT]
+
+From a trained Moses system (its moses.ini; or raw parallel text through build_baseline.py) to
+a report, in stages cached under the work directory, each skipped when done and resumable after
+kill -9 (training, scoring and MERT continue where they stopped):
+
+  lm            KenLM model, when the system's is missing (lmplz on the LM text)
+  filter-SET    the system's tables filtered to each set's source (the tuning set and every test)
+  vocab, rnn    15k shortlists; the RNN Encoder-Decoder trained on the unique pairs of the table
+  score-SET     every filtered table scored: + exp(log p(e|f)) and exp(-#words outside the
+                shortlists) (the WP feature)
+  cslm          the CSLM trained on the LM's text (never on tuning or test references)
+  ini-SYSTEM    moses.ini of each system
+  tune-SYSTEM-K MERT run K of each system, its own seed
+  test-SET-SYSTEM  every run's weights decode every test set
+  report        results.md, results.json, results.png: BLEU per run, mean and s.d., difference
+                to the baseline, sacrebleu's paired approximate randomization per run, MultEval's
+                s_opt, s_sel and one p-value over all runs, tuned weights, perplexities, stage
+                costs
+
+A test set added later (in the config or with --add-test) runs only its own stages: filtering
+(unless it brings its tables) and scoring its tables with the trained RNN, decoding with the
+tuned weights, BLEU and significance.
+"""
+from __future__ import annotations
+
+import argparse
+import configparser
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from moses_integration import pipeline as P  # noqa: E402
+from moses_integration.moses_ini import MosesIni  # noqa: E402
+from rescorer.fileio import atomic_write  # noqa: E402
+
+log = logging.getLogger("reproduce")
+
+FEATURES = {"rnn", "cslm", "wp"}
+PAPER = {  # Table 1 of the paper, BLEU on newstest2012+2013 (dev) and newstest2014 (test)
+    "Baseline": (30.64, 33.30), "RNN": (31.20, 33.87), "CSLM + RNN": (31.48, 34.64),
+    "CSLM + RNN + WP": (31.50, 34.54)}
+PAPER_OF = {frozenset(): "Baseline", frozenset({"rnn"}): "RNN", frozenset({"cslm", "rnn"}): "CSLM + RNN",
+            frozenset({"cslm", "rnn", "wp"}): "CSLM + RNN + WP"}
+
+
+# -- configuration --------------------------------------------------------------------------------
+class ConfigError(ValueError):
+    pass
+
+
+def read_lines(path: str, span: tuple[int, int] | None = None) -> list[str]:
+    lines = P.read_lines(path)
+    if span is not None:
+        if span[1] > len(lines):
+            raise ConfigError(f"{path}: has {len(lines)} lines, the config asks for lines {span[0]}-{span[1]}")
+        lines = lines[span[0] - 1:span[1]]
+    return lines
+
+
+def parse_span(text: str | None, where: str) -> tuple[int, int] | None:
+    """'1-1000' -> (1, 1000): lines, 1-based and inclusive."""
+    if not text:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
+    if not m or int(m[1]) < 1 or int(m[2]) < int(m[1]):
+        raise ConfigError(f"{where}: lines = {text!r}: expected FIRST-LAST, e.g. 1-1000")
+    return int(m[1]), int(m[2])
+
+
+class Config:
+    """The experiment's settings (see experiments/table1.ini); paths may use {data}, {work} and
+    {build} (the work directory of the system built from raw text)."""
+
+    def __init__(self, path: str, data: str | None = None, work: str | None = None):
+        cp = configparser.ConfigParser(inline_comment_prefixes=("#",), interpolation=None)
+        cp.optionxform = str  # system names keep their case
+        if not cp.read(path):
+            raise ConfigError(f"{path}: no such config file")
+        self.path, self.cp = path, cp
+        self.data = os.path.abspath(data or cp.get("data", "dir", fallback="") or
+                                    os.environ.get("RESCORER_DATA") or os.path.join(ROOT, "..", "shared", "data"))
+        self.work = os.path.abspath(work or cp.get("work", "dir", fallback="work/table1"))
+        self.build = cp.get("system", "build", fallback="").strip() or None
+        self.processes = cp.getint("work", "processes", fallback=os.cpu_count() or 1)
+        report = cp.get("work", "report", fallback="").strip()
+        self.report = os.path.abspath(report) if report else os.path.join(self.work, "report")
+        self.systems = self._systems()
+        self.tests = {s.split(None, 1)[1].strip(): self._set(s) for s in cp.sections() if s.startswith("test ")}
+        if not self.tests:
+            raise ConfigError(f"{path}: no [test NAME] section")
+        self.dev = self._set("dev")
+
+    def p(self, text: str) -> str:
+        """A path of the config with its placeholders filled in."""
+        out = text.strip().format(data=self.data, work=self.work, build=os.path.join(self.work, "build"))
+        return os.path.abspath(out)
+
+    def get(self, section: str, key: str, fallback=None):
+        return self.cp.get(section, key, fallback=fallback)
+
+    def _set(self, section: str) -> dict:
+        if section not in self.cp:
+            raise ConfigError(f"{self.path}: no [{section}] section")
+        s = self.cp[section]
+        for k in ("source", "reference"):
+            if k not in s:
+                raise ConfigError(f"{self.path}: [{section}] needs {k} =")
+        out = {"source": self.p(s["source"]), "reference": self.p(s["reference"]),
+               "lines": parse_span(s.get("lines"), f"{self.path} [{section}]")}
+        for k in ("tokenised-reference", "phrase-table", "reordering-table"):
+            out[k] = self.p(s[k]) if s.get(k, "").strip() else None
+        if bool(out["phrase-table"]) != bool(out["reordering-table"]):
+            raise ConfigError(f"{self.path}: [{section}] gives phrase-table and reordering-table together or neither")
+        return out
+
+    def _systems(self) -> dict[str, frozenset]:
+        if "systems" not in self.cp:
+            raise ConfigError(f"{self.path}: no [systems] section")
+        out = {}
+        for name, feats in self.cp["systems"].items():
+            fs = frozenset(feats.split())
+            if fs - FEATURES:
+                raise ConfigError(f"{self.path}: [systems] {name}: unknown feature(s) {sorted(fs - FEATURES)} "
+                                  f"(known: {', '.join(sorted(FEATURES))})")
+            if "wp" in fs and "rnn" not in fs:
+                raise ConfigError(f"{self.path}: [systems] {name}: wp needs rnn (both come from the scored table)")
+            out[name] = fs
+        if frozenset() not in out.values():
+            raise ConfigError(f"{self.path}: [systems] needs a baseline (a system with no feature)")
+        return out
+
+    @property
+    def baseline(self) -> str:
+        return next(n for n, f in self.systems.items() if not f)
+
+    def section(self, name: str) -> dict:
+        return dict(self.cp[name]) if name in self.cp else {}
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() or "x"
+
+
+# -- the experiment -------------------------------------------------------------------------------
+class Experiment:
+    def __init__(self, cfg: Config, progress: bool = True):
+        self.cfg, self.progress = cfg, progress
+        W = cfg.work
+        self.d = {k: os.path.join(W, k) for k in ("lm", "rnn", "cslm", "sets", "systems", "tune", "test")}
+        self.added = os.path.join(W, "added-tests.json")
+        if os.path.exists(self.added):
+            with open(self.added) as f:
+                for name, t in json.load(f).items():
+                    cfg.tests.setdefault(name, t)
+        t = cfg.section("tuning")
+        self.runs = int(t.get("runs", 3))
+        self.seed = int(t.get("seed", 1))
+        self.cslm_mode = cfg.get("cslm", "mode", "nbest")
+        if self.cslm_mode not in ("nbest", "search"):
+            raise ConfigError(f"{cfg.path}: [cslm] mode = {self.cslm_mode!r}: expected nbest or search")
+        self.bounds = t.get("bounds", "moses")
+        if self.bounds not in ("moses", "positive"):
+            raise ConfigError(f"{cfg.path}: [tuning] bounds = {self.bounds!r}: expected moses or positive")
+
+    def add_test(self, name: str, src: str, ref: str, pt: str | None = None, rt: str | None = None) -> None:
+        t = {"source": os.path.abspath(src), "reference": os.path.abspath(ref), "lines": None,
+             "tokenised-reference": None, "phrase-table": os.path.abspath(pt) if pt else None,
+             "reordering-table": os.path.abspath(rt) if rt else None}
+        for k in ("source", "reference", "phrase-table", "reordering-table"):
+            if t[k] and not os.path.exists(t[k]):
+                raise ConfigError(f"--add-test {name}: {t[k]} does not exist")
+        added = {}
+        if os.path.exists(self.added):
+            with open(self.added) as f:
+                added = json.load(f)
+        added[name] = t
+        os.makedirs(self.cfg.work, exist_ok=True)
+        with atomic_write(self.added, "w") as f:
+            json.dump(added, f, indent=1)
+        self.cfg.tests[name] = t
+
+    # -- the system ---------------------------------------------------------------------------
+    def system(self) -> tuple[MosesIni, str, str, str, list[P.Stage]]:
+        """The system's ini, phrase table, reordering table and LM, and the stages that make them."""
+        cfg = self.cfg
+        stages = []
+        if cfg.build:
+            ini_path = os.path.join(cfg.work, "build", "model", "moses.ini")
+        else:
+            ini_path = cfg.p(cfg.get("system", "ini", ""))
+        if not os.path.exists(ini_path):
+            raise ConfigError(f"{cfg.path}: [system] ini = {ini_path}: no such file")
+        ini = MosesIni.read(ini_path)
+        base = os.path.dirname(ini_path)
+
+        def path_of(kind: str) -> str:
+            f = next((f for f in ini.features() if f.kind == kind), None)
+            if f is None:
+                raise ConfigError(f"{ini_path}: no {kind} feature")
+            p = f.get("path") or ""
+            return p if os.path.isabs(p) else os.path.join(base, p)
+        pt, rt, lm = path_of("PhraseDictionaryMemory"), path_of("LexicalReordering"), path_of("KENLM")
+        if not os.path.exists(lm):
+            texts = [cfg.p(t) for t in cfg.get("system", "lm-text", "").split()]
+            if not texts:
+                raise ConfigError(f"{cfg.path}: the system's LM {lm} does not exist; give [system] lm-text = to build it")
+            order = int(cfg.get("system", "lm-order", "5"))
+            lm = os.path.join(self.d["lm"], "lm.binary")
+
+            def run_lm():
+                P.build_lm(texts, order, lm + ".arpa", lm, self.d["lm"])
+                os.unlink(lm + ".arpa")
+                return {"order": order, "size_mb": round(os.path.getsize(lm) / 2**20, 1)}
+            os.makedirs(self.d["lm"], exist_ok=True)
+            stages.append(P.Stage("lm", texts, [lm], run_lm, {"order": order}))
+        return ini, pt, rt, lm, stages
+
+    def sets(self) -> dict[str, dict]:
+        out = {"dev": dict(self.cfg.dev, kind="dev")}
+        for name, t in self.cfg.tests.items():
+            out[name] = dict(t, kind="test")
+        return out
+
+    def set_files(self, name: str, s: dict, pt: str, rt: str) -> dict:
+        d = os.path.join(self.d["sets"], slug(name))
+        own = bool(s.get("phrase-table"))
+        return {"dir": d, "source": os.path.join(d, "source.txt"),
+                "pt": s["phrase-table"] if own else os.path.join(d, "phrase-table.gz"),
+                "rt": s["reordering-table"] if own else os.path.join(d, "reordering-table.gz"),
+                "scored": os.path.join(d, "phrase-table.rnn.gz"), "own": own}
+
+    # -- stages ------------------------------------------------------------------------------
+    def stages(self) -> list[P.Stage]:
+        cfg = self.cfg
+        ini, pt, rt, lm, stages = self.system()
+        self.lm_path = lm
+        sets = self.sets()
+        files = {n: self.set_files(n, s, pt, rt) for n, s in sets.items()}
+        for name, s in sets.items():
+            stages.append(self._filter_stage(name, s, files[name], pt, rt))
+        need_rnn = any("rnn" in f for f in cfg.systems.values())
+        need_cslm = any("cslm" in f for f in cfg.systems.values())
+        r = cfg.section("rnn")
+        vocab_dir = os.path.join(self.d["rnn"], "vocab")
+        run_dir = os.path.join(self.d["rnn"], "run")
+        rnn_table = cfg.p(r["table"]) if r.get("table", "").strip() else pt
+        if need_rnn or need_cslm:
+            stages.append(self._vocab_stage(rnn_table, vocab_dir, int(r.get("shortlist", 15000))))
+        if need_rnn:
+            stages.append(self._rnn_stage(rnn_table, vocab_dir, run_dir, r))
+            for name in sets:
+                stages.append(self._score_stage(name, files[name], os.path.join(run_dir, "best.pt")))
+        if need_cslm:
+            stages.append(self._cslm_stage(vocab_dir, lm))
+        for sysname, feats in cfg.systems.items():
+            for name in sets:
+                stages.append(self._ini_stage(sysname, feats, ini, name, files[name], lm))
+        for sysname, feats in cfg.systems.items():
+            for k in range(1, self.runs + 1):
+                stages.append(self._tune_stage(sysname, feats, k))
+        for name, s in sets.items():
+            if s["kind"] == "test":
+                for sysname, feats in cfg.systems.items():
+                    stages.append(self._test_stage(name, s, sysname, feats))
+        return stages
+
+    def _filter_stage(self, name: str, s: dict, f: dict, pt: str, rt: str) -> P.Stage:
+        def run():
+            from moses_integration.phrase_tables import filter_table
+            src = read_lines(s["source"], s["lines"])
+            P.write_lines(f["source"], src)
+            if f["own"]:
+                return {"sentences": len(src), "tables": "its own"}
+            n = filter_table(pt, src, f["pt"], overwrite=True)
+            m = filter_table(rt, src, f["rt"], overwrite=True)
+            return {"sentences": len(src), "phrase_pairs": n, "reordering_lines": m}
+        outs = [f["source"]] + ([] if f["own"] else [f["pt"], f["rt"]])
+        ins = [s["source"]] + ([f["pt"], f["rt"]] if f["own"] else [pt, rt])
+        return P.Stage(f"filter-{slug(name)}", ins, outs, run, {"lines": s["lines"]}, isolated=False)
+
+    def _vocab_stage(self, table: str, vocab_dir: str, size: int) -> P.Stage:
+        def run():
+            from rescorer.cli import main
+            if main(["vocab", "-q", "--phrase-table", table, "--size", str(size), "--out", vocab_dir,
+                     "--overwrite"]) != 0:
+                raise RuntimeError(f"rescorer vocab failed on {table}")
+            return {"size": size}
+        return P.Stage("vocab", [table], [os.path.join(vocab_dir, "source.vocab"),
+                                          os.path.join(vocab_dir, "target.vocab")], run, {"size": size})
+
+    def _train_args(self, r: dict, names: list[str]) -> list[str]:
+        """Command-line options of a training command from the config's keys of the same names."""
+        args = []
+        for k in names:
+            v = r.get(k, "").strip()
+            if v:
+                args += [f"--{k}"] + v.split()
+        return args
+
+    def _rnn_stage(self, table: str, vocab_dir: str, run_dir: str, r: dict) -> P.Stage:
+        opts = self._train_args(r, ["hidden", "rank", "maxout-units", "optimizer", "lr", "max-minutes",
+                                    "max-updates", "max-epochs", "valid-every", "patience", "batch-size", "seed",
+                                    "checkpoint-minutes"])
+
+        st = P.Stage("rnn", [table, os.path.join(vocab_dir, "target.vocab")],
+                     [os.path.join(run_dir, "summary.json"), os.path.join(run_dir, "best.pt")], None,
+                     {"options": opts})
+
+        def run():
+            return self._train("train", ["--phrase-table", table, "--vocab", vocab_dir], run_dir, opts, st.resume)
+        st.run = run
+        return st
+
+    def _train(self, command: str, inputs: list[str], out: str, opts: list[str], resume: bool) -> dict:
+        """``rescorer train`` or ``cslm-train``: continued where an interrupted attempt stopped
+        (``resume``), else from scratch in an emptied directory."""
+        from rescorer.cli import main
+        resume = resume and os.path.exists(os.path.join(out, "last.pt"))
+        if not resume and os.path.exists(out):
+            shutil.rmtree(out)
+        if main([command, *inputs, "--out", out] + opts + (["--resume"] if resume else [])
+                + ([] if self.progress else ["-q"])) != 0:
+            raise RuntimeError(f"rescorer {command} failed")
+        with open(os.path.join(out, "summary.json")) as f:
+            s = json.load(f)
+        return {"updates": s["updates"], "minutes": round(s["minutes"], 1), "best_valid_ppl": round(s["best_valid_ppl"], 2)}
+
+    def _score_stage(self, name: str, f: dict, model: str) -> P.Stage:
+        st = P.Stage(f"score-{slug(name)}", [f["pt"], model], [f["scored"]], None)
+
+        def run():
+            from rescorer.cli import main
+            resume = st.resume and os.path.exists(f["scored"] + ".partial.json")
+            if main(["score", "--phrase-table", f["pt"], "--model", model, "--out", f["scored"], "--unk-count",
+                     "--overwrite"] + (["--resume"] if resume else []) + ([] if self.progress else ["-q"])) != 0:
+                raise RuntimeError(f"rescorer score failed on {f['pt']}")
+            return None
+        st.run = run
+        return st
+
+    def _cslm_stage(self, vocab_dir: str, lm: str) -> P.Stage:
+        c = self.cfg.section("cslm")
+        texts = [self.cfg.p(t) for t in (c.get("text") or self.cfg.get("system", "lm-text", "")).split()]
+        if not texts:
+            raise ConfigError(f"{self.cfg.path}: [cslm] text = (the LM's training text) is not given")
+        out = self.d["cslm"]
+        opts = self._train_args(c, ["order", "embed", "hidden", "optimizer", "lr", "max-minutes", "max-updates",
+                                    "max-epochs", "valid-every", "patience", "batch-size", "seed",
+                                    "checkpoint-minutes"])
+
+        st = P.Stage("cslm", texts + [os.path.join(vocab_dir, "target.vocab")],
+                     [os.path.join(out, "summary.json"), os.path.join(out, "best.pt")], None, {"options": opts})
+
+        def run():
+            return self._train("cslm-train", ["--text", *texts, "--vocab", vocab_dir], out, opts, st.resume)
+        st.run = run
+        return st
+
+    def system_ini(self, sysname: str, set_name: str) -> str:
+        return os.path.join(self.d["systems"], slug(sysname), f"moses.{slug(set_name)}.ini")
+
+    def _ini_stage(self, sysname: str, feats: frozenset, ini: MosesIni, set_name: str, f: dict, lm: str) -> P.Stage:
+        """moses.ini of a system for a set (its filtered tables); the start weights are Moses's
+        defaults, 0.2 for a new table column, 0.5 for the CSLM (as the LM); a column the system
+        does not use gets weight 0 and is not tuned."""
+        t = self.cfg.section("tuning")
+        start_rnn, start_cslm = float(t.get("start-weight", 0.2)), float(t.get("cslm-start-weight", 0.5))
+        out = self.system_ini(sysname, set_name)
+
+        def run():
+            x = MosesIni.read(ini.path)
+            x.set_feature_arg("LexicalReordering0", "path", f["rt"])
+            x.set_feature_arg("LM0", "path", lm)
+            if "rnn" in feats:
+                x.set_table("TranslationModel0", f["scored"], 6, start_rnn)
+                w = x.weights()["TranslationModel0"]
+                if "wp" not in feats:
+                    w[5] = 0.0
+                x.set_weights({"TranslationModel0": w})
+            else:
+                x.set_feature_arg("TranslationModel0", "path", f["pt"])
+            if "cslm" in feats and self.cslm_mode == "search":
+                x.add_feature(f"CSLM name=CSLM0 path={os.path.join(self.d['cslm'], 'best.pt')}", [start_cslm])
+            x.write(out)
+            return None
+        return P.Stage(f"ini-{slug(sysname)}-{slug(set_name)}",
+                       [f["scored"] if "rnn" in feats else f["pt"], f["rt"], lm], [out], run,
+                       {"features": sorted(feats), "cslm_mode": self.cslm_mode, "start": [start_rnn, start_cslm]},
+                       isolated=False)
+
+    def tuned_path(self, sysname: str, k: int) -> str:
+        return os.path.join(self.d["tune"], slug(sysname), f"run{k}.json")
+
+    def _decoder(self, sysname: str, feats: frozenset, set_name: str, sentences: list[str]):
+        """The decoder of a system on a set: the built-in decoder, wrapped by the CSLM's n-best
+        rescoring in n-best mode; (decoder, feature groups, start weights)."""
+        from moses_integration.decoder import DecoderConfig
+        from moses_integration.runner import BuiltinDecoder, RescoredDecoder
+        t = self.cfg.section("tuning")
+        dcfg = DecoderConfig(stack_size=int(t.get("stack-size", 200)), pop_limit=int(t.get("pop-limit", 1000)))
+        dec = BuiltinDecoder(self.system_ini(sysname, set_name), sentences, dcfg, self.cfg.processes,
+                             progress=self.progress)
+        groups, w0 = list(dec.layout.groups), dec.model.weights.copy()
+        if "cslm" in feats and self.cslm_mode == "nbest":
+            from rescorer.checkpoint import load_cslm_checkpoint
+            from rescorer.cslm import CSLMScorer, OutOfShortlist
+            ck = load_cslm_checkpoint(os.path.join(self.d["cslm"], "best.pt"))
+            scorer = CSLMScorer(ck["model"], ck["vocab"], OutOfShortlist(ck["oos_counts"]))
+            dec = RescoredDecoder(dec, "CSLM0", scorer.score_sentences)
+            groups = dec.groups
+            w0 = np.append(w0, float(t.get("cslm-start-weight", 0.5)))
+        return dec, groups, w0
+
+    def _tune_stage(self, sysname: str, feats: frozenset, k: int) -> P.Stage:
+        t = self.cfg.section("tuning")
+        settings = {k2: t.get(k2) for k2 in ("nbest", "max-iter", "restarts", "bounds", "stack-size", "pop-limit")}
+        seed = self.seed * 1000 + k
+        out = self.tuned_path(sysname, k)
+        files = self.set_files("dev", self.cfg.dev, "", "")
+        ins = [self.system_ini(sysname, "dev")] + ([os.path.join(self.d["cslm"], "best.pt")] if "cslm" in feats else [])
+
+        st = P.Stage(f"tune-{slug(sysname)}-{k}", ins, [out], None, dict(settings, seed=seed))
+
+        def run():
+            from moses_integration.mert import default_ranges, tune
+            src = read_lines(files["source"])
+            refs = [r.split() for r in read_lines(self.cfg.dev["reference"], self.cfg.dev["lines"])]
+            if len(refs) != len(src):
+                raise ValueError(f"{self.cfg.dev['reference']}: {len(refs)} references for {len(src)} sentences")
+            dec, groups, w0 = self._decoder(sysname, feats, "dev", src)
+            tunable = np.concatenate([np.full(n, not name.startswith("UnknownWordPenalty")) for name, n, _ in groups])
+            if "rnn" in feats and "wp" not in feats:  # the WP column is there, with weight 0, untuned
+                a = sum(n for name, n, _ in groups[:[g[0] for g in groups].index("TranslationModel0")])
+                tunable[a + 5] = False
+            if self.bounds == "positive":
+                lower, upper = default_ranges(groups)
+            else:  # Moses's mert: no bounds unless --positive is given
+                lower, upper = np.full(len(w0), -math.inf), np.full(len(w0), math.inf)
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            state = out[:-5] + ".mert.npz"
+            res = tune(dec.nbest_lists, refs, w0, tunable, nbest=int(t.get("nbest", 100)),
+                       max_iter=int(t.get("max-iter", 25)), restarts=int(t.get("restarts", 20)), seed=seed,
+                       lower=lower, upper=upper, processes=self.cfg.processes, state=state,
+                       resume=st.resume and os.path.exists(state))
+            weights, a = {}, 0
+            for name, n, _ in groups:
+                weights[name] = [float(v) for v in res.weights[a:a + n]]
+                a += n
+            best = max(res.history, key=lambda h: h["dev_bleu"])
+            with atomic_write(out, "w") as f:
+                json.dump({"system": sysname, "run": k, "seed": seed, "weights": weights,
+                           "dev_bleu": best["dev_bleu"], "iterations": len(res.history),
+                           "bounds": self.bounds, "history": res.history}, f, indent=1)
+            return {"dev_bleu": round(best["dev_bleu"], 2), "iterations": len(res.history)}
+        st.run = run
+        return st
+
+    def output_path(self, set_name: str, sysname: str, k: int) -> str:
+        return os.path.join(self.d["test"], slug(set_name), slug(sysname), f"run{k}.out")
+
+    def _test_stage(self, set_name: str, s: dict, sysname: str, feats: frozenset) -> P.Stage:
+        files = self.set_files(set_name, s, "", "")
+        outs = [self.output_path(set_name, sysname, k) for k in range(1, self.runs + 1)]
+        tuned = [self.tuned_path(sysname, k) for k in range(1, self.runs + 1)]
+        n_rescore = int(self.cfg.get("cslm", "nbest", "100"))
+
+        st = P.Stage(f"test-{slug(set_name)}-{slug(sysname)}",
+                     [files["source"], self.system_ini(sysname, set_name)] + tuned, outs, None,
+                     {"rescore_nbest": n_rescore, "cslm_mode": self.cslm_mode})
+
+        def run():
+            from moses_integration.runner import RescoredDecoder
+            src = read_lines(files["source"])
+            dec, groups, _ = self._decoder(sysname, feats, set_name, src)
+            for path, out in zip(tuned, outs):
+                if st.resume and os.path.exists(out):
+                    continue  # decoded before the interruption (each output is written atomically)
+                with open(path) as f:
+                    weights = json.load(f)["weights"]
+                w = np.concatenate([weights[name] for name, _, _ in groups])
+                if isinstance(dec, RescoredDecoder):
+                    best = [cands[0][0] for cands in dec.nbest_lists(w, n_rescore)]
+                else:
+                    best = [ts[0].words for ts in dec.translate(w, 1)]
+                P.write_lines(out, (" ".join(words) for words in best))
+            return {"sentences": len(src), "runs": len(outs)}
+        st.run = run
+        return st
+
+    # -- running -----------------------------------------------------------------------------
+    def run(self, force: bool = False) -> list[dict]:
+        cfg = self.cfg
+        records = []
+        if cfg.build:
+            sys.path.insert(0, os.path.join(ROOT, "experiments"))
+            import build_baseline
+            t = time.time()
+            rep = build_baseline.main(["--config", cfg.p(cfg.build), "--work", os.path.join(cfg.work, "build"),
+                                       "--data", cfg.data])
+            records.append({"stage": "build", "seconds": round(time.time() - t, 1),
+                            "skipped": all(r.get("skipped") for r in rep),
+                            "peak_memory_mb": max(r.get("peak_memory_mb", 0) for r in rep)})
+        def command(st: P.Stage) -> list[str]:  # each stage in a process of its own
+            return [sys.executable, os.path.abspath(__file__), "--config", cfg.path, "--data", cfg.data,
+                    "--work", cfg.work, "--report", cfg.report, "--run-stage", st.name] + ([] if self.progress else ["-q"])
+        records += P.run_stages(self.stages(), cfg.work, force, isolate=command)
+        with atomic_write(os.path.join(cfg.work, "stages.json"), "w") as f:
+            json.dump(records, f, indent=1)
+        return records
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=os.path.join(ROOT, "experiments", "table1.ini"))
+    ap.add_argument("--data", help="data directory (default: the config's, $RESCORER_DATA, ../shared/data)")
+    ap.add_argument("--work", help="work directory (default: the config's)")
+    ap.add_argument("--report", help="report directory (default: the config's)")
+    ap.add_argument("--add-test", nargs="+", action="append", default=[], metavar="NAME SRC REF [PT RT]",
+                    help="a test set: tokenised source, raw reference, optionally its own filtered phrase and "
+                         "reordering tables; kept for later runs (WORK/added-tests.json)")
+    ap.add_argument("--force", action="store_true", help="run every stage again")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--run-stage", help=argparse.SUPPRESS)
+    ap.add_argument("--stage-record", help=argparse.SUPPRESS)
+    ap.add_argument("--stage-resume", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    from rescorer.runtime import setup_logging
+    try:
+        cfg = Config(a.config, a.data, a.work)
+        if a.report:
+            cfg.report = os.path.abspath(a.report)
+        os.makedirs(cfg.work, exist_ok=True)
+        setup_logging(os.path.join(cfg.work, "reproduce.log"), extra=("reproduce",))
+        exp = Experiment(cfg, progress=not a.quiet)
+        for spec in a.add_test:
+            if len(spec) not in (3, 5):
+                raise ConfigError(f"--add-test {' '.join(spec)}: expected NAME SRC REF [PT RT]")
+            exp.add_test(*spec)
+        if a.run_stage:  # one stage, in the process run_stages started for it
+            P.die_with_parent()
+            st = next((s for s in exp.stages() if s.name == a.run_stage), None)
+            if st is None:
+                raise ConfigError(f"no stage {a.run_stage!r} in {a.config}")
+            st.resume = a.stage_resume
+            info = st.run() or {}
+            with open(a.stage_record, "w") as f:
+                json.dump(info, f)
+            return info
+        records = exp.run(a.force)
+        from table1_report import write_report
+        return write_report(exp, records)
+    except (ValueError, OSError, RuntimeError) as e:  # our errors name the file and line
+        log.error("%s", e)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    main()

@@ -1,0 +1,316 @@
+"""The report of experiments/reproduce.py: results.md, results.json and results.png, written from
+the experiment's outputs only (decoded test sets, tuning logs, training summaries, stage records).
+
+BLEU is sacrebleu's on detruecased, detokenised output against the raw references, with its
+signature.  Per system and test set: every run's BLEU, mean and standard deviation over the
+runs, the difference to the baseline's mean, sacrebleu's paired approximate randomization of
+run k against baseline run k, and MultEval's view (Clark et al., 2011): s_opt (s.d. over the
+tuning runs), s_sel (bootstrap s.d. within a run, averaged over runs) and one approximate
+randomization over all runs together.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+
+import numpy as np
+
+from moses_integration import pipeline as P
+from moses_integration.evaluate import describe_runs, paired_test, postprocess
+from rescorer.fileio import atomic_write
+
+
+def _detok(path: str, lang: str) -> list[str]:
+    """The detruecased, detokenised lines of a decoder output (cached beside it)."""
+    cache = path + ".detok"
+    if os.path.exists(cache) and os.path.getmtime(cache) >= os.path.getmtime(path):
+        return P.read_lines(cache)
+    lines = postprocess(P.read_lines(path), lang)
+    P.write_lines(cache, lines)
+    return lines
+
+
+def machine() -> dict:
+    import torch
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1), "python": platform.python_version(),
+            "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _perplexities(exp, tok_ref: str | None, span) -> dict:
+    """KenLM's and the CSLM's perplexity on a tokenised reference (every word and </s>)."""
+    if not tok_ref:
+        return {}
+    from reproduce import read_lines
+    import kenlm
+    sents = [line.split() for line in read_lines(tok_ref, span)]
+    n = sum(len(s) + 1 for s in sents)
+    out = {"tokens": n}
+    lm_path = exp.lm_path
+    lm = kenlm.Model(lm_path)
+    out["kenlm"] = 10 ** (-sum(lm.score(" ".join(s), bos=True, eos=True) for s in sents) / n)
+    cslm = os.path.join(exp.d["cslm"], "best.pt")
+    if os.path.exists(cslm):
+        from rescorer.checkpoint import load_cslm_checkpoint
+        from rescorer.cslm import CSLMScorer, OutOfShortlist
+        ck = load_cslm_checkpoint(cslm)
+        scorer = CSLMScorer(ck["model"], ck["vocab"], OutOfShortlist(ck["oos_counts"]))
+        out["cslm"] = math.exp(-float(scorer.score_sentences(sents).sum()) / n)
+    return out
+
+
+def _neural_weights(exp) -> dict:
+    """Each run's tuned weights of the neural features (and of the LM, for scale)."""
+    out = {}
+    for sysname in exp.cfg.systems:
+        runs = []
+        for k in range(1, exp.runs + 1):
+            with open(exp.tuned_path(sysname, k)) as f:
+                t = json.load(f)
+            w = t["weights"]
+            tm = w["TranslationModel0"]
+            runs.append({"RNN": tm[4] if len(tm) > 4 else None, "WP": tm[5] if len(tm) > 5 else None,
+                         "CSLM0": w.get("CSLM0", [None])[0], "LM0": w["LM0"][0], "dev_bleu": t["dev_bleu"],
+                         "iterations": t["iterations"], "seed": t["seed"],
+                         "l1": float(sum(abs(v) for vals in w.items() for v in vals[1]
+                                         if not vals[0].startswith("UnknownWordPenalty")))})
+        out[sysname] = runs
+    return out
+
+
+def write_report(exp, records: list[dict]) -> dict:
+    cfg = exp.cfg
+    lang = cfg.get("system", "target-language", "fr")
+    base = cfg.baseline
+    results = {"config": cfg.path,
+               "machine": machine(), "systems": {n: sorted(f) for n, f in cfg.systems.items()},
+               "runs": exp.runs, "bounds": exp.bounds, "cslm_mode": exp.cslm_mode,
+               "rnn": {k: v for k, v in cfg.section("rnn").items()},
+               "cslm": {k: v for k, v in cfg.section("cslm").items()},
+               "tuning": {k: v for k, v in cfg.section("tuning").items()},
+               "tests": {}, "stages": records}
+    for name in ("rnn", "cslm"):
+        p = os.path.join(exp.d[name], "run" if name == "rnn" else "", "summary.json")
+        if os.path.exists(p):
+            with open(p) as f:
+                results[name]["summary"] = json.load(f)
+            cj = os.path.join(os.path.dirname(p), "config.json")
+            if os.path.exists(cj):
+                with open(cj) as f:
+                    c = json.load(f)
+                results[name]["model"] = c["model"]
+                results[name]["training"] = {k: c["train"][k] for k in ("optimizer", "lr", "batch_size", "clip")
+                                             if k in c["train"]}
+                results[name]["data"] = {k: v for k, v in (c.get("data") or {}).items()
+                                         if isinstance(v, int) and not isinstance(v, bool)}
+    histories = {}
+    for name, d in (("rnn", os.path.join(exp.d["rnn"], "run")), ("cslm", exp.d["cslm"])):
+        if os.path.exists(os.path.join(d, "last.pt")):
+            import torch
+            h = torch.load(os.path.join(d, "last.pt"), map_location="cpu", weights_only=False)["trainer"]["history"]
+            histories[name] = results[name]["curve"] = {
+                "updates": [u for u, _ in h["valid"]], "valid_ppl": [p for _, p in h["valid"]],
+                "minutes": h.get("valid_minutes")}
+    weights = _neural_weights(exp)
+    results["weights"] = weights
+    results["dev"] = {n: {"bleu": [r["dev_bleu"] for r in runs], "mean": float(np.mean([r["dev_bleu"] for r in runs])),
+                          "sd": float(np.std([r["dev_bleu"] for r in runs], ddof=1)) if len(runs) > 1 else 0.0}
+                      for n, runs in weights.items()}
+    from reproduce import read_lines
+    for tname, t in cfg.tests.items():
+        refs = read_lines(t["reference"], t["lines"])
+        outs = {s: [_detok(exp.output_path(tname, s, k), lang) for k in range(1, exp.runs + 1)] for s in cfg.systems}
+        per = {}
+        for s in cfg.systems:
+            d = describe_runs(outs[s], refs)
+            if s != base:
+                tests = [paired_test(b, h, refs, "ar") for b, h in zip(outs[base], outs[s])]
+                d["p_value_per_run"] = [x["p_value"] for x in tests]
+                pooled = paired_test([x for r in outs[base] for x in r], [x for r in outs[s] for x in r],
+                                     refs * exp.runs, "ar")
+                d["p_value_all_runs"] = pooled["p_value"]
+                d["ar_signature"] = pooled["signature"]
+            per[s] = d
+        for s in cfg.systems:
+            per[s]["delta"] = per[s]["mean"] - per[base]["mean"]
+        from moses_integration.evaluate import corpus_bleu
+        results["tests"][tname] = {"sentences": len(refs), "systems": per,
+                                   "signature": corpus_bleu(outs[base][0], refs)[2],
+                                   "perplexity": _perplexities(exp, t.get("tokenised-reference"), t["lines"])}
+    os.makedirs(cfg.report, exist_ok=True)
+    with atomic_write(os.path.join(cfg.report, "results.json"), "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    plot(results, os.path.join(cfg.report, "results.png"))
+    if histories:
+        plot_training(results, os.path.join(cfg.report, "networks.png"))
+    with atomic_write(os.path.join(cfg.report, "results.md"), "w") as f:
+        f.write(markdown(results, cfg))
+    return results
+
+
+def plot(results: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    sets = [("dev (MERT, tokenised)", results["dev"])] + [
+        (f"{n} (sacrebleu)", {s: {"bleu": d["bleu"], "mean": d["mean"], "sd": d["s_opt"]} for s, d in t["systems"].items()})
+        for n, t in results["tests"].items()]
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.8 * len(sets), 4.2), dpi=110, squeeze=False)
+    for ax, (title, per) in zip(axes[0], sets):
+        names = list(per)
+        x = np.arange(len(names))
+        means = [per[n]["mean"] for n in names]
+        sds = [per[n]["sd"] for n in names]
+        ax.bar(x, means, yerr=sds, capsize=4, color=["#999999"] + ["#4c72b0"] * (len(names) - 1), alpha=0.8)
+        for i, n in enumerate(names):
+            ax.plot([i] * len(per[n]["bleu"]), per[n]["bleu"], "k.", ms=5)
+        lo = min(min(per[n]["bleu"]) for n in names)
+        hi = max(max(per[n]["bleu"]) for n in names)
+        ax.set_ylim(max(0, lo - 1.0), hi + 0.6)
+        ax.set_xticks(x, names, rotation=25, ha="right")
+        ax.set_ylabel("BLEU")
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"mean of {results['runs']} MERT runs (bars), each run (dots), s.d. over runs (error bars)",
+                 fontsize=9)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)
+
+
+def plot_training(results: dict, path: str) -> None:
+    """Validation perplexity of each network against training minutes (or updates): what the
+    training budget bought."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    nets = [(n, t) for n, t in (("rnn", "RNN Encoder–Decoder (per target symbol)"), ("cslm", "CSLM (per word)"))
+            if "curve" in results[n]]
+    fig, axes = plt.subplots(1, len(nets), figsize=(5.5 * len(nets), 4), dpi=110, squeeze=False)
+    for ax, (n, title) in zip(axes[0], nets):
+        c, s = results[n]["curve"], results[n].get("summary", {})
+        by_time = c["minutes"] and len(c["minutes"]) == len(c["valid_ppl"])
+        x = c["minutes"] if by_time else c["updates"]
+        ax.plot(x[1:], c["valid_ppl"][1:], "o-", ms=3, label="validation")
+        if s.get("baseline_ppl"):
+            ax.axhline(s["baseline_ppl"], ls="--", color="grey", lw=1, label=f"{s['baseline']} ({s['baseline_ppl']:.0f})")
+        ax.set_yscale("log")
+        ax.set_xlabel("training minutes" if by_time else "updates")
+        ax.set_ylabel("perplexity")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)
+
+
+def _f(v, fmt="{:.2f}") -> str:
+    return "–" if v is None else fmt.format(v)
+
+
+def _kv(d: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in d.items())
+
+
+def _t(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def _p(v) -> str:
+    return "–" if v is None else (f"{v:.4f}" if v >= 1e-4 else f"{v:.1e}")
+
+
+def markdown(r: dict, cfg) -> str:
+    from reproduce import PAPER, PAPER_OF
+    base = cfg.baseline
+    L = [f"# Table 1 of Cho et al. (2014), reproduced: {', '.join(cfg.systems)}", "",
+         f"Generated by `python experiments/reproduce.py --config {r['config']}`; do not edit by hand.", ""]
+    m = r["machine"]
+    L += [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, GPU: {m['gpu'] or 'none'}; "
+          f"Python {m['python']}, torch {m['torch']}.", ""]
+    for tname, t in r["tests"].items():
+        L += [f"## Test set {tname} ({t['sentences']} sentences)", "",
+              f"BLEU: `{t['signature']}` on detruecased, detokenised output. "
+              f"{r['runs']} MERT runs per system; p-values from sacrebleu's paired approximate randomization "
+              "(10,000 trials) against the baseline: per run (run k against baseline run k) and over all runs "
+              "together (MultEval's view). s_opt: s.d. over the tuning runs; s_sel: bootstrap s.d. within a "
+              "run (1,000 resamples), averaged over the runs.", "",
+              "| system | BLEU mean | s_opt | s_sel | runs | Δ baseline | p per run | p all runs | dev BLEU (MERT) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        for s, d in t["systems"].items():
+            dev = r["dev"][s]
+            delta = "" if s == base else f"{d['delta']:+.2f}"
+            L.append(f"| {s} | {d['mean']:.2f} | {d['s_opt']:.2f} | {d['s_sel']:.2f} | "
+                     f"{' / '.join(f'{b:.2f}' for b in d['bleu'])} | "
+                     f"{delta} | "
+                     f"{' / '.join(_p(p) for p in d.get('p_value_per_run', [])) or ''} | "
+                     f"{_p(d.get('p_value_all_runs')) if s != base else ''} | "
+                     f"{dev['mean']:.2f} ± {dev['sd']:.2f} |")
+        if t["perplexity"]:
+            pp = t["perplexity"]
+            L += ["", f"Perplexity of the tokenised reference ({pp['tokens']:,} tokens, every word and `</s>`): "
+                      f"KenLM {_f(pp.get('kenlm'), '{:.1f}')}, CSLM {_f(pp.get('cslm'), '{:.1f}')} (the CSLM "
+                      "spreads the probability of its [UNK] class over the words outside its shortlist; KenLM "
+                      "gives every unknown word its <unk> probability)."]
+        L.append("")
+    L += ["![BLEU per system](results.png)", "",
+          "## The paper's Table 1 beside it", "",
+          "| system | paper dev | paper test | here: dev (MERT) | " + " | ".join(f"here: {n}" for n in r["tests"]) + " |",
+          "|---|---|---|---|" + "---|" * len(r["tests"])]
+    for s, feats in r["systems"].items():
+        paper = PAPER.get(PAPER_OF.get(frozenset(feats), ""), (None, None))
+        L.append(f"| {s} | {_f(paper[0])} | {_f(paper[1])} | {r['dev'][s]['mean']:.2f} | "
+                 + " | ".join(f"{t['systems'][s]['mean']:.2f}" for t in r["tests"].values()) + " |")
+    L += ["", "The paper trained on 348M words of WMT'14 news, Europarl, UN and crawled text and tested on "
+              "newstest2014; here the translation model and the RNN learn from 210k sentence pairs of mostly "
+              "Canadian parliamentary text (Hansard) and are tested on news, with a language model from the "
+              "same French text: absolute BLEU is much lower, and the comparison between systems is what "
+              "this reproduces. Dev BLEU is MERT's own, on tokenised text.", ""]
+    L += ["## Is each neural feature used? Tuned weights per run", "",
+          "Weights are scale-free (the decoder's ranking does not change when all are multiplied by a "
+          "constant): each is shown with the L1 norm of all tuned weights of its run.", "",
+          "| system | run | seed | RNN | WP | CSLM0 | LM0 | L1 norm | MERT iterations | dev BLEU |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    for s, runs in r["weights"].items():
+        for k, w in enumerate(runs, 1):
+            L.append(f"| {s} | {k} | {w['seed']} | {_f(w['RNN'], '{:.4f}')} | {_f(w['WP'], '{:.4f}')} | "
+                     f"{_f(w['CSLM0'], '{:.4f}')} | {w['LM0']:.4f} | {w['l1']:.3f} | {w['iterations']} | "
+                     f"{w['dev_bleu']:.2f} |")
+    L += ["", "## The networks", ""]
+    for name, title in (("rnn", "RNN Encoder–Decoder"), ("cslm", "CSLM")):
+        x = r[name]
+        if "summary" not in x:
+            continue
+        s = x["summary"]
+        L.append(f"- **{title}**: {_kv(x.get('model', {}))}; {_kv(x.get('training', {}))}; data: "
+                 f"{_kv(x.get('data', {}))}. {s['updates']:,} updates in {s['minutes']:.1f} min ({s['stop']}); "
+                 f"best validation perplexity {s['best_valid_ppl']:.2f} per {'target symbol' if name == 'rnn' else 'word over the shortlist ([UNK] one class)'} "
+                 f"against the {s['baseline']} baseline's {s['baseline_ppl']:.1f}. Config: "
+                 + ", ".join(f"{k} = {v}" for k, v in x.items() if isinstance(v, str)) + ".")
+    if any("curve" in r[n] for n in ("rnn", "cslm")):
+        L += ["", "![validation perplexity against training time](networks.png)"]
+    L += ["", f"MERT: {r['tuning']}; bounds: "
+              + ("none, as Moses's `mert` (whose `--positive` list is empty unless given)" if r["bounds"] == "moses"
+                 else "log-probability weights and Distortion >= 0, penalties free")
+              + f". CSLM used by {'n-best rescoring (the decoder searches without it; each n-best list gets CSLM0 and is re-ranked)' if r['cslm_mode'] == 'nbest' else 'the decoder during the search'}.",
+          "", "## What each stage cost", "", "| stage | time | peak memory | notes |", "|---|---|---|---|"]
+    for rec in r["stages"]:
+        extra = ", ".join(f"{k}={v}" for k, v in rec.items()
+                          if k not in ("stage", "seconds", "peak_memory_mb", "skipped"))
+        mem = rec.get("peak_memory_mb")
+        L.append(f"| {rec['stage']} | {_t(rec.get('seconds', 0))} | {'–' if mem is None else f'{mem:,} MB'} | {extra} |")
+    total = sum(rec.get("seconds", 0) for rec in r["stages"])
+    L += ["", f"All stages: {total / 3600:.1f} hours (each stage as first run; a stage skipped on a later "
+              "invocation keeps the time it took when it ran).", ""]
+    return "\n".join(L)

@@ -1,0 +1,143 @@
+"""experiments/reproduce.py end to end on experiments/table1-small.ini: a system built from 2,000
+sentence pairs, tiny networks, 2 MERT runs per system, 8 test sentences; then the report, a
+rerun that skips every stage, a test set added later, and a kill -9 in the middle of MERT."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import DATA, ROOT
+
+sys.path.insert(0, str(ROOT / "experiments"))
+
+SMALL = ROOT / "experiments" / "table1-small.ini"
+
+
+def _run(work, *extra):
+    import reproduce
+    return reproduce.main(["--config", str(SMALL), "--work", str(work), "--report", str(work / "report"), "-q",
+                           *map(str, extra)])
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    if not (DATA / "train" / "hansard.en.gz").exists():
+        pytest.skip(f"no shared data at {DATA}")
+    work = tmp_path_factory.mktemp("table1-small")
+    results = _run(work)
+    return work, results
+
+
+def _stages(work):
+    with open(work / "stages.json") as f:
+        return {r["stage"]: r for r in json.load(f)}
+
+
+def test_report_holds_every_system_run_and_test(small_run):
+    work, r = small_run
+    systems = ["Baseline", "+RNN", "+CSLM", "+CSLM+RNN", "+CSLM+RNN+WP"]
+    assert list(r["systems"]) == systems and r["runs"] == 2
+    t = r["tests"]["newstest2012-tail"]
+    assert t["sentences"] == 8 and t["signature"].startswith("nrefs:1|")
+    for s in systems:
+        d = t["systems"][s]
+        assert len(d["bleu"]) == 2 and d["s_sel"] >= 0 and d["s_opt"] >= 0
+        if s != "Baseline":
+            assert len(d["p_value_per_run"]) == 2
+            assert all(0 < p <= 1 for p in d["p_value_per_run"] + [d["p_value_all_runs"]])
+            assert d["ar_signature"].startswith("nrefs:1|ar:10000|")
+        assert r["weights"][s][0]["seed"] != r["weights"][s][1]["seed"]  # each run its own seed
+    # the neural weights exist where the system has the feature, and nowhere else
+    assert r["weights"]["Baseline"][0]["RNN"] is None and r["weights"]["+RNN"][0]["RNN"] is not None
+    assert all(w["WP"] == 0.0 for w in r["weights"]["+RNN"])  # the WP column is there, untuned
+    assert r["weights"]["+CSLM"][0]["CSLM0"] is not None and r["weights"]["+RNN"][0]["CSLM0"] is None
+    assert r["rnn"]["summary"]["updates"] == 20 and r["cslm"]["summary"]["updates"] == 20
+    pp = t["perplexity"]
+    assert pp["tokens"] > 8 and pp["kenlm"] > 1 and pp["cslm"] > 1
+    md = (work / "report" / "results.md").read_text()
+    assert "| +CSLM+RNN+WP |" in md and "33.30" in md and "s_opt" in md
+    for png in ("results.png", "networks.png"):
+        assert (work / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    stages = _stages(work)
+    assert all(stages[f"tune-{s}-{k}"]["peak_memory_mb"] > 0 for s in ("baseline", "cslm_rnn_wp") for k in (1, 2))
+
+
+def test_report_bleu_equals_sacrebleu_on_the_outputs(small_run):
+    """BLEU, its mean, s_opt and the difference recomputed from the decoder's raw outputs with
+    sacremoses and sacrebleu directly."""
+    import numpy as np
+    import sacrebleu
+    from sacremoses import MosesDetokenizer, MosesDetruecaser
+    work, r = small_run
+    refs = (DATA / "dev" / "newstest2012.fr").read_text(encoding="utf-8").splitlines()[12:20]
+    detok, detrue = MosesDetokenizer(lang="fr"), MosesDetruecaser()
+    t = r["tests"]["newstest2012-tail"]["systems"]
+    for s, slug in (("Baseline", "baseline"), ("+CSLM+RNN", "cslm_rnn")):
+        scores = []
+        for k in (1, 2):
+            out = (work / "test" / "newstest2012_tail" / slug / f"run{k}.out").read_text(encoding="utf-8").splitlines()
+            hyps = [detok.detokenize(detrue.detruecase(h, return_str=True).split()) for h in out]
+            scores.append(sacrebleu.corpus_bleu(hyps, [refs]).score)
+        assert t[s]["bleu"] == pytest.approx(scores, abs=1e-9)
+        assert t[s]["mean"] == pytest.approx(np.mean(scores))
+        assert t[s]["s_opt"] == pytest.approx(np.std(scores, ddof=1))
+    assert t["+CSLM+RNN"]["delta"] == pytest.approx(t["+CSLM+RNN"]["mean"] - t["Baseline"]["mean"])
+
+
+def test_rerun_skips_every_stage(small_run):
+    work, r = small_run
+    again = _run(work)
+    assert all(rec.get("skipped") for rec in again["stages"])
+    assert again["tests"] == r["tests"] and again["weights"] == r["weights"]
+
+
+def test_a_test_set_added_later_runs_only_its_own_stages(small_run, tmp_path):
+    work, r = small_run
+    corpus = work / "build" / "corpus"
+    src, ref = tmp_path / "extra.en", tmp_path / "extra.fr"
+    src.write_text("\n".join((corpus / "newstest2012.tc.en").read_text().splitlines()[14:20]) + "\n")
+    ref.write_text("\n".join((DATA / "dev" / "newstest2012.fr").read_text().splitlines()[14:20]) + "\n")
+    res = _run(work, "--add-test", "extra", src, ref)
+    ran = sorted(rec["stage"] for rec in res["stages"] if not rec.get("skipped"))
+    systems = ["baseline", "rnn", "cslm", "cslm_rnn", "cslm_rnn_wp"]
+    assert ran == sorted(["filter-extra", "score-extra"] + [f"ini-{s}-extra" for s in systems]
+                         + [f"test-extra-{s}" for s in systems])
+    assert res["tests"]["extra"]["sentences"] == 6
+    assert res["tests"]["newstest2012-tail"] == r["tests"]["newstest2012-tail"]
+    # kept for later runs
+    assert "extra" in _run(work)["tests"]
+
+
+def test_kill_9_during_mert_then_resume_gives_the_same_report(small_run):
+    work, r = small_run
+    before = json.loads((work / "report" / "results.json").read_text())
+    # forget the +RNN system's first MERT run and what followed from it, then run again and kill
+    # the run with SIGKILL once that MERT run has saved its first iteration
+    for name in ("tune-rnn-1", "test-newstest2012_tail-rnn"):
+        (work / "stamps" / f"{name}.json").unlink()
+    for p in ("tune/rnn/run1.json", "tune/rnn/run1.mert.npz", "test/newstest2012_tail/rnn/run1.out"):
+        (work / p).unlink()
+    cmd = [sys.executable, str(ROOT / "experiments" / "reproduce.py"), "--config", str(SMALL), "--work", str(work),
+           "--report", str(work / "report"), "-q"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    state = work / "tune" / "rnn" / "run1.mert.npz"
+    deadline = time.time() + 120
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert state.exists(), "the MERT run never saved its state"
+    os.kill(proc.pid, signal.SIGKILL)  # the stage's own process dies with it (PDEATHSIG)
+    proc.wait()
+    assert not (work / "tune" / "rnn" / "run1.json").exists()
+    time.sleep(0.5)
+    res = _run(work)
+    ran = {rec["stage"] for rec in res["stages"] if not rec.get("skipped")}
+    assert ran == {"tune-rnn-1", "test-newstest2012_tail-rnn", "test-extra-rnn"}  # and nothing else
+    log = (work / "reproduce.log").read_text()
+    assert "stage tune-rnn-1: resuming" in log
+    assert json.loads(json.dumps(res["weights"])) == before["weights"]
+    assert json.loads(json.dumps(res["tests"])) == before["tests"]
