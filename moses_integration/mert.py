@@ -325,6 +325,33 @@ def default_ranges(groups: list[tuple[str, int, bool]]) -> tuple[np.ndarray, np.
     return np.array(lower), np.array(upper)
 
 
+def weight_ranges(groups: list[tuple[str, int, bool]], specs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds per weight: ``default_ranges`` overridden by ``NAME=LO,HI`` specifications."""
+    lower, upper = default_ranges(groups)
+    start = {}
+    a = 0
+    for name, n, _ in groups:
+        start[name] = (a, a + n)
+        a += n
+    for spec in specs:
+        name, _, rng = spec.partition("=")
+        try:
+            lo, hi = (float(x) for x in rng.split(","))
+        except ValueError:
+            raise ValueError(f"--range {spec!r}: expected NAME=LO,HI, e.g. LM0=0,inf") from None
+        if name not in start:
+            raise ValueError(f"--range {spec!r}: no feature {name!r} (features: {', '.join(start)})")
+        if lo > hi:
+            raise ValueError(f"--range {spec!r}: LO > HI")
+        lower[start[name][0]:start[name][1]], upper[start[name][0]:start[name][1]] = lo, hi
+    return lower, upper
+
+
+def tunable_mask(groups: list[tuple[str, int, bool]]) -> np.ndarray:
+    """Which weights MERT moves: all but the unknown-word penalty's, which Moses does not tune."""
+    return np.concatenate([np.full(n, not name.startswith("UnknownWordPenalty")) for name, n, _ in groups])
+
+
 @dataclass
 class TuneResult:
     weights: np.ndarray

@@ -1,12 +1,17 @@
-"""rescorer: train Cho et al.'s RNN Encoder-Decoder on a Moses phrase table and add its score.
+"""The commands of the ``rescorer`` package: train Cho et al.'s RNN Encoder-Decoder on a Moses
+phrase table, score the table with it, train and use the CSLM, and look at what the network learned.
 
     rescorer vocab --phrase-table model/phrase-table.gz --size 15000 --out vocab/
     rescorer train --phrase-table model/phrase-table.gz --vocab vocab/ --out run/ --max-minutes 60
     rescorer score --phrase-table model/phrase-table.gz --model run/best.pt --out phrase-table.rnn.gz
-    rescorer ini set-table --ini moses.ini --path phrase-table.rnn.gz --out moses.rnn.ini
-    rescorer tune --ini moses.rnn.ini --input dev.en --ref dev.fr --out-ini moses.tuned.ini
+    rescorer inspect --model run/best.pt --phrase-table model/phrase-table.gz --source "the house"
+    rescorer generate --model run/best.pt --source "the house"
+    rescorer embed --model run/best.pt --phrase-table model/phrase-table.gz --out maps/
     rescorer cslm-train --text train.tc.fr.gz --vocab vocab/ --out cslm/ --max-minutes 600
-    rescorer cslm-rescore --model cslm/best.pt --nbest nbest.txt --out nbest.cslm.txt
+
+The Moses side (``ini``, ``decode``, ``tune``, ``evaluate``, ``cslm-rescore``) is registered by
+``moses_integration.cli``, whose ``main`` is the ``rescorer`` program: this package does not
+depend on that one.  ``build_parser`` and ``run`` are shared by both.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Callable
 
 from . import __version__
 
@@ -59,15 +65,24 @@ def _add_training_options(p: argparse.ArgumentParser, items: str, batch: int, he
     p.add_argument("--checkpoint-minutes", type=float, default=10.0, help="save OUT/last.pt this often (default 10)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rescorer", description=__doc__,
+
+def build_parser(*registrars: Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None],
+                 description: str = __doc__) -> argparse.ArgumentParser:
+    """The ``rescorer`` parser with the subcommands each registrar adds (``register`` here)."""
+    p = argparse.ArgumentParser(prog="rescorer", description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in registrars:
+        register(sub, common)
+    return p
 
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """This package's subcommands, each with its handler."""
     v = sub.add_parser("vocab", parents=[common], help="shortlist vocabularies of both sides of a phrase table",
                        description="Count the words of both sides over the pairs of a phrase table and keep "
                                    "the most frequent as the networks' shortlists (</s> and [UNK] included).")
@@ -111,99 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vocab", help="check that the model's vocabularies are the ones in this directory")
     s.add_argument("--chunk-lines", type=int, default=4096, help="lines scored at once (default 4096)")
     s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda ...")
-    i = sub.add_parser("ini", help="edit a moses.ini: point a table at a scored file, add a feature, set weights",
-                       description="Change a moses.ini and write it to --out; everything else in the file "
-                                   "is kept byte for byte.")
-    isub = i.add_subparsers(dest="ini_command", required=True, metavar="ACTION")
-    st = isub.add_parser("set-table", parents=[common],
-                         help="point a phrase-table feature at a (scored) table; num-features and weights follow",
-                         description="Set path= of a phrase-table feature and num-features= to the number of "
-                                     "dense scores the table really has, adding a weight per new column "
-                                     "(idempotent: running it twice adds nothing).")
-    st.add_argument("--ini", required=True, help="moses.ini to read")
-    st.add_argument("--feature", default="TranslationModel0", help="name= of the table feature (default TranslationModel0)")
-    st.add_argument("--path", required=True, help="the table, e.g. the output of 'rescorer score'")
-    st.add_argument("--start-weight", type=float, default=0.2,
-                    help="weight of each new column before tuning (default 0.2, as Moses's TM weights)")
-    st.add_argument("--out", required=True, help="moses.ini to write")
-    st.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    af = isub.add_parser("add-feature", parents=[common], help="add (or replace) a feature line and its weights",
-                         description="Add a feature line to [feature] and its weight line to [weight]; a "
-                                     "feature of the same name is replaced, not doubled. For the CSLM in the "
-                                     "built-in decoder: --line 'CSLM name=CSLM0 path=cslm/best.pt' --weight 0.5 "
-                                     "(a real Moses has no CSLM feature: rescore its n-best lists with "
-                                     "'rescorer cslm-rescore').")
-    af.add_argument("--ini", required=True)
-    af.add_argument("--line", required=True, metavar="'KIND name=NAME key=value ...'")
-    af.add_argument("--weight", type=float, nargs="+", required=True, help="start weight(s)")
-    af.add_argument("--out", required=True)
-    af.add_argument("--overwrite", action="store_true")
-    rf = isub.add_parser("remove-feature", parents=[common], help="remove a feature line and its weights")
-    rf.add_argument("--ini", required=True)
-    rf.add_argument("--name", required=True, help="name= of the feature, e.g. CSLM0")
-    rf.add_argument("--out", required=True)
-    rf.add_argument("--overwrite", action="store_true")
-    sw = isub.add_parser("set-weights", parents=[common], help="set weights, e.g. from a tuning result",
-                         description="Set weight lines: each --weight is a line as in [weight], 'LM0= 0.5'.")
-    sw.add_argument("--ini", required=True)
-    sw.add_argument("--weight", action="append", required=True, metavar="'NAME= V ...'")
-    sw.add_argument("--out", required=True)
-    sw.add_argument("--overwrite", action="store_true")
-    def decoder_opts(q):
-        g = q.add_argument_group("search (defaults: Moses's)")
-        g.add_argument("--stack-size", type=int, default=200, help="hypotheses kept per stack (Moses -s, 200)")
-        g.add_argument("--pop-limit", type=int, default=1000, help="cube-pruning pop limit (1000)")
-        g.add_argument("--distortion-limit", type=int, help="default: the ini's [distortion-limit], else 6")
-        g.add_argument("--table-limit", type=int, help="default: the table's table-limit=, else 20")
-        g.add_argument("--threads", type=int, help="decoder processes (default: all cores)")
-        g.add_argument("--moses-bin", help="a real Moses (binary or its directory; or $MOSES): use it instead")
-
-    d = sub.add_parser("decode", parents=[common], help="translate a tokenised file with a moses.ini",
-                       description="Phrase-based decoding with the built-in decoder (or a real Moses): "
-                                   "the 1-best to --output, and Moses-format n-best lists on request.")
-    d.add_argument("--ini", required=True, help="moses.ini (PhraseDictionaryMemory, KENLM, Distortion, "
-                                                 "LexicalReordering msd-bidirectional-fe, penalties)")
-    d.add_argument("--input", required=True, help="tokenised, truecased source text, one sentence per line")
-    d.add_argument("--output", required=True, help="1-best translations")
-    d.add_argument("--n-best-list", nargs=2, metavar=("FILE", "N"), help="write N-best lists in Moses's format")
-    d.add_argument("--segmentation", action="store_true", help="add the source-target spans field to n-best lines")
-    d.add_argument("--overwrite", action="store_true")
-    decoder_opts(d)
-
-    t = sub.add_parser("tune", parents=[common], help="MERT: tune the weights of a moses.ini on a dev set",
-                       description="Och's MERT with exact line search over n-best lists accumulated across "
-                                   "iterations (100-best, up to 25 iterations, 20 random restarts, as "
-                                   "mert-moses.pl); writes a copy of the ini with the tuned weights.")
-    t.add_argument("--ini", required=True)
-    t.add_argument("--input", required=True, help="tokenised source side of the tuning set")
-    t.add_argument("--ref", required=True, help="tokenised reference, the same preprocessing as the output")
-    t.add_argument("--out-ini", required=True, help="moses.ini with the tuned weights")
-    t.add_argument("--nbest", type=int, default=100)
-    t.add_argument("--max-iter", type=int, default=25)
-    t.add_argument("--restarts", type=int, default=20)
-    t.add_argument("--range", action="append", default=[], metavar="NAME=LO,HI",
-                   help="bounds for a feature's weights, e.g. 'LM0=0,inf' or 'WordPenalty0=-3,3' (repeatable). "
-                        "Default: weights of log-probability features (TranslationModel, LM, "
-                        "LexicalReordering, added neural columns) and Distortion stay >= 0; penalties are free")
-    t.add_argument("--log", help="JSON record of every iteration (default: OUT_INI.tune.json)")
-    t.add_argument("--state", help="n-best pool, weights and log, saved after every iteration "
-                                   "(default: OUT_INI.mert.npz)")
-    t.add_argument("--resume", action="store_true",
-                   help="continue from --state after its last finished iteration (as mert-moses.pl --continue); "
-                        "--max-iter may be raised")
-    t.add_argument("--overwrite", action="store_true", help="replace OUT_INI, and start afresh over an old --state")
-    decoder_opts(t)
-
-    e = sub.add_parser("evaluate", parents=[common], help="BLEU with sacrebleu on detokenised output; "
-                       "paired bootstrap against a baseline",
-                       description="Detruecase and detokenise decoder output (sacremoses), then BLEU with "
-                                   "sacrebleu against raw references; its signature is printed.")
-    e.add_argument("--hyp", required=True, help="decoder output (tokenised, truecased)")
-    e.add_argument("--ref", required=True, help="raw reference text")
-    e.add_argument("--baseline", help="another system's output: paired bootstrap resampling against it")
-    e.add_argument("--lang", default="fr", help="output language for detokenisation (default fr)")
-    e.add_argument("--no-postprocess", action="store_true", help="score the output as it is")
-    e.add_argument("--samples", type=int, default=1000, help="bootstrap samples (default 1000)")
+    v.set_defaults(handler=cmd_vocab)
+    t.add_argument("--cell", choices=["gru", "lstm", "tanh"], default="gru",
+                   help="recurrent unit of encoder and decoder: the paper's gated unit (default), or an LSTM "
+                        "or a plain tanh unit for comparison")
+    t.set_defaults(handler=cmd_train)
+    s.set_defaults(handler=cmd_score)
 
     c = sub.add_parser("cslm-train", parents=[common], help="train the CSLM (feed-forward n-gram LM) on target text",
                        description="Train Schwenk's continuous-space language model on tokenised target "
@@ -236,150 +164,56 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--overwrite", action="store_true")
     cs.add_argument("--device", default="auto")
 
-    cr = sub.add_parser("cslm-rescore", parents=[common], help="add the CSLM score to every hypothesis of a Moses n-best list",
-                        description="Append 'CSLM0= ln p(hypothesis </s>)' to the feature field of every line "
-                                    "of a Moses n-best list (from Moses or 'rescorer decode'); every other "
-                                    "byte is kept. Tune with the new feature's weight, then re-rank.")
-    cr.add_argument("--model", required=True, help="checkpoint from 'rescorer cslm-train'")
-    cr.add_argument("--nbest", required=True, help="Moses n-best list")
-    cr.add_argument("--out", required=True, help="n-best list with the new feature")
-    cr.add_argument("--name", default="CSLM0", help="feature name (default CSLM0)")
-    cr.add_argument("--overwrite", action="store_true")
-    cr.add_argument("--device", default="auto")
-    return p
+    c.set_defaults(handler=cmd_cslm_train)
+    cs.set_defaults(handler=cmd_cslm_score)
+
+    n = sub.add_parser("inspect", parents=[common], help="a source phrase's best targets by the table and by the RNN",
+                       description="For each source phrase, its top-k target phrases by the phrase table's "
+                                   "p(target | source) and by the RNN score, side by side, both scores on every "
+                                   "row (the paper's Table 2). The table is read once for all sources; a source "
+                                   "the table does not hold gets the phrases the network generates itself.")
+    n.add_argument("--model", required=True, help="checkpoint from 'rescorer train'")
+    n.add_argument("--phrase-table", required=True, help="Moses phrase table, plain or gzipped")
+    n.add_argument("--source", action="append", default=[], help="a source phrase (repeatable)")
+    n.add_argument("--sources", help="a file of source phrases, one per line")
+    n.add_argument("-k", type=int, default=10, help="rows per ranking (default 10)")
+    n.add_argument("--column", type=int, default=3,
+                   help="the table's score to rank by, 1-based (default 3: p(target | source), Moses's phi(e|f))")
+    n.add_argument("--format", choices=["md", "tsv"], default="md")
+    n.add_argument("--device", default="auto")
+    n.set_defaults(handler=cmd_inspect)
+
+    g = sub.add_parser("generate", parents=[common], help="target phrases from the network alone (beam search)",
+                       description="The most probable target phrases of a source phrase under the network, by "
+                                   "beam search over the target shortlist ([UNK] excluded), with their "
+                                   "log-probabilities (</s> included); no phrase table involved.")
+    g.add_argument("--model", required=True, help="checkpoint from 'rescorer train'")
+    g.add_argument("--source", action="append", default=[], required=True, help="a source phrase (repeatable)")
+    g.add_argument("--beam", type=int, default=10, help="prefixes kept per step (default 10)")
+    g.add_argument("-n", type=int, default=10, help="phrases to print (default 10)")
+    g.add_argument("--max-len", type=int, default=10, help="longest phrase in words (default 10)")
+    g.add_argument("--device", default="auto")
+    g.set_defaults(handler=cmd_generate)
+
+    m = sub.add_parser("embed", parents=[common], help="2-D maps (t-SNE) of the learned word embeddings and phrase summaries",
+                       description="Barnes-Hut t-SNE (scikit-learn) of the source word embeddings e(x) of the "
+                                   "most frequent words and of the summaries c of the source phrases with the "
+                                   "most translations in the table: OUT/words.png, OUT/phrases.png (a legible "
+                                   "labelled subset) and OUT/*.tsv (every point).")
+    m.add_argument("--model", required=True, help="checkpoint from 'rescorer train'")
+    m.add_argument("--phrase-table", help="Moses phrase table: the source phrases of the phrase map")
+    m.add_argument("--out", required=True, help="directory for the maps")
+    m.add_argument("--words", type=int, default=1000, help="most frequent source words mapped (default 1000)")
+    m.add_argument("--phrases", type=int, default=2000, help="source phrases mapped (default 2000)")
+    m.add_argument("--min-words", type=int, default=2, help="shortest phrase on the phrase map (default 2)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--device", default="auto")
+    m.set_defaults(handler=cmd_embed)
 
 
-def _read_lines(path: str) -> list[str]:
+def read_lines(path: str) -> list[str]:
     with open(path, encoding="utf-8") as f:
         return [line.rstrip("\n") for line in f]
-
-
-def _decoder(a: argparse.Namespace, sentences: list[str]):
-    from moses_integration.decoder import DecoderConfig
-    from moses_integration.runner import BuiltinDecoder, MosesDecoder, find_moses
-    cfg = DecoderConfig(stack_size=a.stack_size, pop_limit=a.pop_limit, distortion_limit=a.distortion_limit,
-                        table_limit=a.table_limit)
-    builtin = BuiltinDecoder(a.ini, sentences, cfg, a.threads, progress=not a.quiet)
-    if a.moses_bin or os.environ.get("MOSES"):
-        moses = find_moses(a.moses_bin)
-        if moses is None:
-            raise FileNotFoundError(f"no moses binary at {a.moses_bin or os.environ.get('MOSES')}")
-        log.info("decoding with the real Moses at %s", moses)
-        return builtin, MosesDecoder(moses, a.ini, sentences, builtin.layout, a.threads)
-    return builtin, builtin
-
-
-def cmd_decode(a: argparse.Namespace) -> int:
-    from .fileio import check_can_write
-    check_can_write(a.output, a.overwrite)
-    if a.moses_bin or os.environ.get("MOSES"):  # refuse before loading any table
-        raise RuntimeError("decode with a real Moses: run moses itself; --moses-bin is for 'tune'")
-    sentences = _read_lines(a.input)
-    builtin, _ = _decoder(a, sentences)
-    n = int(a.n_best_list[1]) if a.n_best_list else 1
-    results = builtin.translate(nbest=n)  # -q reached the decoder in _decoder
-    builtin.write(results, a.output, a.n_best_list[0] if a.n_best_list else None, a.segmentation)
-    log.info("%s: %d sentences translated", a.output, len(results))
-    return 0
-
-
-def weight_ranges(groups, specs: list[str]):
-    """Bounds per weight: ``default_ranges`` overridden by ``NAME=LO,HI`` options."""
-    from moses_integration.mert import default_ranges
-    lower, upper = default_ranges(groups)
-    start = {}
-    a = 0
-    for name, n, _ in groups:
-        start[name] = (a, a + n)
-        a += n
-    for spec in specs:
-        name, _, rng = spec.partition("=")
-        try:
-            lo, hi = (float(x) for x in rng.split(","))
-        except ValueError:
-            raise ValueError(f"--range {spec!r}: expected NAME=LO,HI, e.g. LM0=0,inf") from None
-        if name not in start:
-            raise ValueError(f"--range {spec!r}: no feature {name!r} (features: {', '.join(start)})")
-        if lo > hi:
-            raise ValueError(f"--range {spec!r}: LO > HI")
-        lower[start[name][0]:start[name][1]], upper[start[name][0]:start[name][1]] = lo, hi
-    return lower, upper
-
-
-def cmd_tune(a: argparse.Namespace) -> int:
-    import json
-    import numpy as np
-    from moses_integration.mert import tune
-    from moses_integration.moses_ini import MosesIni
-    from .fileio import OutputExistsError, atomic_write, check_can_write
-    check_can_write(a.out_ini, a.overwrite)
-    state = a.state or a.out_ini + ".mert.npz"
-    if not a.resume and os.path.exists(state) and not a.overwrite:
-        raise OutputExistsError(f"{state} exists (an earlier tuning run): pass --resume to continue it "
-                                "or --overwrite to start again")
-    sentences, refs = _read_lines(a.input), _read_lines(a.ref)
-    if len(sentences) != len(refs):
-        raise ValueError(f"{a.input}: {len(sentences)} lines but {a.ref} has {len(refs)}")
-    builtin, dec = _decoder(a, sentences)
-    layout = builtin.layout
-    tunable = np.concatenate([np.full(n, not name.startswith("UnknownWordPenalty"))
-                              for name, n, _ in layout.groups])
-    lower, upper = weight_ranges(layout.groups, a.range)
-    res = tune(dec.nbest_lists, [r.split() for r in refs], builtin.model.weights.copy(), tunable,
-               nbest=a.nbest, max_iter=a.max_iter, restarts=a.restarts, lower=lower, upper=upper,
-               processes=a.threads or os.cpu_count() or 1, state=state, resume=a.resume)
-    ini = MosesIni.read(a.ini)
-    sl = layout.slices()
-    ini.set_weights({name: list(res.weights[sl[name]]) for name, _, _ in layout.groups
-                     if name in ini.weights()})
-    ini.write(a.out_ini)
-    with atomic_write(a.log or a.out_ini + ".tune.json", "w") as f:
-        json.dump(res.history, f, indent=1)
-    for r in res.history:
-        log.info("iteration %d: dev BLEU %.2f", r["iteration"], r["dev_bleu"])
-    log.info("tuned weights written to %s", a.out_ini)
-    return 0
-
-
-def cmd_evaluate(a: argparse.Namespace) -> int:
-    from moses_integration.evaluate import corpus_bleu, paired_bootstrap, postprocess
-    hyps, refs = _read_lines(a.hyp), _read_lines(a.ref)
-    if not a.no_postprocess:
-        hyps = postprocess(hyps, a.lang)
-    score, text, sig = corpus_bleu(hyps, refs)
-    print(f"{text}\n{sig}")
-    if a.baseline:
-        base = _read_lines(a.baseline)
-        if not a.no_postprocess:
-            base = postprocess(base, a.lang)
-        r = paired_bootstrap(base, hyps, refs, a.samples)
-        lo, hi = r["system_95ci"]
-        print(f"paired bootstrap ({r['samples']} samples): baseline {r['baseline']:.2f}, system "
-              f"{r['system']:.2f} (95% CI {lo:.2f}-{hi:.2f}), p = {r['p_value']:.4f}")
-    return 0
-
-
-def cmd_ini(a: argparse.Namespace) -> int:
-    from moses_integration.moses_ini import MosesIni, count_dense_scores
-    from .fileio import check_can_write
-    check_can_write(a.out, a.overwrite)
-    ini = MosesIni.read(a.ini)
-    if a.ini_command == "set-table":
-        n = count_dense_scores(a.path)
-        ini.set_table(a.feature, a.path, n, a.start_weight)
-        log.info("%s: %s now reads %s with %d dense scores", a.out, a.feature, a.path, n)
-    elif a.ini_command == "add-feature":
-        ini.add_feature(a.line, a.weight)
-    elif a.ini_command == "remove-feature":
-        ini.remove_feature(a.name)
-    else:
-        weights = {}
-        for w in a.weight:
-            name, _, vals = w.partition("=")
-            weights[name.strip()] = [float(v) for v in vals.split()]
-        ini.set_weights(weights)
-    ini.write(a.out)
-    return 0
 
 
 def cmd_vocab(a: argparse.Namespace) -> int:
@@ -407,7 +241,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     src_vocab, tgt_vocab = load_vocab_dir(a.vocab)
     if a.inverse:
         src_vocab, tgt_vocab = tgt_vocab, src_vocab
-    mcfg = ModelConfig(len(src_vocab), len(tgt_vocab), a.hidden, a.rank, a.maxout_units, a.maxout_pool, a.gate)
+    mcfg = ModelConfig(len(src_vocab), len(tgt_vocab), a.hidden, a.rank, a.maxout_units, a.maxout_pool, a.gate,
+                       a.cell)
     tcfg = TrainConfig(batch_size=a.batch_size, valid_every=a.valid_every, patience=a.patience,
                        checkpoint_minutes=a.checkpoint_minutes, max_minutes=a.max_minutes,
                        max_epochs=a.max_epochs, max_updates=a.max_updates, valid_fraction=a.valid_fraction,
@@ -471,7 +306,8 @@ def cmd_cslm_train(a: argparse.Namespace) -> int:
     return 0
 
 
-def _cslm_scorer(a: argparse.Namespace):
+def cslm_scorer(a: argparse.Namespace):
+    """The CSLM of ``--model`` on ``--device``, ready to score sentences."""
     from .checkpoint import load_cslm_checkpoint
     from .cslm import CSLMScorer, OutOfShortlist
     from .runtime import resolve_device
@@ -483,8 +319,8 @@ def _cslm_scorer(a: argparse.Namespace):
 def cmd_cslm_score(a: argparse.Namespace) -> int:
     from .fileio import atomic_write, check_can_write
     check_can_write(a.output, a.overwrite)
-    scorer = _cslm_scorer(a)
-    scores = scorer.score_sentences([line.split() for line in _read_lines(a.input)])
+    scorer = cslm_scorer(a)
+    scores = scorer.score_sentences([line.split() for line in read_lines(a.input)])
     with atomic_write(a.output, "w") as f:
         for v in scores:
             f.write(f"{v:.6f}\n")
@@ -492,28 +328,57 @@ def cmd_cslm_score(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_cslm_rescore(a: argparse.Namespace) -> int:
-    from moses_integration.nbest import add_feature
-    from .fileio import check_can_write
-    check_can_write(a.out, a.overwrite)
-    scorer = _cslm_scorer(a)
-    n = add_feature(a.nbest, a.out, a.name, lambda texts: [[v] for v in scorer.score_sentences(
-        [t.split() for t in texts])])
-    log.info("%s: %s= added to %d hypotheses", a.out, a.name, n)
+
+
+def _scorer(a: argparse.Namespace):
+    from .runtime import resolve_device
+    from .scorer import PhraseScorer
+    return PhraseScorer.load(a.model, resolve_device(a.device))
+
+
+def cmd_inspect(a: argparse.Namespace) -> int:
+    from .phrase_lists import compare, format_markdown, format_tsv
+    sources = list(a.source)
+    if a.sources:
+        sources += [s for s in read_lines(a.sources) if s.strip()]
+    if not sources:
+        raise ValueError("inspect: give --source PHRASE or --sources FILE")
+    if any(not s.strip() for s in sources):
+        raise ValueError("inspect: an empty --source has no translations")
+    lists = compare(_scorer(a), a.phrase_table, sources, a.k, a.column - 1, progress=not a.quiet)
+    sys.stdout.write(format_markdown(lists, a.column - 1) if a.format == "md" else format_tsv(lists))
     return 0
 
 
-COMMANDS = {"vocab": cmd_vocab, "train": cmd_train, "score": cmd_score, "ini": cmd_ini,
-            "decode": cmd_decode, "tune": cmd_tune, "evaluate": cmd_evaluate,
-            "cslm-train": cmd_cslm_train, "cslm-score": cmd_cslm_score, "cslm-rescore": cmd_cslm_rescore}
+def cmd_generate(a: argparse.Namespace) -> int:
+    from .generate import beam_search
+    scorer = _scorer(a)
+    for s in a.source:
+        if not s.strip():
+            raise ValueError("generate: an empty --source has no translations")
+        shown = " ".join(w if w in scorer.src_vocab.index else "[UNK]" for w in s.split())
+        print(f"{s}" + (f"  (the network reads: {shown})" if shown != s else ""))
+        for g in beam_search(scorer.model, scorer.tgt_vocab, scorer.src_vocab.ids(s.split()), a.beam, a.n, a.max_len):
+            print(f"  {g.logprob:9.3f}  {' '.join(g.words) or '(empty phrase)'}")
+    return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def cmd_embed(a: argparse.Namespace) -> int:
+    from .maps import embed_maps
+    made = embed_maps(_scorer(a), a.phrase_table, a.out, a.words, a.phrases, a.min_words, a.seed,
+                      progress=not a.quiet)
+    for name, n in made.items():
+        log.info("%s map: %d points, %s.png and .tsv", name, n, os.path.join(a.out, name))
+    return 0
+
+
+def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse, set up logging, call the subcommand's handler; our errors become one line and exit 1."""
     from .runtime import setup_logging
-    a = build_parser().parse_args(argv)
+    a = parser.parse_args(argv)
     setup_logging(verbose=a.verbose)
     try:
-        return COMMANDS[a.command](a)
+        return a.handler(a)
     except (ValueError, OSError, RuntimeError) as e:  # our errors name the file and line
         if a.verbose:
             raise
@@ -522,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted; rerun with --resume to continue")
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """This package's commands alone (the ``rescorer`` program has the Moses ones too)."""
+    return run(build_parser(register), argv)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,13 @@ Biases, omitted in the paper, are kept on every input projection and on the outp
 Every phrase, source and target, ends with the end-of-sequence symbol (id 0); the
 score of a pair is the sum of the log-probabilities of all target symbols, end
 included.  ``e(y_0)`` is the zero vector.
+
+For the ablation of the gated unit, ``cell`` swaps the recurrent unit of both encoder and
+decoder, everything else unchanged (``c`` enters the decoder's input terms as above):
+
+    tanh      h_t = tanh(W e(x_t) + U h_{t-1})                       (a plain RNN)
+    lstm      i, f, o = σ(W_{i,f,o} e(x_t) + U_{i,f,o} h_{t-1}),  g = tanh(W_g e(x_t) + U_g h_{t-1})
+              m_t = f ⊙ m_{t-1} + i ⊙ g,  h_t = o ⊙ tanh(m_t)          (state [h_t; m_t], m_0 = 0)
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 GATES = ("reset-before", "reset-after")
+CELLS = ("gru", "lstm", "tanh")
 
 
 @dataclass
@@ -42,10 +50,15 @@ class ModelConfig:
     maxout_units: int = 500   # s has this many units ...
     maxout_pool: int = 2      # ... each the max of this many pieces of s'
     gate: str = "reset-before"
+    cell: str = "gru"         # the paper's gated unit; lstm and tanh for the ablation
 
     def __post_init__(self) -> None:
         if self.gate not in GATES:
             raise ValueError(f"gate must be one of {GATES}, not {self.gate!r}")
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, not {self.cell!r}")
+        if self.cell != "gru" and self.gate != "reset-before":
+            raise ValueError(f"gate {self.gate!r} is a form of the gated unit; the {self.cell} cell has no reset gate")
         for k in ("src_vocab", "tgt_vocab", "hidden", "rank", "maxout_units", "maxout_pool"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be positive")
@@ -67,21 +80,41 @@ def _orthogonal_blocks_(u: Tensor, hidden: int) -> None:
             u[k * hidden:(k + 1) * hidden].copy_(left.to(u.dtype))
 
 
-class GatedUnit(nn.Module):
+class Recurrent(nn.Module):
+    """What every recurrent unit here has: ``W_in`` stacks the input matrices of its ``blocks``
+    (blocks x H rows) with their biases, ``U`` the recurrent ones; ``step(x, state)`` takes the
+    input terms ``x`` (B, blocks x H) and a state (B, ``state_size``); ``output(state)`` is the
+    h_t that the rest of the network reads."""
+    blocks = 1
+
+    def __init__(self, input_size: int, hidden: int):
+        super().__init__()
+        self.hidden = hidden
+        self.state_size = hidden
+        self.W_in = nn.Linear(input_size, self.blocks * hidden)
+        self.U = nn.Parameter(torch.empty(self.blocks * hidden, hidden))
+        _normal_(self.W_in.weight)
+        nn.init.zeros_(self.W_in.bias)
+        _orthogonal_blocks_(self.U, hidden)
+
+    def initial(self, h0: Tensor) -> Tensor:
+        """The state whose output is ``h0``."""
+        return h0
+
+    def output(self, state: Tensor) -> Tensor:
+        return state
+
+
+class GatedUnit(Recurrent):
     """The gated hidden unit: reset gate r, update gate z, candidate h~.
 
     ``W_in`` stacks [W_r; W_z; W] (3H x E) with their biases; ``U`` stacks [U_r; U_z; U] (3H x H).
     """
+    blocks = 3
 
     def __init__(self, input_size: int, hidden: int, gate: str):
-        super().__init__()
-        self.hidden = hidden
+        super().__init__(input_size, hidden)
         self.reset_before = gate == "reset-before"
-        self.W_in = nn.Linear(input_size, 3 * hidden)
-        self.U = nn.Parameter(torch.empty(3 * hidden, hidden))
-        _normal_(self.W_in.weight)
-        nn.init.zeros_(self.W_in.bias)
-        _orthogonal_blocks_(self.U, hidden)
 
     def step(self, x: Tensor, h: Tensor, inside: Tensor | None = None) -> Tensor:
         """One step.  ``x`` (B, 3H) holds the input terms [W_r e + .., W_z e + .., W e + ..];
@@ -100,13 +133,54 @@ class GatedUnit(nn.Module):
         return z * h + (1.0 - z) * h_tilde                                        # h_t = z h_{t-1} + (1-z) h~
 
 
-def run_sorted(cell: GatedUnit, x: Tensor, h: Tensor, lengths: list[int],
+class TanhUnit(Recurrent):
+    """A plain recurrent unit, no gates: the vanishing-gradient baseline of the ablation."""
+    blocks = 1
+
+    def step(self, x: Tensor, h: Tensor, inside: Tensor | None = None) -> Tensor:
+        return torch.tanh(torch.addmm(x, h, self.U.t()))                          # h_t = tanh(W e + U h_{t-1})
+
+
+class LSTMUnit(Recurrent):
+    """Long short-term memory: input, forget and output gates and a memory cell m; the state is
+    [h; m] (B, 2H).  ``W_in`` stacks [W_i; W_f; W_o; W_g]; the forget bias starts at 1."""
+    blocks = 4
+
+    def __init__(self, input_size: int, hidden: int):
+        super().__init__(input_size, hidden)
+        self.state_size = 2 * hidden
+        with torch.no_grad():
+            self.W_in.bias[hidden:2 * hidden].fill_(1.0)
+
+    def initial(self, h0: Tensor) -> Tensor:
+        return torch.cat([h0, torch.zeros_like(h0)], -1)                           # m_0 = 0
+
+    def output(self, state: Tensor) -> Tensor:
+        return state[..., :self.hidden]
+
+    def step(self, x: Tensor, state: Tensor, inside: Tensor | None = None) -> Tensor:
+        H = self.hidden
+        h, m = state[:, :H], state[:, H:]
+        a = torch.addmm(x, h, self.U.t())
+        i, f, o = torch.sigmoid(a[:, :3 * H]).split(H, 1)
+        g = torch.tanh(a[:, 3 * H:])
+        m = f * m + i * g                                                          # m_t = f m_{t-1} + i g
+        return torch.cat([o * torch.tanh(m), m], 1)                                # h_t = o tanh(m_t)
+
+
+def make_cell(cfg: "ModelConfig", input_size: int) -> Recurrent:
+    if cfg.cell == "gru":
+        return GatedUnit(input_size, cfg.hidden, cfg.gate)
+    return (LSTMUnit if cfg.cell == "lstm" else TanhUnit)(input_size, cfg.hidden)
+
+
+def run_sorted(cell: Recurrent, x: Tensor, h: Tensor, lengths: list[int],
                inside: Tensor | None = None, keep_states: bool = False):
     """Run ``cell`` over a batch sorted by decreasing length.
 
-    ``x`` is (B, T, 3H); at step t only the first ``#{lengths > t}`` rows are live, so padding
-    costs nothing.  Returns the final states (B, H), and with ``keep_states`` every live state
-    as a list of (n_t, H) tensors, one per step.
+    ``x`` is (B, T, blocks x H); at step t only the first ``#{lengths > t}`` rows are live, so
+    padding costs nothing.  Returns the final states (B, state size), and with ``keep_states``
+    every live state as a list of (n_t, state size) tensors, one per step.
     """
     states = []
     n = len(lengths)
@@ -126,7 +200,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.embed = nn.Embedding(cfg.src_vocab, cfg.rank)   # e(x): low-rank input matrix, rank-100 factor
-        self.cell = GatedUnit(cfg.rank, cfg.hidden, cfg.gate)
+        self.cell = make_cell(cfg, cfg.rank)
         self.V = nn.Linear(cfg.hidden, cfg.hidden)            # c = tanh(V h_N)
         _normal_(self.embed.weight)
         _normal_(self.V.weight)
@@ -137,9 +211,9 @@ class Encoder(nn.Module):
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
         idx = torch.tensor(order, device=src.device)
         x = self.cell.W_in(self.embed(src[idx]))             # W e(x_t) + b for every t at once
-        h0 = x.new_zeros(len(order), self.cell.hidden)       # h_0 = 0
+        h0 = x.new_zeros(len(order), self.cell.state_size)   # h_0 = 0
         hN, _ = run_sorted(self.cell, x, h0, [lengths[i] for i in order])
-        c_sorted = torch.tanh(self.V(hN))
+        c_sorted = torch.tanh(self.V(self.cell.output(hN)))
         return c_sorted.new_empty(c_sorted.shape).index_copy_(0, idx, c_sorted)
 
 
@@ -150,9 +224,9 @@ class Decoder(nn.Module):
         self.hidden, self.maxout_units, self.maxout_pool = H, M, P
         self.reset_before = cfg.gate == "reset-before"
         self.embed = nn.Embedding(cfg.tgt_vocab, E)            # e(y)
-        self.cell = GatedUnit(E, H, cfg.gate)                  # W', U' (and their gates)
+        self.cell = make_cell(cfg, E)                          # W', U' (and their gates)
         self.V = nn.Linear(cfg.hidden, H)                      # h'_0 = tanh(V' c)
-        self.C = nn.Linear(H, 3 * H, bias=False)               # [C_r; C_z; C] c
+        self.C = nn.Linear(H, self.cell.blocks * H, bias=False)  # [C_r; C_z; C] c
         self.O_h = nn.Linear(H, M * P)                         # s' = O_h h'_t + O_y e(y_{t-1}) + O_c c (+ b)
         self.O_y = nn.Linear(E, M * P, bias=False)
         self.O_c = nn.Linear(H, M * P, bias=False)
@@ -166,8 +240,8 @@ class Decoder(nn.Module):
     # -- the pieces, each usable on its own (the scorer shares them across a prefix tree) --
     def constants(self, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """What depends on c only, computed once per source phrase:
-        h'_0 = tanh(V' c), Cc = [C_r c; C_z c; C c] and O_c c."""
-        return torch.tanh(self.V(c)), self.C(c), self.O_c(c)
+        the initial state (h'_0 = tanh(V' c)), Cc = [C_r c; C_z c; C c] and O_c c."""
+        return self.cell.initial(torch.tanh(self.V(c))), self.C(c), self.O_c(c)
 
     def input_terms(self, e_prev: Tensor, Cc: Tensor) -> tuple[Tensor, Tensor | None]:
         """The cell's input terms for inputs e(y_{t-1}) (..., E) and Cc broadcast to match.
@@ -179,7 +253,8 @@ class Decoder(nn.Module):
         return torch.cat([x[..., :2 * H] + Cc[..., :2 * H], x[..., 2 * H:]], -1), Cc[..., 2 * H:]
 
     def log_probs(self, h: Tensor, e_prev: Tensor, Oc: Tensor) -> Tensor:
-        """log p(y_t | y_<t, x) over the target shortlist, for states h'_t (N, H)."""
+        """log p(y_t | y_<t, x) over the target shortlist, for states h'_t (N, state size)."""
+        h = self.cell.output(h)
         s_prime = torch.addmm(self.O_y(e_prev) + Oc, h, self.O_h.weight.t()) + self.O_h.bias
         s = s_prime.view(-1, self.maxout_units, self.maxout_pool).amax(-1)   # s_i = max(s'_{2i-1}, s'_{2i})
         return torch.log_softmax(self.G_l(self.G_r(s)), -1)                   # softmax(G_l G_r s)
@@ -223,10 +298,11 @@ class RNNEncoderDecoder(nn.Module):
         """Multiply-adds x2 of the big matrix products, for throughput reports."""
         c = self.cfg
         H, E, M, P, V = c.hidden, c.rank, c.maxout_units, c.maxout_pool, c.tgt_vocab
+        k = self.encoder.cell.blocks
         return {
-            "encoder_step": 2 * (3 * H * E + 3 * H * H),
-            "source_constants": 2 * (H * H + H * H + 3 * H * H + H * M * P),
-            "decoder_step": 2 * (3 * H * E + 3 * H * H + H * M * P + E * M * P + M * E + E * V),
+            "encoder_step": 2 * (k * H * E + k * H * H),
+            "source_constants": 2 * (H * H + H * H + k * H * H + H * M * P),
+            "decoder_step": 2 * (k * H * E + k * H * H + H * M * P + E * M * P + M * E + E * V),
         }
 
 

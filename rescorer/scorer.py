@@ -130,7 +130,7 @@ class PhraseScorer:
         e_prev[token < 0] = 0.0
 
         # 3. decoder states, one tree level at a time across all sources
-        states = torch.empty(n_nodes, self.model.cfg.hidden, device=dev, dtype=dtype)
+        states = torch.empty(n_nodes, dec.cell.state_size, device=dev, dtype=dtype)
         for d in range(int(depth.max()) + 1):
             idx = torch.from_numpy(np.flatnonzero(depth == d)).to(dev)
             src_k = nsrc[idx]

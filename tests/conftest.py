@@ -37,11 +37,12 @@ def tiny_vocabs():
     return sv, tv
 
 
-def tiny_model(gate="reset-before", dtype=torch.float32, scale=0.5, seed=0, hidden=8, rank=5, maxout=4):
+def tiny_model(gate="reset-before", dtype=torch.float32, scale=0.5, seed=0, hidden=8, rank=5, maxout=4, cell="gru"):
     """A tiny network with weights large enough that every term matters."""
     sv, tv = tiny_vocabs()
     torch.manual_seed(seed)
-    m = RNNEncoderDecoder(ModelConfig(len(sv), len(tv), hidden=hidden, rank=rank, maxout_units=maxout, gate=gate))
+    m = RNNEncoderDecoder(ModelConfig(len(sv), len(tv), hidden=hidden, rank=rank, maxout_units=maxout, gate=gate,
+                                      cell=cell))
     with torch.no_grad():
         for p in m.parameters():
             p.normal_(0.0, scale)

@@ -139,7 +139,7 @@ def test_optimize_keeps_weights_in_their_ranges():
 
 def test_default_ranges_and_range_options():
     from moses_integration.mert import default_ranges
-    from rescorer.cli import weight_ranges
+    from moses_integration.mert import weight_ranges
     groups = [("LexicalReordering0", 6, True), ("Distortion0", 1, True), ("LM0", 1, True),
               ("UnknownWordPenalty0", 1, False), ("WordPenalty0", 1, True), ("PhrasePenalty0", 1, True),
               ("TranslationModel0", 5, True)]

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from moses_integration.moses_ini import MosesIni
-from rescorer.cli import main
+from moses_integration.cli import main
 
 from conftest import DATA
 

@@ -1,0 +1,267 @@
+"""The Moses side of the ``rescorer`` program, and the program itself (``main``): the commands of
+this package (``ini``, ``decode``, ``tune``, ``evaluate``, ``cslm-rescore``) registered beside those of
+``rescorer.cli`` in one parser.
+
+    rescorer ini set-table --ini moses.ini --path phrase-table.rnn.gz --out moses.rnn.ini
+    rescorer tune --ini moses.rnn.ini --input dev.en --ref dev.fr --out-ini moses.tuned.ini
+    rescorer decode --ini moses.tuned.ini --input test.en --output test.out
+    rescorer evaluate --hyp test.out --ref test.fr
+    rescorer cslm-rescore --model cslm/best.pt --nbest nbest.txt --out nbest.cslm.txt
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from rescorer import cli as rescorer_cli
+from rescorer.cli import read_lines
+from rescorer.fileio import OutputExistsError, atomic_write, check_can_write
+
+from .decoder import DecoderConfig
+from .evaluate import corpus_bleu, paired_bootstrap, postprocess
+from .mert import tunable_mask, tune, weight_ranges
+from .moses_ini import MosesIni, count_dense_scores
+from .nbest import add_feature
+from .runner import BuiltinDecoder, MosesDecoder, find_moses
+
+log = logging.getLogger("rescorer")
+
+DESCRIPTION = """rescorer: train Cho et al.'s RNN Encoder-Decoder on a Moses phrase table and add its score.
+
+    rescorer vocab --phrase-table model/phrase-table.gz --size 15000 --out vocab/
+    rescorer train --phrase-table model/phrase-table.gz --vocab vocab/ --out run/ --max-minutes 60
+    rescorer score --phrase-table model/phrase-table.gz --model run/best.pt --out phrase-table.rnn.gz
+    rescorer ini set-table --ini moses.ini --path phrase-table.rnn.gz --out moses.rnn.ini
+    rescorer tune --ini moses.rnn.ini --input dev.en --ref dev.fr --out-ini moses.tuned.ini
+    rescorer inspect --model run/best.pt --phrase-table model/phrase-table.gz --source "the house"
+    rescorer cslm-train --text train.tc.fr.gz --vocab vocab/ --out cslm/ --max-minutes 600
+    rescorer cslm-rescore --model cslm/best.pt --nbest nbest.txt --out nbest.cslm.txt
+"""
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """This package's subcommands, each with its handler."""
+    i = sub.add_parser("ini", help="edit a moses.ini: point a table at a scored file, add a feature, set weights",
+                       description="Change a moses.ini and write it to --out; everything else in the file "
+                                   "is kept byte for byte.")
+    isub = i.add_subparsers(dest="ini_command", required=True, metavar="ACTION")
+    st = isub.add_parser("set-table", parents=[common],
+                         help="point a phrase-table feature at a (scored) table; num-features and weights follow",
+                         description="Set path= of a phrase-table feature and num-features= to the number of "
+                                     "dense scores the table really has, adding a weight per new column "
+                                     "(idempotent: running it twice adds nothing).")
+    st.add_argument("--ini", required=True, help="moses.ini to read")
+    st.add_argument("--feature", default="TranslationModel0", help="name= of the table feature (default TranslationModel0)")
+    st.add_argument("--path", required=True, help="the table, e.g. the output of 'rescorer score'")
+    st.add_argument("--start-weight", type=float, default=0.2,
+                    help="weight of each new column before tuning (default 0.2, as Moses's TM weights)")
+    st.add_argument("--out", required=True, help="moses.ini to write")
+    st.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    af = isub.add_parser("add-feature", parents=[common], help="add (or replace) a feature line and its weights",
+                         description="Add a feature line to [feature] and its weight line to [weight]; a "
+                                     "feature of the same name is replaced, not doubled. For the CSLM in the "
+                                     "built-in decoder: --line 'CSLM name=CSLM0 path=cslm/best.pt' --weight 0.5 "
+                                     "(a real Moses has no CSLM feature: rescore its n-best lists with "
+                                     "'rescorer cslm-rescore').")
+    af.add_argument("--ini", required=True)
+    af.add_argument("--line", required=True, metavar="'KIND name=NAME key=value ...'")
+    af.add_argument("--weight", type=float, nargs="+", required=True, help="start weight(s)")
+    af.add_argument("--out", required=True)
+    af.add_argument("--overwrite", action="store_true")
+    rf = isub.add_parser("remove-feature", parents=[common], help="remove a feature line and its weights")
+    rf.add_argument("--ini", required=True)
+    rf.add_argument("--name", required=True, help="name= of the feature, e.g. CSLM0")
+    rf.add_argument("--out", required=True)
+    rf.add_argument("--overwrite", action="store_true")
+    sw = isub.add_parser("set-weights", parents=[common], help="set weights, e.g. from a tuning result",
+                         description="Set weight lines: each --weight is a line as in [weight], 'LM0= 0.5'.")
+    sw.add_argument("--ini", required=True)
+    sw.add_argument("--weight", action="append", required=True, metavar="'NAME= V ...'")
+    sw.add_argument("--out", required=True)
+    sw.add_argument("--overwrite", action="store_true")
+    for q in (st, af, rf, sw):
+        q.set_defaults(handler=cmd_ini)
+    def decoder_opts(q):
+        g = q.add_argument_group("search (defaults: Moses's)")
+        g.add_argument("--stack-size", type=int, default=200, help="hypotheses kept per stack (Moses -s, 200)")
+        g.add_argument("--pop-limit", type=int, default=1000, help="cube-pruning pop limit (1000)")
+        g.add_argument("--distortion-limit", type=int, help="default: the ini's [distortion-limit], else 6")
+        g.add_argument("--table-limit", type=int, help="default: the table's table-limit=, else 20")
+        g.add_argument("--threads", type=int, help="decoder processes (default: all cores)")
+        g.add_argument("--moses-bin", help="a real Moses (binary or its directory; or $MOSES): use it instead")
+
+    d = sub.add_parser("decode", parents=[common], help="translate a tokenised file with a moses.ini",
+                       description="Phrase-based decoding with the built-in decoder (or a real Moses): "
+                                   "the 1-best to --output, and Moses-format n-best lists on request.")
+    d.add_argument("--ini", required=True, help="moses.ini (PhraseDictionaryMemory, KENLM, Distortion, "
+                                                 "LexicalReordering msd-bidirectional-fe, penalties)")
+    d.add_argument("--input", required=True, help="tokenised, truecased source text, one sentence per line")
+    d.add_argument("--output", required=True, help="1-best translations")
+    d.add_argument("--n-best-list", nargs=2, metavar=("FILE", "N"), help="write N-best lists in Moses's format")
+    d.add_argument("--segmentation", action="store_true", help="add the source-target spans field to n-best lines")
+    d.add_argument("--overwrite", action="store_true")
+    decoder_opts(d)
+
+    t = sub.add_parser("tune", parents=[common], help="MERT: tune the weights of a moses.ini on a dev set",
+                       description="Och's MERT with exact line search over n-best lists accumulated across "
+                                   "iterations (100-best, up to 25 iterations, 20 random restarts, as "
+                                   "mert-moses.pl); writes a copy of the ini with the tuned weights.")
+    t.add_argument("--ini", required=True)
+    t.add_argument("--input", required=True, help="tokenised source side of the tuning set")
+    t.add_argument("--ref", required=True, help="tokenised reference, the same preprocessing as the output")
+    t.add_argument("--out-ini", required=True, help="moses.ini with the tuned weights")
+    t.add_argument("--nbest", type=int, default=100)
+    t.add_argument("--max-iter", type=int, default=25)
+    t.add_argument("--restarts", type=int, default=20)
+    t.add_argument("--range", action="append", default=[], metavar="NAME=LO,HI",
+                   help="bounds for a feature's weights, e.g. 'LM0=0,inf' or 'WordPenalty0=-3,3' (repeatable). "
+                        "Default: weights of log-probability features (TranslationModel, LM, "
+                        "LexicalReordering, added neural columns) and Distortion stay >= 0; penalties are free")
+    t.add_argument("--log", help="JSON record of every iteration (default: OUT_INI.tune.json)")
+    t.add_argument("--state", help="n-best pool, weights and log, saved after every iteration "
+                                   "(default: OUT_INI.mert.npz)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from --state after its last finished iteration (as mert-moses.pl --continue); "
+                        "--max-iter may be raised")
+    t.add_argument("--overwrite", action="store_true", help="replace OUT_INI, and start afresh over an old --state")
+    decoder_opts(t)
+
+    e = sub.add_parser("evaluate", parents=[common], help="BLEU with sacrebleu on detokenised output; "
+                       "paired bootstrap against a baseline",
+                       description="Detruecase and detokenise decoder output (sacremoses), then BLEU with "
+                                   "sacrebleu against raw references; its signature is printed.")
+    e.add_argument("--hyp", required=True, help="decoder output (tokenised, truecased)")
+    e.add_argument("--ref", required=True, help="raw reference text")
+    e.add_argument("--baseline", help="another system's output: paired bootstrap resampling against it")
+    e.add_argument("--lang", default="fr", help="output language for detokenisation (default fr)")
+    e.add_argument("--no-postprocess", action="store_true", help="score the output as it is")
+    e.add_argument("--samples", type=int, default=1000, help="bootstrap samples (default 1000)")
+
+    d.set_defaults(handler=cmd_decode)
+    t.set_defaults(handler=cmd_tune)
+    e.set_defaults(handler=cmd_evaluate)
+    cr = sub.add_parser("cslm-rescore", parents=[common], help="add the CSLM score to every hypothesis of a Moses n-best list",
+                        description="Append 'CSLM0= ln p(hypothesis </s>)' to the feature field of every line "
+                                    "of a Moses n-best list (from Moses or 'rescorer decode'); every other "
+                                    "byte is kept. Tune with the new feature's weight, then re-rank.")
+    cr.add_argument("--model", required=True, help="checkpoint from 'rescorer cslm-train'")
+    cr.add_argument("--nbest", required=True, help="Moses n-best list")
+    cr.add_argument("--out", required=True, help="n-best list with the new feature")
+    cr.add_argument("--name", default="CSLM0", help="feature name (default CSLM0)")
+    cr.add_argument("--overwrite", action="store_true")
+    cr.add_argument("--device", default="auto")
+    cr.set_defaults(handler=cmd_cslm_rescore)
+
+
+def _decoder(a: argparse.Namespace, sentences: list[str]):
+    cfg = DecoderConfig(stack_size=a.stack_size, pop_limit=a.pop_limit, distortion_limit=a.distortion_limit,
+                        table_limit=a.table_limit)
+    builtin = BuiltinDecoder(a.ini, sentences, cfg, a.threads, progress=not a.quiet)
+    if a.moses_bin or os.environ.get("MOSES"):
+        moses = find_moses(a.moses_bin)
+        if moses is None:
+            raise FileNotFoundError(f"no moses binary at {a.moses_bin or os.environ.get('MOSES')}")
+        log.info("decoding with the real Moses at %s", moses)
+        return builtin, MosesDecoder(moses, a.ini, sentences, builtin.layout, a.threads)
+    return builtin, builtin
+
+
+def cmd_decode(a: argparse.Namespace) -> int:
+    check_can_write(a.output, a.overwrite)
+    if a.moses_bin or os.environ.get("MOSES"):  # refuse before loading any table
+        raise RuntimeError("decode with a real Moses: run moses itself; --moses-bin is for 'tune'")
+    sentences = read_lines(a.input)
+    builtin, _ = _decoder(a, sentences)
+    n = int(a.n_best_list[1]) if a.n_best_list else 1
+    results = builtin.translate(nbest=n)  # -q reached the decoder in _decoder
+    builtin.write(results, a.output, a.n_best_list[0] if a.n_best_list else None, a.segmentation)
+    log.info("%s: %d sentences translated", a.output, len(results))
+    return 0
+
+
+def cmd_tune(a: argparse.Namespace) -> int:
+    check_can_write(a.out_ini, a.overwrite)
+    state = a.state or a.out_ini + ".mert.npz"
+    if not a.resume and os.path.exists(state) and not a.overwrite:
+        raise OutputExistsError(f"{state} exists (an earlier tuning run): pass --resume to continue it "
+                                "or --overwrite to start again")
+    sentences, refs = read_lines(a.input), read_lines(a.ref)
+    if len(sentences) != len(refs):
+        raise ValueError(f"{a.input}: {len(sentences)} lines but {a.ref} has {len(refs)}")
+    builtin, dec = _decoder(a, sentences)
+    layout = builtin.layout
+    tunable = tunable_mask(layout.groups)
+    lower, upper = weight_ranges(layout.groups, a.range)
+    res = tune(dec.nbest_lists, [r.split() for r in refs], builtin.model.weights.copy(), tunable,
+               nbest=a.nbest, max_iter=a.max_iter, restarts=a.restarts, lower=lower, upper=upper,
+               processes=a.threads or os.cpu_count() or 1, state=state, resume=a.resume)
+    ini = MosesIni.read(a.ini)
+    sl = layout.slices()
+    ini.set_weights({name: list(res.weights[sl[name]]) for name, _, _ in layout.groups
+                     if name in ini.weights()})
+    ini.write(a.out_ini)
+    with atomic_write(a.log or a.out_ini + ".tune.json", "w") as f:
+        json.dump(res.history, f, indent=1)
+    for r in res.history:
+        log.info("iteration %d: dev BLEU %.2f", r["iteration"], r["dev_bleu"])
+    log.info("tuned weights written to %s", a.out_ini)
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    hyps, refs = read_lines(a.hyp), read_lines(a.ref)
+    if not a.no_postprocess:
+        hyps = postprocess(hyps, a.lang)
+    score, text, sig = corpus_bleu(hyps, refs)
+    print(f"{text}\n{sig}")
+    if a.baseline:
+        base = read_lines(a.baseline)
+        if not a.no_postprocess:
+            base = postprocess(base, a.lang)
+        r = paired_bootstrap(base, hyps, refs, a.samples)
+        lo, hi = r["system_95ci"]
+        print(f"paired bootstrap ({r['samples']} samples): baseline {r['baseline']:.2f}, system "
+              f"{r['system']:.2f} (95% CI {lo:.2f}-{hi:.2f}), p = {r['p_value']:.4f}")
+    return 0
+
+
+def cmd_ini(a: argparse.Namespace) -> int:
+    check_can_write(a.out, a.overwrite)
+    ini = MosesIni.read(a.ini)
+    if a.ini_command == "set-table":
+        n = count_dense_scores(a.path)
+        ini.set_table(a.feature, a.path, n, a.start_weight)
+        log.info("%s: %s now reads %s with %d dense scores", a.out, a.feature, a.path, n)
+    elif a.ini_command == "add-feature":
+        ini.add_feature(a.line, a.weight)
+    elif a.ini_command == "remove-feature":
+        ini.remove_feature(a.name)
+    else:
+        weights = {}
+        for w in a.weight:
+            name, _, vals = w.partition("=")
+            weights[name.strip()] = [float(v) for v in vals.split()]
+        ini.set_weights(weights)
+    ini.write(a.out)
+    return 0
+
+
+def cmd_cslm_rescore(a: argparse.Namespace) -> int:
+    check_can_write(a.out, a.overwrite)
+    scorer = rescorer_cli.cslm_scorer(a)
+    n = add_feature(a.nbest, a.out, a.name, lambda texts: [[v] for v in scorer.score_sentences(
+        [t.split() for t in texts])])
+    log.info("%s: %s= added to %d hypotheses", a.out, a.name, n)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``rescorer`` program: every subcommand of both packages."""
+    return rescorer_cli.run(rescorer_cli.build_parser(rescorer_cli.register, register, description=DESCRIPTION), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
