@@ -516,9 +516,8 @@ class Experiment:
             records.append({"stage": "build", "seconds": round(time.time() - t, 1),
                             "skipped": all(r.get("skipped") for r in rep),
                             "peak_memory_mb": max(r.get("peak_memory_mb", 0) for r in rep)})
-        def command(st: P.Stage) -> list[str]:  # each stage in a process of its own
-            return [sys.executable, os.path.abspath(__file__), "--config", cfg.path, "--data", cfg.data,
-                    "--work", cfg.work, "--report", cfg.report, "--run-stage", st.name] + ([] if self.progress else ["-q"])
+        command = P.stage_command(__file__, ["--config", cfg.path, "--data", cfg.data, "--work", cfg.work,
+                                             "--report", cfg.report] + ([] if self.progress else ["-q"]))
         records += P.run_stages(self.stages(), cfg.work, force, isolate=command)
         with atomic_write(os.path.join(cfg.work, "stages.json"), "w") as f:
             json.dump(records, f, indent=1)
@@ -536,9 +535,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "reordering tables; kept for later runs (WORK/added-tests.json)")
     ap.add_argument("--force", action="store_true", help="run every stage again")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    ap.add_argument("--run-stage", help=argparse.SUPPRESS)
-    ap.add_argument("--stage-record", help=argparse.SUPPRESS)
-    ap.add_argument("--stage-resume", action="store_true", help=argparse.SUPPRESS)
+    P.add_stage_arguments(ap)
     a = ap.parse_args(argv)
     from rescorer.runtime import setup_logging
     try:
@@ -553,15 +550,7 @@ def main(argv: list[str] | None = None) -> dict:
                 raise ConfigError(f"--add-test {' '.join(spec)}: expected NAME SRC REF [PT RT]")
             exp.add_test(*spec)
         if a.run_stage:  # one stage, in the process run_stages started for it
-            P.die_with_parent()
-            st = next((s for s in exp.stages() if s.name == a.run_stage), None)
-            if st is None:
-                raise ConfigError(f"no stage {a.run_stage!r} in {a.config}")
-            st.resume = a.stage_resume
-            info = st.run() or {}
-            with open(a.stage_record, "w") as f:
-                json.dump(info, f)
-            return info
+            return P.run_one_stage(exp.stages(), a)
         records = exp.run(a.force)
         from table1_report import write_report
         return write_report(exp, records)

@@ -86,6 +86,33 @@ def _run_isolated(st: Stage, argv: list[str]) -> tuple[dict, float]:
         os.unlink(tmp)
 
 
+def stage_command(script: str, args: list[str]) -> Callable[[Stage], list[str]]:
+    """``isolate`` for ``run_stages``: each stage runs as ``python SCRIPT ARGS --run-stage NAME``;
+    the script answers that with ``run_one_stage`` (see ``add_stage_arguments``)."""
+    return lambda st: [sys.executable, os.path.abspath(script), *args, "--run-stage", st.name]
+
+
+def add_stage_arguments(ap) -> None:
+    """The options by which ``run_stages`` starts one stage in a process of its own (hidden)."""
+    import argparse
+    ap.add_argument("--run-stage", help=argparse.SUPPRESS)
+    ap.add_argument("--stage-record", help=argparse.SUPPRESS)
+    ap.add_argument("--stage-resume", action="store_true", help=argparse.SUPPRESS)
+
+
+def run_one_stage(stages: list[Stage], a) -> dict:
+    """In the process started for it: run the stage ``a.run_stage`` and write its record."""
+    die_with_parent()
+    st = next((s for s in stages if s.name == a.run_stage), None)
+    if st is None:
+        raise ValueError(f"no stage {a.run_stage!r}")
+    st.resume = a.stage_resume
+    info = st.run() or {}
+    with open(a.stage_record, "w") as f:
+        json.dump(info, f)
+    return info
+
+
 def run_stages(stages: list[Stage], work: str, force: bool = False,
                isolate: Callable[[Stage], list[str]] | None = None) -> list[dict]:
     """Run the stages in order, skipping those that are up to date; a record per stage.  With
