@@ -1,1 +1,2 @@
-"""Moses integration: moses.ini, n-best lists, phrase-table tools, a decoder and MERT (issue 3)."""
+"""Moses integration, built on rescorer: moses.ini, n-best lists, phrase-table tools, a decoder, MERT,
+the baseline pipeline, and the Moses side of the rescorer program (cli.py)."""

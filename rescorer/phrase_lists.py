@@ -100,7 +100,7 @@ def format_markdown(lists: list[PhraseList], column: int = TABLE_COLUMN) -> str:
             out.append("")
             out.append("| RNN generates | log p |")
             out.append("|---|---|")
-            out += [f"| {r.target} | {r.rnn:.2f} |" for r in pl.by_rnn]
+            out += [f"| {r.target or '(empty phrase)'} | {r.rnn:.2f} |" for r in pl.by_rnn]
         else:
             out.append(f"{pl.n_targets} target phrases in the table.")
             out.append("")
