@@ -1,5 +1,6 @@
 """`rescorer inspect`, `generate` and `embed` on a tiny network and a small phrase table."""
 import gzip
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from rescorer.cli import main
 from rescorer.generate import beam_search
 from rescorer.scorer import PhraseScorer
 
-from conftest import tiny_model, tiny_vocabs
+from conftest import ROOT, tiny_model, tiny_vocabs
 
 TABLE = [("the house", "la maison", 0.6), ("the house", "maison", 0.3), ("the house", "la maison bleue", 0.05),
          ("the house", "un chat", 0.01), ("a cat", "un chat", 0.7), ("a cat", "chat", 0.2),
@@ -61,7 +62,7 @@ def test_markdown_with_an_absent_source_and_an_unknown_word(files, capsys, tmp_p
     scorer = PhraseScorer.load(files / "model.pt", "cpu")
     gen = beam_search(scorer.model, scorer.tgt_vocab, scorer.src_vocab.ids(["blue", "cat"]), beam=10, n=2)
     for g in gen:  # the network's own phrases stand in for the table's
-        assert f"| {' '.join(g.words)} | {g.logprob:.2f} |" in absent
+        assert f"| {' '.join(g.words) or '(empty phrase)'} | {g.logprob:.2f} |" in absent
     assert "### the zzz (the network reads: the [UNK])" in out
 
 
@@ -96,3 +97,19 @@ def test_embed_writes_maps_and_every_coordinate(files):
     assert np.isfinite(xy).all() and xy.std(0).min() > 0
     for png in ("words.png", "phrases.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_analysis_script_writes_the_three_views(files, tmp_path):
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import analysis
+    srcs = tmp_path / "sources.txt"
+    srcs.write_text("the house\na cat\nblue cat\n")
+    res = analysis.main(["--model", str(files / "model.pt"), "--phrase-table", str(files / "pt.gz"),
+                         "--output", str(tmp_path / "out"), "--sources", str(srcs), "--words", "50",
+                         "--phrases", "20", "--device", "cpu", "-q"])
+    assert [x["in_table"] for x in res["lists"]] == [True, True, False]
+    assert set(res["generated"]) == {"the house", "a cat", "blue cat"}
+    md = (tmp_path / "out" / "analysis.md").read_text()
+    for part in ("## 1. The phrase table", "## 2. Target phrases generated", "## 3. Maps", "### blue cat"):
+        assert part in md
+    assert (tmp_path / "out" / "words.png").exists() and (tmp_path / "out" / "phrases.tsv").exists()
