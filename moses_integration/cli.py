@@ -156,6 +156,19 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     cr.set_defaults(handler=cmd_cslm_rescore)
 
 
+def read_input(path: str) -> list[str]:
+    """Sentences for the decoder.  '|' separates factors in Moses's input (``word|factor``), and
+    Moses's tokenizer escapes it as ``&#124;``; the built-in decoder reads one factor, so a '|'
+    in the input is refused with its file and line rather than written into the output, where
+    it would break an n-best line."""
+    lines = read_lines(path)
+    for i, line in enumerate(lines, 1):
+        if "|" in line:
+            raise ValueError(f"{path}:{i}: '|' in the input: it is Moses's factor separator; escape it as "
+                             "&#124; as Moses's tokenizer does")
+    return lines
+
+
 def _decoder(a: argparse.Namespace, sentences: list[str]):
     cfg = DecoderConfig(stack_size=a.stack_size, pop_limit=a.pop_limit, distortion_limit=a.distortion_limit,
                         table_limit=a.table_limit)
@@ -173,7 +186,7 @@ def cmd_decode(a: argparse.Namespace) -> int:
     check_can_write(a.output, a.overwrite)
     if a.moses_bin or os.environ.get("MOSES"):  # refuse before loading any table
         raise RuntimeError("decode with a real Moses: run moses itself; --moses-bin is for 'tune'")
-    sentences = read_lines(a.input)
+    sentences = read_input(a.input)
     builtin, _ = _decoder(a, sentences)
     n = int(a.n_best_list[1]) if a.n_best_list else 1
     results = builtin.translate(nbest=n)  # -q reached the decoder in _decoder
@@ -188,7 +201,7 @@ def cmd_tune(a: argparse.Namespace) -> int:
     if not a.resume and os.path.exists(state) and not a.overwrite:
         raise OutputExistsError(f"{state} exists (an earlier tuning run): pass --resume to continue it "
                                 "or --overwrite to start again")
-    sentences, refs = read_lines(a.input), read_lines(a.ref)
+    sentences, refs = read_input(a.input), read_lines(a.ref)
     if len(sentences) != len(refs):
         raise ValueError(f"{a.input}: {len(sentences)} lines but {a.ref} has {len(refs)}")
     builtin, dec = _decoder(a, sentences)

@@ -11,7 +11,7 @@ import subprocess
 from typing import Iterable, Iterator
 
 from rescorer.fileio import atomic_write, check_can_write
-from rescorer.phrase_table import SEP, open_binary, parse_line
+from rescorer.phrase_table import SEP, parse_line, raw_lines
 
 
 def source_spans(sentences: Iterable[str], max_len: int = 7) -> set[bytes]:
@@ -29,13 +29,12 @@ def filtered_lines(path: str | os.PathLike, wanted: set[bytes], progress: bool =
                    ) -> Iterator[tuple[int, bytes]]:
     """(line number, raw line) of the lines whose source phrase is in ``wanted``; fast path on bytes."""
     from tqdm import tqdm
-    with open_binary(path) as f:
-        lines = tqdm(f, desc=f"reading {os.path.basename(os.fspath(path))}", unit=" lines", unit_scale=True,
-                     mininterval=2.0, disable=not progress, leave=False)
-        for lineno, raw in enumerate(lines, 1):
-            k = raw.find(SEP)
-            if k >= 0 and raw[:k] in wanted:
-                yield lineno, raw
+    lines = tqdm(raw_lines(path), desc=f"reading {os.path.basename(os.fspath(path))}", unit=" lines",
+                 unit_scale=True, mininterval=2.0, disable=not progress, leave=False)
+    for lineno, raw in lines:
+        k = raw.find(SEP)
+        if k >= 0 and raw[:k] in wanted:
+            yield lineno, raw
 
 
 def filter_table(table: str, sentences: list[str], out: str, max_len: int = 7, overwrite: bool = False) -> int:

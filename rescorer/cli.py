@@ -212,8 +212,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def read_lines(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
+    """The lines of a UTF-8 text file (gzipped or not); a line that is not UTF-8 stops with its
+    file and line number."""
+    from .ngrams import text_lines
+    return [text.rstrip("\r\n") for _, text in text_lines(path)]
 
 
 def cmd_vocab(a: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import torch
 
 from .fileio import atomic_write
 from .model import pad
-from .phrase_table import SEP, open_binary
+from .phrase_table import SEP, raw_lines
 from .scorer import PhraseScorer
 from .vocab import UNK_ID
 
@@ -33,12 +33,11 @@ def frequent_sources(table: str | os.PathLike, n: int, min_words: int = 1, progr
     from tqdm import tqdm
     counts: Counter = Counter()
     path = os.fspath(table)
-    with open_binary(path) as f:
-        for raw in tqdm(f, desc=f"reading {os.path.basename(path)}", unit=" lines", unit_scale=True,
-                        mininterval=2.0, disable=not progress, leave=False):
-            k = raw.find(SEP)
-            if k > 0 and raw.count(b" ", 0, k) + 1 >= min_words:
-                counts[raw[:k]] += 1
+    for _, raw in tqdm(raw_lines(path), desc=f"reading {os.path.basename(path)}", unit=" lines", unit_scale=True,
+                       mininterval=2.0, disable=not progress, leave=False):
+        k = raw.find(SEP)
+        if k > 0 and raw.count(b" ", 0, k) + 1 >= min_words:
+            counts[raw[:k]] += 1
     return [s.decode("utf-8", "replace") for s, _ in counts.most_common(n)]
 
 

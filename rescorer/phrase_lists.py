@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 from .generate import beam_search
-from .phrase_table import SEP, open_binary, parse_line
+from .phrase_table import SEP, parse_line, raw_lines
 from .scorer import PhraseScorer
 
 TABLE_COLUMN = 2  # p(target | source) in Moses's score order phi(f|e) lex(f|e) phi(e|f) lex(e|f)
@@ -43,17 +43,16 @@ def read_targets(table: str | os.PathLike, sources: list[str], column: int = TAB
     wanted = {s.encode("utf-8") for s in sources}
     out: dict[str, list[tuple[str, float]]] = {s: [] for s in sources}
     path = os.fspath(table)
-    with open_binary(path) as f:
-        for lineno, raw in enumerate(tqdm(f, desc=f"reading {os.path.basename(path)}", unit=" lines",
-                                          unit_scale=True, mininterval=2.0, disable=not progress, leave=False), 1):
-            k = raw.find(SEP)
-            if k < 0 or raw[:k] not in wanted:
-                continue
-            pair = parse_line(raw, path, lineno)
-            scores = pair.fields[2].split()
-            if column >= len(scores):
-                raise ValueError(f"{path}:{lineno}: {len(scores)} scores, no column {column + 1}")
-            out[pair.source].append((pair.target, float(scores[column])))
+    for lineno, raw in tqdm(raw_lines(path), desc=f"reading {os.path.basename(path)}", unit=" lines",
+                            unit_scale=True, mininterval=2.0, disable=not progress, leave=False):
+        k = raw.find(SEP)
+        if k < 0 or raw[:k] not in wanted:
+            continue
+        pair = parse_line(raw, path, lineno)
+        scores = pair.fields[2].split()
+        if column >= len(scores):
+            raise ValueError(f"{path}:{lineno}: {len(scores)} scores, no column {column + 1}")
+        out[pair.source].append((pair.target, float(scores[column])))
     return out
 
 

@@ -116,12 +116,41 @@ def iter_table(path: str | os.PathLike, start_line: int = 0,
     stay those of the file.
     """
     name = os.fspath(path)
+    for lineno, raw in raw_lines(path):
+        if lineno <= start_line:
+            continue
+        if not raw.strip():
+            raise PhraseTableError(f"{name}:{lineno}: empty line")
+        pair = parse_line(raw, name, lineno, n_scores)
+        n_scores = pair.n_scores
+        yield pair
+
+
+def raw_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw line) of a plain or gzipped file; a damaged or truncated gzip stream is
+    an error naming the file and the line where it stops."""
+    import zlib
+    name = os.fspath(path)
+    lineno = 0
     with open_binary(path) as f:
-        for lineno, raw in enumerate(f, 1):
-            if lineno <= start_line:
-                continue
-            if not raw.strip():
-                raise PhraseTableError(f"{name}:{lineno}: empty line")
-            pair = parse_line(raw, name, lineno, n_scores)
-            n_scores = pair.n_scores
-            yield pair
+        try:
+            for raw in f:
+                lineno += 1
+                yield lineno, raw
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            what = "ends early (truncated?)" if isinstance(e, EOFError) else f"is damaged ({e})"
+            raise PhraseTableError(f"{name}:{_readable_lines(path) + 1}: compressed stream {what}") from None
+
+
+def _readable_lines(path: str | os.PathLike) -> int:
+    """How many whole lines a damaged gzip file gives before it fails (read again without the large
+    read-ahead buffer, which fails before handing over the lines it holds)."""
+    import zlib
+    n = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            for _ in f:
+                n += 1
+    except (EOFError, gzip.BadGzipFile, zlib.error):
+        pass
+    return n

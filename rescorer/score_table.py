@@ -23,7 +23,7 @@ from typing import Iterator
 from tqdm import tqdm
 
 from .fileio import OutputExistsError, atomic_write, check_can_write
-from .phrase_table import PhrasePair, append_scores, format_prob, iter_table
+from .phrase_table import PhrasePair, PhraseTableError, append_scores, format_prob, iter_table
 from .scorer import PhraseScorer
 
 log = logging.getLogger(__name__)
@@ -89,38 +89,46 @@ def score_table(scorer: PhraseScorer, table: str, out: str, *, model_path: str =
     mode = "r+b" if resume else "wb"
     t0 = time.monotonic()
     n_new = 0
-    with open(partial, mode) as f:
-        f.truncate(bytes_done)
-        f.seek(bytes_done)
-        bar = tqdm(desc="scoring", unit=" pairs", initial=lines_done, disable=not progress,
-                   mininterval=1.0, dynamic_ncols=True, unit_scale=True)
-        for k, chunk in enumerate(chunks(iter_table(table, start_line=lines_done, n_scores=n_scores),
-                                         chunk_lines)):
-            if stop_after_chunks is not None and k >= stop_after_chunks:
-                bar.close()
-                return {"lines": lines_done, "complete": False}
-            n_scores = chunk[0].n_scores
-            logp = scorer.score_pairs((p.source, p.target) for p in chunk)
-            lines = []
-            for p, lp in zip(chunk, logp):
-                new = [format_prob(lp)]
-                if unk_count:
-                    new.append(format_prob(-scorer.n_unknown(p.source, p.target)))
-                lines.append(append_scores(p, new))
-            data = b"".join(lines)
-            if settings["gzip"]:
-                data = gzip.compress(data, compresslevel=6, mtime=0)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-            lines_done += len(chunk)
-            bytes_done += len(data)
-            n_new += len(chunk)
-            with atomic_write(state_path, "w") as s:
-                json.dump({"settings": settings, "lines_done": lines_done, "bytes_done": bytes_done,
-                           "n_scores": n_scores}, s)
-            bar.update(len(chunk))
-        bar.close()
+    try:
+        with open(partial, mode) as f:
+            f.truncate(bytes_done)
+            f.seek(bytes_done)
+            bar = tqdm(desc="scoring", unit=" pairs", initial=lines_done, disable=not progress,
+                       mininterval=1.0, dynamic_ncols=True, unit_scale=True)
+            for k, chunk in enumerate(chunks(iter_table(table, start_line=lines_done, n_scores=n_scores),
+                                             chunk_lines)):
+                if stop_after_chunks is not None and k >= stop_after_chunks:
+                    bar.close()
+                    return {"lines": lines_done, "complete": False}
+                n_scores = chunk[0].n_scores
+                logp = scorer.score_pairs((p.source, p.target) for p in chunk)
+                lines = []
+                for p, lp in zip(chunk, logp):
+                    new = [format_prob(lp)]
+                    if unk_count:
+                        new.append(format_prob(-scorer.n_unknown(p.source, p.target)))
+                    lines.append(append_scores(p, new))
+                data = b"".join(lines)
+                if settings["gzip"]:
+                    data = gzip.compress(data, compresslevel=6, mtime=0)
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+                lines_done += len(chunk)
+                bytes_done += len(data)
+                n_new += len(chunk)
+                with atomic_write(state_path, "w") as s:
+                    json.dump({"settings": settings, "lines_done": lines_done, "bytes_done": bytes_done,
+                               "n_scores": n_scores}, s)
+                bar.update(len(chunk))
+            bar.close()
+    except PhraseTableError:
+        # bad input: what was written cannot be resumed once the table is corrected (its size is
+        # part of the settings), so nothing is left behind to block the corrected run
+        for p in (partial, state_path):
+            if os.path.exists(p):
+                os.unlink(p)
+        raise
     os.replace(partial, out)
     os.unlink(state_path)
     secs = time.monotonic() - t0

@@ -228,3 +228,17 @@ def test_plain_python_search_equals_the_compiled_one(tmp_path, monkeypatch, seed
         assert [(t.words, t.segmentation) for t in b] == [(t.words, t.segmentation) for t in a]
         np.testing.assert_allclose([t.score for t in b], [t.score for t in a], atol=1e-9)
         np.testing.assert_allclose(np.array([t.features for t in b]), np.array([t.features for t in a]), atol=1e-9)
+
+
+def test_decode_input_errors_name_file_and_line(tmp_path, caplog):
+    from moses_integration.cli import main
+    ini = make_model(tmp_path, 5)
+    bad = tmp_path / "bad.en"
+    bad.write_bytes(b"a e\na \xff e\n")
+    assert main(["decode", "-q", "--ini", str(ini), "--input", str(bad), "--output", str(tmp_path / "o")]) == 1
+    assert f"{bad}:2: not UTF-8" in caplog.text
+    pipe = tmp_path / "pipe.en"
+    pipe.write_text("a e\na ||| e\n")
+    assert main(["decode", "-q", "--ini", str(ini), "--input", str(pipe), "--output", str(tmp_path / "o")]) == 1
+    assert f"{pipe}:2: '|' in the input: it is Moses's factor separator" in caplog.text
+    assert not (tmp_path / "o").exists()

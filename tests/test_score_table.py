@@ -139,3 +139,32 @@ def test_weights_that_do_not_fit_the_vocabulary(tmp_path, caplog):
     from rescorer.checkpoint import CheckpointError, load_checkpoint
     with pytest.raises(CheckpointError, match="do not match the network"):
         load_checkpoint(path)
+
+
+def test_bad_line_after_written_chunks_leaves_nothing_to_block_the_corrected_run(table_and_model, caplog):
+    d, table, model = table_and_model
+    bad = d / "late-bad.gz"
+    lines = [f"w{i} ||| x{i} ||| 0.1 0.2 ||| 0-0\n".encode() for i in range(50)]
+    with gzip.open(bad, "wb") as f:
+        f.writelines(lines[:40] + [b"w40 ||| x40 ||| 0.1\n"] + lines[41:])
+    out = d / "late-out.gz"
+    args = ["--phrase-table", bad, "--model", model, "--out", out, "--chunk-lines", "8"]
+    assert run(*args) == 1
+    assert f"{bad}:41: 1 scores, but the lines before have 2" in caplog.text
+    assert not out.exists() and not os.path.exists(f"{out}.partial") and not os.path.exists(f"{out}.partial.json")
+    with gzip.open(bad, "wb") as f:   # corrected: runs without --resume or --overwrite
+        f.writelines(lines)
+    assert run(*args) == 0 and len(gzip.open(out).read().splitlines()) == 50
+
+
+def test_truncated_gzip_names_file_and_line(table_and_model, caplog):
+    d, table, model = table_and_model
+    data = table.read_bytes()
+    cut = d / "cut.gz"
+    cut.write_bytes(data[:len(data) // 2])
+    out = d / "cut-out.gz"
+    assert run("--phrase-table", cut, "--model", model, "--out", out) == 1
+    msg = next(r.getMessage() for r in caplog.records if "compressed stream" in r.getMessage())
+    assert msg.startswith(f"{cut}:") and msg.endswith("compressed stream ends early (truncated?)")
+    assert int(msg[len(str(cut)) + 1:].split(":")[0]) > 1000
+    assert not out.exists() and not os.path.exists(f"{out}.partial")
