@@ -27,13 +27,13 @@ import logging
 import os
 import sys
 
-import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from moses_integration import pipeline as P  # noqa: E402
 from rescorer.fileio import atomic_write  # noqa: E402
+from rescorer.plots import plt, save_figure  # noqa: E402
 
 log = logging.getLogger("ablation")
 CELLS = ("gru", "lstm", "tanh")
@@ -212,9 +212,6 @@ COLORS = {"gru": "#1f77b4", "lstm": "#2ca02c", "tanh": "#d62728"}
 
 
 def plot_curves(res: dict, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
     for cell, c in res["cells"].items():
         u = [x for x, _ in c["valid"][1:]]
@@ -229,16 +226,10 @@ def plot_curves(res: dict, path: str) -> None:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.suptitle("equal parameter count, equal wall-time budget", fontsize=10)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_gradients(res: dict, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=110)
     for cell, g in res["gradients"].items():
         for when, ls in (("initial", "--"), ("trained", "-")):
@@ -251,10 +242,7 @@ def plot_gradients(res: dict, path: str) -> None:
     ax.set_title("gradient reaching each encoder state (held-out pairs)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def markdown(res: dict) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 from moses_integration import pipeline as P
 from moses_integration.evaluate import describe_runs, paired_test, postprocess
 from rescorer.fileio import atomic_write
+from rescorer.plots import plt, save_figure
 
 
 def _detok(path: str, lang: str) -> list[str]:
@@ -157,9 +158,6 @@ def write_report(exp, records: list[dict]) -> dict:
 
 
 def plot(results: dict, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     sets = [("dev (MERT, tokenised)", results["dev"])] + [
         (f"{n} (sacrebleu)", {s: {"bleu": d["bleu"], "mean": d["mean"], "sd": d["s_opt"]} for s, d in t["systems"].items()})
         for n, t in results["tests"].items()]
@@ -181,18 +179,12 @@ def plot(results: dict, path: str) -> None:
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"mean of {results['runs']} MERT runs (bars), each run (dots), s.d. over runs (error bars)",
                  fontsize=9)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_training(results: dict, path: str) -> None:
     """Validation perplexity of each network against training minutes (or updates): what the
     training budget bought."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     nets = [(n, t) for n, t in (("rnn", "RNN Encoder–Decoder (per target symbol)"), ("cslm", "CSLM (per word)"))
             if "curve" in results[n]]
     fig, axes = plt.subplots(1, len(nets), figsize=(5.5 * len(nets), 4), dpi=110, squeeze=False)
@@ -209,10 +201,7 @@ def plot_training(results: dict, path: str) -> None:
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, which="both")
         ax.legend()
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _f(v, fmt="{:.2f}") -> str:

@@ -15,6 +15,7 @@ import torch
 from .fileio import atomic_write
 from .model import pad
 from .phrase_table import SEP, raw_lines
+from .plots import plt, save_figure
 from .scorer import PhraseScorer
 from .vocab import UNK_ID
 
@@ -75,9 +76,6 @@ def label_subset(xy: np.ndarray, max_labels: int = 150, min_dist: float = 0.035)
 
 
 def write_map(labels: list[str], xy: np.ndarray, png: str, tsv: str, title: str, max_labels: int = 150) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     with atomic_write(tsv, "w") as f:
         f.write("label\tx\ty\n")
         for lab, (x, y) in zip(labels, xy):
@@ -91,10 +89,7 @@ def write_map(labels: list[str], xy: np.ndarray, png: str, tsv: str, title: str,
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.tight_layout()
-    with atomic_write(png, "wb") as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
+    save_figure(fig, png)
 
 
 def embed_maps(scorer: PhraseScorer, table: str | os.PathLike | None, out_dir: str, words: int = 1000,

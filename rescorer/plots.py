@@ -29,6 +29,11 @@ def plot_curves(history: dict, path: str | os.PathLike, title: str = "RNN Encode
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """Lay out, write as PNG through a temporary file, and free the figure."""
     fig.tight_layout()
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png")
