@@ -511,7 +511,8 @@ class Experiment:
             sys.path.insert(0, os.path.join(ROOT, "experiments"))
             import build_baseline
             t = time.time()
-            rep = build_baseline.main(["--config", cfg.p(cfg.build), "--work", os.path.join(cfg.work, "build"),
+            build = cfg.build if os.path.isabs(cfg.build) else os.path.join(ROOT, cfg.build)  # as experiments/ names it
+            rep = build_baseline.main(["--config", build, "--work", os.path.join(cfg.work, "build"),
                                        "--data", cfg.data])
             records.append({"stage": "build", "seconds": round(time.time() - t, 1),
                             "skipped": all(r.get("skipped") for r in rep),
