@@ -179,6 +179,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     n.add_argument("-k", type=int, default=10, help="rows per ranking (default 10)")
     n.add_argument("--column", type=int, default=3,
                    help="the table's score to rank by, 1-based (default 3: p(target | source), Moses's phi(e|f))")
+    n.add_argument("--known-targets", action="store_true",
+                   help="leave targets with words outside the network's shortlist out of the RNN's ranking "
+                        "(each such word is scored as [UNK])")
     n.add_argument("--format", choices=["md", "tsv"], default="md")
     n.add_argument("--device", default="auto")
     n.set_defaults(handler=cmd_inspect)
@@ -347,7 +350,8 @@ def cmd_inspect(a: argparse.Namespace) -> int:
         raise ValueError("inspect: give --source PHRASE or --sources FILE")
     if any(not s.strip() for s in sources):
         raise ValueError("inspect: an empty --source has no translations")
-    lists = compare(_scorer(a), a.phrase_table, sources, a.k, a.column - 1, progress=not a.quiet)
+    lists = compare(_scorer(a), a.phrase_table, sources, a.k, a.column - 1, progress=not a.quiet,
+                    known_targets=a.known_targets)
     sys.stdout.write(format_markdown(lists, a.column - 1) if a.format == "md" else format_tsv(lists))
     return 0
 

@@ -24,6 +24,7 @@ class Row:
     target: str
     table: float | None      # the table's probability (None: not in the table)
     rnn: float               # log p(target | source) under the network
+    unknown: int = 0         # target words outside the network's shortlist (each scored as [UNK])
 
 
 @dataclass
@@ -57,8 +58,12 @@ def read_targets(table: str | os.PathLike, sources: list[str], column: int = TAB
 
 
 def compare(scorer: PhraseScorer, table: str | os.PathLike, sources: list[str], k: int = 10,
-            column: int = TABLE_COLUMN, progress: bool = True, beam: int = 10) -> list[PhraseList]:
-    """One ``PhraseList`` per source phrase (in the order given, duplicates kept once)."""
+            column: int = TABLE_COLUMN, progress: bool = True, beam: int = 10,
+            known_targets: bool = False) -> list[PhraseList]:
+    """One ``PhraseList`` per source phrase (in the order given, duplicates kept once).  With
+    ``known_targets`` the RNN's ranking leaves out targets with words outside the target
+    shortlist: the network scores each such word as the class [UNK], so they all share the
+    class's probability (what the WP feature counts) and would crowd the ranking."""
     sources = list(dict.fromkeys(" ".join(s.split()) for s in sources))
     if any(not s for s in sources):
         raise ValueError("an empty source phrase has no translations: give at least one word")
@@ -70,9 +75,10 @@ def compare(scorer: PhraseScorer, table: str | os.PathLike, sources: list[str], 
         pl = PhraseList(s, bool(cands), len(cands), unknown_words=unknown)
         if cands:
             rnn = scorer.score_pairs([(s, t) for t, _ in cands])
-            rows = [Row(t, p, r) for (t, p), r in zip(cands, rnn)]
+            tv = scorer.tgt_vocab
+            rows = [Row(t, p, r, tv.n_unknown(t.split())) for (t, p), r in zip(cands, rnn)]
             pl.by_table = sorted(rows, key=lambda x: -x.table)[:k]
-            pl.by_rnn = sorted(rows, key=lambda x: -x.rnn)[:k]
+            pl.by_rnn = sorted((r for r in rows if not (known_targets and r.unknown)), key=lambda x: -x.rnn)[:k]
         else:
             ids = scorer.src_vocab.ids(s.split())
             gen = beam_search(scorer.model, scorer.tgt_vocab, ids, beam=max(beam, k), n=k)
@@ -85,8 +91,13 @@ def _shown(source: str, pl: PhraseList) -> str:
     return " ".join("[UNK]" if w in pl.unknown_words else w for w in source.split())
 
 
+def _target(r: Row) -> str:
+    return r.target + (" †" if r.unknown else "")
+
+
 def format_markdown(lists: list[PhraseList], column: int = TABLE_COLUMN) -> str:
-    """A Markdown section per source: the table's top-k beside the RNN's, both scores on each row."""
+    """A Markdown section per source: the table's top-k beside the RNN's, both scores on each row
+    († marks a target with words outside the network's shortlist)."""
     out = []
     for pl in lists:
         head = f"### {pl.source}"
@@ -101,15 +112,16 @@ def format_markdown(lists: list[PhraseList], column: int = TABLE_COLUMN) -> str:
             out.append("|---|---|")
             out += [f"| {r.target or '(empty phrase)'} | {r.rnn:.2f} |" for r in pl.by_rnn]
         else:
-            out.append(f"{pl.n_targets} target phrases in the table.")
+            out.append(f"{pl.n_targets} target phrases in the table; † marks targets with words outside the "
+                       "network's shortlist (scored as [UNK]).")
             out.append("")
             out.append(f"| by the table (column {column + 1}) | p | RNN log p | | by the RNN | RNN log p | p |")
             out.append("|---|---|---|---|---|---|---|")
             for i in range(max(len(pl.by_table), len(pl.by_rnn))):
                 a = pl.by_table[i] if i < len(pl.by_table) else None
                 b = pl.by_rnn[i] if i < len(pl.by_rnn) else None
-                left = f"{a.target} | {a.table:.3g} | {a.rnn:.2f}" if a else " | | "
-                right = f"{b.target} | {b.rnn:.2f} | {b.table:.3g}" if b else " | | "
+                left = f"{_target(a)} | {a.table:.3g} | {a.rnn:.2f}" if a else " | | "
+                right = f"{_target(b)} | {b.rnn:.2f} | {b.table:.3g}" if b else " | | "
                 out.append(f"| {left} | | {right} |")
         out.append("")
     return "\n".join(out)
@@ -117,12 +129,13 @@ def format_markdown(lists: list[PhraseList], column: int = TABLE_COLUMN) -> str:
 
 def format_tsv(lists: list[PhraseList]) -> str:
     """One row per (source, ranking, rank): source, ranking (table|rnn|generated), rank, target,
-    table probability (empty when not in the table), RNN log-probability."""
-    rows = ["source\tranking\trank\ttarget\ttable_p\trnn_logp"]
+    table probability (empty when not in the table), RNN log-probability, target words outside
+    the network's shortlist."""
+    rows = ["source\tranking\trank\ttarget\ttable_p\trnn_logp\tunknown_words"]
     for pl in lists:
         for name, lst in (("table", pl.by_table), ("rnn" if pl.in_table else "generated", pl.by_rnn)):
             for i, r in enumerate(lst, 1):
                 tp = "" if r.table is None else f"{r.table:.6g}"
-                rows.append(f"{pl.source}\t{name}\t{i}\t{r.target}\t{tp}\t{r.rnn:.4f}")
+                rows.append(f"{pl.source}\t{name}\t{i}\t{r.target}\t{tp}\t{r.rnn:.4f}\t{r.unknown}")
     return "\n".join(rows) + "\n"
 

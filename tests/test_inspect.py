@@ -31,7 +31,7 @@ def files(tmp_path_factory):
 
 def _tsv(text):
     rows = [line.split("\t") for line in text.strip().splitlines()[1:]]
-    return [(r[0], r[1], int(r[2]), r[3], float(r[4]) if r[4] else None, float(r[5])) for r in rows]
+    return [(r[0], r[1], int(r[2]), r[3], float(r[4]) if r[4] else None, float(r[5]), int(r[6])) for r in rows]
 
 
 def test_table_and_rnn_rankings_side_by_side(files, capsys):
@@ -56,7 +56,7 @@ def test_markdown_with_an_absent_source_and_an_unknown_word(files, capsys, tmp_p
     assert main(["inspect", "-q", "--model", str(files / "model.pt"), "--phrase-table", str(files / "pt.gz"),
                  "--sources", str(srcs), "-k", "2", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "### the house" in out and "4 target phrases in the table." in out
+    assert "### the house" in out and "4 target phrases in the table;" in out
     absent = out.split("### blue cat")[1].split("###")[0]
     assert "Not in the phrase table" in absent
     scorer = PhraseScorer.load(files / "model.pt", "cpu")
@@ -113,3 +113,14 @@ def test_analysis_script_writes_the_three_views(files, tmp_path):
     for part in ("## 1. The phrase table", "## 2. Target phrases generated", "## 3. Maps", "### blue cat"):
         assert part in md
     assert (tmp_path / "out" / "words.png").exists() and (tmp_path / "out" / "phrases.tsv").exists()
+
+
+def test_known_targets_leaves_unknown_target_words_out_of_the_rnn_ranking(files, capsys):
+    args = ["inspect", "-q", "--model", str(files / "model.pt"), "--phrase-table", str(files / "pt.gz"),
+            "--source", "the cat", "--source", "a house", "--format", "tsv", "--device", "cpu"]
+    assert main(args) == 0
+    rows = _tsv(capsys.readouterr().out)
+    assert {(r[3], r[6]) for r in rows} == {("le chat", 1), ("une maison", 1)}   # "le", "une": not in the shortlist
+    assert main(args + ["--known-targets"]) == 0
+    rows = _tsv(capsys.readouterr().out)
+    assert [r[1] for r in rows] == ["table", "table"]     # the RNN's ranking is empty, the table's is not
