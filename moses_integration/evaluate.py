@@ -81,22 +81,11 @@ def paired_test(baseline: list[str], system: list[str], refs: list[str], test: s
             "signature": str(sigs[name])}
 
 
-def compare_runs(baseline_runs: list[list[str]], system_runs: list[list[str]], refs: list[str],
-                 n_samples: int = 0) -> dict:
-    """MultEval's view of two systems tuned several times each: BLEU of every run, mean, s_opt
-    (standard deviation over the tuning runs), s_sel (bootstrap standard deviation within a run,
-    averaged over the runs), and one approximate-randomization p-value over all runs together
-    (the runs' outputs concatenated, run k of the system paired with run k of the baseline)."""
-    if len(baseline_runs) != len(system_runs) or not system_runs:
-        raise ValueError(f"{len(baseline_runs)} baseline runs but {len(system_runs)} system runs")
-    pooled = paired_test([x for r in baseline_runs for x in r], [x for r in system_runs for x in r],
-                         refs * len(system_runs), "ar", n_samples)
-    return {"p_value_all_runs": pooled["p_value"], "signature": pooled["signature"],
-            "system": describe_runs(system_runs, refs), "baseline": describe_runs(baseline_runs, refs)}
-
-
 def describe_runs(runs: list[list[str]], refs: list[str]) -> dict:
-    """BLEU of each run, their mean, s_opt and s_sel (see ``compare_runs``)."""
+    """MultEval's view of a system tuned several times (Clark et al., 2011): BLEU of each run, their
+    mean, s_opt (standard deviation over the tuning runs) and s_sel (bootstrap standard deviation
+    within a run, averaged over the runs).  Its p-value against another system over all runs
+    together is ``paired_test`` on the runs' outputs concatenated, run k paired with run k."""
     scores = [corpus_bleu(h, refs)[0] for h in runs]
     return {"bleu": scores, "mean": float(np.mean(scores)),
             "s_opt": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
