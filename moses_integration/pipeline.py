@@ -2,8 +2,11 @@
 their outputs are up to date (as Moses's ``experiment.perl`` does).
 
 A stage names its inputs, its outputs and its settings; it runs when an output is missing or
-when the stamp it left (``WORK/stamps/STAGE.json``: settings plus size and modification time
-of every input) no longer matches.  Outputs are written under temporary names and renamed
+when the stamp it left (``WORK/stamps/STAGE.json``: settings plus size and SHA-256 of every
+input) no longer matches.  Inputs are compared by content, not by modification time, so a
+copied, re-mounted or touched input does not make days of training run again; a file is
+hashed only when its size or modification time differs from the last time it was hashed
+(``WORK/stamps/hashes.json``).  Outputs are written under temporary names and renamed
 into place by the stage functions, so an interrupted stage simply runs again.  Every stage
 logs its time and the peak memory of the process tree so far (``resource`` maxrss).
 """
@@ -38,11 +41,47 @@ class Stage:
     isolated: bool = True   # False: a light stage, run in the calling process even with ``isolate``
 
 
-def _fingerprint(stage: Stage) -> dict:
-    files = {}
-    for p in stage.inputs:
-        st = os.stat(p)
-        files[os.path.abspath(p)] = [st.st_size, int(st.st_mtime)]
+def sha256_file(path: str) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ContentHashes:
+    """SHA-256 of files, remembered in a JSON file under (size, modification time, change time
+    in ns), so a file is read again only when one of them changed (the change time also moves
+    when the modification time is set back by hand)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.known: dict = {}
+        if os.path.exists(path):
+            try:
+                with open(path) as f:
+                    self.known = json.load(f)
+            except (OSError, ValueError):  # a damaged cache only costs hashing again
+                self.known = {}
+
+    def __call__(self, path: str) -> str:
+        path = os.path.abspath(path)
+        st = os.stat(path)
+        seen = self.known.get(path)
+        key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        if seen and seen[:3] == key:
+            return seen[3]
+        digest = sha256_file(path)
+        self.known[path] = key + [digest]
+        with open(self.path + ".tmp", "w") as f:
+            json.dump(self.known, f, indent=0)
+        os.replace(self.path + ".tmp", self.path)
+        return digest
+
+
+def _fingerprint(stage: Stage, digest: Callable[[str], str]) -> dict:
+    files = {os.path.abspath(p): [os.path.getsize(p), digest(p)] for p in stage.inputs}
     # through JSON, as the stamp is stored: a tuple in the settings compares equal to its reading
     return json.loads(json.dumps({"settings": stage.settings, "inputs": files}))
 
@@ -120,13 +159,14 @@ def run_stages(stages: list[Stage], work: str, force: bool = False,
     process of its own, so its peak memory is its own."""
     stamps = os.path.join(work, "stamps")
     os.makedirs(stamps, exist_ok=True)
+    digest = ContentHashes(os.path.join(stamps, "hashes.json"))
     report = []
     for st in stages:
         missing = [p for p in st.inputs if not os.path.exists(p)]
         if missing:
             raise FileNotFoundError(f"stage {st.name}: input {missing[0]} does not exist")
         stamp_path = os.path.join(stamps, f"{st.name}.json")
-        want = _fingerprint(st)
+        want = _fingerprint(st, digest)
         if not force and all(os.path.exists(p) for p in st.outputs) and os.path.exists(stamp_path):
             with open(stamp_path) as f:
                 old = json.load(f)

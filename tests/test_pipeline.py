@@ -1,6 +1,7 @@
 """The baseline pipeline: preparation round trips, and the whole recipe on 2,000 sentence pairs
 of the shared data, whose tables, LM and moses.ini the built-in decoder loads and uses."""
 import gzip
+import json
 import os
 import shutil
 import sys
@@ -122,3 +123,31 @@ def test_pipeline_on_2000_pairs_makes_a_system_the_decoder_uses(tmp_path):
     translated = sum(1 for s, t in zip(src, outs) if set(t.words) - set(s.split()))
     assert translated == len(src)          # every sentence got French words from the table
     assert all(t.features[model.layout.slices()["LM0"]][0] < 0 for t in outs)
+
+
+def test_stages_compare_inputs_by_content_not_by_modification_time(tmp_path):
+    from moses_integration import pipeline as P
+    src, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_text("le chat\n")
+    runs = []
+
+    def run():
+        runs.append(1)
+        out.write_text(src.read_text().upper())
+
+    def stages():
+        return [P.Stage("upper", [str(src)], [str(out)], run, {"case": "upper"}, isolated=False)]
+
+    work = str(tmp_path / "work")
+    assert not P.run_stages(stages(), work)[0].get("skipped") and len(runs) == 1
+    # a re-mounted or touched input with the same bytes: up to date
+    os.utime(src, (1, 1))
+    assert P.run_stages(stages(), work)[0].get("skipped") and len(runs) == 1
+    # same size, other bytes: runs again
+    src.write_text("la chat\n")
+    os.utime(src, (1, 1))
+    assert not P.run_stages(stages(), work)[0].get("skipped") and len(runs) == 2
+    assert out.read_text() == "LA CHAT\n"
+    # the hash is read from the cache when size and time are unchanged
+    cache = json.loads((tmp_path / "work" / "stamps" / "hashes.json").read_text())
+    assert cache[str(src)][3] == P.sha256_file(str(src))
