@@ -126,6 +126,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s.add_argument("--vocab", help="check that the model's vocabularies are the ones in this directory")
     s.add_argument("--chunk-lines", type=int, default=4096, help="lines scored at once (default 4096)")
     s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda ...")
+    s.add_argument("--workers", type=int, default=1, metavar="P",
+                   help="score with P processes on this machine (torchrun --standalone); under torchrun the "
+                        "command is one rank of the job and this option is ignored (see the README)")
     v.set_defaults(handler=cmd_vocab)
     t.add_argument("--cell", choices=["gru", "lstm", "tanh"], default="gru",
                    help="recurrent unit of encoder and decoder: the paper's gated unit (default), or an LSTM "
@@ -260,12 +263,20 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_score(a: argparse.Namespace) -> int:
+    from . import distributed
     from .checkpoint import check_vocab_matches
     from .runtime import resolve_device
-    from .score_table import score_table
+    from .score_table import score_table, score_table_parts, unfinished_parts
     from .scorer import PhraseScorer
     from .vocab import load_vocab_dir
-    scorer = PhraseScorer.load(a.model, resolve_device(a.device))
+    if a.workers < 1:
+        raise ValueError(f"--workers {a.workers}: give at least 1")
+    if a.workers > 1 and not distributed.launched():
+        return distributed.run_workers(a.workers, "rescorer", a.argv,
+                                       lambda rank: unfinished_parts(a.out, rank, a.workers))
+    device = resolve_device(a.device)
+    rank = distributed.this_rank()
+    scorer = PhraseScorer.load(a.model, distributed.rank_device(device, rank))
     if a.vocab:
         sv, tv = load_vocab_dir(a.vocab)
         if scorer.inverse:
@@ -274,8 +285,13 @@ def cmd_score(a: argparse.Namespace) -> int:
         check_vocab_matches(a.model, scorer.tgt_vocab, tv, "target")
     log.info("scoring %s with %s (%s) on %s", a.phrase_table, a.model,
              "log p(source | target)" if scorer.inverse else "log p(target | source)", scorer.device)
-    score_table(scorer, a.phrase_table, a.out, model_path=a.model, unk_count=a.unk_count, resume=a.resume,
-                overwrite=a.overwrite, chunk_lines=a.chunk_lines, progress=not a.quiet)
+    opts = dict(model_path=a.model, unk_count=a.unk_count, resume=a.resume, overwrite=a.overwrite,
+                chunk_lines=a.chunk_lines, progress=not a.quiet)
+    if not distributed.launched():
+        score_table(scorer, a.phrase_table, a.out, **opts)
+        return 0
+    with distributed.process_group(device) as rank:
+        score_table_parts(scorer, a.phrase_table, a.out, rank.rank, rank.world, distributed.barrier, **opts)
     return 0
 
 
@@ -382,6 +398,7 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parse, set up logging, call the subcommand's handler; our errors become one line and exit 1."""
     from .runtime import setup_logging
     a = parser.parse_args(argv)
+    a.argv = list(sys.argv[1:] if argv is None else argv)  # for the ranks of --workers
     setup_logging(verbose=a.verbose)
     try:
         return a.handler(a)

@@ -1,0 +1,130 @@
+"""Scoring with several processes (torch.distributed, gloo on the CPU): the parts are planned on
+the chunk boundaries of one process, so the joined table is the same bytes; a rank killed with
+SIGKILL fails the job, naming the rank and its part, and --resume finishes it with any number of
+processes."""
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+
+import pytest
+import torch
+
+from rescorer.checkpoint import save_checkpoint
+from rescorer.model import ModelConfig, RNNEncoderDecoder
+from rescorer.phrase_table import parse_line
+from rescorer.score_table import chunks, plan_parts
+from rescorer.vocab import Vocabulary
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def table_and_model(tmp_path_factory, moses_table):
+    """The first 6,000 lines of the Moses baseline table (sources with many targets each) and a
+    small untrained network over their words."""
+    d = tmp_path_factory.mktemp("dist")
+    lines = []
+    with gzip.open(moses_table, "rb") as f:
+        for line in f:
+            lines.append(line)
+            if len(lines) == 6000:
+                break
+    table = d / "pt.gz"
+    with gzip.open(table, "wb") as f:
+        f.writelines(lines)
+    src, tgt = Counter(), Counter()
+    for raw in lines:
+        p = parse_line(raw)
+        src.update(p.source_words)
+        tgt.update(p.target_words)
+    torch.manual_seed(0)
+    sv, tv = Vocabulary.from_counts(src, 500), Vocabulary.from_counts(tgt, 500)
+    m = RNNEncoderDecoder(ModelConfig(len(sv), len(tv), hidden=32, rank=16, maxout_units=16))
+    model = d / "model.pt"
+    save_checkpoint(model, m, sv, tv, inverse=False)
+    return d, table, model, lines
+
+
+def score(*args, env=None, check=True):
+    r = subprocess.run([sys.executable, "-m", "rescorer", "score", "-q", *map(str, args)], cwd=ROOT,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(r.stderr)
+    return r
+
+
+def test_parts_end_on_the_chunk_boundaries_of_one_process(table_and_model):
+    d, table, model, lines = table_and_model
+    sources = [ln.split(b" ||| ")[0] for ln in lines]
+    ends, n = set(), 0
+    for c in chunks(iter(sources), 100, key=lambda s: s):
+        n += len(c)
+        ends.add(n)
+    parts, total = plan_parts(str(table), 3, 100)
+    assert total == 6000 and parts[0][0] == 1 and parts[-1][1] == 6000
+    assert all(b[0] == a[1] + 1 for a, b in zip(parts, parts[1:]))
+    assert all(last in ends for _, last in parts)
+    assert all(abs((last - first + 1) - 2000) <= 4 * 100 for first, last in parts)
+
+
+@pytest.mark.parametrize("name", ["out.gz", "out.txt"])
+def test_two_ranks_write_the_bytes_of_one_process(table_and_model, name):
+    d, table, model, _ = table_and_model
+    one, two = d / f"one-{name}", d / f"two-{name}"
+    score("--phrase-table", table, "--model", model, "--out", one, "--chunk-lines", 100, "--unk-count")
+    r = score("--phrase-table", table, "--model", model, "--out", two, "--chunk-lines", 100, "--unk-count",
+              "--workers", 2)
+    assert "rank 1: part 1 = lines" in r.stderr
+    assert two.read_bytes() == one.read_bytes()
+    assert sorted(os.listdir(d)) == sorted(set(os.listdir(d)) - {p for p in os.listdir(d) if ".part" in p})
+
+
+def _rank_processes(tag: str) -> dict[int, int]:
+    """pid of each rank process started with the environment variable TEST_TAG=tag."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if f"TEST_TAG={tag}".encode() in env:
+            rank = next((e[5:] for e in env if e.startswith(b"RANK=")), None)
+            if rank is not None:
+                found[int(rank)] = int(pid)
+    return found
+
+
+def test_killed_rank_fails_the_job_and_resume_finishes_it_with_any_number_of_processes(table_and_model):
+    d, table, model, _ = table_and_model
+    one, out = d / "k-one.gz", d / "k-out.gz"
+    score("--phrase-table", table, "--model", model, "--out", one, "--chunk-lines", 20)
+    tag = uuid.uuid4().hex
+    args = ["--phrase-table", table, "--model", model, "--out", out, "--chunk-lines", 20]
+    job = subprocess.Popen([sys.executable, "-m", "rescorer", "score", "-q", *map(str, args), "--workers", "2"],
+                           cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "TEST_TAG": tag},
+                           stderr=subprocess.PIPE, text=True)
+    state = f"{out}.part-1.partial.json"
+    deadline = time.time() + 120
+    while not os.path.exists(state) and time.time() < deadline and job.poll() is None:
+        time.sleep(0.01)
+    assert os.path.exists(state), "rank 1 never wrote a chunk"
+    os.kill(_rank_processes(tag)[1], signal.SIGKILL)
+    err = job.communicate(timeout=120)[1]
+    assert job.returncode != 0
+    assert "rank 1 was killed by SIGKILL: part 1 (lines " in err, err
+    assert f"of {table}) not finished" in err and "--resume" in err
+    assert not out.exists()                         # nothing joined before every part is complete
+    assert os.path.exists(f"{out}.parts.json")
+    # without --resume the leftovers are not silently thrown away
+    r = score(*args, check=False)
+    assert r.returncode == 1 and "parts.json is left from an interrupted run" in r.stderr
+    # one process finishes what two started: every part, resumed where it stopped
+    r = score(*args, "--resume", "-v")
+    assert "resuming" in r.stderr
+    assert out.read_bytes() == one.read_bytes()
+    assert not any(".part" in p for p in os.listdir(d) if p.startswith("k-out"))
