@@ -63,6 +63,10 @@ def _add_training_options(p: argparse.ArgumentParser, items: str, batch: int, he
     p.add_argument("--patience", type=int, default=10,
                    help="stop after this many validations without improvement (default 10)")
     p.add_argument("--checkpoint-minutes", type=float, default=10.0, help="save OUT/last.pt this often (default 10)")
+    p.add_argument("--workers", type=int, default=1, metavar="P",
+                   help="train with P processes on this machine (torchrun --standalone), each computing the "
+                        "gradient of a share of every minibatch; under torchrun the command is one rank of the "
+                        "job and this option is ignored")
 
 
 
@@ -240,12 +244,34 @@ def cmd_vocab(a: argparse.Namespace) -> int:
     return 0
 
 
+def _training_job(a: argparse.Namespace) -> bool:
+    """True when this process trains (alone or as one rank); False when ``--workers`` has started the
+    ranks and they are done.  Logs go to OUT/train.log from rank 0 only."""
+    from . import distributed
+    from .runtime import setup_logging
+    if a.workers < 1:
+        raise ValueError(f"--workers {a.workers}: give at least 1")
+    if a.workers > 1 and not distributed.launched():
+        setup_logging(verbose=a.verbose)
+        distributed.run_workers(a.workers, "rescorer", a.argv)
+        return False
+    if distributed.this_rank().main:
+        setup_logging(os.path.join(a.out, "train.log"), a.verbose)
+    else:
+        import logging
+        for name in ("rescorer", "moses_integration"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    return True
+
+
 def cmd_train(a: argparse.Namespace) -> int:
+    from . import distributed
     from .model import ModelConfig
-    from .runtime import resolve_device, setup_logging
+    from .runtime import resolve_device
     from .trainer import TrainConfig, Trainer
     from .vocab import load_vocab_dir
-    setup_logging(os.path.join(a.out, "train.log"), a.verbose)
+    if not _training_job(a):
+        return 0
     src_vocab, tgt_vocab = load_vocab_dir(a.vocab)
     if a.inverse:
         src_vocab, tgt_vocab = tgt_vocab, src_vocab
@@ -256,9 +282,10 @@ def cmd_train(a: argparse.Namespace) -> int:
                        max_epochs=a.max_epochs, max_updates=a.max_updates, valid_fraction=a.valid_fraction,
                        buckets=a.buckets, seed=a.seed, inverse=a.inverse,
                        optimizer=a.optimizer, lr=a.lr)
-    trainer = Trainer(a.phrase_table, src_vocab, tgt_vocab, a.out, mcfg, tcfg, resolve_device(a.device),
-                      resume=a.resume, overwrite=a.overwrite, progress=not a.quiet)
-    trainer.train()
+    device = resolve_device(a.device)
+    with distributed.process_group(device):
+        Trainer(a.phrase_table, src_vocab, tgt_vocab, a.out, mcfg, tcfg, device, resume=a.resume,
+                overwrite=a.overwrite, progress=not a.quiet).train()
     return 0
 
 
@@ -296,35 +323,41 @@ def cmd_score(a: argparse.Namespace) -> int:
 
 
 def cmd_cslm_train(a: argparse.Namespace) -> int:
-    from .cslm import CSLMConfig
+    from . import distributed
     from .ngrams import iter_sentences
-    from .runtime import resolve_device, setup_logging
-    from .trainer import CSLMTrainer, TrainConfig
+    from .runtime import resolve_device
     from .vocab import Vocabulary
-    setup_logging(os.path.join(a.out, "train.log"), a.verbose)
-    if a.shortlist:
-        path = os.path.join(a.out, "target.vocab")
-        if os.path.exists(path) and (a.resume or not a.overwrite):
-            vocab = Vocabulary.load(path)
+    if not _training_job(a):
+        return 0
+    device = resolve_device(a.device)
+    with distributed.process_group(device) as rank:
+        if a.shortlist:
+            path = os.path.join(a.out, "target.vocab")
+            if rank.main and not (os.path.exists(path) and (a.resume or not a.overwrite)):
+                from collections import Counter
+                counts: Counter = Counter()
+                for _, _, words in iter_sentences(a.text):
+                    counts.update(words)
+                os.makedirs(a.out, exist_ok=True)
+                Vocabulary.from_counts(counts, a.shortlist).save(path)
+            distributed.barrier()  # made once, by rank 0
         else:
-            from collections import Counter
-            counts: Counter = Counter()
-            for _, _, words in iter_sentences(a.text):
-                counts.update(words)
-            vocab = Vocabulary.from_counts(counts, a.shortlist)
-            os.makedirs(a.out, exist_ok=True)
-            vocab.save(path)
-    else:
-        path = os.path.join(a.vocab, "target.vocab") if os.path.isdir(a.vocab) else a.vocab
+            path = os.path.join(a.vocab, "target.vocab") if os.path.isdir(a.vocab) else a.vocab
         vocab = Vocabulary.load(path)
+        _cslm_train(a, vocab, device)
+    return 0
+
+
+def _cslm_train(a: argparse.Namespace, vocab, device) -> None:
+    from .cslm import CSLMConfig
+    from .trainer import CSLMTrainer, TrainConfig
     mcfg = CSLMConfig(len(vocab), a.order, a.embed, tuple(a.hidden))
     tcfg = TrainConfig(batch_size=a.batch_size, valid_every=a.valid_every, patience=a.patience,
                        checkpoint_minutes=a.checkpoint_minutes, max_minutes=a.max_minutes,
                        max_epochs=a.max_epochs, max_updates=a.max_updates, valid_fraction=a.valid_fraction,
                        seed=a.seed, optimizer=a.optimizer, lr=a.lr)
-    CSLMTrainer(a.text, vocab, a.out, mcfg, tcfg, resolve_device(a.device), resume=a.resume,
-                overwrite=a.overwrite, progress=not a.quiet).train()
-    return 0
+    CSLMTrainer(a.text, vocab, a.out, mcfg, tcfg, device, resume=a.resume, overwrite=a.overwrite,
+                progress=not a.quiet).train()
 
 
 def cslm_scorer(a: argparse.Namespace):

@@ -31,7 +31,7 @@ from typing import Callable, Iterator
 from tqdm import tqdm
 
 from .fileio import OutputExistsError, atomic_write, check_can_write
-from .phrase_table import PhrasePair, PhraseTableError, append_scores, format_prob, iter_table
+from .phrase_table import PhraseTableError, append_scores, format_prob, iter_table
 from .scorer import PhraseScorer
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,12 @@ improves, ``last.pt`` every N minutes and at the end, ``--resume`` that continue
 exactly (same batches, same optimizer state), a time budget, early stopping, a tqdm bar
 and a PNG of the curves.
 
+Under torchrun (or ``--workers``) every rank computes the gradient of its share of each
+minibatch (items ``rank``, ``rank + world``, ...), DistributedDataParallel averages them, and the
+loss is scaled so that the update is the one a single process makes with the whole minibatch.
+Rank 0 validates, decides when to stop and writes the checkpoints, which hold nothing of the
+number of ranks: a run resumes with any number of them.
+
 The loss is the negative log-likelihood per pair, averaged over the batch (GroundHog's
 cost); perplexities are per target symbol, end-of-sequence included.
 """
@@ -26,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from . import data as pairdata
+from . import distributed
 from .checkpoint import CheckpointError, check_vocab_matches, load_checkpoint, save_checkpoint
 from .fileio import atomic_write
 from .model import ModelConfig, RNNEncoderDecoder, pad
@@ -89,7 +96,10 @@ class BaseTrainer:
 
     def __init__(self, out_dir: str, cfg: TrainConfig, device: torch.device, resume: bool = False,
                  overwrite: bool = False, progress: bool = True):
-        self.out, self.cfg, self.device, self.progress = out_dir, cfg, device, progress
+        self.rank = distributed.this_rank()
+        self.out, self.cfg, self.device = out_dir, cfg, distributed.rank_device(device, self.rank)
+        self.progress = progress and self.rank.main
+        device = self.device
         self.last_path = os.path.join(out_dir, "last.pt")
         self.best_path = os.path.join(out_dir, "best.pt")
         self.data_dir = os.path.join(out_dir, "data")
@@ -110,7 +120,18 @@ class BaseTrainer:
             self.epoch, self.batch_in_epoch, self.updates, self.elapsed = 0, 0, 0, 0.0
             self.history = {"train": [], "valid": []}
             self.best, self.bad = math.inf, 0
-        self._prepare_data()
+        if self.rank.world > 1:  # the data is prepared once, by rank 0; the others read it
+            if self.rank.main:
+                self._prepare_data()
+            distributed.barrier()
+            if not self.rank.main:
+                self._prepare_data()
+        else:
+            self._prepare_data()
+        self.net = self.model
+        if self.rank.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            self.net = DistributedDataParallel(self.model, device_ids=[device] if device.type == "cuda" else None)
 
     # -- what a subclass says ---------------------------------------------------------------
     def _new_model(self) -> torch.nn.Module:
@@ -136,7 +157,11 @@ class BaseTrainer:
 
     def _batch_logp(self, batch) -> tuple[torch.Tensor, int]:
         """Log-probability of each item of a batch (the loss is minus their mean) and the number
-        of predicted symbols."""
+        of predicted symbols; the network is called as ``self.net`` (DDP's wrapper under torchrun)."""
+        raise NotImplementedError
+
+    def _share(self, batch, rank: int, world: int):
+        """This rank's items of a minibatch, and the minibatch's size."""
         raise NotImplementedError
 
     def _evaluate(self) -> tuple[float, int]:
@@ -190,34 +215,58 @@ class BaseTrainer:
         self._save(self.last_path, self._trainer_state())
 
     def validate(self) -> float:
-        self.model.eval()
-        with torch.inference_mode():
-            nll, n = self._evaluate()
-        self.model.train()
-        ppl = math.exp(nll / n)
+        """Validation perplexity (rank 0 computes it, every rank keeps the same record of it)."""
+        ppl = None
+        if self.rank.main:
+            self.model.eval()
+            with torch.inference_mode():
+                nll, n = self._evaluate()
+            self.model.train()
+            ppl = math.exp(nll / n)
+        if self.rank.world > 1:
+            import torch.distributed as dist
+            box = [ppl, self.elapsed]
+            dist.broadcast_object_list(box, src=0)
+            ppl, self.elapsed = box
         self.history["valid"].append((self.updates, ppl))
         # training minutes at each validation, for curves against time (what a budget buys)
         self.history.setdefault("valid_minutes", []).append(round(self.elapsed / 60, 3))
         if ppl < self.best:
             self.best, self.bad = ppl, 0
-            self._save(self.best_path, None)
+            if self.rank.main:
+                self._save(self.best_path, None)
         else:
             self.bad += 1
+        if not self.rank.main:
+            return ppl
         plot_curves(self.history, os.path.join(self.out, "curves.png"), title=self.title,
                     baseline=self.unigram, baseline_label=self.baseline_name)
         log.info("update %d: validation perplexity %.2f (best %.2f, %s %.1f)",
                  self.updates, ppl, self.best, self.baseline_name, self.unigram)
         return ppl
 
+    def _agreed(self, flag: bool) -> bool:
+        """Rank 0's answer, on every rank (the ranks' clocks differ)."""
+        if self.rank.world == 1:
+            return flag
+        import torch.distributed as dist
+        t = torch.tensor([float(flag)], device=self.device if dist.get_backend() == "nccl" else "cpu")
+        dist.broadcast(t, src=0)
+        return bool(t.item())
+
     # -- the loop ---------------------------------------------------------------------------
     def train(self) -> dict:
         cfg = self.cfg
         self.unigram, self.baseline_name = self._baseline()
         n_params = sum(p.numel() for p in self.model.parameters())
-        log.info("model %s: %.1fM parameters on %s; %s; %s baseline perplexity %.1f", self.model.cfg.to_dict(),
-                 n_params / 1e6, self.device, self._describe(), self.baseline_name, self.unigram)
-        with atomic_write(os.path.join(self.out, "config.json"), "w") as f:
-            json.dump({"model": self.model.cfg.to_dict(), "train": asdict(cfg), "data": self.meta}, f, indent=1)
+        log.info("model %s: %.1fM parameters on %s%s; %s; %s baseline perplexity %.1f", self.model.cfg.to_dict(),
+                 n_params / 1e6, self.device,
+                 f" and {self.rank.world - 1} more processes, each a share of every minibatch"
+                 if self.rank.world > 1 else "", self._describe(), self.baseline_name, self.unigram)
+        if self.rank.main:
+            with atomic_write(os.path.join(self.out, "config.json"), "w") as f:
+                json.dump({"model": self.model.cfg.to_dict(), "train": asdict(cfg), "data": self.meta}, f,
+                          indent=1)
 
         self.model.train()
         start = time.monotonic()
@@ -242,8 +291,15 @@ class BaseTrainer:
             for _ in range(self.batch_in_epoch):  # skip what a resumed run has already seen
                 next(it)
             for batch in it:
-                logp, n_tok = self._batch_logp(batch)
-                loss = -logp.mean()
+                if self.rank.world > 1:
+                    # -sum / B over this rank's items, times the number of ranks: DDP's average of
+                    # the ranks' gradients is then the gradient of the whole minibatch's mean loss
+                    batch, size = self._share(batch, self.rank.rank, self.rank.world)
+                    logp, n_tok = self._batch_logp(batch)
+                    loss = -logp.sum() * (self.rank.world / size)
+                else:
+                    logp, n_tok = self._batch_logp(batch)
+                    loss = -logp.mean()
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
@@ -268,9 +324,9 @@ class BaseTrainer:
                         stop_reason = f"no improvement in {cfg.patience} validations (early stop)"
                 if cfg.max_updates is not None and self.updates >= cfg.max_updates:
                     stop_reason = stop_reason or f"{cfg.max_updates} updates done"
-                if cfg.max_minutes is not None and self.elapsed >= cfg.max_minutes * 60:
+                if cfg.max_minutes is not None and self._agreed(self.elapsed >= cfg.max_minutes * 60):
                     stop_reason = stop_reason or f"time budget of {cfg.max_minutes:g} min used"
-                if now - last_ckpt >= cfg.checkpoint_minutes * 60:
+                if self.rank.main and now - last_ckpt >= cfg.checkpoint_minutes * 60:
                     self.save_last()
                     last_ckpt = now
                 if stop_reason:
@@ -286,6 +342,8 @@ class BaseTrainer:
         bar.close()
         if not self.history["valid"] or self.history["valid"][-1][0] != self.updates:
             self.validate()
+        if not self.rank.main:
+            return {"stop": stop_reason, "updates": self.updates}
         self.save_last()
         summary = {"stop": stop_reason, "updates": self.updates, "epoch": self.epoch,
                    "batch_in_epoch": self.batch_in_epoch,
@@ -355,11 +413,15 @@ class Trainer(BaseTrainer):
         return pairdata.epoch_batches(self.data_dir, len(self.meta["bucket_sizes"]), cfg.seed, epoch,
                                       cfg.batch_size, cfg.group)
 
+    def _share(self, batch, rank: int, world: int):
+        srcs, tgts = batch
+        return (srcs[rank::world], tgts[rank::world]), len(srcs)
+
     def _batch_logp(self, batch):
         srcs, tgts = batch
         s, sl = pad(srcs, self.device)
         t, tl = pad(tgts, self.device)
-        return self.model(s, sl, t, tl), sum(tl)
+        return self.net(s, sl, t, tl), sum(tl)
 
     def _evaluate(self) -> tuple[float, int]:
         return evaluate(self.model, self.valid, self.device)
@@ -424,14 +486,16 @@ class CSLMTrainer(BaseTrainer):
                 f"{m['valid_ngrams']} validation n-grams")
 
     def _epoch_batches(self, epoch: int):
+        """Positions of the n-grams of each minibatch (read by ``_batch_logp``)."""
         from .ngrams import epoch_positions
-        order = self.model.cfg.order
-        for pos in epoch_positions(len(self.train_stream), self.cfg.seed, epoch, self.cfg.batch_size):
-            yield self.train_stream.batch(pos, order)
+        return epoch_positions(len(self.train_stream), self.cfg.seed, epoch, self.cfg.batch_size)
+
+    def _share(self, batch, rank: int, world: int):
+        return batch[rank::world], len(batch)
 
     def _batch_logp(self, batch):
-        ctx, words = batch
-        return self.model(torch.from_numpy(ctx).to(self.device), torch.from_numpy(words).to(self.device)), len(words)
+        ctx, words = self.train_stream.batch(batch, self.model.cfg.order)
+        return self.net(torch.from_numpy(ctx).to(self.device), torch.from_numpy(words).to(self.device)), len(words)
 
     def _evaluate(self) -> tuple[float, int]:
         order = self.model.cfg.order

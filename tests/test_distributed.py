@@ -3,6 +3,7 @@ the chunk boundaries of one process, so the joined table is the same bytes; a ra
 SIGKILL fails the job, naming the rank and its part, and --resume finishes it with any number of
 processes."""
 import gzip
+import json
 import os
 import signal
 import subprocess
@@ -128,3 +129,55 @@ def test_killed_rank_fails_the_job_and_resume_finishes_it_with_any_number_of_pro
     assert "resuming" in r.stderr
     assert out.read_bytes() == one.read_bytes()
     assert not any(".part" in p for p in os.listdir(d) if p.startswith("k-out"))
+
+
+def run_cli(*args):
+    r = subprocess.run([sys.executable, "-m", "rescorer", *map(str, args)], cwd=ROOT,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise AssertionError(r.stderr)
+    return r
+
+
+def checkpoint(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def assert_same_training(a, b, tol=1e-5):
+    """Same weights within float tolerance, and validation perplexities that moved from the start."""
+    ca, cb = checkpoint(a), checkpoint(b)
+    assert ca["model"].keys() == cb["model"].keys()
+    worst = max((ca["model"][k].double() - cb["model"][k].double()).abs().max().item() for k in ca["model"])
+    assert worst < tol, worst
+    va, vb = ca["trainer"]["history"]["valid"], cb["trainer"]["history"]["valid"]
+    assert va[-1][0] == vb[-1][0] and va[-1][1] == pytest.approx(vb[-1][1], rel=1e-5)
+    assert va[-1][1] < va[0][1]   # the updates did train the network
+
+
+def test_two_ranks_make_the_updates_of_one_process_and_resume_from_their_checkpoint(table_and_model):
+    """2 ranks with half of each minibatch of 16 make the updates one process makes with all 16;
+    a 2-rank run stopped after 2 updates and resumed to 4 ends where the 1-process run does."""
+    d, table, _, _ = table_and_model
+    run_cli("vocab", "-q", "--phrase-table", table, "--size", 400, "--out", d / "vocab")
+    common = ["train", "-q", "--phrase-table", table, "--vocab", d / "vocab", "--hidden", 16, "--rank", 8,
+              "--maxout-units", 8, "--batch-size", 16, "--valid-fraction", 0.02, "--optimizer", "adam",
+              "--lr", 0.01]
+    run_cli(*common, "--out", d / "one", "--max-updates", 4)
+    r = run_cli(*common, "--out", d / "two", "--max-updates", 2, "--workers", 2)
+    assert "and 1 more processes" in r.stderr
+    r = run_cli(*common, "--out", d / "two", "--max-updates", 4, "--workers", 2, "--resume")
+    assert "resuming" in r.stderr and "at update 2" in r.stderr
+    assert json.loads((d / "two" / "summary.json").read_text())["updates"] == 4
+    assert_same_training(d / "one" / "last.pt", d / "two" / "last.pt")
+
+
+def test_two_ranks_train_the_cslm_as_one_process(table_and_model, tmp_path):
+    d, _, _, lines = table_and_model
+    text = tmp_path / "fr.txt"
+    text.write_text("".join(ln.split(b" ||| ")[1].decode() + "\n" for ln in lines))
+    common = ["cslm-train", "-q", "--text", text, "--shortlist", 300, "--order", 3, "--embed", 8, "--hidden", 16,
+              "--batch-size", 32, "--valid-fraction", 0.05, "--optimizer", "adam", "--max-updates", 3]
+    run_cli(*common, "--out", tmp_path / "one")
+    run_cli(*common, "--out", tmp_path / "two", "--workers", 2)
+    assert (tmp_path / "one" / "target.vocab").read_bytes() == (tmp_path / "two" / "target.vocab").read_bytes()
+    assert_same_training(tmp_path / "one" / "last.pt", tmp_path / "two" / "last.pt")
