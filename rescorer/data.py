@@ -27,7 +27,7 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
-from .fileio import atomic_write
+from .fileio import atomic_write, scratch_dir
 from .phrase_table import iter_table
 from .vocab import Vocabulary
 
@@ -91,9 +91,13 @@ def prepare(table: str, src_vocab: Vocabulary, tgt_vocab: Vocabulary, out_dir: s
     With ``inverse`` the pairs are swapped (the model learns p(source | target)); then
     ``src_vocab`` is the vocabulary of the table's target side.
     """
-    tmp = out_dir + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    with scratch_dir(out_dir + ".tmp") as tmp:
+        return _prepare(tmp, table, src_vocab, tgt_vocab, out_dir, valid_fraction, n_buckets, seed, inverse,
+                        progress)
+
+
+def _prepare(tmp: str, table: str, src_vocab: Vocabulary, tgt_vocab: Vocabulary, out_dir: str,
+             valid_fraction: float, n_buckets: int, seed: int, inverse: bool, progress: bool) -> dict:
     key = seed.to_bytes(8, "little")
     threshold = int(valid_fraction * 2**64)
     buf: list[list[tuple[int, list[int], list[int]]]] = [[] for _ in range(n_buckets + 1)]  # last: valid

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from typing import IO, Iterator
 
@@ -11,10 +13,33 @@ class OutputExistsError(FileExistsError):
     pass
 
 
+# what a failed write says: the disk or quota is full, the file is over the size limit, the
+# file system is read-only or failing
+WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EROFS}
+
+
+def is_write_error(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in WRITE_ERRNOS
+
+
+def write_error(e: OSError, path: str, what: str = "nothing of it was kept") -> OSError:
+    """``e`` again, naming the file it could not write and what became of it."""
+    return OSError(e.errno, f"cannot write {path}: {e.strerror}; {what}")
+
+
 def check_can_write(path: str | os.PathLike, overwrite: bool) -> None:
-    """Refuse to replace an existing output unless the user asked for it."""
+    """Refuse to replace an existing output unless the user asked for it, and fail before any work
+    when the output's directory cannot be made or written."""
+    path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
-        raise OutputExistsError(f"{os.fspath(path)} exists; pass --overwrite to replace it")
+        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+    d = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(d):
+        d = os.path.dirname(d)
+    if not os.path.isdir(d):
+        raise NotADirectoryError(f"cannot write {path}: {d} is a file, not a directory")
+    if not os.access(d, os.W_OK):
+        raise PermissionError(f"cannot write {path}: {d} is not writable")
 
 
 @contextlib.contextmanager
@@ -30,7 +55,22 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if is_write_error(e) and not getattr(e, "filename", None):
+            raise write_error(e, path) from None  # type: ignore[arg-type]
+        raise
+
+
+@contextlib.contextmanager
+def scratch_dir(path: str) -> Iterator[str]:
+    """A fresh, empty directory at ``path`` to build an output in; removed when the block fails
+    (a bad input line leaves nothing behind)."""
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    try:
+        yield path
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
         raise

@@ -14,7 +14,6 @@ pure function of (seed, epoch) that lets ``--resume`` continue exactly.
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -25,6 +24,7 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
+from .fileio import scratch_dir
 from .vocab import UNK_ID, Vocabulary
 
 BLOCK = 1 << 16
@@ -34,24 +34,23 @@ class TextError(ValueError):
     pass
 
 
-def open_text(path: str):
-    """A text file (gzipped when the name ends in .gz) opened for reading bytes."""
-    if not os.path.exists(path):
-        raise TextError(f"{path}: no such file")
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
-
-
 def text_lines(path: str, limit: int | None = None) -> Iterator[tuple[int, str]]:
     """(line number, text) of every line of a UTF-8 file (the first ``limit`` if given),
-    gzipped or not, newline included; a line that is not UTF-8 stops with its file and line."""
-    with open_text(path) as f:
-        for lineno, raw in enumerate(f, 1):
+    gzipped or not, newline included; a line that is not UTF-8, or a damaged gzip stream, stops
+    with its file and line."""
+    from .phrase_table import PhraseTableError, raw_lines
+    if not os.path.exists(path):
+        raise TextError(f"{path}: no such file")
+    try:
+        for lineno, raw in raw_lines(path):   # a damaged gzip stream: its file and line
             if limit is not None and lineno > limit:
                 return
             try:
                 yield lineno, raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise TextError(f"{path}:{lineno}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    except PhraseTableError as e:
+        raise TextError(str(e)) from None
 
 
 def iter_sentences(paths: list[str]) -> Iterator[tuple[str, int, list[str]]]:
@@ -71,9 +70,12 @@ def _is_valid(words: list[str], key: bytes, threshold: int) -> bool:
 
 def prepare(paths: list[str], vocab: Vocabulary, out_dir: str, valid_fraction: float = 0.001,
             seed: int = 1234, progress: bool = True) -> dict:
-    tmp = out_dir + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    with scratch_dir(out_dir + ".tmp") as tmp:
+        return _prepare(tmp, paths, vocab, out_dir, valid_fraction, seed, progress)
+
+
+def _prepare(tmp: str, paths: list[str], vocab: Vocabulary, out_dir: str, valid_fraction: float, seed: int,
+             progress: bool) -> dict:
     key = seed.to_bytes(8, "little")
     threshold = int(valid_fraction * 2**64)
     files = {s: open(os.path.join(tmp, f"{s}.ids.bin"), "wb") for s in ("train", "valid")}

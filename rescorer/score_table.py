@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 
 from tqdm import tqdm
 
-from .fileio import OutputExistsError, atomic_write, check_can_write
+from .fileio import OutputExistsError, atomic_write, check_can_write, is_write_error, write_error
 from .phrase_table import PhraseTableError, append_scores, format_prob, iter_table
 from .scorer import PhraseScorer
 
@@ -127,6 +127,16 @@ def _score_lines(scorer: PhraseScorer, table: str, partial: str, state_path: str
             if os.path.exists(p):
                 os.unlink(p)
         raise
+    except OSError as e:
+        if not is_write_error(e):
+            raise
+        # a full disk: the chunks recorded in the state are kept for --resume (which cuts the
+        # partial file back to them); with none recorded, nothing is left
+        if os.path.exists(state_path):
+            raise write_error(e, partial, "the lines scored before are kept: make room and rerun with "
+                                          "--resume") from None
+        os.unlink(partial)
+        raise write_error(e, partial) from None
     if last_line is not None and lines_done < last_line:
         raise PhraseTableError(f"{table}: has {lines_done} lines, the plan of its parts expects {last_line} "
                                "(was it changed while being scored?)")
