@@ -32,6 +32,13 @@ Moses takes max(ln x, -100) of every dense score when it loads a table.  With
 network's shortlists (the paper's WP feature): Moses sees -n, like its WordPenalty.
 Then raise num-features of the table's feature line in moses.ini by the number of new
 columns and add as many weights ('rescorer ini set-table' does both), and tune.
+
+Several processes: --workers P on this machine, or one rank per process under
+  torchrun [--nnodes M ...] --nproc-per-node P -m rescorer score ...
+The table is planned into parts (OUT.parts.json), each rank scores its own into
+OUT.part-K, and rank 0 joins them into OUT, the same bytes as one process; the output's
+directory must be shared by every machine.  --resume continues with any number of
+processes.
 """
 
 
