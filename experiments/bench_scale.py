@@ -143,7 +143,7 @@ def main() -> None:
                         f.write(data)
                         f.flush()
                         os.fsync(f.fileno())
-                    join_rate = len(data) / n / (time.perf_counter() - t)   # lines/s of copying output
+                    join_rate = n / (time.perf_counter() - t)   # lines/s of copying the scored table once
                 rate = n / max(secs - start, 1e-9)
                 rows.append({"hidden": hidden, "workers": p, "pairs": n, "seconds": round(secs, 2),
                              "start_seconds": round(start, 2), "pairs_per_s": round(rate, 1),
@@ -175,6 +175,13 @@ def main() -> None:
         h = r["projected_100M_hours"]
         md.append(f"| {r['hidden']} | {r['workers']} | {r['seconds']:.1f} | {r['start_seconds']:.1f} "
                   f"| {r['pairs_per_s']:,.0f} | {h[1]} | {h[10]} | {h[100]} |")
+    for hidden in a.hidden:
+        one = next((r for r in rows if r["hidden"] == hidden and r["workers"] == 1), None)
+        for r in rows:
+            if one and r["hidden"] == hidden and r["workers"] > 1:
+                md += ["", f"Hidden {hidden}: {r['workers']} processes (one thread each) score "
+                           f"{r['pairs_per_s'] / one['pairs_per_s']:.2f}x as fast as one process using all "
+                           f"{machine['cores']} cores."]
     md += ["", f"Planning the parts reads {plan_rate:,.0f} lines/s and joining them copies {join_rate:,.0f} lines/s; "
            "both happen once per job, on one machine, and are in the projections, which otherwise assume "
            "the measured rate on every machine (parts are independent; only the file system is shared)."]
