@@ -136,7 +136,9 @@ def test_kill_9_during_mert_then_resume_gives_the_same_report(small_run):
     time.sleep(0.5)
     res = _run(work)
     ran = {rec["stage"] for rec in res["stages"] if not rec.get("skipped")}
-    assert ran == {"tune-rnn-1", "test-newstest2012_tail-rnn", "test-extra-rnn"}  # and nothing else
+    # and nothing else: a test set added earlier is not decoded again, as the resumed MERT run
+    # wrote the same tuned moses.ini (stage inputs are compared by content)
+    assert ran == {"tune-rnn-1", "test-newstest2012_tail-rnn"}
     log = (work / "reproduce.log").read_text()
     assert "stage tune-rnn-1: resuming" in log
     assert json.loads(json.dumps(res["weights"])) == before["weights"]
