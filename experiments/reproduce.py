@@ -64,6 +64,12 @@ class ConfigError(ValueError):
     pass
 
 
+def tuned_weights(path: str) -> dict:
+    """The weights of a tuning result (what a test stage depends on; not the times it records)."""
+    with open(path) as f:
+        return json.load(f)["weights"]
+
+
 def read_lines(path: str, span: tuple[int, int] | None = None) -> list[str]:
     lines = P.read_lines(path)
     if span is not None:
@@ -482,7 +488,8 @@ class Experiment:
 
         st = P.Stage(f"test-{slug(set_name)}-{slug(sysname)}",
                      [files["source"], self.system_ini(sysname, set_name)] + tuned, outs, None,
-                     {"rescore_nbest": n_rescore, "cslm_mode": self.cslm_mode})
+                     {"rescore_nbest": n_rescore, "cslm_mode": self.cslm_mode},
+                     compare={p: tuned_weights for p in tuned})
 
         def run():
             from moses_integration.runner import RescoredDecoder

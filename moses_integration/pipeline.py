@@ -39,6 +39,9 @@ class Stage:
     settings: dict = field(default_factory=dict)
     resume: bool = False
     isolated: bool = True   # False: a light stage, run in the calling process even with ``isolate``
+    # inputs compared by what a function reads from them rather than by all their bytes (a tuning
+    # result compared by its weights, not by the times it also records)
+    compare: dict[str, Callable[[str], object]] = field(default_factory=dict)
 
 
 def sha256_file(path: str) -> str:
@@ -81,7 +84,8 @@ class ContentHashes:
 
 
 def _fingerprint(stage: Stage, digest: Callable[[str], str]) -> dict:
-    files = {os.path.abspath(p): [os.path.getsize(p), digest(p)] for p in stage.inputs}
+    files = {os.path.abspath(p): ["compared by", stage.compare[p](p)] if p in stage.compare
+             else [os.path.getsize(p), digest(p)] for p in stage.inputs}
     # through JSON, as the stamp is stored: a tuple in the settings compares equal to its reading
     return json.loads(json.dumps({"settings": stage.settings, "inputs": files}))
 
