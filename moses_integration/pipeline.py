@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from rescorer.fileio import file_digest
+
 log = logging.getLogger(__name__)
 
 
@@ -42,15 +44,6 @@ class Stage:
     # inputs compared by what a function reads from them rather than by all their bytes (a tuning
     # result compared by its weights, not by the times it also records)
     compare: dict[str, Callable[[str], object]] = field(default_factory=dict)
-
-
-def sha256_file(path: str) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class ContentHashes:
@@ -75,7 +68,7 @@ class ContentHashes:
         key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
         if seen and seen[:3] == key:
             return seen[3]
-        digest = sha256_file(path)
+        digest = file_digest(path)
         self.known[path] = key + [digest]
         with open(self.path + ".tmp", "w") as f:
             json.dump(self.known, f, indent=0)

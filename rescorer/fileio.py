@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import shutil
 import tempfile
@@ -25,6 +26,15 @@ def is_write_error(e: BaseException) -> bool:
 def write_error(e: OSError, path: str, what: str = "nothing of it was kept") -> OSError:
     """``e`` again, naming the file it could not write and what became of it."""
     return OSError(e.errno, f"cannot write {path}: {e.strerror}; {what}")
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in 1 MB blocks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def check_can_write(path: str | os.PathLike, overwrite: bool) -> None:

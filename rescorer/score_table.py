@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import itertools
 import json
 import logging
@@ -30,7 +29,7 @@ from typing import Callable, Iterator
 
 from tqdm import tqdm
 
-from .fileio import OutputExistsError, atomic_write, check_can_write, is_write_error, write_error
+from .fileio import OutputExistsError, atomic_write, check_can_write, file_digest, is_write_error, write_error
 from .phrase_table import PhraseTableError, append_scores, format_prob, iter_table
 from .scorer import PhraseScorer
 
@@ -42,11 +41,7 @@ class ResumeError(RuntimeError):
 
 
 def file_fingerprint(path: str) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "sha1")   # SHA-1, as the states of interrupted runs already record it
 
 
 def chunks(items: Iterator, chunk_lines: int, key=lambda p: p.source) -> Iterator[list]:
@@ -69,16 +64,21 @@ def _settings(table: str, model_path: str, unk_count: bool, chunk_lines: int, ou
             "chunk_lines": chunk_lines, "gzip": out.endswith(".gz")}
 
 
+def _load_saved(path: str, settings: dict) -> dict:
+    """A saved state or plan, refused when it was made with other settings."""
+    with open(path) as f:
+        saved = json.load(f)
+    changed = [k for k, v in settings.items() if saved["settings"].get(k) != v]
+    if changed:
+        raise ResumeError(f"--resume: {path} was made with a different {', '.join(changed)}; "
+                          "run again without --resume (and with --overwrite)")
+    return saved
+
+
 def _load_state(state_path: str, partial: str, settings: dict) -> dict:
     if not os.path.exists(state_path) or not os.path.exists(partial):
         raise ResumeError(f"--resume: no interrupted run to resume ({state_path} is missing)")
-    with open(state_path) as f:
-        state = json.load(f)
-    changed = [k for k, v in settings.items() if state["settings"].get(k) != v]
-    if changed:
-        raise ResumeError(f"--resume: {state_path} was made with a different {', '.join(changed)}; "
-                          "run again without --resume (and with --overwrite)")
-    return state
+    return _load_saved(state_path, settings)
 
 
 def _score_lines(scorer: PhraseScorer, table: str, partial: str, state_path: str, settings: dict, *,
@@ -239,12 +239,7 @@ def score_table_parts(scorer: PhraseScorer, table: str, out: str, rank: int, wor
                 raise ResumeError(f"--resume: no interrupted run in several processes to resume ({plan_path} is "
                                   "missing)" + (f"; {out}.partial is from one process: resume it with one"
                                                if os.path.exists(out + ".partial") else ""))
-            with open(plan_path) as f:
-                old = json.load(f)
-            changed = [k for k, v in settings.items() if old["settings"].get(k) != v]
-            if changed:
-                raise ResumeError(f"--resume: {plan_path} was made with a different {', '.join(changed)}; "
-                                  "run again without --resume (and with --overwrite)")
+            old = _load_saved(plan_path, settings)
             log.info("resuming %s: %d parts, %d complete", out, len(old["parts"]),
                      sum(os.path.exists(part_path(out, k)) for k in range(len(old["parts"]))))
         else:

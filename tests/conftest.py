@@ -31,6 +31,18 @@ def real_lines(moses_table):
     return out
 
 
+def first_lines(table, n: int) -> list[bytes]:
+    """The first ``n`` raw lines of a gzipped table (sources with all their targets, in order)."""
+    import gzip
+    lines = []
+    with gzip.open(table, "rb") as f:
+        for line in f:
+            lines.append(line)
+            if len(lines) == n:
+                break
+    return lines
+
+
 def tiny_vocabs():
     sv = Vocabulary([EOS, UNK] + "the house is blue a cat".split())
     tv = Vocabulary([EOS, UNK] + "la maison est bleue un chat".split())

@@ -12,7 +12,7 @@ import torch
 from rescorer.cslm import CSLM, CSLMConfig
 from rescorer.scorer import PhraseScorer
 
-from conftest import ROOT, tiny_model, tiny_vocabs
+from conftest import ROOT, first_lines, tiny_model, tiny_vocabs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 
@@ -36,12 +36,7 @@ def test_cslm_on_the_gpu_equals_the_cpu():
 
 
 def test_training_on_the_gpu_alone_and_as_two_ranks(tmp_path, moses_table):
-    lines = []
-    with gzip.open(moses_table, "rb") as f:
-        for line in f:
-            lines.append(line)
-            if len(lines) == 2000:
-                break
+    lines = first_lines(moses_table, 2000)
     table = tmp_path / "pt.gz"
     with gzip.open(table, "wb") as f:
         f.writelines(lines)

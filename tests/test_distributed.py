@@ -21,7 +21,7 @@ from rescorer.phrase_table import parse_line
 from rescorer.score_table import chunks, plan_parts
 from rescorer.vocab import Vocabulary
 
-from conftest import ROOT
+from conftest import ROOT, first_lines
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +29,7 @@ def table_and_model(tmp_path_factory, moses_table):
     """The first 6,000 lines of the Moses baseline table (sources with many targets each) and a
     small untrained network over their words."""
     d = tmp_path_factory.mktemp("dist")
-    lines = []
-    with gzip.open(moses_table, "rb") as f:
-        for line in f:
-            lines.append(line)
-            if len(lines) == 6000:
-                break
+    lines = first_lines(moses_table, 6000)
     table = d / "pt.gz"
     with gzip.open(table, "wb") as f:
         f.writelines(lines)

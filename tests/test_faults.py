@@ -21,7 +21,7 @@ from rescorer.cslm import CSLM, CSLMConfig
 from rescorer.model import ModelConfig, RNNEncoderDecoder
 from rescorer.vocab import load_vocab_dir
 
-from conftest import ROOT
+from conftest import ROOT, first_lines
 
 BAD_LINE = 300
 
@@ -31,12 +31,7 @@ def kit(tmp_path_factory, moses_table):
     """400 real phrase-table lines, their vocabularies, a tiny RNN and CSLM over them, the French
     side as text, and a tiny Moses system for decode and tune."""
     d = tmp_path_factory.mktemp("faults")
-    lines = []
-    with gzip.open(moses_table, "rb") as f:
-        for line in f:
-            lines.append(line)
-            if len(lines) == 400:
-                break
+    lines = first_lines(moses_table, 400)
     with gzip.open(d / "good.gz", "wb") as f:
         f.writelines(lines)
     assert main(["vocab", "-q", "--phrase-table", str(d / "good.gz"), "--size", "200", "--out", str(d / "vocab")]) == 0
