@@ -182,8 +182,7 @@ def _events(P: PaddedPool, w: np.ndarray, d: np.ndarray, lo: float = -math.inf, 
     v = np.take_along_axis(valid, order, 1)
     v[:, :-1] &= ~((b[:, :-1] == b[:, 1:]) & v[:, 1:])  # equal slopes: only the highest intercept
     cur = np.argmax(v, axis=1)
-    St = np.take_along_axis(St, order[:, :, None], 1)
-    start = St[rows, cur].sum(axis=0)
+    start = St[rows, order[rows, cur]].sum(axis=0)  # St stays unsorted: only the winners are looked up
     xs, rs, froms, tos = [], [], [], []
     active = rows
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -205,7 +204,7 @@ def _events(P: PaddedPool, w: np.ndarray, d: np.ndarray, lo: float = -math.inf, 
     if not xs:
         return start, np.zeros(0), np.zeros((0, St.shape[2]))
     xs, rs, froms, tos = (np.concatenate(z) for z in (xs, rs, froms, tos))
-    return start, xs, St[rs, tos] - St[rs, froms]
+    return start, xs, St[rs, order[rs, tos]] - St[rs, order[rs, froms]]
 
 
 def line_search(arrays, w: np.ndarray, d: np.ndarray, lo: float = -math.inf,
