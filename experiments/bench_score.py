@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: `rescorer score` against a naive scorer, paper-size network, one run.
 
-    python experiments/bench_score.py [--sources 200] [--real]
+    python experiments/bench_score.py [--sources 200] [--real] [--precision bf16 int8 [--model run/best.pt]]
 
 * The network has the paper's sizes (1000 hidden, rank 100, 500 maxout units of 2,
   15,000-word shortlists) with random weights: speed does not depend on training.
@@ -15,6 +15,9 @@
 * GFLOP/s counts the multiply-adds each method actually performs, against the peak of a
   large float32 matrix product measured in the same run.
 * ``--real`` repeats the comparison on a slice of the shared Moses baseline table.
+* ``--precision bf16 int8`` scores the same tables in reduced precision too (speed against
+  fp32 and the naive scorer, and the largest log-probability difference to fp32); with
+  ``--model run/best.pt --real`` the differences are also measured with a trained network.
 """
 from __future__ import annotations
 
@@ -45,6 +48,17 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> float:
     for _ in range(reps):
         a @ b
     return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def cpu_flags() -> str:
+    """The CPU's vector and matrix instruction sets that reduced precision can use."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "unknown"
+    found = [x for x in flags if x.startswith(("avx", "amx")) or x in ("f16c", "fma")]
+    return " ".join(found) or "none of avx/amx"
 
 
 def zipf_words(rng, n_types: int, size: int) -> np.ndarray:
@@ -172,6 +186,41 @@ def our_flops(model, pairs) -> int:
             + len(nodes) * per["decoder_step"])
 
 
+def score_file(scorer: PhraseScorer, table: str, out: str) -> tuple[np.ndarray, float]:
+    """The real ``score_table`` on ``table``: log p of every line, and the seconds it took."""
+    t = time.perf_counter()
+    score_table(scorer, table, out, overwrite=True, progress=False)
+    dt = time.perf_counter() - t
+    return np.log([float(line.split(b" ||| ")[2].split()[-1]) for line in gzip.open(out, "rb")]), dt
+
+
+def diff_stats(ref: np.ndarray, other: np.ndarray) -> dict:
+    d = np.abs(ref - other)
+    return {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean()),
+            "p99_abs_diff": float(np.quantile(d, 0.99)), "mean_abs_logp": float(np.abs(ref).mean())}
+
+
+def compare_precisions(name: str, table: str, model, sv, tv, precisions: list[str], tmp: str,
+                       naive_pairs_s: float | None = None) -> dict:
+    """fp32 against each reduced precision, same table, same run: speed and score differences."""
+    out = os.path.join(tmp, "precision.gz")
+    n = sum(1 for _ in iter_table(table))
+    ref, t_ref = score_file(PhraseScorer(model, sv, tv, device="cpu"), table, out)
+    rows = {"fp32": {"pairs_s": n / t_ref}}
+    print(f"\n[{name}: precision] {n} pairs")
+    print(f"  fp32 : {n / t_ref:8.1f} pairs/s")
+    for p in precisions:
+        got, dt = score_file(PhraseScorer(model, sv, tv, device="cpu", precision=p), table, out)
+        r = rows[p] = {"pairs_s": n / dt, "speed_vs_fp32": t_ref / dt, **diff_stats(ref, got)}
+        if naive_pairs_s:
+            r["speed_vs_naive"] = r["pairs_s"] / naive_pairs_s
+        print(f"  {p:5}: {r['pairs_s']:8.1f} pairs/s  {r['speed_vs_fp32']:.2f}x fp32"
+              + (f", {r['speed_vs_naive']:.2f}x naive" if naive_pairs_s else "")
+              + f"; |log p - fp32| max {r['max_abs_diff']:.3f}, mean {r['mean_abs_diff']:.4f}, "
+              f"99th percentile {r['p99_abs_diff']:.3f} (mean |log p| {r['mean_abs_logp']:.2f})")
+    return rows
+
+
 def compare(name: str, table: str, model, sv, tv, peak: float, tmp: str) -> dict:
     pairs = [(p.source, p.target) for p in iter_table(table)]
     n = len(pairs)
@@ -209,9 +258,14 @@ def main() -> None:
     ap.add_argument("--real", action="store_true", help="also a slice of the shared Moses baseline table")
     ap.add_argument("--data", default=os.environ.get("RESCORER_DATA", "../shared/data"))
     ap.add_argument("--hidden", type=int, default=1000)
+    ap.add_argument("--precision", nargs="+", default=[], choices=["bf16", "int8"],
+                    help="also score with these precisions (speed against fp32 and naive, score differences)")
+    ap.add_argument("--model", help="a trained checkpoint: with --precision and --real, the score differences "
+                                    "on the real slice are measured with it (random weights say little about them)")
     a = ap.parse_args()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, "
+          f"instruction set {torch.backends.cpu.get_cpu_capability()}, cpu flags: {cpu_flags()}")
     peak = matmul_peak()
     print(f"matrix-multiply peak (2048^3 float32): {peak:.1f} GFLOP/s")
     with tempfile.TemporaryDirectory() as tmp:
@@ -226,7 +280,10 @@ def main() -> None:
         tv = vocab_of(w for _, t in pairs for w in t.split())
         model = RNNEncoderDecoder(ModelConfig(len(sv), len(tv), hidden=a.hidden)).eval()
         print(f"model: {model.cfg.to_dict()}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
-        compare("synthetic, real-shaped", tables[True], model, sv, tv, peak, tmp)
+        r = compare("synthetic, real-shaped", tables[True], model, sv, tv, peak, tmp)
+        if a.precision:
+            compare_precisions("synthetic, real-shaped", tables[True], model, sv, tv, a.precision, tmp,
+                               r["naive_pairs_s"])
         compare("synthetic, independent targets (no shared prefixes)", tables[False], model, sv, tv, peak, tmp)
         if a.real:
             src_table = os.path.join(a.data, "moses-baseline", "phrase-table.gz")
@@ -249,6 +306,11 @@ def main() -> None:
             rsv = vocab_of(w for s, _ in rp for w in s.split())
             rtv = vocab_of(w for _, t in rp for w in t.split())
             compare("real Moses table slice", real, model, rsv, rtv, peak, tmp)
+            if a.precision and a.model:
+                sc = PhraseScorer.load(a.model, "cpu")
+                compare_precisions(f"real Moses table slice, trained model {a.model} "
+                                   f"(hidden {sc.model.cfg.hidden})", real, sc.model, sc.src_vocab, sc.tgt_vocab,
+                                   a.precision, tmp)
 
 
 if __name__ == "__main__":

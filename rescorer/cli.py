@@ -137,6 +137,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s.add_argument("--vocab", help="check that the model's vocabularies are the ones in this directory")
     s.add_argument("--chunk-lines", type=int, default=4096, help="lines scored at once (default 4096)")
     s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda ...")
+    s.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
+                   help="fp32 (default, exact); bf16 (matrix products in bfloat16) or int8 (the matrices "
+                        "quantised, CPU): approximate scores, faster only on CPUs with AMX or AVX-512 BF16/VNNI "
+                        "(experiments/bench_score.py --precision measures speed and score differences)")
     s.add_argument("--workers", type=int, default=1, metavar="P",
                    help="score with P processes on this machine (torchrun --standalone); under torchrun the "
                         "command is one rank of the job and this option is ignored (see the README)")
@@ -310,7 +314,7 @@ def cmd_score(a: argparse.Namespace) -> int:
                                        lambda rank: unfinished_parts(a.out, rank, a.workers))
     device = resolve_device(a.device)
     rank = distributed.this_rank()
-    scorer = PhraseScorer.load(a.model, distributed.rank_device(device, rank))
+    scorer = PhraseScorer.load(a.model, distributed.rank_device(device, rank), precision=a.precision)
     if a.vocab:
         sv, tv = load_vocab_dir(a.vocab)
         if scorer.inverse:

@@ -255,7 +255,7 @@ class Decoder(nn.Module):
     def log_probs(self, h: Tensor, e_prev: Tensor, Oc: Tensor) -> Tensor:
         """log p(y_t | y_<t, x) over the target shortlist, for states h'_t (N, state size)."""
         h = self.cell.output(h)
-        s_prime = torch.addmm(self.O_y(e_prev) + Oc, h, self.O_h.weight.t()) + self.O_h.bias
+        s_prime = self.O_h(h) + self.O_y(e_prev) + Oc                          # s' = O_h h' + O_y e(y) + O_c c
         s = s_prime.view(-1, self.maxout_units, self.maxout_pool).amax(-1)   # s_i = max(s'_{2i-1}, s'_{2i})
         return torch.log_softmax(self.G_l(self.G_r(s)), -1)                   # softmax(G_l G_r s)
 

@@ -58,17 +58,20 @@ def chunks(items: Iterator, chunk_lines: int, key=lambda p: p.source) -> Iterato
         yield buf
 
 
-def _settings(table: str, model_path: str, unk_count: bool, chunk_lines: int, out: str) -> dict:
+def _settings(table: str, model_path: str, unk_count: bool, chunk_lines: int, out: str, precision: str) -> dict:
     return {"table": os.path.abspath(table), "table_size": os.path.getsize(table),
             "model": file_fingerprint(model_path) if model_path else "", "unk_count": unk_count,
-            "chunk_lines": chunk_lines, "gzip": out.endswith(".gz")}
+            "chunk_lines": chunk_lines, "gzip": out.endswith(".gz"), "precision": precision}
+
+
+_SAVED_BEFORE = {"precision": "fp32"}  # settings that states saved before they existed did not record
 
 
 def _load_saved(path: str, settings: dict) -> dict:
     """A saved state or plan, refused when it was made with other settings."""
     with open(path) as f:
         saved = json.load(f)
-    changed = [k for k, v in settings.items() if saved["settings"].get(k) != v]
+    changed = [k for k, v in settings.items() if saved["settings"].get(k, _SAVED_BEFORE.get(k)) != v]
     if changed:
         raise ResumeError(f"--resume: {path} was made with a different {', '.join(changed)}; "
                           "run again without --resume (and with --overwrite)")
@@ -153,7 +156,7 @@ def score_table(scorer: PhraseScorer, table: str, out: str, *, model_path: str =
     (used by the tests of ``--resume``).
     """
     partial, state_path = out + ".partial", out + ".partial.json"
-    settings = _settings(table, model_path, unk_count, chunk_lines, out)
+    settings = _settings(table, model_path, unk_count, chunk_lines, out, scorer.precision)
     check_can_write(out, overwrite)
     if resume and os.path.exists(out + ".parts.json"):  # left by several processes: this one does every part
         return score_table_parts(scorer, table, out, 0, 1, lambda: None, model_path=model_path, unk_count=unk_count,
@@ -231,7 +234,7 @@ def score_table_parts(scorer: PhraseScorer, table: str, out: str, rank: int, wor
     group's ``barrier``); the files must be on a file system every rank sees.
     """
     plan_path = out + ".parts.json"
-    settings = _settings(table, model_path, unk_count, chunk_lines, out)
+    settings = _settings(table, model_path, unk_count, chunk_lines, out, scorer.precision)
     if rank == 0:
         check_can_write(out, overwrite)
         if resume:

@@ -3,6 +3,7 @@ import gzip
 import math
 import os
 
+import numpy as np
 import pytest
 
 from rescorer.checkpoint import save_checkpoint
@@ -168,3 +169,20 @@ def test_truncated_gzip_names_file_and_line(table_and_model, caplog):
     assert msg.startswith(f"{cut}:") and msg.endswith("compressed stream ends early (truncated?)")
     assert int(msg[len(str(cut)) + 1:].split(":")[0]) > 1000
     assert not out.exists() and not os.path.exists(f"{out}.partial")
+
+
+def test_int8_scoring_from_the_command_line_and_no_resume_across_precisions(table_and_model, caplog):
+    from rescorer.score_table import score_table
+    d, table, model = table_and_model
+    out8, out32 = d / "int8.gz", d / "fp32.gz"
+    assert run("--phrase-table", table, "--model", model, "--out", out8, "--precision", "int8") == 0
+    assert run("--phrase-table", table, "--model", model, "--out", out32) == 0
+    a = [float(x.split(b" ||| ")[2].split()[-1]) for x in gzip.open(out32)]
+    b = [float(x.split(b" ||| ")[2].split()[-1]) for x in gzip.open(out8)]
+    assert len(a) == len(b) and np.allclose(np.log(a), np.log(b), atol=0.05)
+    out = d / "mixed.gz"
+    score_table(PhraseScorer.load(model, "cpu"), str(table), str(out), model_path=str(model),
+                chunk_lines=300, progress=False, stop_after_chunks=1)
+    assert run("--phrase-table", table, "--model", model, "--out", out, "--chunk-lines", 300, "--resume",
+               "--precision", "int8") == 1
+    assert "different precision" in caplog.text

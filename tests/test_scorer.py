@@ -83,3 +83,32 @@ def test_empty_input():
     m = tiny_model()
     sv, tv = tiny_vocabs()
     assert PhraseScorer(m, sv, tv, device="cpu").score_pairs([]) == []
+
+
+@pytest.mark.parametrize("gate", ["reset-before", "reset-after"])
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_scores_stay_close_to_fp32(gate, precision):
+    m = tiny_model(gate, hidden=64, rank=16, maxout=32, scale=0.3)
+    sv, tv = tiny_vocabs()
+    rng = np.random.default_rng(5)
+    pairs = [(" ".join(rng.choice(sv.words[2:], rng.integers(1, 6))), " ".join(rng.choice(tv.words[2:], rng.integers(1, 6))))
+             for _ in range(60)]
+    exact = np.array(PhraseScorer(m, sv, tv, device="cpu").score_pairs(pairs))
+    approx = np.array(PhraseScorer(m, sv, tv, device="cpu", precision=precision).score_pairs(pairs))
+    d = np.abs(exact - approx)
+    # approximate, and close: a wrong product (a matrix transposed, a bias lost) is off by whole nats
+    assert 0 < d.max() < 0.1 * np.abs(exact).max()
+    assert d.mean() < 0.03 * np.abs(exact).mean()
+    assert np.corrcoef(exact, approx)[0, 1] > 0.995
+    np.testing.assert_allclose(PhraseScorer(m, sv, tv, device="cpu").score_pairs(pairs), exact)  # m untouched
+
+
+def test_int8_quantises_every_matrix_and_refuses_other_cells():
+    from rescorer.int8 import int8_copy
+    q = int8_copy(tiny_model())
+    float_mats = [n for n, p in q.named_parameters() if p.dim() == 2 and "embed" not in n]
+    assert float_mats == []                                 # only the embeddings stay float
+    with pytest.raises(ValueError, match="gated unit"):
+        int8_copy(tiny_model(cell="lstm"))
+    with pytest.raises(ValueError, match="precision"):
+        PhraseScorer(tiny_model(), *tiny_vocabs(), device="cpu", precision="fp8")

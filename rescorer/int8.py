@@ -1,0 +1,93 @@
+"""Dynamic int8 quantisation of the network's large matrices, for faster CPU scoring.
+
+``int8_copy(model)`` returns a copy of a trained RNN Encoder-Decoder (gated unit) whose matrix
+products run in int8: every weight matrix is quantised once, per output row (symmetric, scale
+max|row| / 127), and each product quantises its input rows on the fly (PyTorch's dynamic
+quantisation, fbgemm/oneDNN kernels; the results are float32).  Embeddings, biases, the
+nonlinearities, the maxout and the softmax stay float32.
+
+It is an approximation: the scores move by a few hundredths of a nat (``experiments/bench_score.py
+--int8`` measures the largest difference on a real table slice).  It pays on CPUs with integer
+dot-product instructions (VNNI, AMX); on an AVX2-only CPU the gain is smaller.
+
+PyTorch marks the eager quantisation API (``torch.ao``) as deprecated in favour of the separate
+torchao package; the kernels used here are PyTorch's own and need nothing else.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from .model import GatedUnit, RNNEncoderDecoder
+
+
+@contextmanager
+def _eager_api():
+    """The eager API's deprecation warnings say nothing the user can act on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*deprecated.*")
+        yield
+
+
+def int8_linear(weight: Tensor, bias: Tensor | None = None) -> nn.Module:
+    """``x -> x W^T (+ b)`` with W quantised to int8 per output row, x quantised per call."""
+    out_features, in_features = weight.shape
+    w = weight.detach().float().cpu()
+    scales = (w.abs().amax(1) / 127.0).clamp(min=1e-12).double()
+    with _eager_api():
+        q = torch.quantize_per_channel(w, scales, torch.zeros(out_features, dtype=torch.long), 0, torch.qint8)
+        m = torch.ao.nn.quantized.dynamic.Linear(in_features, out_features, bias_=bias is not None,
+                                                 dtype=torch.qint8)
+        m.set_weight_bias(q, None if bias is None else bias.detach().float().cpu())
+    return m
+
+
+class Int8GatedUnit(nn.Module):
+    """The gated unit of ``model.GatedUnit`` with its products U h in int8 (same equations)."""
+
+    def __init__(self, cell: GatedUnit):
+        super().__init__()
+        H = self.hidden = cell.hidden
+        self.state_size, self.blocks, self.reset_before = cell.state_size, cell.blocks, cell.reset_before
+        self.W_in = int8_linear(cell.W_in.weight, cell.W_in.bias)
+        if self.reset_before:
+            self.U_rz = int8_linear(cell.U[:2 * H])      # [U_r; U_z]
+            self.U_h = int8_linear(cell.U[2 * H:])       # U
+        else:
+            self.U_all = int8_linear(cell.U)             # [U_r; U_z; U]
+
+    initial = GatedUnit.initial
+    output = GatedUnit.output
+
+    def step(self, x: Tensor, h: Tensor, inside: Tensor | None = None) -> Tensor:
+        H = self.hidden
+        if self.reset_before:
+            rz = torch.sigmoid(x[:, :2 * H] + self.U_rz(h))          # r, z
+            r, z = rz[:, :H], rz[:, H:]
+            h_tilde = torch.tanh(x[:, 2 * H:] + self.U_h(r * h))      # tanh(W e + U (r ⊙ h))
+        else:
+            uh = self.U_all(h)
+            rz = torch.sigmoid(x[:, :2 * H] + uh[:, :2 * H])
+            r, z = rz[:, :H], rz[:, H:]
+            inner = uh[:, 2 * H:] if inside is None else uh[:, 2 * H:] + inside
+            h_tilde = torch.tanh(x[:, 2 * H:] + r * inner)            # tanh(W e + r ⊙ (U h [+ C c]))
+        return z * h + (1.0 - z) * h_tilde                            # h_t = z h_{t-1} + (1-z) h~
+
+
+def int8_copy(model: RNNEncoderDecoder) -> RNNEncoderDecoder:
+    """A CPU copy of ``model`` for scoring, its matrices in int8 (the original is untouched)."""
+    if model.cfg.cell != "gru":
+        raise ValueError(f"int8 scoring is built for the gated unit (gru), not the {model.cfg.cell} cell")
+    q = copy.deepcopy(model).cpu().eval()
+    q.encoder.cell = Int8GatedUnit(q.encoder.cell)
+    q.decoder.cell = Int8GatedUnit(q.decoder.cell)
+    for owner, name in ((q.encoder, "V"), (q.decoder, "V"), (q.decoder, "C"), (q.decoder, "O_h"),
+                        (q.decoder, "O_y"), (q.decoder, "O_c"), (q.decoder, "G_r"), (q.decoder, "G_l")):
+        lin = getattr(owner, name)
+        setattr(owner, name, int8_linear(lin.weight, lin.bias))
+    return q
