@@ -38,6 +38,14 @@ from rescorer.phrase_table import iter_table  # noqa: E402
 from rescorer.score_table import score_table  # noqa: E402
 from rescorer.scorer import PhraseScorer  # noqa: E402
 from rescorer.vocab import EOS, UNK, Vocabulary  # noqa: E402
+from bench_scale import cpu_features, cpu_name  # noqa: E402
+
+LINES: list[str] = []   # what the run printed, for the report
+
+
+def say(text: str = "") -> None:
+    print(text)
+    LINES.append(text)
 
 
 def matmul_peak(n: int = 2048, reps: int = 10) -> float:
@@ -48,17 +56,6 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> float:
     for _ in range(reps):
         a @ b
     return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
-
-
-def cpu_flags() -> str:
-    """The CPU's vector and matrix instruction sets that reduced precision can use."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return "unknown"
-    found = [x for x in flags if x.startswith(("avx", "amx")) or x in ("f16c", "fma")]
-    return " ".join(found) or "none of avx/amx"
 
 
 def zipf_words(rng, n_types: int, size: int) -> np.ndarray:
@@ -207,14 +204,14 @@ def compare_precisions(name: str, table: str, model, sv, tv, precisions: list[st
     n = sum(1 for _ in iter_table(table))
     ref, t_ref = score_file(PhraseScorer(model, sv, tv, device="cpu"), table, out)
     rows = {"fp32": {"pairs_s": n / t_ref}}
-    print(f"\n[{name}: precision] {n} pairs")
-    print(f"  fp32 : {n / t_ref:8.1f} pairs/s")
+    say(f"\n[{name}: precision] {n} pairs")
+    say(f"  fp32 : {n / t_ref:8.1f} pairs/s")
     for p in precisions:
         got, dt = score_file(PhraseScorer(model, sv, tv, device="cpu", precision=p), table, out)
         r = rows[p] = {"pairs_s": n / dt, "speed_vs_fp32": t_ref / dt, **diff_stats(ref, got)}
         if naive_pairs_s:
             r["speed_vs_naive"] = r["pairs_s"] / naive_pairs_s
-        print(f"  {p:5}: {r['pairs_s']:8.1f} pairs/s  {r['speed_vs_fp32']:.2f}x fp32"
+        say(f"  {p:5}: {r['pairs_s']:8.1f} pairs/s  {r['speed_vs_fp32']:.2f}x fp32"
               + (f", {r['speed_vs_naive']:.2f}x naive" if naive_pairs_s else "")
               + f"; |log p - fp32| max {r['max_abs_diff']:.3f}, mean {r['mean_abs_diff']:.4f}, "
               f"99th percentile {r['p99_abs_diff']:.3f} (mean |log p| {r['mean_abs_logp']:.2f})")
@@ -242,12 +239,12 @@ def compare(name: str, table: str, model, sv, tv, peak: float, tmp: str) -> dict
          "naive_pairs_s": n / t_naive, "ratio": t_naive / t_ours,
          "ours_gflops": ours_flop / t_ours / 1e9, "naive_gflops": naive_flop / t_naive / 1e9,
          "flop_ratio": naive_flop / ours_flop, "max_abs_diff": diff}
-    print(f"\n[{name}] {n} pairs, {r['sources']} sources")
-    print(f"  ours : {r['ours_pairs_s']:8.1f} pairs/s  {r['ours_gflops']:5.1f} GFLOP/s "
+    say(f"\n[{name}] {n} pairs, {r['sources']} sources")
+    say(f"  ours : {r['ours_pairs_s']:8.1f} pairs/s  {r['ours_gflops']:5.1f} GFLOP/s "
           f"({100 * r['ours_gflops'] / peak:.0f}% of peak)  [end to end: read, score, write .gz]")
-    print(f"  naive: {r['naive_pairs_s']:8.1f} pairs/s  {r['naive_gflops']:5.1f} GFLOP/s "
+    say(f"  naive: {r['naive_pairs_s']:8.1f} pairs/s  {r['naive_gflops']:5.1f} GFLOP/s "
           f"({100 * r['naive_gflops'] / peak:.0f}% of peak)")
-    print(f"  speed-up {r['ratio']:.2f}x  (the naive scorer does {r['flop_ratio']:.2f}x the arithmetic); "
+    say(f"  speed-up {r['ratio']:.2f}x  (the naive scorer does {r['flop_ratio']:.2f}x the arithmetic); "
           f"max |log p difference| {diff:.2e}")
     return r
 
@@ -260,31 +257,36 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=1000)
     ap.add_argument("--precision", nargs="+", default=[], choices=["bf16", "int8"],
                     help="also score with these precisions (speed against fp32 and naive, score differences)")
+    ap.add_argument("--out", help="also write results.md and results.json into this directory")
     ap.add_argument("--model", help="a trained checkpoint: with --precision and --real, the score differences "
                                     "on the real slice are measured with it (random weights say little about them)")
     a = ap.parse_args()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, "
-          f"instruction set {torch.backends.cpu.get_cpu_capability()}, cpu flags: {cpu_flags()}")
+    say(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_name()}, torch kernels for "
+        f"{torch.backends.cpu.get_cpu_capability()}, CPU features: {', '.join(cpu_features()) or 'none listed'}")
     peak = matmul_peak()
-    print(f"matrix-multiply peak (2048^3 float32): {peak:.1f} GFLOP/s")
+    say(f"matrix-multiply peak (2048^3 float32): {peak:.1f} GFLOP/s")
     with tempfile.TemporaryDirectory() as tmp:
         tables = {}
         for shaped in (True, False):
             tables[shaped] = os.path.join(tmp, f"synthetic-{'shaped' if shaped else 'independent'}.gz")
             shape = synthetic_table(tables[shaped], a.sources, shaped)
-            print(f"synthetic table, {'real-shaped' if shaped else 'independent targets'}: " +
+            say(f"synthetic table, {'real-shaped' if shaped else 'independent targets'}: " +
                   ", ".join(f"{k} {v:.2f}" for k, v in shape.items()))
         pairs = [(p.source, p.target) for t in tables.values() for p in iter_table(t)]
         sv = vocab_of(w for s, _ in pairs for w in s.split())
         tv = vocab_of(w for _, t in pairs for w in t.split())
         model = RNNEncoderDecoder(ModelConfig(len(sv), len(tv), hidden=a.hidden)).eval()
-        print(f"model: {model.cfg.to_dict()}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
-        r = compare("synthetic, real-shaped", tables[True], model, sv, tv, peak, tmp)
+        say(f"model: {model.cfg.to_dict()}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
+        results = {"command": " ".join(["python experiments/bench_score.py"] + sys.argv[1:]), "cpu": cpu_name(),
+                   "cpu_features": cpu_features(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                   "matmul_peak_gflops": peak, "model": model.cfg.to_dict()}
+        r = results["synthetic_shaped"] = compare("synthetic, real-shaped", tables[True], model, sv, tv, peak, tmp)
         if a.precision:
-            compare_precisions("synthetic, real-shaped", tables[True], model, sv, tv, a.precision, tmp,
-                               r["naive_pairs_s"])
-        compare("synthetic, independent targets (no shared prefixes)", tables[False], model, sv, tv, peak, tmp)
+            results["synthetic_shaped_precision"] = compare_precisions(
+                "synthetic, real-shaped", tables[True], model, sv, tv, a.precision, tmp, r["naive_pairs_s"])
+        results["synthetic_independent"] = compare("synthetic, independent targets (no shared prefixes)",
+                                                   tables[False], model, sv, tv, peak, tmp)
         if a.real:
             src_table = os.path.join(a.data, "moses-baseline", "phrase-table.gz")
             real = os.path.join(tmp, "real.gz")
@@ -301,16 +303,37 @@ def main() -> None:
                         if seen > a.sources:
                             break
                     out.write(line)
-            print("real slice: " + ", ".join(f"{k} {v:.2f}" for k, v in table_shape(real).items()))
+            say("real slice: " + ", ".join(f"{k} {v:.2f}" for k, v in table_shape(real).items()))
             rp = [(p.source, p.target) for p in iter_table(real)]
             rsv = vocab_of(w for s, _ in rp for w in s.split())
             rtv = vocab_of(w for _, t in rp for w in t.split())
-            compare("real Moses table slice", real, model, rsv, rtv, peak, tmp)
+            results["real"] = compare("real Moses table slice", real, model, rsv, rtv, peak, tmp)
+            if a.precision:
+                results["real_precision"] = compare_precisions("real Moses table slice", real, model, rsv, rtv,
+                                                               a.precision, tmp, results["real"]["naive_pairs_s"])
             if a.precision and a.model:
                 sc = PhraseScorer.load(a.model, "cpu")
-                compare_precisions(f"real Moses table slice, trained model {a.model} "
+                results["real_trained_precision"] = compare_precisions(f"real Moses table slice, trained model {a.model} "
                                    f"(hidden {sc.model.cfg.hidden})", real, sc.model, sc.src_vocab, sc.tgt_vocab,
                                    a.precision, tmp)
+
+    if a.out:
+        write_report(a.out, results)
+
+
+def write_report(out: str, results: dict) -> None:
+    import json
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1, default=float)
+    md = ["# Scoring speed: the prefix-tree scorer against a naive one, and reduced precision", "",
+          f"Made by `{results['command']}`. Every number below was measured in that one run; "
+          "the methods are described at the top of `experiments/bench_score.py`. The paper-size network has "
+          "random weights: its speed is that of a trained one, but its output distributions are nearly uniform, "
+          "so its score differences between precisions say nothing; those of the trained model (with `--model`) "
+          "do.", "", "```"] + LINES + ["```"]
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
 
 
 if __name__ == "__main__":
