@@ -27,7 +27,7 @@ $(VENV)/.search-built: $(VENV)/.installed moses_integration/search.py
 	touch $@
 
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 demo: setup
 	PATH=$(abspath $(BIN)):$$PATH bash experiments/demo.sh

@@ -37,7 +37,7 @@ from rescorer.model import ModelConfig, RNNEncoderDecoder  # noqa: E402
 from rescorer.phrase_table import iter_table  # noqa: E402
 from rescorer.score_table import score_table  # noqa: E402
 from rescorer.scorer import PhraseScorer  # noqa: E402
-from rescorer.vocab import EOS, UNK, Vocabulary  # noqa: E402
+from rescorer.vocab import Vocabulary  # noqa: E402
 from bench_scale import cpu_features, cpu_name  # noqa: E402
 
 LINES: list[str] = []   # what the run printed, for the report

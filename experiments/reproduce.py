@@ -70,6 +70,34 @@ def tuned_weights(path: str) -> dict:
         return json.load(f)["weights"]
 
 
+def perturbed_start(w0: np.ndarray, tunable: np.ndarray, seed: int) -> np.ndarray:
+    """The starting weights of one MERT run: each tunable weight times its own factor, log-uniform
+    in [1/2, 2] from the run's seed (signs kept).  Runs that all start from the same weights decode
+    the same first n-best lists and, as random restarts seldom beat the climb from the current
+    weights, end with the same weights: no optimizer variance to measure (Clark et al., 2011)."""
+    rng = np.random.default_rng([seed, 7])
+    factor = np.exp(rng.uniform(-math.log(2.0), math.log(2.0), len(w0)))
+    return np.where(tunable, w0 * factor, w0)
+
+
+def score_differences(fp32_table: str, other_table: str, column: int = 4) -> dict:
+    """|differences| of the RNN column between two scorings of one table, line by line, as the
+    decoder sees the column: max(ln x, -100), Moses's reading of a dense score."""
+    from rescorer.phrase_table import open_binary
+
+    def moses(x: bytes) -> float:
+        v = float(x)
+        return max(math.log(v), -100.0) if v > 0 else -100.0
+    diffs = []
+    with open_binary(fp32_table) as a, open_binary(other_table) as b:
+        for x, y in zip(a, b):
+            fx, fy = x.split(b" ||| ")[2].split(), y.split(b" ||| ")[2].split()
+            diffs.append(abs(moses(fx[column]) - moses(fy[column])))
+    d = np.array(diffs)
+    return {"pairs": len(d), "max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean()),
+            "p99_abs_diff": float(np.quantile(d, 0.99))}
+
+
 def read_lines(path: str, span: tuple[int, int] | None = None) -> list[str]:
     lines = P.read_lines(path)
     if span is not None:
@@ -284,7 +312,35 @@ class Experiment:
             if s["kind"] == "test":
                 for sysname, feats in cfg.systems.items():
                     stages.append(self._test_stage(name, s, sysname, feats))
+        check = self.precision_check()
+        if check:
+            precision, sysname = check
+            feats = cfg.systems[sysname]
+            for name, s in sets.items():
+                if s["kind"] == "test":
+                    f = dict(files[name], scored=self.scored_path(files[name], precision))
+                    stages.append(self._score_stage(name, f, os.path.join(run_dir, "best.pt"), precision,
+                                                    reference=files[name]["scored"]))
+                    stages.append(self._ini_stage(sysname, feats, ini, name, f, lm, precision))
+                    stages.append(self._test_stage(name, s, sysname, feats, precision))
         return stages
+
+    def precision_check(self) -> tuple[str, str] | None:
+        """([rnn] check-precision) the reduced precision whose table the +RNN system is tested
+        with too, with its fp32 tuned weights, and that system's name; None when not asked."""
+        precision = self.cfg.section("rnn").get("check-precision", "").strip()
+        if not precision:
+            return None
+        if precision not in ("bf16", "int8"):
+            raise ConfigError(f"{self.cfg.path}: [rnn] check-precision = {precision!r}: expected bf16 or int8")
+        name = next((n for n, f in self.cfg.systems.items() if f == frozenset({"rnn"})), None)
+        if name is None:
+            raise ConfigError(f"{self.cfg.path}: [rnn] check-precision needs a system with the rnn feature alone")
+        return precision, name
+
+    @staticmethod
+    def scored_path(f: dict, precision: str = "fp32") -> str:
+        return f["scored"] if precision == "fp32" else f["scored"][:-len(".gz")] + f".{precision}.gz"
 
     def _filter_stage(self, name: str, s: dict, f: dict, pt: str, rt: str) -> P.Stage:
         def run():
@@ -347,16 +403,27 @@ class Experiment:
             s = json.load(f)
         return {"updates": s["updates"], "minutes": round(s["minutes"], 1), "best_valid_ppl": round(s["best_valid_ppl"], 2)}
 
-    def _score_stage(self, name: str, f: dict, model: str) -> P.Stage:
-        st = P.Stage(f"score-{slug(name)}", [f["pt"], model], [f["scored"]], None)
+    def _score_stage(self, name: str, f: dict, model: str, precision: str = "fp32",
+                     reference: str | None = None) -> P.Stage:
+        """The set's table scored by the RNN; in reduced precision, also how far its scores are
+        from the fp32 table ``reference`` (``OUT.diff.json``)."""
+        outs = [f["scored"]] + ([f["scored"] + ".diff.json"] if reference else [])
+        st = P.Stage(f"score-{slug(name)}" + ("" if precision == "fp32" else f"-{precision}"),
+                     [f["pt"], model] + ([reference] if reference else []), outs, None)
 
         def run():
             from rescorer.cli import main
             resume = st.resume and os.path.exists(f["scored"] + ".partial.json")
             if main(["score", "--phrase-table", f["pt"], "--model", model, "--out", f["scored"], "--unk-count",
-                     "--overwrite"] + (["--resume"] if resume else []) + ([] if self.progress else ["-q"])) != 0:
+                     "--overwrite"] + (["--precision", precision] if precision != "fp32" else [])
+                    + (["--resume"] if resume else []) + ([] if self.progress else ["-q"])) != 0:
                 raise RuntimeError(f"rescorer score failed on {f['pt']}")
-            return None
+            if not reference:
+                return None
+            d = score_differences(reference, f["scored"])
+            with atomic_write(outs[1], "w") as out:
+                json.dump(d, out, indent=1)
+            return {k: round(v, 4) for k, v in d.items() if isinstance(v, float)}
         st.run = run
         return st
 
@@ -378,16 +445,18 @@ class Experiment:
         st.run = run
         return st
 
-    def system_ini(self, sysname: str, set_name: str) -> str:
-        return os.path.join(self.d["systems"], slug(sysname), f"moses.{slug(set_name)}.ini")
+    def system_ini(self, sysname: str, set_name: str, precision: str = "fp32") -> str:
+        tail = "" if precision == "fp32" else f".{precision}"
+        return os.path.join(self.d["systems"], slug(sysname), f"moses.{slug(set_name)}{tail}.ini")
 
-    def _ini_stage(self, sysname: str, feats: frozenset, ini: MosesIni, set_name: str, f: dict, lm: str) -> P.Stage:
+    def _ini_stage(self, sysname: str, feats: frozenset, ini: MosesIni, set_name: str, f: dict, lm: str,
+                   precision: str = "fp32") -> P.Stage:
         """moses.ini of a system for a set (its filtered tables); the start weights are Moses's
         defaults, 0.2 for a new table column, 0.5 for the CSLM (as the LM); a column the system
         does not use gets weight 0 and is not tuned."""
         t = self.cfg.section("tuning")
         start_rnn, start_cslm = float(t.get("start-weight", 0.2)), float(t.get("cslm-start-weight", 0.5))
-        out = self.system_ini(sysname, set_name)
+        out = self.system_ini(sysname, set_name, precision)
 
         def run():
             x = MosesIni.read(ini.path)
@@ -405,7 +474,7 @@ class Experiment:
                 x.add_feature(f"CSLM name=CSLM0 path={os.path.join(self.d['cslm'], 'best.pt')}", [start_cslm])
             x.write(out)
             return None
-        return P.Stage(f"ini-{slug(sysname)}-{slug(set_name)}",
+        return P.Stage(f"ini-{slug(sysname)}-{slug(set_name)}" + ("" if precision == "fp32" else f"-{precision}"),
                        [f["scored"] if "rnn" in feats else f["pt"], f["rt"], lm], [out], run,
                        {"features": sorted(feats), "cslm_mode": self.cslm_mode, "start": [start_rnn, start_cslm]},
                        isolated=False)
@@ -413,14 +482,14 @@ class Experiment:
     def tuned_path(self, sysname: str, k: int) -> str:
         return os.path.join(self.d["tune"], slug(sysname), f"run{k}.json")
 
-    def _decoder(self, sysname: str, feats: frozenset, set_name: str, sentences: list[str]):
+    def _decoder(self, sysname: str, feats: frozenset, set_name: str, sentences: list[str], precision: str = "fp32"):
         """The decoder of a system on a set: the built-in decoder, wrapped by the CSLM's n-best
         rescoring in n-best mode; (decoder, feature groups, start weights)."""
         from moses_integration.decoder import DecoderConfig
         from moses_integration.runner import BuiltinDecoder, RescoredDecoder
         t = self.cfg.section("tuning")
         dcfg = DecoderConfig(stack_size=int(t.get("stack-size", 200)), pop_limit=int(t.get("pop-limit", 1000)))
-        dec = BuiltinDecoder(self.system_ini(sysname, set_name), sentences, dcfg, self.cfg.processes,
+        dec = BuiltinDecoder(self.system_ini(sysname, set_name, precision), sentences, dcfg, self.cfg.processes,
                              progress=self.progress)
         groups, w0 = list(dec.layout.groups), dec.model.weights.copy()
         if "cslm" in feats and self.cslm_mode == "nbest":
@@ -436,6 +505,10 @@ class Experiment:
     def _tune_stage(self, sysname: str, feats: frozenset, k: int) -> P.Stage:
         t = self.cfg.section("tuning")
         settings = {k2: t.get(k2) for k2 in ("nbest", "max-iter", "restarts", "bounds", "stack-size", "pop-limit")}
+        start = t.get("start", "perturbed")
+        if start not in ("perturbed", "defaults"):
+            raise ConfigError(f"{self.cfg.path}: [tuning] start = {start!r}: expected perturbed or defaults")
+        settings["start"] = start
         seed = self.seed * 1000 + k
         out = self.tuned_path(sysname, k)
         files = self.set_files("dev", self.cfg.dev, "", "")
@@ -454,6 +527,8 @@ class Experiment:
             if "rnn" in feats and "wp" not in feats:  # the WP column is there, with weight 0, untuned
                 a = sum(n for name, n, _ in groups[:[g[0] for g in groups].index("TranslationModel0")])
                 tunable[a + 5] = False
+            if start == "perturbed":
+                w0 = perturbed_start(w0, tunable, seed)
             if self.bounds == "positive":
                 lower, upper = default_ranges(groups)
             else:  # Moses's mert: no bounds unless --positive is given
@@ -471,30 +546,34 @@ class Experiment:
             best = max(res.history, key=lambda h: h["dev_bleu"])
             with atomic_write(out, "w") as f:
                 json.dump({"system": sysname, "run": k, "seed": seed, "weights": weights,
+                           "start": start, "start_weights": [float(v) for v in w0],
                            "dev_bleu": best["dev_bleu"], "iterations": len(res.history),
                            "bounds": self.bounds, "history": res.history}, f, indent=1)
             return {"dev_bleu": round(best["dev_bleu"], 2), "iterations": len(res.history)}
         st.run = run
         return st
 
-    def output_path(self, set_name: str, sysname: str, k: int) -> str:
-        return os.path.join(self.d["test"], slug(set_name), slug(sysname), f"run{k}.out")
+    def output_path(self, set_name: str, sysname: str, k: int, precision: str = "fp32") -> str:
+        tail = "" if precision == "fp32" else f"-{precision}"
+        return os.path.join(self.d["test"], slug(set_name), slug(sysname) + tail, f"run{k}.out")
 
-    def _test_stage(self, set_name: str, s: dict, sysname: str, feats: frozenset) -> P.Stage:
+    def _test_stage(self, set_name: str, s: dict, sysname: str, feats: frozenset, precision: str = "fp32") -> P.Stage:
+        """Every tuning run's weights decode the test set (a reduced-precision table: with the
+        weights tuned on the fp32 one)."""
         files = self.set_files(set_name, s, "", "")
-        outs = [self.output_path(set_name, sysname, k) for k in range(1, self.runs + 1)]
+        outs = [self.output_path(set_name, sysname, k, precision) for k in range(1, self.runs + 1)]
         tuned = [self.tuned_path(sysname, k) for k in range(1, self.runs + 1)]
         n_rescore = int(self.cfg.get("cslm", "nbest", "100"))
 
-        st = P.Stage(f"test-{slug(set_name)}-{slug(sysname)}",
-                     [files["source"], self.system_ini(sysname, set_name)] + tuned, outs, None,
+        st = P.Stage(f"test-{slug(set_name)}-{slug(sysname)}" + ("" if precision == "fp32" else f"-{precision}"),
+                     [files["source"], self.system_ini(sysname, set_name, precision)] + tuned, outs, None,
                      {"rescore_nbest": n_rescore, "cslm_mode": self.cslm_mode},
                      compare={p: tuned_weights for p in tuned})
 
         def run():
             from moses_integration.runner import RescoredDecoder
             src = read_lines(files["source"])
-            dec, groups, _ = self._decoder(sysname, feats, set_name, src)
+            dec, groups, _ = self._decoder(sysname, feats, set_name, src, precision)
             for path, out in zip(tuned, outs):
                 if st.resume and os.path.exists(out):
                     continue  # decoded before the interruption (each output is written atomically)

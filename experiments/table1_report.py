@@ -87,6 +87,26 @@ def _neural_weights(exp) -> dict:
     return out
 
 
+def _precision_check(exp, precision: str, sysname: str, lang: str) -> dict:
+    """Test BLEU of the +RNN system, each run's fp32-tuned weights, with its table scored in fp32
+    and in ``precision``; and how far the table's RNN scores moved."""
+    from reproduce import read_lines
+    from moses_integration.evaluate import describe_runs
+    out = {"precision": precision, "system": sysname, "tests": {}}
+    for tname, t in exp.cfg.tests.items():
+        refs = read_lines(t["reference"], t["lines"])
+        runs = range(1, exp.runs + 1)
+        exact = describe_runs([_detok(exp.output_path(tname, sysname, k), lang) for k in runs], refs)["bleu"]
+        approx = describe_runs([_detok(exp.output_path(tname, sysname, k, precision), lang) for k in runs],
+                               refs)["bleu"]
+        f = exp.set_files(tname, t, "", "")
+        with open(exp.scored_path(f, precision) + ".diff.json") as fh:
+            scores = json.load(fh)
+        out["tests"][tname] = {"fp32": exact, precision: approx, "difference": [b - a for a, b in zip(exact, approx)],
+                               "scores": scores}
+    return out
+
+
 def write_report(exp, records: list[dict]) -> dict:
     cfg = exp.cfg
     lang = cfg.get("system", "target-language", "fr")
@@ -146,6 +166,9 @@ def write_report(exp, records: list[dict]) -> dict:
         results["tests"][tname] = {"sentences": len(refs), "systems": per,
                                    "signature": corpus_bleu(outs[base][0], refs)[2],
                                    "perplexity": _perplexities(exp, t.get("tokenised-reference"), t["lines"])}
+    check = exp.precision_check()
+    if check:
+        results["precision_check"] = _precision_check(exp, *check, lang)
     os.makedirs(cfg.report, exist_ok=True)
     with atomic_write(os.path.join(cfg.report, "results.json"), "w") as f:
         json.dump(results, f, indent=1, default=str)
@@ -276,6 +299,21 @@ def markdown(r: dict, cfg) -> str:
             L.append(f"| {s} | {k} | {w['seed']} | {_f(w['RNN'], '{:.4f}')} | {_f(w['WP'], '{:.4f}')} | "
                      f"{_f(w['CSLM0'], '{:.4f}')} | {w['LM0']:.4f} | {w['l1']:.3f} | {w['iterations']} | "
                      f"{w['dev_bleu']:.2f} |")
+    if "precision_check" in r:
+        pc = r["precision_check"]
+        q = pc["precision"]
+        L += ["", f"## Scoring in {q} instead of fp32: does {pc['system']} translate differently?", "",
+              f"The test sets' tables scored again with `rescorer score --precision {q}` and decoded with the "
+              f"weights each run tuned on the fp32 table (no retuning). Score differences are those the "
+              "decoder sees (Moses's max(ln x, -100) of the column).", "",
+              f"| test set | pairs | max / mean / 99th pct. \\|Δ log p\\| | BLEU fp32 per run | BLEU {q} per run "
+              "| difference per run |", "|---|---|---|---|---|---|"]
+        for tname, t in pc["tests"].items():
+            sc = t["scores"]
+            L.append(f"| {tname} | {sc['pairs']:,} | {sc['max_abs_diff']:.3f} / {sc['mean_abs_diff']:.4f} / "
+                     f"{sc['p99_abs_diff']:.3f} | {' / '.join(f'{b:.2f}' for b in t['fp32'])} | "
+                     f"{' / '.join(f'{b:.2f}' for b in t[q])} | "
+                     f"{' / '.join(f'{d:+.2f}' for d in t['difference'])} |")
     L += ["", "## The networks", ""]
     for name, title in (("rnn", "RNN Encoder–Decoder"), ("cslm", "CSLM")):
         x = r[name]
@@ -292,6 +330,10 @@ def markdown(r: dict, cfg) -> str:
     L += ["", f"MERT: {r['tuning']}; bounds: "
               + ("none, as Moses's `mert` (whose `--positive` list is empty unless given)" if r["bounds"] == "moses"
                  else "log-probability weights and Distortion >= 0, penalties free")
+              + (". Each run starts from the system's weights, each tunable one multiplied by a random factor "
+                 "in [1/2, 2] drawn from the run's seed, so that the runs measure the optimizer's variance"
+                 if r["tuning"].get("start", "perturbed") == "perturbed" else
+                 ". Every run starts from the system's weights")
               + f". CSLM used by {'n-best rescoring (the decoder searches without it; each n-best list gets CSLM0 and is re-ranked)' if r['cslm_mode'] == 'nbest' else 'the decoder during the search'}.",
           "", "## What each stage cost", "", "| stage | time | peak memory | notes |", "|---|---|---|---|"]
     for rec in r["stages"]:

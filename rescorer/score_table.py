@@ -197,13 +197,15 @@ def score_table(scorer: PhraseScorer, table: str, out: str, *, model_path: str =
 
 
 # -- several processes -------------------------------------------------------------------------
-def plan_parts(table: str, n_parts: int, chunk_lines: int) -> tuple[list[list[int]], int]:
+def plan_parts(table: str, n_parts: int, chunk_lines: int, progress: bool = False) -> tuple[list[list[int]], int]:
     """Contiguous line ranges ``[first, last]`` (1-based, inclusive) of about equal length that
     end on the chunk boundaries of a single process, and the number of lines.  One pass over
     the raw lines (no parsing): a small share of the time scoring takes."""
     from .phrase_table import SEP, raw_lines
     ends, n = [], 0
-    sources = (raw.split(SEP, 1)[0] for _, raw in raw_lines(table))
+    lines = tqdm(raw_lines(table), desc="planning the parts", unit=" lines", unit_scale=True, disable=not progress,
+                 mininterval=1.0)
+    sources = (raw.split(SEP, 1)[0] for _, raw in lines)
     for chunk in chunks(sources, chunk_lines, key=lambda s: s):
         n += len(chunk)
         ends.append(n)
@@ -252,7 +254,7 @@ def score_table_parts(scorer: PhraseScorer, table: str, out: str, rank: int, wor
                                         "continue it or --overwrite to start again")
             _remove_parts(out)
             t = time.monotonic()
-            parts, n = plan_parts(table, world, chunk_lines)
+            parts, n = plan_parts(table, world, chunk_lines, progress)
             first = next(iter_table(table), None)
             with atomic_write(plan_path, "w") as f:
                 json.dump({"settings": settings, "lines": n, "parts": parts,

@@ -43,6 +43,28 @@ def first_lines(table, n: int) -> list[bytes]:
     return lines
 
 
+def table_with_model(d, lines: list[bytes], size: int, hidden: int, rank: int, maxout: int):
+    """``lines`` written as ``d/pt.gz`` and an untrained network over their ``size`` most frequent
+    words per side saved as ``d/model.pt`` (seed 0): the input of the scoring tests."""
+    import gzip
+    from collections import Counter
+    from rescorer.checkpoint import save_checkpoint
+    from rescorer.phrase_table import parse_line
+    table, model = d / "pt.gz", d / "model.pt"
+    with gzip.open(table, "wb") as f:
+        f.writelines(lines)
+    src, tgt = Counter(), Counter()
+    for raw in lines:
+        p = parse_line(raw)
+        src.update(p.source_words)
+        tgt.update(p.target_words)
+    torch.manual_seed(0)
+    sv, tv = Vocabulary.from_counts(src, size), Vocabulary.from_counts(tgt, size)
+    m = RNNEncoderDecoder(ModelConfig(len(sv), len(tv), hidden=hidden, rank=rank, maxout_units=maxout))
+    save_checkpoint(model, m, sv, tv, inverse=False)
+    return table, model
+
+
 def tiny_vocabs():
     sv = Vocabulary([EOS, UNK] + "the house is blue a cat".split())
     tv = Vocabulary([EOS, UNK] + "la maison est bleue un chat".split())

@@ -2,7 +2,6 @@
 the chunk boundaries of one process, so the joined table is the same bytes; a rank killed with
 SIGKILL fails the job, naming the rank and its part, and --resume finishes it with any number of
 processes."""
-import gzip
 import json
 import os
 import signal
@@ -10,18 +9,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
 
 import pytest
 import torch
 
-from rescorer.checkpoint import save_checkpoint
-from rescorer.model import ModelConfig, RNNEncoderDecoder
-from rescorer.phrase_table import parse_line
 from rescorer.score_table import chunks, plan_parts
-from rescorer.vocab import Vocabulary
 
-from conftest import ROOT, first_lines
+from conftest import ROOT, first_lines, table_with_model
 
 
 @pytest.fixture(scope="module")
@@ -30,19 +24,7 @@ def table_and_model(tmp_path_factory, moses_table):
     small untrained network over their words."""
     d = tmp_path_factory.mktemp("dist")
     lines = first_lines(moses_table, 6000)
-    table = d / "pt.gz"
-    with gzip.open(table, "wb") as f:
-        f.writelines(lines)
-    src, tgt = Counter(), Counter()
-    for raw in lines:
-        p = parse_line(raw)
-        src.update(p.source_words)
-        tgt.update(p.target_words)
-    torch.manual_seed(0)
-    sv, tv = Vocabulary.from_counts(src, 500), Vocabulary.from_counts(tgt, 500)
-    m = RNNEncoderDecoder(ModelConfig(len(sv), len(tv), hidden=32, rank=16, maxout_units=16))
-    model = d / "model.pt"
-    save_checkpoint(model, m, sv, tv, inverse=False)
+    table, model = table_with_model(d, lines, 500, hidden=32, rank=16, maxout=16)
     return d, table, model, lines
 
 

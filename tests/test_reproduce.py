@@ -66,6 +66,51 @@ def test_report_holds_every_system_run_and_test(small_run):
     assert all(stages[f"tune-{s}-{k}"]["peak_memory_mb"] > 0 for s in ("baseline", "cslm_rnn_wp") for k in (1, 2))
 
 
+def test_each_mert_run_starts_from_its_own_weights(small_run):
+    """start = perturbed: the runs of a system start apart (each weight times a factor in [1/2, 2])
+    and so end apart; the untuned unknown-word penalty keeps its weight."""
+    import numpy as np
+    work, r = small_run
+    for slug in ("baseline", "rnn"):
+        runs = [json.loads((work / "tune" / slug / f"run{k}.json").read_text()) for k in (1, 2)]
+        a, b = (np.array(t["start_weights"]) for t in runs)
+        assert runs[0]["start"] == "perturbed" and not np.allclose(a, b)
+        moved = b != 0                       # a weight of 0 (a column the system does not use) stays 0
+        ratio = a[moved] / b[moved]
+        assert np.all((ratio >= 0.25 - 1e-9) & (ratio <= 4 + 1e-9)) and np.all(a[~moved] == 0)
+    flat = lambda t: np.concatenate([v for v in t["weights"].values()])  # noqa: E731
+    assert any(not np.allclose(flat(json.loads((work / "tune" / s / "run1.json").read_text())),
+                               flat(json.loads((work / "tune" / s / "run2.json").read_text())))
+               for s in ("baseline", "rnn", "cslm"))
+
+
+def test_int8_table_is_decoded_with_the_fp32_weights_and_reported(small_run):
+    """[rnn] check-precision = int8: the +RNN system's test table scored in int8, decoded with
+    every run's fp32-tuned weights; the score differences recomputed from the two tables."""
+    import gzip
+    import math
+    work, r = small_run
+    pc = r["precision_check"]
+    assert pc["precision"] == "int8" and pc["system"] == "+RNN"
+    t = pc["tests"]["newstest2012-tail"]
+    assert t["fp32"] == r["tests"]["newstest2012-tail"]["systems"]["+RNN"]["bleu"]
+    assert len(t["int8"]) == 2 and t["difference"] == pytest.approx([b - a for a, b in zip(t["fp32"], t["int8"])])
+    sets = work / "sets" / "newstest2012_tail"
+
+    def column(name):
+        with gzip.open(sets / name, "rb") as f:
+            return [max(math.log(float(x.split(b" ||| ")[2].split()[4]) or 1e-300), -100.0) for x in f]
+    exact, approx = column("phrase-table.rnn.gz"), column("phrase-table.rnn.int8.gz")
+    diffs = [abs(a - b) for a, b in zip(exact, approx)]
+    assert t["scores"]["pairs"] == len(exact) == len(approx) > 0
+    assert t["scores"]["max_abs_diff"] == pytest.approx(max(diffs)) and 0 < max(diffs) < 1.0
+    assert t["scores"]["mean_abs_diff"] == pytest.approx(sum(diffs) / len(diffs))
+    ini = (work / "systems" / "rnn" / "moses.newstest2012_tail.int8.ini").read_text()
+    assert "phrase-table.rnn.int8.gz" in ini
+    md = (work / "report" / "results.md").read_text()
+    assert "## Scoring in int8 instead of fp32" in md
+
+
 def test_report_bleu_equals_sacrebleu_on_the_outputs(small_run):
     """BLEU, its mean, s_opt and the difference recomputed from the decoder's raw outputs with
     sacremoses and sacrebleu directly."""
@@ -105,7 +150,8 @@ def test_a_test_set_added_later_runs_only_its_own_stages(small_run, tmp_path):
     ran = sorted(rec["stage"] for rec in res["stages"] if not rec.get("skipped"))
     systems = ["baseline", "rnn", "cslm", "cslm_rnn", "cslm_rnn_wp"]
     assert ran == sorted(["filter-extra", "score-extra"] + [f"ini-{s}-extra" for s in systems]
-                         + [f"test-extra-{s}" for s in systems])
+                         + [f"test-extra-{s}" for s in systems]
+                         + ["score-extra-int8", "ini-rnn-extra-int8", "test-extra-rnn-int8"])
     assert res["tests"]["extra"]["sentences"] == 6
     assert res["tests"]["newstest2012-tail"] == r["tests"]["newstest2012-tail"]
     # kept for later runs

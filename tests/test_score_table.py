@@ -12,28 +12,13 @@ from rescorer.phrase_table import parse_line
 from rescorer.scorer import PhraseScorer
 from rescorer.vocab import Vocabulary
 
-from conftest import tiny_model
+from conftest import table_with_model, tiny_model
 
 
 @pytest.fixture(scope="module")
 def table_and_model(tmp_path_factory, real_lines):
     d = tmp_path_factory.mktemp("score")
-    table = d / "pt.gz"
-    with gzip.open(table, "wb") as f:
-        f.writelines(real_lines)
-    from collections import Counter
-    src, tgt = Counter(), Counter()
-    for raw in real_lines:
-        p = parse_line(raw)
-        src.update(p.source_words)
-        tgt.update(p.target_words)
-    sv, tv = Vocabulary.from_counts(src, 300), Vocabulary.from_counts(tgt, 300)
-    from rescorer.model import ModelConfig, RNNEncoderDecoder
-    import torch
-    torch.manual_seed(0)
-    m = RNNEncoderDecoder(ModelConfig(len(sv), len(tv), hidden=16, rank=8, maxout_units=8))
-    model = d / "model.pt"
-    save_checkpoint(model, m, sv, tv, inverse=False)
+    table, model = table_with_model(d, real_lines, 300, hidden=16, rank=8, maxout=8)
     return d, table, model
 
 

@@ -3,7 +3,6 @@ import gzip
 import json
 import zlib
 
-import numpy as np
 import pytest
 import torch
 
