@@ -6,8 +6,9 @@ max|row| / 127), and each product quantises its input rows on the fly (PyTorch's
 quantisation, fbgemm/oneDNN kernels; the results are float32).  Embeddings, biases, the
 nonlinearities, the maxout and the softmax stay float32.
 
-It is an approximation: the scores move by a few hundredths of a nat (``experiments/bench_score.py
---int8`` measures the largest difference on a real table slice).  It pays on CPUs with integer
+It is an approximation: with a trained network the scores move by about a tenth of a nat per
+pair on average, and some pairs by more (``experiments/bench_score.py --precision int8 --model
+run/best.pt --real`` measures it on a real table slice).  It pays most on CPUs with integer
 dot-product instructions (VNNI, AMX); on an AVX2-only CPU the gain is smaller.
 
 PyTorch marks the eager quantisation API (``torch.ao``) as deprecated in favour of the separate
