@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import itertools
 import json
 import logging
 import math
@@ -83,16 +84,16 @@ def perturbed_start(w0: np.ndarray, tunable: np.ndarray, seed: int) -> np.ndarra
 def score_differences(fp32_table: str, other_table: str, column: int = 4) -> dict:
     """|differences| of the RNN column between two scorings of one table, line by line, as the
     decoder sees the column: max(ln x, -100), Moses's reading of a dense score."""
+    from moses_integration.decoder import moses_log
     from rescorer.phrase_table import open_binary
-
-    def moses(x: bytes) -> float:
-        v = float(x)
-        return max(math.log(v), -100.0) if v > 0 else -100.0
     diffs = []
     with open_binary(fp32_table) as a, open_binary(other_table) as b:
-        for x, y in zip(a, b):
+        for n, (x, y) in enumerate(itertools.zip_longest(a, b), 1):
+            if x is None or y is None:
+                raise ValueError(f"{other_table if y is None else fp32_table}: ends at line {n - 1}, "
+                                 f"but {fp32_table if y is None else other_table} goes on")
             fx, fy = x.split(b" ||| ")[2].split(), y.split(b" ||| ")[2].split()
-            diffs.append(abs(moses(fx[column]) - moses(fy[column])))
+            diffs.append(abs(moses_log(float(fx[column])) - moses_log(float(fy[column]))))
     d = np.array(diffs)
     return {"pairs": len(d), "max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean()),
             "p99_abs_diff": float(np.quantile(d, 0.99))}
@@ -189,6 +190,11 @@ class Config:
 
 def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() or "x"
+
+
+def variant(name: str, precision: str, sep: str = "-") -> str:
+    """A stage's or file's name for the RNN scored in ``precision`` (fp32: the name itself)."""
+    return name if precision == "fp32" else f"{name}{sep}{precision}"
 
 
 # -- the experiment -------------------------------------------------------------------------------
@@ -340,7 +346,7 @@ class Experiment:
 
     @staticmethod
     def scored_path(f: dict, precision: str = "fp32") -> str:
-        return f["scored"] if precision == "fp32" else f["scored"][:-len(".gz")] + f".{precision}.gz"
+        return variant(f["scored"][:-len(".gz")], precision, ".") + ".gz"
 
     def _filter_stage(self, name: str, s: dict, f: dict, pt: str, rt: str) -> P.Stage:
         def run():
@@ -408,7 +414,7 @@ class Experiment:
         """The set's table scored by the RNN; in reduced precision, also how far its scores are
         from the fp32 table ``reference`` (``OUT.diff.json``)."""
         outs = [f["scored"]] + ([f["scored"] + ".diff.json"] if reference else [])
-        st = P.Stage(f"score-{slug(name)}" + ("" if precision == "fp32" else f"-{precision}"),
+        st = P.Stage(variant(f"score-{slug(name)}", precision),
                      [f["pt"], model] + ([reference] if reference else []), outs, None)
 
         def run():
@@ -446,8 +452,7 @@ class Experiment:
         return st
 
     def system_ini(self, sysname: str, set_name: str, precision: str = "fp32") -> str:
-        tail = "" if precision == "fp32" else f".{precision}"
-        return os.path.join(self.d["systems"], slug(sysname), f"moses.{slug(set_name)}{tail}.ini")
+        return os.path.join(self.d["systems"], slug(sysname), variant(f"moses.{slug(set_name)}", precision, ".") + ".ini")
 
     def _ini_stage(self, sysname: str, feats: frozenset, ini: MosesIni, set_name: str, f: dict, lm: str,
                    precision: str = "fp32") -> P.Stage:
@@ -474,7 +479,7 @@ class Experiment:
                 x.add_feature(f"CSLM name=CSLM0 path={os.path.join(self.d['cslm'], 'best.pt')}", [start_cslm])
             x.write(out)
             return None
-        return P.Stage(f"ini-{slug(sysname)}-{slug(set_name)}" + ("" if precision == "fp32" else f"-{precision}"),
+        return P.Stage(variant(f"ini-{slug(sysname)}-{slug(set_name)}", precision),
                        [f["scored"] if "rnn" in feats else f["pt"], f["rt"], lm], [out], run,
                        {"features": sorted(feats), "cslm_mode": self.cslm_mode, "start": [start_rnn, start_cslm]},
                        isolated=False)
@@ -554,8 +559,7 @@ class Experiment:
         return st
 
     def output_path(self, set_name: str, sysname: str, k: int, precision: str = "fp32") -> str:
-        tail = "" if precision == "fp32" else f"-{precision}"
-        return os.path.join(self.d["test"], slug(set_name), slug(sysname) + tail, f"run{k}.out")
+        return os.path.join(self.d["test"], slug(set_name), variant(slug(sysname), precision), f"run{k}.out")
 
     def _test_stage(self, set_name: str, s: dict, sysname: str, feats: frozenset, precision: str = "fp32") -> P.Stage:
         """Every tuning run's weights decode the test set (a reduced-precision table: with the
@@ -565,7 +569,7 @@ class Experiment:
         tuned = [self.tuned_path(sysname, k) for k in range(1, self.runs + 1)]
         n_rescore = int(self.cfg.get("cslm", "nbest", "100"))
 
-        st = P.Stage(f"test-{slug(set_name)}-{slug(sysname)}" + ("" if precision == "fp32" else f"-{precision}"),
+        st = P.Stage(variant(f"test-{slug(set_name)}-{slug(sysname)}", precision),
                      [files["source"], self.system_ini(sysname, set_name, precision)] + tuned, outs, None,
                      {"rescore_nbest": n_rescore, "cslm_mode": self.cslm_mode},
                      compare={p: tuned_weights for p in tuned})

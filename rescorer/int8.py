@@ -48,36 +48,20 @@ def int8_linear(weight: Tensor, bias: Tensor | None = None) -> nn.Module:
     return m
 
 
-class Int8GatedUnit(nn.Module):
-    """The gated unit of ``model.GatedUnit`` with its products U h in int8 (same equations)."""
+class Int8GatedUnit(GatedUnit):
+    """``model.GatedUnit``, its equations unchanged, with the products W e and U h in int8."""
 
     def __init__(self, cell: GatedUnit):
-        super().__init__()
+        nn.Module.__init__(self)  # not GatedUnit's: its weights come from ``cell``, not from a fresh init
         H = self.hidden = cell.hidden
-        self.state_size, self.blocks, self.reset_before = cell.state_size, cell.blocks, cell.reset_before
+        self.state_size, self.reset_before = cell.state_size, cell.reset_before
         self.W_in = int8_linear(cell.W_in.weight, cell.W_in.bias)
-        if self.reset_before:
-            self.U_rz = int8_linear(cell.U[:2 * H])      # [U_r; U_z]
-            self.U_h = int8_linear(cell.U[2 * H:])       # U
-        else:
-            self.U_all = int8_linear(cell.U)             # [U_r; U_z; U]
+        rows = [(0, 2 * H), (2 * H, 3 * H)] if self.reset_before else [(0, 3 * H)]  # the products step makes
+        self.U_rows = nn.ModuleDict({f"{a}:{b}": int8_linear(cell.U[a:b]) for a, b in rows})
 
-    initial = GatedUnit.initial
-    output = GatedUnit.output
-
-    def step(self, x: Tensor, h: Tensor, inside: Tensor | None = None) -> Tensor:
-        H = self.hidden
-        if self.reset_before:
-            rz = torch.sigmoid(x[:, :2 * H] + self.U_rz(h))          # r, z
-            r, z = rz[:, :H], rz[:, H:]
-            h_tilde = torch.tanh(x[:, 2 * H:] + self.U_h(r * h))      # tanh(W e + U (r ⊙ h))
-        else:
-            uh = self.U_all(h)
-            rz = torch.sigmoid(x[:, :2 * H] + uh[:, :2 * H])
-            r, z = rz[:, :H], rz[:, H:]
-            inner = uh[:, 2 * H:] if inside is None else uh[:, 2 * H:] + inside
-            h_tilde = torch.tanh(x[:, 2 * H:] + r * inner)            # tanh(W e + r ⊙ (U h [+ C c]))
-        return z * h + (1.0 - z) * h_tilde                            # h_t = z h_{t-1} + (1-z) h~
+    def recurrent(self, h: Tensor, first: int, last: int, add: Tensor | None = None) -> Tensor:
+        uh = self.U_rows[f"{first}:{last}"](h)
+        return uh if add is None else add + uh
 
 
 def int8_copy(model: RNNEncoderDecoder) -> RNNEncoderDecoder:

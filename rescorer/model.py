@@ -116,16 +116,22 @@ class GatedUnit(Recurrent):
         super().__init__(input_size, hidden)
         self.reset_before = gate == "reset-before"
 
+    def recurrent(self, h: Tensor, first: int, last: int, add: Tensor | None = None) -> Tensor:
+        """``h U[first:last]^T (+ add)``: the recurrent products, in one place (``rescorer.int8``
+        replaces them)."""
+        u = self.U[first:last].t()
+        return h @ u if add is None else torch.addmm(add, h, u)
+
     def step(self, x: Tensor, h: Tensor, inside: Tensor | None = None) -> Tensor:
         """One step.  ``x`` (B, 3H) holds the input terms [W_r e + .., W_z e + .., W e + ..];
         ``inside`` (B, H), reset-after only, is added to ``U h`` before the reset (the decoder's C c)."""
         H = self.hidden
         if self.reset_before:
-            rz = torch.sigmoid(torch.addmm(x[:, :2 * H], h, self.U[:2 * H].t()))   # r, z
+            rz = torch.sigmoid(self.recurrent(h, 0, 2 * H, x[:, :2 * H]))             # r, z
             r, z = rz[:, :H], rz[:, H:]
-            h_tilde = torch.tanh(torch.addmm(x[:, 2 * H:], r * h, self.U[2 * H:].t()))  # tanh(W e + U (r ⊙ h))
+            h_tilde = torch.tanh(self.recurrent(r * h, 2 * H, 3 * H, x[:, 2 * H:]))   # tanh(W e + U (r ⊙ h))
         else:
-            uh = h @ self.U.t()
+            uh = self.recurrent(h, 0, 3 * H)
             rz = torch.sigmoid(x[:, :2 * H] + uh[:, :2 * H])
             r, z = rz[:, :H], rz[:, H:]
             inner = uh[:, 2 * H:] if inside is None else uh[:, 2 * H:] + inside

@@ -189,3 +189,22 @@ def test_kill_9_during_mert_then_resume_gives_the_same_report(small_run):
     assert "stage tune-rnn-1: resuming" in log
     assert json.loads(json.dumps(res["weights"])) == before["weights"]
     assert json.loads(json.dumps(res["tests"])) == before["tests"]
+
+
+def test_score_differences_reads_the_column_as_moses_and_names_a_short_table(tmp_path):
+    import gzip
+    import math
+    import reproduce
+    line = "a ||| b ||| 0.1 0.2 0.3 0.4 {} 1 ||| 0-0 ||| 1 1 1\n"
+    exact, approx = tmp_path / "exact.gz", tmp_path / "approx.gz"
+    with gzip.open(exact, "wt") as f:
+        f.write(line.format("0.5") + line.format("0"))
+    with gzip.open(approx, "wt") as f:
+        f.write(line.format("0.25") + line.format("1e-50"))   # 1e-50: ln is -115, Moses reads -100
+    d = reproduce.score_differences(str(exact), str(approx))
+    assert d["pairs"] == 2 and d["max_abs_diff"] == pytest.approx(math.log(2))
+    assert d["mean_abs_diff"] == pytest.approx(math.log(2) / 2)
+    with gzip.open(approx, "wt") as f:
+        f.write(line.format("0.25"))
+    with pytest.raises(ValueError, match=f"{approx}: ends at line 1"):
+        reproduce.score_differences(str(exact), str(approx))
