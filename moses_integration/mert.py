@@ -97,6 +97,31 @@ class PaddedPool:
         for i, (F, St) in enumerate(arrays):
             self.F[i, :len(F)], self.St[i, :len(F)], self.valid[i, :len(F)] = F, St, True
         self._orders: dict[tuple[int, float], np.ndarray] = {}
+        self._slopes: dict[int, tuple] = {}
+        self._scores: tuple[bytes, np.ndarray] | None = None
+
+    def scores(self, w: np.ndarray) -> np.ndarray:
+        """F w, -inf on padding; the last one is kept, since a coordinate ascent round makes
+        one line search per weight from the same w."""
+        key = np.asarray(w, float).tobytes()
+        if self._scores is None or self._scores[0] != key:
+            self._scores = (key, np.where(self.valid, self.F @ w, -np.inf))
+        return self._scores[1]
+
+    def slope_groups(self, k: int) -> tuple:
+        """Along weight k: per sentence, the candidates by slope F[:, :, k] (stable, padding last),
+        the sorted slopes, and where each run of equal slopes starts in the flattened (S, N)
+        array and how long each run is; sorted once, kept for every later line search."""
+        g = self._slopes.get(k)
+        if g is None:
+            order = np.argsort(np.where(self.valid, self.F[:, :, k], np.inf), axis=1, kind="stable")
+            b = np.take_along_axis(self.F[:, :, k], order, 1)
+            valid = np.take_along_axis(self.valid, order, 1)
+            new = np.ones(b.shape, bool)
+            new[:, 1:] = (b[:, 1:] != b[:, :-1]) | (valid[:, 1:] != valid[:, :-1])
+            starts = np.flatnonzero(new)
+            g = self._slopes[k] = (order, b, valid, starts, np.diff(starts, append=new.size))
+        return g
 
     def steepest_first(self, k: int, sign: float) -> np.ndarray:
         """Per sentence, the candidates by ``sign * F[:, :, k]`` descending: the slopes of a line
@@ -158,29 +183,77 @@ def _prune(a: np.ndarray, b: np.ndarray, valid: np.ndarray, St: np.ndarray, lo: 
             v, np.take_along_axis(St, pick[:, :, None], 1))
 
 
-def _events(P: PaddedPool, w: np.ndarray, d: np.ndarray, lo: float = -math.inf, hi: float = math.inf,
-            prune: bool = True):
-    """Statistics at γ = -inf and the breakpoints of every sentence's upper envelope of lines
-    (F w) + γ (F d), with the change of statistics at each (with ``prune`` and a bounded
-    range, of the envelope of the lines that matter in [lo, hi], see ``_prune``).
-
-    Swept from γ = -inf for all sentences at once: the line of least slope (highest intercept
-    among equal slopes) wins first; the next winner is the steeper line that crosses the current
-    one first (the steepest of those crossing at the same point)."""
-    a = np.where(P.valid, P.F @ w, -np.inf)
-    axis = np.flatnonzero(d)
-    unit = len(axis) == 1 and d[axis[0]] == 1.0  # along one weight: the slopes are a column of F
-    b = np.where(P.valid, P.F[:, :, axis[0]] if unit else P.F @ d, np.inf)
-    valid, St = P.valid, P.St
-    if prune:
-        a, b, valid, St = _prune(a, b, valid, St, lo, hi,
-                                 (lambda sign: P.steepest_first(int(axis[0]), sign)) if unit else None)
-    S, N = valid.shape
-    rows, idx = np.arange(S), np.arange(N)
+def _sorted_lines(a: np.ndarray, b: np.ndarray, valid: np.ndarray):
+    """Each sentence's lines a + γ b by slope, with only the highest of equal slopes (the last
+    in candidate order among equally high ones) valid: (a, b, valid, order) in that order,
+    order[i, j] being the candidate at sorted position j."""
     order = np.lexsort((a, b), axis=-1)  # per sentence by slope, then intercept; padding last
     a, b = np.take_along_axis(a, order, 1), np.take_along_axis(b, order, 1)
     v = np.take_along_axis(valid, order, 1)
     v[:, :-1] &= ~((b[:, :-1] == b[:, 1:]) & v[:, 1:])  # equal slopes: only the highest intercept
+    return a, b, v, order
+
+
+def _pack(keep: np.ndarray, a: np.ndarray, b: np.ndarray, order: np.ndarray):
+    """The kept entries of each row moved to the left in their order, rows padded to the
+    longest (a = -inf, b = inf, not valid): (a, b, valid, order)."""
+    S, N = keep.shape
+    flat = np.flatnonzero(keep)
+    rows = flat // N
+    counts = np.bincount(rows, minlength=S)
+    W = max(1, int(counts.max(initial=0)))
+    to = np.arange(len(flat)) + np.repeat(np.arange(S) * W - (np.cumsum(counts) - counts), counts)
+    A, B, V, O = np.full(S * W, -np.inf), np.full(S * W, np.inf), np.zeros(S * W, bool), np.zeros(S * W, np.int64)
+    A[to], B[to], V[to], O[to] = a.ravel()[flat], b.ravel()[flat], True, order.ravel()[flat]
+    return A.reshape(S, W), B.reshape(S, W), V.reshape(S, W), O.reshape(S, W)
+
+
+def _distinct_slope_lines(P: PaddedPool, a: np.ndarray, k: int):
+    """The lines of ``_sorted_lines`` along weight k that can be on the upper envelope, in the
+    same order, packed to the left.  The slope order is sorted once per weight
+    (``PaddedPool.slope_groups``), the highest line of each run of equal slopes is found with
+    two segmented maxima; then a line lower than some flatter line and than some steeper one
+    is dropped: one of the two is above it for every γ."""
+    order, b, valid, starts, lengths = P.slope_groups(k)
+    a = np.take_along_axis(a, order, 1)
+    flat = a.ravel()
+    top = np.repeat(np.maximum.reduceat(flat, starts), lengths)
+    last = np.maximum.reduceat(np.where(flat == top, np.arange(flat.size), -1), starts)  # the last of the highest
+    keep = np.zeros(flat.size, bool)
+    keep[last] = True
+    keep = keep.reshape(a.shape) & valid
+    highest = np.where(keep, a, -np.inf)
+    flatter = np.maximum.accumulate(highest, axis=1)
+    steeper = np.maximum.accumulate(highest[:, ::-1], axis=1)[:, ::-1]
+    keep[:, 1:-1] &= ~((a[:, 1:-1] < flatter[:, :-2]) & (a[:, 1:-1] < steeper[:, 2:]))
+    return _pack(keep, a, b, order)
+
+
+def _events(P: PaddedPool, w: np.ndarray, d: np.ndarray, lo: float = -math.inf, hi: float = math.inf,
+            prune: bool = True, slope_groups: bool = True):
+    """Statistics at γ = -inf and the breakpoints of every sentence's upper envelope of lines
+    (F w) + γ (F d), with the change of statistics at each (with ``prune`` and a bounded
+    range, of the envelope of the lines that matter in [lo, hi], see ``_prune``; along one
+    weight without bounds, of the lines that can be on it, see ``_distinct_slope_lines``).
+
+    Swept from γ = -inf for all sentences at once: the line of least slope (highest intercept
+    among equal slopes) wins first; the next winner is the steeper line that crosses the current
+    one first (the steepest of those crossing at the same point)."""
+    a = P.scores(w)
+    axis = np.flatnonzero(d)
+    unit = len(axis) == 1 and d[axis[0]] == 1.0  # along one weight: the slopes are a column of F
+    St = P.St
+    if unit and slope_groups and not (prune and (lo > -math.inf or hi < math.inf)):
+        a, b, v, order = _distinct_slope_lines(P, a, int(axis[0]))
+    else:
+        b = np.where(P.valid, P.F[:, :, axis[0]] if unit else P.F @ d, np.inf)
+        valid = P.valid
+        if prune:
+            a, b, valid, St = _prune(a, b, valid, St, lo, hi,
+                                     (lambda sign: P.steepest_first(int(axis[0]), sign)) if unit else None)
+        a, b, v, order = _sorted_lines(a, b, valid)
+    S, N = v.shape
+    rows, idx = np.arange(S), np.arange(N)
     cur = np.argmax(v, axis=1)
     start = St[rows, order[rows, cur]].sum(axis=0)  # St stays unsorted: only the winners are looked up
     xs, rs, froms, tos = [], [], [], []

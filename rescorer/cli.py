@@ -138,9 +138,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s.add_argument("--chunk-lines", type=int, default=4096, help="lines scored at once (default 4096)")
     s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda ...")
     s.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
-                   help="fp32 (default, exact); bf16 (matrix products in bfloat16) or int8 (the matrices "
-                        "quantised, CPU): approximate scores, faster only on CPUs with AMX or AVX-512 BF16/VNNI "
-                        "(experiments/bench_score.py --precision measures speed and score differences)")
+                   help="fp32 (default, exact); bf16 (matrix products in bfloat16: faster only on CPUs with AMX "
+                        "or AVX-512 BF16) or int8 (the matrices quantised, CPU: faster on AVX2 too, more with VNNI): "
+                        "approximate scores (experiments/bench_score.py --precision measures speed and score "
+                        "differences on your CPU)")
     s.add_argument("--workers", type=int, default=1, metavar="P",
                    help="score with P processes on this machine (torchrun --standalone); under torchrun the "
                         "command is one rank of the job and this option is ignored (see the README)")
