@@ -139,7 +139,7 @@ def _padded(arrays) -> PaddedPool:
 def best_stats(arrays, w: np.ndarray) -> np.ndarray:
     """Summed statistics of every sentence's highest-scoring candidate under w."""
     P = _padded(arrays)
-    best = np.argmax(np.where(P.valid, P.F @ w, -np.inf), axis=1)
+    best = np.argmax(P.scores(w), axis=1)
     return P.St[np.arange(len(best)), best].sum(axis=0)
 
 
