@@ -1,32 +1,47 @@
 #!/usr/bin/env python3
-"""Benchmark: the built-in decoder on 200 sentences of newstest2012 at Moses's default settings.
+"""Benchmark: the built-in decoder beside a real Moses, on the same model, input and settings.
 
-    python experiments/bench_decode.py [--sentences 200] [--lm-lines 200000] [--processes 2]
+    python experiments/bench_decode.py [--sentences 600] [--input newstest2013.tc.en]
+        [--table1 work/table1] [--repeats 3] [--processes 2] [--moses PATH] [--out DIR]
 
-The Moses baseline phrase and reordering tables (filtered to the input), a 5-gram KenLM model
-built here with lmplz from the French training text + lm/ (as the baseline README says;
-``--lm-lines`` limits the training text), pop limit 1000, stack 200, table-limit 20,
-distortion limit 6.  Prints sentences/s, the mean model score, and the time of loading.
-With $MOSES pointing at a real Moses, prints its figures beside ours.
+Systems: ``baseline`` is the Moses baseline tables (filtered to the input) with a 5-gram KenLM
+model built here with lmplz from the French training text + lm/ (``--lm-lines`` limits the
+training text) at Moses's default weights; with ``--table1 DIR`` (a Table 1 reproduction's work
+directory), ``rnn`` is that run's RNN-scored table of the test set (filtered to the input) and
+LM with the weights of its first +RNN tuning run.
+
+Both decoders run as users run them, whole processes with loading: ``rescorer decode --threads
+P --n-best-list FILE 1`` and ``moses -search-algorithm 1 -cube-pruning-pop-limit 1000 -s 200
+-threads P -n-best-list FILE 1`` (table-limit 20, distortion limit 6, the ini's own settings).
+The runs alternate (``--repeats`` each; the report gives their median and every time).  Per
+sentence, the best model score of the built-in decoder is compared with Moses's: equal within
+1e-3 + 1e-5 |score| (Moses sums in single precision and prints 6 digits), else higher or lower.
+Writes ``results.md`` and ``results.json`` to ``--out`` when Moses is there; without Moses it
+prints the built-in decoder's figures only.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-import numpy as np
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from moses_integration.decoder import DecoderConfig  # noqa: E402
 from moses_integration.moses_ini import MosesIni  # noqa: E402
+from moses_integration.nbest import group_by_sentence, read_nbest  # noqa: E402
 from moses_integration.phrase_tables import filter_table  # noqa: E402
-from moses_integration.runner import BuiltinDecoder, find_moses  # noqa: E402
+from moses_integration.runner import find_moses  # noqa: E402
+from rescorer.fileio import atomic_write  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED_MOSES = os.path.join(HERE, "..", "..", "shared", "tools", "moses", "moses")
 
 
 def tool(name: str) -> str:
@@ -38,8 +53,8 @@ def tool(name: str) -> str:
 
 
 def build_system(a: argparse.Namespace) -> tuple[str, list[str]]:
-    """moses.ini over the baseline tables filtered to the first a.sentences of newstest2012 and
-    an LM built here (once); the ini's path and the sentences."""
+    """moses.ini over the baseline tables filtered to the first a.sentences of a.input and an LM
+    built here (once); the ini's path and the sentences."""
     base = os.path.join(a.data, "moses-baseline")
     os.makedirs(a.work, exist_ok=True)
     lm = os.path.join(a.work, f"lm{a.lm_lines}.binary")
@@ -52,23 +67,41 @@ def build_system(a: argparse.Namespace) -> tuple[str, list[str]]:
                    f"{tool('build_binary')} {arpa} {lm} >/dev/null 2>&1")
             subprocess.run(cmd, shell=True, check=True)
         print(f"LM: 5-gram, {a.lm_lines} training lines + lm/, built in {time.time() - t:.0f} s")
-    src = open(os.path.join(base, "newstest2012.tc.en"), encoding="utf-8").read().splitlines()[:a.sentences]
-    t = time.time()
-    pt, reo = os.path.join(a.work, "pt.gz"), os.path.join(a.work, "reo.gz")
-    filter_table(os.path.join(base, "phrase-table.gz"), src, pt, overwrite=True)
-    filter_table(os.path.join(base, "reordering-table.wbe-msd-bidirectional-fe.gz"), src, reo, overwrite=True)
-    ini = MosesIni.read(os.path.join(base, "moses.ini"))
-    for name, path in (("TranslationModel0", pt), ("LexicalReordering0", reo), ("LM0", lm)):
-        ini.set_feature_arg(name, "path", os.path.abspath(path))
-    ini_path = os.path.join(a.work, "moses.ini")
-    ini.write(ini_path)
-    print(f"filtering the tables to {len(src)} sentences: {time.time() - t:.1f} s")
+    src = open(os.path.join(base, a.input), encoding="utf-8").read().splitlines()[:a.sentences]
+    ini_path = filtered_system(a.work, os.path.join(base, "moses.ini"), src,
+                               os.path.join(base, "phrase-table.gz"),
+                               os.path.join(base, "reordering-table.wbe-msd-bidirectional-fe.gz"), lm)
     return ini_path, src
 
 
-def arguments(doc: str, sentences: int, work: str) -> argparse.ArgumentParser:
+def filtered_system(work: str, ini: str, src: list[str], table: str, reordering: str, lm: str,
+                    weights: dict[str, list[float]] | None = None) -> str:
+    """``ini`` over the tables filtered to ``src`` (made once), the LM and the weights given."""
+    os.makedirs(work, exist_ok=True)
+    pt, reo = os.path.join(work, "pt.gz"), os.path.join(work, "reo.gz")
+    t = time.time()
+    made_from = hashlib.sha256("\n".join(src).encode()).hexdigest()
+    for full, part in ((table, pt), (reordering, reo)):
+        stamp = part + ".made-from"  # the table and the sentences it was filtered for
+        if not (os.path.exists(part) and os.path.exists(stamp) and open(stamp).read() == f"{full}\n{made_from}"):
+            filter_table(full, src, part, overwrite=True)
+            with atomic_write(stamp, "w") as f:
+                f.write(f"{full}\n{made_from}")
+    m = MosesIni.read(ini)
+    for name, path in (("TranslationModel0", pt), ("LexicalReordering0", reo), ("LM0", lm)):
+        m.set_feature_arg(name, "path", os.path.abspath(path))
+    if weights:
+        m.set_weights(weights)
+    path = os.path.join(work, "moses.ini")
+    m.write(path)
+    print(f"{work}: tables filtered to {len(src)} sentences ({time.time() - t:.1f} s)")
+    return path
+
+
+def arguments(doc: str, sentences: int, work: str, input_file: str = "newstest2012.tc.en") -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("RESCORER_DATA", "../shared/data"))
+    ap.add_argument("--input", default=input_file, help="source file in the data's moses-baseline/")
     ap.add_argument("--sentences", type=int, default=sentences)
     ap.add_argument("--lm-lines", type=int, default=200000)
     ap.add_argument("--processes", type=int, default=os.cpu_count())
@@ -76,30 +109,130 @@ def arguments(doc: str, sentences: int, work: str) -> argparse.ArgumentParser:
     return ap
 
 
-def main() -> None:
-    a = arguments(__doc__, 200, "work/bench_decode").parse_args()
-    ini_path, src = build_system(a)
-    t = time.time()
-    dec = BuiltinDecoder(ini_path, src, DecoderConfig(), a.processes)
-    print(f"loading: {time.time() - t:.1f} s")
-    t = time.time()
-    res = dec.translate(nbest=1, progress=False)
-    secs = time.time() - t
-    words = sum(len(s.split()) for s in src)
-    print(f"built-in decoder, {a.processes} processes, pop limit 1000, stack 200, table-limit 20, dl 6: "
-          f"{len(src) / secs:.2f} sentences/s ({words / secs:.0f} source words/s), "
-          f"mean model score {np.mean([r[0].score for r in res]):.3f}")
-    t = time.time()
-    res100 = dec.translate(nbest=100, progress=False, distinct=True)
-    print(f"with distinct 100-best lists (as MERT asks): {len(src) / (time.time() - t):.2f} sentences/s")
-    moses = find_moses()
-    if moses:
+def run_timed(argv: list[str], stdin: str, stdout: str) -> dict:
+    """One whole process: wall time, CPU time and peak memory (its own, from wait4)."""
+    with open(stdin, "rb") as fin, open(stdout, "wb") as fout:
         t = time.time()
-        subprocess.run([moses, "-f", ini_path, "-threads", str(a.processes)], input="\n".join(src) + "\n",
-                       text=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        print(f"real Moses ({moses}): {len(src) / (time.time() - t):.2f} sentences/s")
-    else:
-        print("no real Moses here (set MOSES to compare)")
+        p = subprocess.Popen(argv, stdin=fin, stdout=fout, stderr=subprocess.PIPE)
+        err = p.stderr.read()
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.time() - t
+    if status != 0:
+        sys.exit(f"{' '.join(argv[:3])} ... failed:\n{err.decode(errors='replace')[-2000:]}")
+    return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "peak_mb": round(usage.ru_maxrss / 1024)}
+
+
+def best_scores(nbest: str) -> list[tuple[str, float]]:
+    return [(h[0].text.strip(), h[0].total) for h in group_by_sentence(read_nbest(nbest))]
+
+
+def compare(ours: list[tuple[str, float]], theirs: list[tuple[str, float]]) -> dict:
+    """Per sentence: our best model score against Moses's (equal within 1e-3 + 1e-5 |score|)."""
+    if len(ours) != len(theirs):
+        raise ValueError(f"{len(ours)} best translations against Moses's {len(theirs)}")
+    out = {"higher": 0, "equal": 0, "lower": 0, "same_translation": 0}
+    for (t_ours, s_ours), (t_moses, s_moses) in zip(ours, theirs):
+        tol = 1e-3 + 1e-5 * abs(s_moses)
+        out["equal" if abs(s_ours - s_moses) <= tol else "higher" if s_ours > s_moses else "lower"] += 1
+        out["same_translation"] += t_ours == t_moses
+    return out
+
+
+def bench_system(name: str, ini: str, src: list[str], a, moses: str | None) -> dict:
+    work = os.path.join(a.work, name)
+    os.makedirs(work, exist_ok=True)
+    inp = os.path.join(work, "input.txt")
+    with open(inp, "w", encoding="utf-8") as f:
+        f.write("\n".join(src) + "\n")
+    rescorer = os.path.join(os.path.dirname(sys.executable), "rescorer")
+    cmds = {"builtin": [rescorer, "decode", "-q", "--ini", ini, "--input", inp, "--output", os.path.join(work, "builtin.out"),
+                        "--n-best-list", os.path.join(work, "builtin.nbest"), "1", "--threads", str(a.processes),
+                        "--overwrite"]}
+    if moses:
+        cmds["moses"] = [moses, "-f", ini, "-v", "0", "-search-algorithm", "1", "-cube-pruning-pop-limit", "1000",
+                         "-s", "200", "-threads", str(a.processes), "-n-best-list", os.path.join(work, "moses.nbest"), "1"]
+    runs: dict[str, list[dict]] = {k: [] for k in cmds}
+    for r in range(a.repeats):
+        for k in (list(cmds) if r % 2 == 0 else list(cmds)[::-1]):  # alternate which goes first
+            runs[k].append(run_timed(cmds[k], inp, os.path.join(work, f"{k}.stdout")))
+            print(f"{name} run {r + 1}, {k}: {runs[k][-1]}")
+    res = {"sentences": len(src), "ini": ini, "runs": runs,
+           "median_wall_s": {k: statistics.median(x["wall_s"] for x in v) for k, v in runs.items()}}
+    if moses:
+        med = res["median_wall_s"]
+        res["speed_vs_moses"] = round(med["moses"] / med["builtin"], 3)
+        res["best_score"] = compare(best_scores(os.path.join(work, "builtin.nbest")),
+                                    best_scores(os.path.join(work, "moses.nbest")))
+    return res
+
+
+def table1_system(a, src: list[str]) -> str:
+    """The +RNN system of a Table 1 reproduction: its scored test table, LM and first tuned weights."""
+    d = a.table1
+    ini = os.path.join(d, "systems", "rnn", "moses.newstest2013.ini")
+    m = MosesIni.read(ini)
+    feat = {f.name: f for f in m.features()}
+    weights = json.load(open(os.path.join(d, "tune", "rnn", "run1.json")))["weights"]
+    return filtered_system(os.path.join(a.work, "rnn"), ini, src, feat["TranslationModel0"].get("path"),
+                           feat["LexicalReordering0"].get("path"), feat["LM0"].get("path"), weights)
+
+
+def report(res: dict, a, moses: str) -> str:
+    from table1_report import machine
+    mc = machine()
+    lines = ["# The built-in decoder beside Moses", "",
+             f"Made by `python experiments/bench_decode.py {' '.join(sys.argv[1:])}` on {mc['cpu']} "
+             f"({mc['cores']} cores), with Moses at `{moses}`.", "",
+             f"Input: the first {a.sentences} sentences of `{a.input}`. Both decoders as users run them: whole "
+             f"processes with loading, {a.processes} threads (Moses) or processes (built-in), cube pruning with pop "
+             "limit 1000, stack 200, table-limit 20, distortion limit 6, the 1-best n-best list written. "
+             f"{a.repeats} runs each, alternating which goes first; the table gives the median wall time.", "",
+             "| system | built-in (s) | Moses (s) | speed vs Moses | peak MB built-in / Moses | best model score: higher / equal / lower | same 1-best |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in res.items():
+        c, med = r["best_score"], r["median_wall_s"]
+        peak = {k: max(x["peak_mb"] for x in v) for k, v in r["runs"].items()}
+        n = r["sentences"]
+        lines.append(f"| {name} | {med['builtin']:.1f} | {med['moses']:.1f} | **{r['speed_vs_moses']:.2f}x** | "
+                     f"{peak['builtin']} / {peak['moses']} | {c['higher']} / {c['equal']} / {c['lower']} "
+                     f"({100 * c['equal'] / n:.1f}% equal) | {c['same_translation']} |")
+    lines += ["", "Speed vs Moses is Moses's wall time over the built-in decoder's (above 1: faster). The peak "
+              "memory of the built-in decoder is its main process's (the workers are forked from it and share its "
+              "tables). Equal means within 1e-3 + 1e-5 |score|: Moses adds its scores in single precision and "
+              "prints six digits.", "", "Every run:", ""]
+    for name, r in res.items():
+        for k, v in r["runs"].items():
+            lines.append(f"- {name}, {k}: " + ", ".join(f"{x['wall_s']} s wall ({x['cpu_s']} s CPU)" for x in v))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = arguments(__doc__, 600, "work/bench_decode", "newstest2013.tc.en")
+    ap.add_argument("--table1", help="a Table 1 reproduction's work directory: adds its +RNN system")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--moses", default=None, help="a Moses binary (default: $MOSES, PATH, or ../shared/tools/moses)")
+    ap.add_argument("--out", default="experiments/results/bench_decode")
+    a = ap.parse_args()
+    moses = find_moses(a.moses) or (os.path.abspath(SHARED_MOSES) if os.access(SHARED_MOSES, os.X_OK) else None)
+    ini, src = build_system(a)
+    systems = {"baseline": ini}
+    if a.table1:
+        if a.input != "newstest2013.tc.en":
+            sys.exit("--table1: its scored table is that of newstest2013 (leave --input as it is)")
+        systems["rnn"] = table1_system(a, src)
+    res = {name: bench_system(name, path, src, a, moses) for name, path in systems.items()}
+    if not moses:
+        print("no real Moses here (give --moses or set MOSES to compare)")
+        return
+    os.makedirs(a.out, exist_ok=True)
+    with atomic_write(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump({"command": "python experiments/bench_decode.py " + " ".join(sys.argv[1:]), "moses": moses,
+                   "sentences": a.sentences, "input": a.input, "processes": a.processes, "systems": res}, f, indent=1)
+    text = report(res, a, moses)
+    with atomic_write(os.path.join(a.out, "results.md"), "w") as f:
+        f.write(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,13 @@ file run by Python).
 """
 from __future__ import annotations
 
+import contextlib
 import gc
+import hashlib
 import math
+import multiprocessing as mp
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,21 +75,41 @@ class DecoderError(ValueError):
     pass
 
 
-def _fast_fields(line: bytes, path: str, lineno: int, n_scores: int) -> tuple[str, str, list[float]]:
-    """Source, target and Moses-logged scores of a table line; full checks only when it looks wrong."""
-    f = line.split(b" ||| ", 3)
+@contextlib.contextmanager
+def no_cyclic_gc():
+    """The cyclic garbage collector off: loading the tables and decoding make millions of objects
+    but no reference cycles, and the collector would only scan them (and the loaded tables) again
+    and again."""
+    was_on = gc.isenabled()
+    gc.disable()
     try:
-        vals = [float(x) for x in f[2].split()]
-        src, tgt = f[0].decode(), f[1].decode()
-        ok = len(vals) == n_scores and src.strip() and tgt.strip() and all(v == v for v in vals)
-    except (IndexError, ValueError, UnicodeDecodeError):
-        ok = False
-    if not ok:
-        from rescorer.phrase_table import parse_line
-        p = parse_line(line, path, lineno)  # raises with file and line
-        raise DecoderError(f"{path}:{lineno}: {p.n_scores} scores, {n_scores} expected")
-    log = math.log
-    return src, tgt, [max(log(v), FLOOR) if v > 0 else FLOOR for v in vals]  # max(ln v, -100)
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
+def _pairs_digest(sources: list[str], targets: list[str]) -> bytes:
+    h = hashlib.sha256()
+    h.update("\n".join(sources).encode())
+    h.update(b"\0")
+    h.update("\n".join(targets).encode())
+    return h.digest()
+
+
+def _reordering_scores(path: str, wanted: set[bytes]) -> tuple[bytes, np.ndarray]:
+    """A reordering table's scores, and the digest of its (source, target) pairs in order."""
+    from .phrase_tables import read_columns
+    src, tgt, scores = read_columns(path, wanted, 6, progress=False)
+    return _pairs_digest(src, tgt), scores
+
+
+def moses_logs(x: np.ndarray) -> np.ndarray:
+    """``moses_log`` of every element."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.maximum(np.log(x), FLOOR)
+    out[~(x > 0)] = FLOOR
+    return out
 
 
 @dataclass
@@ -219,31 +243,49 @@ class PhraseModel:
             ck = load_cslm_checkpoint(_resolve(cslm.get("path") or "", ini_dir))
             self.cslm = CSLMScorer(ck["model"], ck["vocab"], OutOfShortlist(ck["oos_counts"]))
         self.n_tm = n_tm
-        self._load_tables(_resolve(tm.get("path"), ini_dir),
-                          _resolve(lr.get("path"), ini_dir) if lr is not None else None, sentences, progress)
+        with no_cyclic_gc():
+            self._load_tables(_resolve(tm.get("path"), ini_dir),
+                              _resolve(lr.get("path"), ini_dir) if lr is not None else None, sentences, progress)
 
     # -- tables ---------------------------------------------------------------------------
     def _load_tables(self, table: str, reordering: str | None, sentences: list[str], progress: bool = True) -> None:
-        from .phrase_tables import filtered_lines, source_spans
+        """The table's lines for these sentences as columns: every target of every source phrase,
+        its Moses-logged scores, length, LM estimate and reordering scores (``_apply_weights``
+        keeps the best of them per source).  The reordering table is read by a forked process
+        meanwhile, which hands back its scores, and a digest of its pairs to check they are the
+        phrase table's in the same order."""
+        from .phrase_tables import read_columns, source_spans
         wanted = source_spans(sentences, self.cfg.max_phrase_length)
-        raw: dict[str, list] = {}
-        for lineno, line in filtered_lines(table, wanted, progress):
-            src, tgt, vals = _fast_fields(line, table, lineno, self.n_tm)
-            raw.setdefault(src, []).append((tuple(tgt.split()), vals))
-        self.lr_table: dict[tuple[str, str], tuple[float, ...]] = {}
-        if reordering is not None:
-            pairs = {(s, " ".join(t)) for s, opts in raw.items() for t, _ in opts}
-            for lineno, line in filtered_lines(reordering, wanted, progress):
-                src, tgt, vals = _fast_fields(line, reordering, lineno, 6)
-                if (src, tgt) in pairs:
-                    self.lr_table[(src, tgt)] = tuple(vals)
-        # per source: targets, their TM log-scores as a matrix, lengths, LM estimates (unweighted)
+        reading = None
+        if reordering is not None and "fork" in mp.get_all_start_methods():
+            reading = ProcessPoolExecutor(1, mp_context=mp.get_context("fork"))
+            lr_future = reading.submit(_reordering_scores, reordering, wanted)
+        try:
+            src, tgt, scores = read_columns(table, wanted, self.n_tm, progress)
+            lr = lr_future.result() if reading is not None else None
+        finally:
+            if reading is not None:
+                reading.shutdown(cancel_futures=True)
+        index: dict[str, int] = {}
+        sid = np.fromiter((index.setdefault(s, len(index)) for s in src), np.int64, len(src))
+        self._sources = list(index)
+        self._sid = sid
+        self._tm = moses_logs(scores)
+        self._targets = [tuple(t.split()) for t in tgt]
+        self._lengths = np.array([len(t) for t in self._targets], float)
         self._lm_cache: dict[tuple[str, ...], float] = {}
-        self.raw = {}
-        for src, opts in raw.items():
-            targets = [t for t, _ in opts]
-            self.raw[src] = (targets, np.array([v for _, v in opts]), np.array([len(t) for t in targets], float),
-                             np.array([self._lm_logprob(t) for t in targets]))
+        self._lmest = self._lm_logprobs(self._targets)
+        # reordering scores: row _lr_row[k] of _lr for target k, -1 for a pair the table lacks
+        self._lr: np.ndarray | None = None
+        if reordering is not None:
+            if lr is not None and lr[0] == _pairs_digest(src, tgt):  # the usual case: the same pairs in the same order
+                self._lr, self._lr_row = moses_logs(lr[1]), np.arange(len(src))
+            else:
+                rsrc, rtgt, rscores = read_columns(reordering, wanted, 6, progress)
+                self._lr = moses_logs(rscores)
+                row = {pair: i for i, pair in enumerate(zip(rsrc, rtgt))}  # a pair listed twice: the last
+                self._lr_row = np.array([row.get((s, " ".join(t)), -1) for s, t in zip(src, self._targets)],
+                                        dtype=np.int64)
         self._apply_weights()
 
     def set_weights(self, weights: dict[str, list[float]] | np.ndarray) -> None:
@@ -256,7 +298,8 @@ class PhraseModel:
                 if name not in sl or len(vals) != sl[name].stop - sl[name].start:
                     raise DecoderError(f"weights for {name!r} do not fit the model")
                 self.weights[sl[name]] = vals
-        self._apply_weights()
+        with no_cyclic_gc():
+            self._apply_weights()
 
     def _stateless(self, tm: np.ndarray | None, n_words: int, unknown: bool = False) -> np.ndarray:
         """Feature values an option carries by itself: TM scores, -#words, 1 phrase, -100 if unknown."""
@@ -278,34 +321,63 @@ class PhraseModel:
         w_wp = w[self.s_wp][0] if self.s_wp is not None else 0.0
         w_pp = w[self.s_pp][0] if self.s_pp is not None else 0.0
         w_lm = w[self.s_lm][0] if self.s_lm is not None else 0.0
-        self.table: dict[str, list[tuple[tuple[str, ...], np.ndarray, float, float]]] = {}
-        for src, (targets, tm, lengths, lmest) in self.raw.items():
-            static = tm @ w_tm - w_wp * lengths + w_pp
-            future = static + w_lm * lmest
-            order = np.argsort(-future, kind="stable")
-            if self.table_limit > 0:
-                order = order[: self.table_limit]
-            self.table[src] = [(targets[k], self._stateless(tm[k], len(targets[k])), float(static[k]),
-                                float(future[k])) for k in order]
+        sid = self._sid
+        static = np.zeros(len(sid))
+        for j in range(len(w_tm)):  # column by column: the same sum for a target wherever it lies in the table
+            static += self._tm[:, j] * w_tm[j]
+        static -= w_wp * self._lengths
+        static += w_pp
+        future = static + w_lm * self._lmest
+        order = np.lexsort((-future, sid))  # by source, best estimate first; ties in table order
+        if self.table_limit > 0:
+            first = np.concatenate(([0], np.cumsum(np.bincount(sid, minlength=len(self._sources)))[:-1]))
+            order = order[np.arange(len(order)) - first[sid[order]] < self.table_limit]
+        # the feature values each kept target carries by itself (as _stateless makes them)
+        delta = np.zeros((len(order), self.layout.size))
+        delta[:, self.s_tm] = self._tm[order]
+        if self.s_wp is not None:
+            delta[:, self.s_wp.start] = -self._lengths[order]
+        if self.s_pp is not None:
+            delta[:, self.s_pp.start] = 1.0
+        if self._lr is not None:
+            rows = self._lr_row[order]
+            lrs = [tuple(v) if r >= 0 else None for r, v in zip(rows.tolist(), self._lr[rows].tolist())]
+        else:
+            lrs = [None] * len(order)
+        self.table: dict[str, list[tuple[tuple[str, ...], np.ndarray, float, float, tuple | None]]] = {}
+        sources, targets = self._sources, self._targets
+        st, fu = static[order].tolist(), future[order].tolist()
+        for i, (k, s) in enumerate(zip(order.tolist(), sid[order].tolist())):
+            entry = (targets[k], delta[i], st[i], fu[i], lrs[i])
+            got = self.table.get(sources[s])
+            if got is None:
+                self.table[sources[s]] = [entry]
+            else:
+                got.append(entry)
 
-    def _lm_logprob(self, words: tuple[str, ...]) -> float:
-        """ln-probability of a phrase in isolation (no <s>): Moses's LM estimate for future costs."""
+    def _lm_logprobs(self, phrases: list[tuple[str, ...]]) -> np.ndarray:
+        """ln-probability of each phrase in isolation (no <s>): Moses's LM estimate for future costs."""
         if self.lm is None:
-            return 0.0
-        total = self._lm_cache.get(words)
-        if total is None:
-            import kenlm
-            a, b = kenlm.State(), kenlm.State()
-            self.lm.NullContextWrite(a)
-            total = 0.0
-            for w in words:
-                total += self.lm.BaseScore(a, w, b)
-                a, b = b, a
-            self._lm_cache[words] = total = total * LN10
-        return total
+            return np.zeros(len(phrases))
+        import kenlm
+        lm, State, cache = self.lm, kenlm.State, self._lm_cache
+        null = State()
+        lm.NullContextWrite(null)
+        out = []
+        for words in phrases:
+            total = cache.get(words)
+            if total is None:
+                a, total = null, 0.0
+                for w in words:
+                    b = State()
+                    total += lm.BaseScore(a, w, b)  # log10
+                    a = b
+                cache[words] = total = total * LN10
+            out.append(total)
+        return np.array(out)
 
     def _lm_estimate(self, words: tuple[str, ...]) -> float:
-        return (self.weights[self.s_lm][0] * self._lm_logprob(words)) if self.lm is not None else 0.0
+        return (self.weights[self.s_lm][0] * float(self._lm_logprobs([words])[0])) if self.lm is not None else 0.0
 
     # -- one sentence --------------------------------------------------------------------
     def options(self, words: list[str]) -> dict[tuple[int, int], list[Option]]:
@@ -314,8 +386,7 @@ class PhraseModel:
         for i in range(n):
             for j in range(i + 1, min(i + L, n) + 1):
                 src = " ".join(words[i:j])
-                for tgt, delta, static, future in self.table.get(src, ()):
-                    lr = self.lr_table.get((src, " ".join(tgt))) if self.lr_table else None
+                for tgt, delta, static, future, lr in self.table.get(src, ()):
                     out.setdefault((i, j), []).append(Option(i, j, tgt, delta, static, future, lr))
         for i in range(n):
             if (i, i + 1) not in out:
@@ -347,17 +418,9 @@ class PhraseModel:
         n = len(words)
         if n == 0:
             return [Translation([], np.zeros(self.layout.size), 0.0, [])]
-        opts = self.options(words)
-        fc = self.future_costs(n, opts)
-        # The search makes millions of short-lived objects but no reference cycles of its own: the cyclic
-        # collector would only scan them (and the loaded tables) again and again.
-        gc_was_on = gc.isenabled()
-        gc.disable()
-        try:
-            return self._search(sentence, n, opts, fc, nbest, distinct)
-        finally:
-            if gc_was_on:
-                gc.enable()
+        with no_cyclic_gc():
+            opts = self.options(words)
+            return self._search(sentence, n, opts, self.future_costs(n, opts), nbest, distinct)
 
     def _search(self, sentence: str, n: int, opts: dict, fc: list, nbest: int, distinct: bool) -> list[Translation]:
         import kenlm

@@ -5,13 +5,16 @@ to the longest phrase), byte for byte, as Moses's ``filter-model-given-input.pl`
 """
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
 from typing import Iterable, Iterator
 
+import numpy as np
+
 from rescorer.fileio import atomic_write, check_can_write
-from rescorer.phrase_table import SEP, parse_line, raw_lines
+from rescorer.phrase_table import SEP, PhraseTableError, parse_line, raw_lines
 
 
 def source_spans(sentences: Iterable[str], max_len: int = 7) -> set[bytes]:
@@ -28,13 +31,71 @@ def source_spans(sentences: Iterable[str], max_len: int = 7) -> set[bytes]:
 def filtered_lines(path: str | os.PathLike, wanted: set[bytes], progress: bool = True
                    ) -> Iterator[tuple[int, bytes]]:
     """(line number, raw line) of the lines whose source phrase is in ``wanted``; fast path on bytes."""
-    from tqdm import tqdm
-    lines = tqdm(raw_lines(path), desc=f"reading {os.path.basename(os.fspath(path))}", unit=" lines",
-                 unit_scale=True, mininterval=2.0, disable=not progress, leave=False)
+    lines = raw_lines(path)
+    if progress:
+        from tqdm import tqdm
+        lines = tqdm(lines, desc=f"reading {os.path.basename(os.fspath(path))}", unit=" lines",
+                     unit_scale=True, mininterval=2.0, leave=False)
     for lineno, raw in lines:
         k = raw.find(SEP)
         if k >= 0 and raw[:k] in wanted:
             yield lineno, raw
+
+
+def read_columns(path: str | os.PathLike, wanted: set[bytes], n_scores: int, progress: bool = True
+                 ) -> tuple[list[str], list[str], np.ndarray]:
+    """Source phrases, target phrases and dense scores (one row per line, as written) of the lines
+    whose source phrase is in ``wanted``.
+
+    The scores are parsed in bulk by NumPy's ``loadtxt``; when anything looks wrong (a field
+    missing, another number of scores, an empty phrase, bytes that are not UTF-8, a score that
+    NumPy does not read or that is NaN) the lines are read again one by one as ``parse_line``
+    reads them, which raises naming the file and the line, or gives the same columns when the
+    line was only unusual."""
+    name = os.fspath(path)
+    src: list[bytes] = []
+    tgt: list[bytes] = []
+    scores: list[bytes] = []
+    ok = True
+    for _, raw in filtered_lines(path, wanted, progress):
+        f = raw.split(SEP, 3)
+        if len(f) < 3:
+            ok = False
+            break
+        src.append(f[0])
+        tgt.append(f[1])
+        scores.append(f[2])
+    try:
+        sources = [s.decode() for s in src] if ok else []
+        targets = [t.decode() for t in tgt] if ok else []
+    except UnicodeDecodeError:
+        ok = False
+    ok = ok and all(s.strip() for s in sources) and all(t.strip() for t in targets)
+    if ok and not scores:
+        return sources, targets, np.zeros((0, n_scores))
+    if ok:
+        try:  # one row per line, every row n_scores numbers
+            values = np.loadtxt(io.BytesIO(b"\n".join(s.strip() for s in scores)), dtype=np.float64,
+                                comments=None, ndmin=2)
+        except ValueError:
+            values = np.zeros((0, 0))
+        ok = values.shape == (len(scores), n_scores) and not np.isnan(values).any()
+    if ok:
+        return sources, targets, values
+    return _read_columns_line_by_line(name, wanted, n_scores)
+
+
+def _read_columns_line_by_line(name: str, wanted: set[bytes], n_scores: int
+                               ) -> tuple[list[str], list[str], np.ndarray]:
+    sources, targets, rows = [], [], []
+    for lineno, raw in filtered_lines(name, wanted, False):
+        p = parse_line(raw, name, lineno)  # raises with the file and the line
+        if p.n_scores != n_scores:
+            raise PhraseTableError(f"{name}:{lineno}: {p.n_scores} scores, {n_scores} expected")
+        sources.append(p.source)
+        targets.append(p.target)
+        rows.append([float(x) for x in p.fields[2].split()])
+    return sources, targets, np.array(rows, dtype=np.float64).reshape(len(rows), n_scores)
 
 
 def filter_table(table: str, sentences: list[str], out: str, max_len: int = 7, overwrite: bool = False) -> int:

@@ -34,6 +34,9 @@ class Option:
     future = cython.declare(cython.double, visibility="public")  # static + weighted LM estimate alone
     lr = cython.declare(object, visibility="public")             # 6 reordering log-probabilities, or None
     mask = cython.declare(object, visibility="public")           # the source words it covers, as a bit set
+    lr_id = cython.declare(cython.int, visibility="public")      # equal lr values, equal id (Search sets it)
+    lm_next = cython.declare(dict)  # LM state before -> (ln p of the target, state after), inside the sentence
+    lm_last = cython.declare(dict)  # the same for the sentence's last phrase (</s> scored too)
 
     def __init__(self, start: cython.int, end: cython.int, target: tuple, delta, static: cython.double,
                  future: cython.double, lr):
@@ -41,18 +44,24 @@ class Option:
         self.start, self.end, self.target, self.delta = start, end, target, delta
         self.static, self.future, self.lr = static, future, lr
         self.mask = ((one << (end - start)) - 1) << start
+        self.lr_id = -1
+        self.lm_next = self.lm_last = None
 
     def __repr__(self):
         return f"Option({self.start}, {self.end}, {self.target!r}, static={self.static:.4f})"
 
 
 @cython.final
+@cython.no_gc
+@cython.freelist(1024)
 @cython.cclass
 class Hyp:
     """A partial translation.  Besides the option's own stateless values, its last phrase added
     distortion ``d``, reordering in slot ``orient`` (the current pair's and ``prev.lr``), LM
     ``lm_ln`` and CSLM ``cs_ln`` (ln-probabilities), from which ``PhraseModel._translation``
-    rebuilds feature vectors.  ``arcs`` are the hypotheses recombined into this one."""
+    rebuilds feature vectors.  ``arcs`` are the hypotheses recombined into this one.  Nothing a
+    hypothesis points to points back to it (``prev`` leads to earlier stacks, ``arcs`` to
+    recombined ones), so the cyclic garbage collector need not track hypotheses."""
     coverage = cython.declare(object, visibility="public")   # covered source words, a bit set
     ncov = cython.declare(cython.int, visibility="public")
     start = cython.declare(cython.int, visibility="public")  # last phrase's source span
@@ -70,6 +79,11 @@ class Hyp:
     arcs = cython.declare(object, visibility="public")
     cctx = cython.declare(object, visibility="public")       # CSLM: the last n-1 word ids
     pending = cython.declare(object, visibility="public")    # CSLM: n-grams not yet scored
+    lr_id = cython.declare(cython.int, visibility="public")  # the last option's lr_id (-1: none)
+    rkey = cython.declare(object)                            # the recombination key, once made
+    edge = cython.declare(cython.int)                        # cube pruning: edge, hypothesis rank,
+    ci = cython.declare(cython.int)                          # option rank it was made from
+    cj = cython.declare(cython.int)
 
     def path(self) -> list:
         """The hypotheses of this derivation in order (the root left out)."""
@@ -89,6 +103,7 @@ def _new_hyp(coverage, ncov: cython.int, start: cython.int, end: cython.int, lm_
     h.lm_state, h.lr, h.score, h.future = lm_state, lr, score, future
     h.d, h.orient, h.lm_ln, h.cs_ln = 0, 0, 0.0, 0.0
     h.prev, h.option, h.arcs, h.cctx, h.pending = prev, option, None, None, None
+    h.lr_id, h.rkey, h.edge, h.ci, h.cj = -1, None, 0, 0, 0
     return h
 
 
@@ -115,7 +130,6 @@ class Search:
     fut_cache: dict
     lm: object
     State: object
-    lm_cache: dict
     w_lm: cython.double
     w_d: cython.double
     has_d: cython.bint
@@ -132,12 +146,25 @@ class Search:
         import kenlm
         self.n, self.opts, self.fc, self.dl, self.L = n, opts, fc, dl, max_phrase_length
         self.fut_cache = {}
-        self.lm, self.State, self.lm_cache, self.w_lm = lm, kenlm.State, {}, w_lm
+        self.lm, self.State, self.w_lm = lm, kenlm.State, w_lm
         self.has_d, self.w_d = has_d, w_d
         self.lr_on = w_lr is not None
         self.w_lr = tuple(float(x) for x in w_lr) if w_lr is not None else None
         self.cslm, self.w_cs, self.cs_cache = cslm, w_cs, {}
         self.cs_index = cslm.vocab.index if cslm is not None else None
+        # Options with the same target share their LM continuations; equal reordering values get
+        # one id, which the recombination key compares instead of the six values.
+        lm_caches: dict = {}
+        lr_ids: dict = {}
+        o: Option
+        for olist in opts.values():
+            for o in olist:
+                caches = lm_caches.get(o.target)
+                if caches is None:
+                    caches = lm_caches[o.target] = ({}, {})
+                o.lm_next, o.lm_last = caches
+                if o.lr is not None:
+                    o.lr_id = lr_ids.setdefault(o.lr, len(lr_ids))
 
     @cython.ccall
     def future_of(self, cov) -> cython.double:
@@ -185,8 +212,8 @@ class Search:
         state = None
         lm_ln: cython.double = 0.0
         if self.lm is not None:
-            ck = (h.lm_state, o.target, last)
-            hit = self.lm_cache.get(ck)
+            cache: dict = o.lm_last if last else o.lm_next
+            hit = cache.get(h.lm_state)
             if hit is None:
                 lm = self.lm
                 a = h.lm_state
@@ -200,12 +227,14 @@ class Search:
                     total += lm.BaseScore(a, EOS_WORD, b)
                     a = b
                 hit = (total * LN10, a)
-                self.lm_cache[ck] = hit
+                cache[h.lm_state] = hit
             lm_ln, state = hit
             score += self.w_lm * lm_ln
         nh: Hyp = _new_hyp(cov, ncov, o_start, o_end, state, o.lr if self.lr_on else None, score,
                            self.future_of(cov), h, o)
         nh.d, nh.orient, nh.lm_ln = d, orient, lm_ln
+        if self.lr_on:
+            nh.lr_id = o.lr_id
         if self.cslm is not None:
             self._cslm_ngrams(nh, h.cctx, o.target + ((EOS_WORD,) if last else ()))
         return nh
@@ -240,7 +269,9 @@ class Search:
     @cython.cfunc
     def key(self, h: Hyp) -> tuple:
         """What the rest of the search depends on: recombination merges equal keys."""
-        return (h.coverage, h.end, h.lm_state, h.lr, h.start if self.lr_on else None, h.cctx)
+        if h.rkey is None:
+            h.rkey = (h.coverage, h.end, h.lm_state, h.lr_id, h.start if self.lr_on else None, h.cctx)
+        return h.rkey
 
     @cython.cfunc
     def add(self, stack: dict, h: Hyp) -> cython.void:
@@ -303,7 +334,13 @@ class Search:
                         edges[ncov + e - s].append((ok, olist))
 
     def run(self, root: Hyp, stack_size: cython.int, pop_limit: cython.int) -> list:
-        """Stacks by number of covered words, cube pruning into each; the full hypotheses, best first."""
+        """Stacks by number of covered words, cube pruning into each; the full hypotheses, best first.
+
+        An edge's cube is its hypotheses (rank a) by its options (rank b); popping cell (a, b)
+        makes (a + 1, b) and (a, b + 1), each once (Moses's ``BackwardsEdge::PushSuccessors``).
+        A cell with a or b = 0 has one neighbour that makes it, so only the others are marked
+        in the edge's ``made`` grid.  The queue orders the stack's hypotheses by -(score + future),
+        then by the order they were made in (``_heap_push``, ``_heap_pop``)."""
         n: cython.int = self.n
         m: cython.int
         ei: cython.int
@@ -311,45 +348,77 @@ class Search:
         j: cython.int
         a: cython.int
         b: cython.int
+        k: cython.int
+        n_hyps: cython.int
+        n_opts: cython.int
+        cell: cython.Py_ssize_t
         pops: cython.int
-        counter: cython.longlong = 0
+        x: cython.longlong
+        size: cython.Py_ssize_t
+        key: cython.double[:]
+        queue: cython.longlong[:]
         h: Hyp
+        nh: Hyp
+        made: bytearray
         stacks: list = [dict() for _ in range(n + 1)]
         edges: list = [[] for _ in range(n + 1)]  # per target stack: (hyps, options)
         stacks[0][self.key(root)] = root
         self.register_edges([root], edges)
         for m in range(1, n + 1):
-            heap: list = []
-            seen: set = set()
             my_edges: list = edges[m]
+            grids: list = [None] * len(my_edges)
+            made_hyps: list = []  # the stack's hypotheses in the order they were made
+            key = np.empty(len(my_edges) + 2 * pop_limit + 1)
+            queue = np.empty(len(my_edges) + 2 * pop_limit + 1, dtype=np.int64)
+            size = 0
             for ei in range(len(my_edges)):
                 hyps, olist = my_edges[ei]
                 h = self.extend(hyps[0], olist[0])
-                heap.append((-(h.score + h.future), counter, ei, 0, 0, h))
-                counter += 1
-                seen.add(_cell(ei, 0, 0))
-            heapq.heapify(heap)
+                h.edge = ei
+                key[len(made_hyps)] = -(h.score + h.future)
+                _heap_push(queue, size, key, len(made_hyps))
+                made_hyps.append(h)
+                size += 1
             pops = 0
             stack: dict = stacks[m]
             popped: list = []
-            while heap and pops < pop_limit:
-                _, _, ei, i, j, h = heapq.heappop(heap)
+            while size > 0 and pops < pop_limit:
+                x = _heap_pop(queue, size, key)
+                size -= 1
+                h = made_hyps[x]
                 pops += 1
                 popped.append(h)
+                ei, i, j = h.edge, h.ci, h.cj
                 hyps, olist = my_edges[ei]
-                for a, b in ((i + 1, j), (i, j + 1)):
-                    if a < len(hyps) and b < len(olist) and _cell(ei, a, b) not in seen:
-                        seen.add(_cell(ei, a, b))
-                        h = self.extend(hyps[a], olist[b])
-                        heapq.heappush(heap, (-(h.score + h.future), counter, ei, a, b, h))
-                        counter += 1
+                n_hyps, n_opts = len(hyps), len(olist)
+                for k in range(2):
+                    a, b = i + 1 - k, j + k
+                    if a >= n_hyps or b >= n_opts:
+                        continue
+                    if a > 0 and b > 0:
+                        if grids[ei] is None:
+                            grids[ei] = bytearray(n_hyps * n_opts)
+                        made = grids[ei]
+                        cell = a * n_opts + b
+                        if made[cell]:
+                            continue
+                        made[cell] = 1
+                    nh = self.extend(hyps[a], olist[b])
+                    nh.edge, nh.ci, nh.cj = ei, a, b
+                    key[len(made_hyps)] = -(nh.score + nh.future)
+                    _heap_push(queue, size, key, len(made_hyps))
+                    made_hyps.append(nh)
+                    size += 1
             edges[m] = None
             if self.cslm is not None:
                 self.score_pending(popped)
             for h in popped:
                 self.add(stack, h)
             kept = sorted(stack.values(), key=_neg_total)[:stack_size]
-            stacks[m] = {self.key(h): h for h in kept}
+            stack = {}
+            for h in kept:
+                stack[h.rkey] = h
+            stacks[m] = stack
             if m < n:
                 self.register_edges(kept, edges)
         return sorted(stacks[n].values(), key=_neg_score)
@@ -402,9 +471,56 @@ def trellis_paths(finals: list, n: cython.int, distinct: cython.bint, max_explor
 
 @cython.cfunc
 @cython.inline
-def _cell(ei: cython.longlong, a: cython.longlong, b: cython.longlong) -> cython.longlong:
-    """A cube cell (edge, hypothesis rank, option rank) as one integer for the seen-set."""
-    return (ei << 42) | (a << 21) | b
+@cython.boundscheck(False)
+@cython.wraparound(False)
+@cython.exceptval(check=False)
+def _before(key: cython.double[:], x: cython.longlong, y: cython.longlong) -> cython.bint:
+    """Is x ahead of y in the queue: the lower key, or made first."""
+    return key[x] < key[y] or (key[x] == key[y] and x < y)
+
+
+@cython.cfunc
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def _heap_push(queue: cython.longlong[:], size: cython.Py_ssize_t, key: cython.double[:],
+               x: cython.longlong) -> cython.void:
+    """Add x to the binary heap queue[:size] (which grows by one)."""
+    pos: cython.Py_ssize_t = size
+    parent: cython.Py_ssize_t
+    while pos > 0:
+        parent = (pos - 1) >> 1
+        if not _before(key, x, queue[parent]):
+            break
+        queue[pos] = queue[parent]
+        pos = parent
+    queue[pos] = x
+
+
+@cython.cfunc
+@cython.boundscheck(False)
+@cython.wraparound(False)
+@cython.exceptval(check=False)
+def _heap_pop(queue: cython.longlong[:], size: cython.Py_ssize_t, key: cython.double[:]) -> cython.longlong:
+    """Remove and return the first of the binary heap queue[:size] (which shrinks by one)."""
+    top: cython.longlong = queue[0]
+    last: cython.longlong = queue[size - 1]
+    size -= 1
+    pos: cython.Py_ssize_t = 0
+    child: cython.Py_ssize_t
+    if size == 0:
+        return top
+    while True:
+        child = 2 * pos + 1
+        if child >= size:
+            break
+        if child + 1 < size and _before(key, queue[child + 1], queue[child]):
+            child += 1
+        if not _before(key, queue[child], last):
+            break
+        queue[pos] = queue[child]
+        pos = child
+    queue[pos] = last
+    return top
 
 
 def _neg_score(h) -> float:

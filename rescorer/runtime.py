@@ -6,17 +6,18 @@ import os
 import random
 
 import numpy as np
-import torch
 
 log = logging.getLogger("rescorer")
 
 
-def default_device() -> torch.device:
+def default_device() -> "torch.device":
     """A CUDA GPU when one is present, else the CPU (override with ``--device``)."""
+    import torch  # here, not above: the decoder's commands log through this module without torch
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_device(name: str | None) -> torch.device:
+def resolve_device(name: str | None) -> "torch.device":
+    import torch
     if name in (None, "", "auto"):
         return default_device()
     dev = torch.device(name)
@@ -26,6 +27,7 @@ def resolve_device(name: str | None) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
+    import torch
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

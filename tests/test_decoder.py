@@ -242,3 +242,64 @@ def test_decode_input_errors_name_file_and_line(tmp_path, caplog):
     assert main(["decode", "-q", "--ini", str(ini), "--input", str(pipe), "--output", str(tmp_path / "o")]) == 1
     assert f"{pipe}:2: '|' in the input: it is Moses's factor separator" in caplog.text
     assert not (tmp_path / "o").exists()
+
+
+def test_table_columns_in_bulk_equal_line_by_line_and_name_the_bad_line(tmp_path):
+    """read_columns parses the scores in bulk; a line NumPy cannot read in bulk (here a score
+    written 1_000, which Python's float reads) is read line by line to the same columns, and a
+    bad line is named with its file and number, whatever is wrong with it."""
+    from moses_integration.phrase_tables import _read_columns_line_by_line, read_columns
+    from rescorer.phrase_table import PhraseTableError
+    lines = [b"a ||| x y ||| 0.5 0.25 1e-3 ||| 0-0 ||| 1 1 1\n", b"a b ||| z ||| 1 0.125 0.75\n",
+             b"c ||| w ||| 0.1 0.2 0.3 ||| 0-0\n", b"zz ||| q ||| 1 1 1\n"]
+    wanted = {b"a", b"a b", b"c"}
+    path = tmp_path / "pt"
+    path.write_bytes(b"".join(lines))
+    src, tgt, vals = read_columns(path, wanted, 3, progress=False)
+    assert (src, tgt) == (["a", "a b", "c"], ["x y", "z", "w"])
+    np.testing.assert_array_equal(vals, [[0.5, 0.25, 1e-3], [1, 0.125, 0.75], [0.1, 0.2, 0.3]])
+    assert [x.tolist() for x in _read_columns_line_by_line(str(path), wanted, 3)[2]] == vals.tolist()
+    path.write_bytes(b"".join(lines).replace(b"1 0.125", b"1_000 0.125"))
+    assert read_columns(path, wanted, 3, progress=False)[2][1].tolist() == [1000, 0.125, 0.75]
+    for bad, message in [(b"a b ||| z ||| 1 0.125\n", "2 scores, 3 expected"),
+                         (b"a b ||| z ||| 1 nan 0.75\n", "is not a number"),
+                         (b"a b ||| z ||| 1 0.1x 0.75\n", "is not a number"),
+                         (b"a b ||| \xff ||| 1 0.125 0.75\n", "not UTF-8"),
+                         (b"a b |||  ||| 1 0.125 0.75\n", "empty target"),
+                         (b"a b ||| z\n", "expected 'source ||| target ||| scores")]:
+        path.write_bytes(lines[0] + bad + lines[2])
+        with pytest.raises(PhraseTableError, match=f"{path}:2: .*{message}"):
+            read_columns(path, wanted, 3, progress=False)
+
+
+def test_reordering_table_in_another_order_gives_the_same_options(tmp_path):
+    """The reordering scores are taken row by row when the reordering table lists the phrase
+    table's pairs in the same order (checked by a digest) and looked up by pair otherwise:
+    both give every option the same scores, and a pair the table lacks gets none."""
+    ini = make_model(tmp_path, 3)
+    pt = [ln for ln in gzip.open(tmp_path / "pt.gz", "rt")]
+    rng = np.random.default_rng(0)
+    full = [f"{ln.split(' ||| ')[0]} ||| {ln.split(' ||| ')[1]} ||| "
+            f"{' '.join(f'{x:.5f}' for x in rng.uniform(0.01, 1, 6))}\n" for ln in pt]
+    sentences = ["a b c", "b a d c", "d c b a"]
+
+    def options(reordering):
+        with gzip.open(tmp_path / "reo.gz", "wt") as f:
+            f.writelines(reordering)
+        model = PhraseModel(str(ini), sentences, DecoderConfig())
+        return [{k: [(o.target, o.lr) for o in v] for k, v in model.options(s.split()).items()} for s in sentences]
+
+    same_order = options(full)
+    assert options(full[::-1]) == same_order
+    assert any(o[1] is not None for opts in same_order for v in opts.values() for o in v)
+    lacking = options(full[1:])
+    first = (pt[0].split(" ||| ")[0], tuple(pt[0].split(" ||| ")[1].split()))
+    seen_first = False
+    for sent, a, b in zip(sentences, lacking, same_order):
+        assert a.keys() == b.keys()
+        for (i, j), opts in b.items():
+            src = " ".join(sent.split()[i:j])
+            for (t, lr), (t_a, lr_a) in zip(opts, a[(i, j)]):
+                seen_first |= (src, t) == first
+                assert (t_a, lr_a) == (t, None if (src, t) == first else lr)
+    assert seen_first
