@@ -178,16 +178,16 @@ def table1_system(a, src: list[str]) -> str:
                            feat["LexicalReordering0"].get("path"), feat["LM0"].get("path"), weights)
 
 
-def report(res: dict, a, moses: str) -> str:
-    from table1_report import machine
-    mc = machine()
+def report(rep: dict) -> str:
+    """results.md from results.json."""
+    res, mc = rep["systems"], rep["machine"]
+    repeats = len(next(iter(res.values()))["runs"]["builtin"])
     lines = ["# The built-in decoder beside Moses", "",
-             f"Made by `python experiments/bench_decode.py {' '.join(sys.argv[1:])}` on {mc['cpu']} "
-             f"({mc['cores']} cores), with Moses at `{moses}`.", "",
-             f"Input: the first {a.sentences} sentences of `{a.input}`. Both decoders as users run them: whole "
-             f"processes with loading, {a.processes} threads (Moses) or processes (built-in), cube pruning with pop "
-             "limit 1000, stack 200, table-limit 20, distortion limit 6, the 1-best n-best list written. "
-             f"{a.repeats} runs each, alternating which goes first; the table gives the median wall time.", "",
+             f"Made by `{rep['command']}` on {mc['cpu']} ({mc['cores']} cores), with Moses at `{rep['moses']}`.", "",
+             f"Input: the first {rep['sentences']} sentences of `{rep['input']}`. Both decoders as users run them: "
+             f"whole processes with loading, {rep['processes']} threads (Moses) or processes (built-in), cube pruning "
+             "with pop limit 1000, stack 200, table-limit 20, distortion limit 6, the 1-best n-best list written. "
+             f"{repeats} runs each, alternating which goes first; the table gives the median wall time.", "",
              "| system | built-in (s) | Moses (s) | speed vs Moses | peak MB built-in / Moses | best model score: higher / equal / lower | same 1-best |",
              "|---|---|---|---|---|---|---|"]
     for name, r in res.items():
@@ -197,9 +197,9 @@ def report(res: dict, a, moses: str) -> str:
         lines.append(f"| {name} | {med['builtin']:.1f} | {med['moses']:.1f} | **{r['speed_vs_moses']:.2f}x** | "
                      f"{peak['builtin']} / {peak['moses']} | {c['higher']} / {c['equal']} / {c['lower']} "
                      f"({100 * c['equal'] / n:.1f}% equal) | {c['same_translation']} |")
-    lines += ["", "Speed vs Moses is Moses's wall time over the built-in decoder's (above 1: faster). The peak "
-              "memory of the built-in decoder is its main process's (the workers are forked from it and share its "
-              "tables). Equal means within 1e-3 + 1e-5 |score|: Moses adds its scores in single precision and "
+    lines += ["", "Speed vs Moses is Moses's wall time over the built-in decoder's (above 1: faster). Peak memory "
+              "is the largest resident set among a decoder's processes (the built-in decoder's workers are forked "
+              "after loading and share its tables). Equal means within 1e-3 + 1e-5 |score|: Moses adds its scores in single precision and "
               "prints six digits.", "", "Every run:", ""]
     for name, r in res.items():
         for k, v in r["runs"].items():
@@ -213,7 +213,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--moses", default=None, help="a Moses binary (default: $MOSES, PATH, or ../shared/tools/moses)")
     ap.add_argument("--out", default="experiments/results/bench_decode")
+    ap.add_argument("--report-only", action="store_true", help="write results.md again from --out's results.json")
     a = ap.parse_args()
+    if a.report_only:
+        with open(os.path.join(a.out, "results.json")) as f:
+            text = report(json.load(f))
+        with atomic_write(os.path.join(a.out, "results.md"), "w") as f:
+            f.write(text)
+        print(text)
+        return
     moses = find_moses(a.moses) or (os.path.abspath(SHARED_MOSES) if os.access(SHARED_MOSES, os.X_OK) else None)
     ini, src = build_system(a)
     systems = {"baseline": ini}
@@ -225,11 +233,13 @@ def main() -> None:
     if not moses:
         print("no real Moses here (give --moses or set MOSES to compare)")
         return
+    from table1_report import machine
     os.makedirs(a.out, exist_ok=True)
+    rep = {"command": "python experiments/bench_decode.py " + " ".join(sys.argv[1:]), "moses": moses,
+           "machine": machine(), "sentences": a.sentences, "input": a.input, "processes": a.processes, "systems": res}
     with atomic_write(os.path.join(a.out, "results.json"), "w") as f:
-        json.dump({"command": "python experiments/bench_decode.py " + " ".join(sys.argv[1:]), "moses": moses,
-                   "sentences": a.sentences, "input": a.input, "processes": a.processes, "systems": res}, f, indent=1)
-    text = report(res, a, moses)
+        json.dump(rep, f, indent=1)
+    text = report(rep)
     with atomic_write(os.path.join(a.out, "results.md"), "w") as f:
         f.write(text)
     print(text)

@@ -91,3 +91,23 @@ def test_moses_loads_the_scored_table_and_agrees_with_the_builtin_decoder(scored
     wp = {h.text.strip(): h.feature_dict()["TranslationModel0"][5] for hyps in moses_lists for h in hyps}
     assert wp["la maison est bleue"] == 0 and wp["le cat"] == -1   # "cat" alone: unknown, passed through
     assert all(v == int(v) <= 0 for v in wp.values())
+
+
+def test_bench_decode_runs_both_decoders_and_compares_their_best_scores(scored_system, tmp_path):
+    """experiments/bench_decode.py's measurement on the tiny system: both decoders as whole
+    processes at equal settings, and the per-sentence comparison of their best model scores."""
+    import argparse
+    import sys
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import bench_decode
+    d = scored_system
+    sents = (d / "in.en").read_text().splitlines()
+    a = argparse.Namespace(work=str(tmp_path), processes=1, repeats=2)
+    res = bench_decode.bench_system("tiny", str(d / "moses.tuned.ini"), sents, a, MOSES)
+    assert res["best_score"] == {"higher": 0, "equal": 3, "lower": 0, "same_translation": 3}
+    assert [len(v) for v in res["runs"].values()] == [2, 2]
+    assert res["speed_vs_moses"] == pytest.approx(res["median_wall_s"]["moses"] / res["median_wall_s"]["builtin"],
+                                                  abs=1e-3)
+    assert all(r["peak_mb"] > 0 and r["cpu_s"] > 0 for v in res["runs"].values() for r in v)
+    assert bench_decode.compare([("a", -10.0), ("b", -10.0), ("c", -10.0)], [("a", -10.0005), ("x", -9.9), ("c", -10.2)]) \
+        == {"higher": 1, "equal": 1, "lower": 1, "same_translation": 2}
