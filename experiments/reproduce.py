@@ -314,6 +314,9 @@ class Experiment:
         for sysname, feats in cfg.systems.items():
             for k in range(1, self.runs + 1):
                 stages.append(self._tune_stage(sysname, feats, k))
+        modes = self.cslm_modes_system()
+        if modes:
+            stages.append(self._modes_stage(modes, cfg.systems[modes]))
         for name, s in sets.items():
             if s["kind"] == "test":
                 for sysname, feats in cfg.systems.items():
@@ -555,6 +558,66 @@ class Experiment:
                            "dev_bleu": best["dev_bleu"], "iterations": len(res.history),
                            "bounds": self.bounds, "history": res.history}, f, indent=1)
             return {"dev_bleu": round(best["dev_bleu"], 2), "iterations": len(res.history)}
+        st.run = run
+        return st
+
+    def cslm_modes_system(self) -> str | None:
+        """The system whose first tuning run decodes the dev set with the CSLM both ways: the one
+        with the fewest features that has the CSLM (+CSLM alone where there is one)."""
+        with_cslm = [n for n, f in self.cfg.systems.items() if "cslm" in f]
+        return min(with_cslm, key=lambda n: len(self.cfg.systems[n])) if with_cslm else None
+
+    def modes_path(self) -> str:
+        return os.path.join(self.d["tune"], "cslm-modes.json")
+
+    def _modes_stage(self, sysname: str, feats: frozenset) -> P.Stage:
+        """The CSLM by n-best rescoring and as a feature of the search, on the dev set with the
+        weights of the system's first tuning run: dev BLEU (MERT's) and decoding time of each."""
+        files = self.set_files("dev", self.cfg.dev, "", "")
+        tuned, cslm = self.tuned_path(sysname, 1), os.path.join(self.d["cslm"], "best.pt")
+        n_rescore = int(self.cfg.get("cslm", "nbest", "100"))
+        out = self.modes_path()
+        st = P.Stage("cslm-modes-dev", [files["source"], self.system_ini(sysname, "dev"), cslm, tuned], [out], None,
+                     {"system": sysname, "nbest": n_rescore}, compare={tuned: tuned_weights})
+
+        def run():
+            from moses_integration.bleu import Reference
+            from moses_integration.decoder import DecoderConfig
+            from moses_integration.mert import one_best_bleu
+            from moses_integration.runner import BuiltinDecoder, RescoredDecoder
+            from rescorer.checkpoint import load_cslm_checkpoint
+            from rescorer.cslm import CSLMScorer, OutOfShortlist
+            src = read_lines(files["source"])
+            refs = [Reference(r.split()) for r in read_lines(self.cfg.dev["reference"], self.cfg.dev["lines"])]
+            with open(tuned) as f:
+                weights = json.load(f)["weights"]
+            t = self.cfg.section("tuning")
+            dcfg = DecoderConfig(stack_size=int(t.get("stack-size", 200)), pop_limit=int(t.get("pop-limit", 1000)))
+            res = {"system": sysname, "run": 1, "sentences": len(src), "nbest_size": n_rescore}
+            for mode in ("nbest", "search"):
+                x = MosesIni.read(self.system_ini(sysname, "dev"))
+                if "CSLM0" in {f.name for f in x.features()}:
+                    x.remove_feature("CSLM0")
+                if mode == "search":
+                    x.add_feature(f"CSLM name=CSLM0 path={cslm}", weights["CSLM0"])
+                ini = out[:-len(".json")] + f".{mode}.ini"
+                x.write(ini)
+                t0 = time.time()
+                dec = BuiltinDecoder(ini, src, dcfg, self.cfg.processes, progress=self.progress)
+                if mode == "nbest":
+                    ck = load_cslm_checkpoint(cslm)
+                    scorer = CSLMScorer(ck["model"], ck["vocab"], OutOfShortlist(ck["oos_counts"]))
+                    dec = RescoredDecoder(dec, "CSLM0", scorer.score_sentences)
+                groups = dec.groups if mode == "nbest" else dec.layout.groups
+                w = np.concatenate([weights[name] for name, _, _ in groups])
+                t1 = time.time()
+                lists = dec.nbest_lists(w, n_rescore) if mode == "nbest" else \
+                    [[(ts[0].words, None)] for ts in dec.translate(w, 1)]
+                res[mode] = {"dev_bleu": one_best_bleu(lists, refs), "load_seconds": round(t1 - t0, 1),
+                             "decode_seconds": round(time.time() - t1, 1)}
+            with atomic_write(out, "w") as f:
+                json.dump(res, f, indent=1)
+            return {m: round(res[m]["dev_bleu"], 2) for m in ("nbest", "search")}
         st.run = run
         return st
 

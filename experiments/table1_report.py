@@ -169,6 +169,9 @@ def write_report(exp, records: list[dict]) -> dict:
     check = exp.precision_check()
     if check:
         results["precision_check"] = _precision_check(exp, *check, lang)
+    if exp.cslm_modes_system() and os.path.exists(exp.modes_path()):
+        with open(exp.modes_path()) as f:
+            results["cslm_modes"] = json.load(f)
     os.makedirs(cfg.report, exist_ok=True)
     with atomic_write(os.path.join(cfg.report, "results.json"), "w") as f:
         json.dump(results, f, indent=1, default=str)
@@ -314,6 +317,18 @@ def markdown(r: dict, cfg) -> str:
                      f"{sc['p99_abs_diff']:.3f} | {' / '.join(f'{b:.2f}' for b in t['fp32'])} | "
                      f"{' / '.join(f'{b:.2f}' for b in t[q])} | "
                      f"{' / '.join(f'{d:+.2f}' for d in t['difference'])} |")
+    if "cslm_modes" in r:
+        cm = r["cslm_modes"]
+        L += ["", "## The CSLM by n-best rescoring or in the search", "",
+              f"The weights of {cm['system']}'s first tuning run (tuned with the CSLM in "
+              f"{'n-best rescoring' if r['cslm_mode'] == 'nbest' else 'the search'}) decode the dev set "
+              f"({cm['sentences']} sentences) both ways; BLEU as MERT computes it (tokenised).", "",
+              "| CSLM | dev BLEU | decoding | loading |", "|---|---|---|---|"]
+        for mode, title in (("nbest", f"re-ranks the decoder's {cm['nbest_size']}-best lists"),
+                            ("search", "is a feature of the search")):
+            m = cm[mode]
+            L.append(f"| {title} | {m['dev_bleu']:.2f} | {_t(m['decode_seconds'])} | {_t(m['load_seconds'])} |")
+        L += ["", f"The systems above use the CSLM by {'n-best rescoring' if r['cslm_mode'] == 'nbest' else 'the search'}."]
     L += ["", "## The networks", ""]
     for name, title in (("rnn", "RNN Encoder–Decoder"), ("cslm", "CSLM")):
         x = r[name]

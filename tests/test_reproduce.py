@@ -64,6 +64,11 @@ def test_report_holds_every_system_run_and_test(small_run):
         assert (work / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stages = _stages(work)
     assert all(stages[f"tune-{s}-{k}"]["peak_memory_mb"] > 0 for s in ("baseline", "cslm_rnn_wp") for k in (1, 2))
+    # the CSLM both ways on the dev set, with +CSLM's first tuned weights
+    cm = r["cslm_modes"]
+    assert cm["system"] == "+CSLM" and cm["sentences"] == 12
+    assert all(0 <= cm[m]["dev_bleu"] <= 100 and cm[m]["decode_seconds"] > 0 for m in ("nbest", "search"))
+    assert "## The CSLM by n-best rescoring or in the search" in md
 
 
 def test_each_mert_run_starts_from_its_own_weights(small_run):
