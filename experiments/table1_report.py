@@ -81,6 +81,7 @@ def _neural_weights(exp) -> dict:
             runs.append({"RNN": tm[4] if len(tm) > 4 else None, "WP": tm[5] if len(tm) > 5 else None,
                          "CSLM0": w.get("CSLM0", [None])[0], "LM0": w["LM0"][0], "dev_bleu": t["dev_bleu"],
                          "iterations": t["iterations"], "seed": t["seed"],
+                         "dev_bleu_per_iteration": [h["dev_bleu"] for h in t.get("history", [])],
                          "l1": float(sum(abs(v) for vals in w.items() for v in vals[1]
                                          if not vals[0].startswith("UnknownWordPenalty")))})
         out[sysname] = runs
@@ -302,6 +303,16 @@ def markdown(r: dict, cfg) -> str:
             L.append(f"| {s} | {k} | {w['seed']} | {_f(w['RNN'], '{:.4f}')} | {_f(w['WP'], '{:.4f}')} | "
                      f"{_f(w['CSLM0'], '{:.4f}')} | {w['LM0']:.4f} | {w['l1']:.3f} | {w['iterations']} | "
                      f"{w['dev_bleu']:.2f} |")
+    L += ["", "### MERT's path: dev BLEU of each iteration's weights", "",
+          "Each iteration decodes the dev set with the weights the previous one optimised on the pool of "
+          "n-best lists so far; a run keeps the weights of its best iteration. A collapse (weights that rank "
+          "the pool well but decode badly) is followed by iterations that add the bad translations to the "
+          "pool; with a fixed number of iterations a run may end before it has recovered.", "",
+          "| system | run | dev BLEU per iteration | best |", "|---|---|---|---|"]
+    for s, runs in r["weights"].items():
+        for k, w in enumerate(runs, 1):
+            path = w.get("dev_bleu_per_iteration") or []
+            L.append(f"| {s} | {k} | {' → '.join(f'{b:.2f}' for b in path)} | {w['dev_bleu']:.2f} |")
     if "precision_check" in r:
         pc = r["precision_check"]
         q = pc["precision"]
