@@ -517,6 +517,11 @@ class Experiment:
         if start not in ("perturbed", "defaults"):
             raise ConfigError(f"{self.cfg.path}: [tuning] start = {start!r}: expected perturbed or defaults")
         settings["start"] = start
+        normalize = t.get("normalize", "none").strip()
+        if normalize not in ("none", "l1"):
+            raise ConfigError(f"{self.cfg.path}: [tuning] normalize = {normalize!r}: expected none or l1")
+        if normalize != "none":  # recorded only when set: stages tuned before the option existed stay done
+            settings["normalize"] = normalize
         seed = self.seed * 1000 + k
         out = self.tuned_path(sysname, k)
         files = self.set_files("dev", self.cfg.dev, "", "")
@@ -546,7 +551,7 @@ class Experiment:
             res = tune(dec.nbest_lists, refs, w0, tunable, nbest=int(t.get("nbest", 100)),
                        max_iter=int(t.get("max-iter", 25)), restarts=int(t.get("restarts", 20)), seed=seed,
                        lower=lower, upper=upper, processes=self.cfg.processes, state=state,
-                       resume=st.resume and os.path.exists(state))
+                       resume=st.resume and os.path.exists(state), normalize=normalize == "l1")
             weights, a = {}, 0
             for name, n, _ in groups:
                 weights[name] = [float(v) for v in res.weights[a:a + n]]

@@ -120,6 +120,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="bounds for a feature's weights, e.g. 'LM0=0,inf' or 'WordPenalty0=-3,3' (repeatable). "
                         "Default: weights of log-probability features (TranslationModel, LM, "
                         "LexicalReordering, added neural columns) and Distortion stay >= 0; penalties are free")
+    t.add_argument("--normalize", action="store_true",
+                   help="scale the tuned weights to an L1 norm of 1 at the start and after every iteration, as "
+                        "mert-moses.pl and Moses's mert do (the untuned UnknownWordPenalty keeps its weight)")
     t.add_argument("--log", help="JSON record of every iteration (default: OUT_INI.tune.json)")
     t.add_argument("--state", help="n-best pool, weights and log, saved after every iteration "
                                    "(default: OUT_INI.mert.npz)")
@@ -210,7 +213,7 @@ def cmd_tune(a: argparse.Namespace) -> int:
     lower, upper = weight_ranges(layout.groups, a.range)
     res = tune(dec.nbest_lists, [r.split() for r in refs], builtin.model.weights.copy(), tunable,
                nbest=a.nbest, max_iter=a.max_iter, restarts=a.restarts, lower=lower, upper=upper,
-               processes=a.threads or os.cpu_count() or 1, state=state, resume=a.resume)
+               processes=a.threads or os.cpu_count() or 1, state=state, resume=a.resume, normalize=a.normalize)
     ini = MosesIni.read(a.ini)
     sl = layout.slices()
     ini.set_weights({name: list(res.weights[sl[name]]) for name, _, _ in layout.groups

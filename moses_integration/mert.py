@@ -430,14 +430,30 @@ class TuneResult:
     history: list[dict]
 
 
-def _fingerprint(references: list[list[str]], w0: np.ndarray, tunable: np.ndarray, nbest: int) -> str:
+def _fingerprint(references: list[list[str]], w0: np.ndarray, tunable: np.ndarray, nbest: int,
+                 normalize: bool = False) -> str:
     """What a saved state must have been made for: the references, starting weights, the
-    tuned weights and the n-best size (iterations, restarts and ranges may change on resume)."""
+    tuned weights, the n-best size and the normalisation (iterations, restarts and ranges may
+    change on resume)."""
     h = hashlib.blake2b(digest_size=16)
     for r in references:
         h.update(" ".join(r).encode() + b"\n")
     h.update(np.asarray(w0, float).tobytes() + np.asarray(tunable, bool).tobytes() + str(nbest).encode())
+    if normalize:
+        h.update(b"L1")
     return h.hexdigest()
+
+
+def normalize_l1(w: np.ndarray, tunable: np.ndarray) -> np.ndarray:
+    """The tuned weights scaled to an L1 norm of 1, the others kept: what Moses's ``mert`` does to
+    its best point when every weight of the n-best lists is tuned (``Point::NormalizeL1``), and
+    mert-moses.pl to the starting weights.  The untuned UnknownWordPenalty keeps its weight, as in
+    Moses, where it is not in the n-best lists."""
+    w = np.asarray(w, float).copy()
+    norm = float(np.abs(w[tunable]).sum())
+    if norm > 0:
+        w[tunable] /= norm
+    return w
 
 
 def save_state(path: str, pool: NBestPool, next_iteration: int, w: np.ndarray, best: tuple[float, np.ndarray],
@@ -459,7 +475,7 @@ def load_state(path: str, pool: NBestPool, fingerprint: str) -> tuple[int, np.nd
         raise ValueError(f"{path}: not a tuning state written by rescorer tune ({e})") from None
     if meta["fingerprint"] != fingerprint:
         raise ValueError(f"{path}: saved by a tuning run with other references, starting weights, tuned "
-                         "weights or n-best size; start afresh without --resume (with --overwrite)")
+                         "weights, n-best size or normalisation; start afresh without --resume (with --overwrite)")
     pool.load_flat(a)
     return meta["next_iteration"], a["w"], (meta["best_bleu"], a["best_w"]), meta["history"]
 
@@ -468,19 +484,23 @@ def tune(decode: Callable[[np.ndarray, int], list[list[tuple[list[str], np.ndarr
          references: list[list[str]], w0: np.ndarray, tunable: np.ndarray, nbest: int = 100,
          max_iter: int = 25, restarts: int = 20, seed: int = 0, lower: np.ndarray | None = None,
          upper: np.ndarray | None = None, processes: int = 1, state: str | None = None,
-         resume: bool = False) -> TuneResult:
+         resume: bool = False, normalize: bool = False) -> TuneResult:
     """MERT with any decoder: ``decode(weights, n)`` returns each sentence's n-best (words, features).
 
     Each optimisation starts from the current weights, the initial ones, the best decoded so
     far and ``restarts`` random points; weights stay in [lower, upper] (``default_ranges``).
     With ``state``, everything is saved there after each iteration; ``resume`` continues from
-    it, and the run ends as an uninterrupted one would have."""
+    it, and the run ends as an uninterrupted one would have.  With ``normalize``, the starting
+    weights and each iteration's optimised ones are scaled to an L1 norm of 1 over the tuned
+    weights, as Moses's mert-moses.pl and ``mert`` do (``normalize_l1``): without it, the scale
+    of the weights is free and can drift across iterations."""
     pool = NBestPool([Reference(r) for r in references])
-    w = w0.astype(float).copy()
+    w_start = normalize_l1(w0, tunable) if normalize else w0
+    w = w_start.astype(float).copy()
     history: list[dict] = []
     best = (-1.0, w.copy())
     first = 1
-    fingerprint = _fingerprint(references, w0, tunable, nbest)
+    fingerprint = _fingerprint(references, w0, tunable, nbest, normalize)
     if resume:
         if state is None or not os.path.exists(state):
             raise FileNotFoundError(f"{state}: no tuning state to resume from")
@@ -506,13 +526,13 @@ def tune(decode: Callable[[np.ndarray, int], list[list[tuple[list[str], np.ndarr
                 save_state(state, pool, it + 1, w, best, history, fingerprint)
             break
         w_new, pool_bleu = optimize(pool.arrays(), w, tunable, restarts=restarts, seed=seed + it,
-                                    lower=lower, upper=upper, extra_starts=[w0, best[1]], processes=processes)
+                                    lower=lower, upper=upper, extra_starts=[w_start, best[1]], processes=processes)
         rec["pool_bleu_after"] = pool_bleu
         rec["optimise_seconds"] = round(time.time() - t1, 1)
         history.append(rec)
         log.info("iteration %d: dev BLEU %.2f, %d new candidates (pool %d), optimised pool BLEU %.2f",
                  it, dev, new, pool.size(), pool_bleu)
-        w = w_new
+        w = normalize_l1(w_new, tunable) if normalize else w_new
         if state is not None:
             save_state(state, pool, it + 1, w, best, history, fingerprint)
     else:

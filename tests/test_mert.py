@@ -240,6 +240,25 @@ def test_tune_resumes_where_it_stopped(tmp_path):
         tune(decode, refs, w0, tunable, state=str(tmp_path / "bad.npz"), resume=True, **kw)
 
 
+def test_tune_normalises_like_moses_when_asked(tmp_path):
+    """normalize=True: the starting weights and every iteration's optimised ones have an L1 norm
+    of 1 over the tuned weights (as Moses's mert writes them); an untuned weight keeps its value;
+    a state saved without normalisation is not resumed with it."""
+    from moses_integration.mert import normalize_l1, tune
+    decode, refs, D = _synthetic_decoder(seed=2)
+    w0, tunable = np.array([0.5, -2.0, 1.0, 0.3, 4.0]), np.array([True, True, True, True, False])
+    np.testing.assert_allclose(normalize_l1(w0, tunable), [0.5 / 3.8, -2 / 3.8, 1 / 3.8, 0.3 / 3.8, 4.0])
+    kw = dict(nbest=4, max_iter=3, restarts=3, seed=1)
+    res = tune(decode, refs, w0, tunable, normalize=True, state=str(tmp_path / "n.npz"), **kw)
+    for h in res.history:
+        w = np.array(h["weights"])
+        assert np.abs(w[tunable]).sum() == pytest.approx(1.0) and w[4] == 4.0
+    plain = tune(decode, refs, w0, tunable, state=str(tmp_path / "p.npz"), **kw)
+    assert np.abs(np.array(plain.history[0]["weights"])[tunable]).sum() == pytest.approx(3.8)
+    with pytest.raises(ValueError, match="p.npz: saved by a tuning run with other"):
+        tune(decode, refs, w0, tunable, normalize=True, state=str(tmp_path / "p.npz"), resume=True, **kw)
+
+
 def test_pool_round_trips_through_flat_arrays():
     from moses_integration.mert import NBestPool
     decode, refs, D = _synthetic_decoder(seed=3, S=4)
