@@ -536,9 +536,10 @@ def tune(decode: Callable[[np.ndarray, int], list[list[tuple[list[str], np.ndarr
         if state is not None:
             save_state(state, pool, it + 1, w, best, history, fingerprint)
     else:
-        # the last optimised weights have not been decoded yet: decode once more to log them
+        # the last optimised weights have not been decoded yet: decode once more to log them (with the
+        # n-best size of the iterations: a decoder that re-ranks its n-best lists needs them)
         t0 = time.time()
-        lists = decode(w, 1)
+        lists = decode(w, nbest)
         dev = one_best_bleu(lists, pool.refs)
         history.append({"iteration": max_iter + 1, "dev_bleu": dev, "weights": w.tolist(), "stop": "max_iter",
                         "decode_seconds": round(time.time() - t0, 1)})

@@ -259,6 +259,21 @@ def test_tune_normalises_like_moses_when_asked(tmp_path):
         tune(decode, refs, w0, tunable, normalize=True, state=str(tmp_path / "p.npz"), resume=True, **kw)
 
 
+def test_every_decode_asks_for_the_n_best_lists():
+    """The last decode of a run (the weights of the last iteration) asks for n-best lists too:
+    a decoder that re-ranks its n-best lists (the CSLM's n-best rescoring) needs them to give
+    the 1-best whose dev BLEU is logged and compared."""
+    from moses_integration.mert import tune
+    decode, refs, D = _synthetic_decoder(seed=4)
+    asked = []
+
+    def recording(w, n):
+        asked.append(n)
+        return decode(w, n)
+    res = tune(recording, refs, np.full(D, 0.2), np.ones(D, bool), nbest=5, max_iter=2, restarts=2, seed=1)
+    assert res.history[-1]["stop"] == "max_iter" and asked == [5, 5, 5]
+
+
 def test_pool_round_trips_through_flat_arrays():
     from moses_integration.mert import NBestPool
     decode, refs, D = _synthetic_decoder(seed=3, S=4)
