@@ -108,6 +108,7 @@ def test_bench_decode_runs_both_decoders_and_compares_their_best_scores(scored_s
     assert [len(v) for v in res["runs"].values()] == [2, 2]
     assert res["speed_vs_moses"] == pytest.approx(res["median_wall_s"]["moses"] / res["median_wall_s"]["builtin"],
                                                   abs=1e-3)
-    assert all(r["peak_mb"] > 0 and r["cpu_s"] > 0 for v in res["runs"].values() for r in v)
+    assert all(r["peak_mb"] > 0 and r["cpu_s"] >= 0 for v in res["runs"].values() for r in v)
+    assert all(r["cpu_s"] > 0 for r in res["runs"]["builtin"])  # Moses's run of 3 tiny sentences may round to 0.00 s
     assert bench_decode.compare([("a", -10.0), ("b", -10.0), ("c", -10.0)], [("a", -10.0005), ("x", -9.9), ("c", -10.2)]) \
         == {"higher": 1, "equal": 1, "lower": 1, "same_translation": 2}
