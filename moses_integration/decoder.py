@@ -301,17 +301,18 @@ class PhraseModel:
         with no_cyclic_gc():
             self._apply_weights()
 
-    def _stateless(self, tm: np.ndarray | None, n_words: int, unknown: bool = False) -> np.ndarray:
-        """Feature values an option carries by itself: TM scores, -#words, 1 phrase, -100 if unknown."""
-        delta = np.zeros(self.layout.size)
+    def _stateless(self, tm: np.ndarray | None, n_words: np.ndarray, unknown: bool = False) -> np.ndarray:
+        """Feature values options carry by themselves, one row per option: TM scores, -#words,
+        1 phrase, -100 if unknown (``tm`` None: no TM scores)."""
+        delta = np.zeros((len(n_words), self.layout.size))
         if tm is not None:
-            delta[self.s_tm] = tm
+            delta[:, self.s_tm] = tm
         if unknown:
-            delta[self.s_uwp] = UNKNOWN_PENALTY
+            delta[:, self.s_uwp] = UNKNOWN_PENALTY
         if self.s_wp is not None:
-            delta[self.s_wp] = -n_words
+            delta[:, self.s_wp.start] = -n_words
         if self.s_pp is not None:
-            delta[self.s_pp] = 1.0
+            delta[:, self.s_pp.start] = 1.0
         return delta
 
     def _apply_weights(self) -> None:
@@ -332,13 +333,7 @@ class PhraseModel:
         if self.table_limit > 0:
             first = np.concatenate(([0], np.cumsum(np.bincount(sid, minlength=len(self._sources)))[:-1]))
             order = order[np.arange(len(order)) - first[sid[order]] < self.table_limit]
-        # the feature values each kept target carries by itself (as _stateless makes them)
-        delta = np.zeros((len(order), self.layout.size))
-        delta[:, self.s_tm] = self._tm[order]
-        if self.s_wp is not None:
-            delta[:, self.s_wp.start] = -self._lengths[order]
-        if self.s_pp is not None:
-            delta[:, self.s_pp.start] = 1.0
+        delta = self._stateless(self._tm[order], self._lengths[order])
         if self._lr is not None:
             rows = self._lr_row[order]
             lrs = [tuple(v) if r >= 0 else None for r, v in zip(rows.tolist(), self._lr[rows].tolist())]
@@ -391,7 +386,7 @@ class PhraseModel:
         for i in range(n):
             if (i, i + 1) not in out:
                 # an unknown word: passed through, UnknownWordPenalty -100
-                delta = self._stateless(None, 1, unknown=True)
+                delta = self._stateless(None, np.ones(1), unknown=True)[0]
                 static = float(self.weights @ delta)
                 tgt = (words[i],)
                 out[(i, i + 1)] = [Option(i, i + 1, tgt, delta, static, static + self._lm_estimate(tgt), None)]
