@@ -99,6 +99,37 @@ def score_differences(fp32_table: str, other_table: str, column: int = 4) -> dic
             "p99_abs_diff": float(np.quantile(d, 0.99))}
 
 
+TABLE_COLUMNS = ("p(source|target)", "lex(source|target)", "p(target|source)", "lex(target|source)")
+
+
+def table_correlations(sources: list[str], scores: np.ndarray, rnn_column: int = 4, min_targets: int = 5) -> dict:
+    """The RNN's log p(target|source) (column ``rnn_column`` of a scored table) against each of the
+    table's four scores, as the decoder sees them (Moses's max(ln x, -100)): Pearson and
+    Spearman correlation over all pairs, and Spearman within each source phrase's targets
+    averaged over the sources with at least ``min_targets`` targets (how alike the two rank
+    the candidates the decoder chooses among)."""
+    from scipy.stats import pearsonr, spearmanr
+    from moses_integration.decoder import moses_logs
+    logs = moses_logs(np.asarray(scores, float))
+    rnn = logs[:, rnn_column]
+    order = np.argsort(np.asarray(sources, dtype=object), kind="stable")
+    src_sorted = np.asarray(sources, dtype=object)[order]
+    starts = np.flatnonzero(np.r_[True, src_sorted[1:] != src_sorted[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    groups = [order[a:b] for a, b in zip(starts, ends) if b - a >= min_targets]
+    out = {"pairs": int(len(rnn)), "sources": int(len(starts)), "sources_with_enough_targets": len(groups),
+           "min_targets": min_targets, "columns": {}}
+    for j, name in enumerate(TABLE_COLUMNS):
+        x = logs[:, j]
+        within = []
+        for g in groups:
+            if np.ptp(x[g]) > 0 and np.ptp(rnn[g]) > 0:
+                within.append(spearmanr(x[g], rnn[g])[0])
+        out["columns"][name] = {"pearson": float(pearsonr(x, rnn)[0]), "spearman": float(spearmanr(x, rnn)[0]),
+                                "spearman_within_source": float(np.mean(within)) if within else None}
+    return out
+
+
 def read_lines(path: str, span: tuple[int, int] | None = None) -> list[str]:
     lines = P.read_lines(path)
     if span is not None:
@@ -306,6 +337,7 @@ class Experiment:
             stages.append(self._rnn_stage(rnn_table, vocab_dir, run_dir, r))
             for name in sets:
                 stages.append(self._score_stage(name, files[name], os.path.join(run_dir, "best.pt")))
+            stages.append(self._correlation_stage(files["dev"]))
         if need_cslm:
             stages.append(self._cslm_stage(vocab_dir, lm))
         for sysname, feats in cfg.systems.items():
@@ -314,6 +346,8 @@ class Experiment:
         for sysname, feats in cfg.systems.items():
             for k in range(1, self.runs + 1):
                 stages.append(self._tune_stage(sysname, feats, k))
+        stages.append(self._release_stage(vocab_dir if need_rnn or need_cslm else None,
+                                          os.path.join(run_dir, "best.pt") if need_rnn else None, need_cslm))
         modes = self.cslm_modes_system()
         if modes:
             stages.append(self._modes_stage(modes, cfg.systems[modes]))
@@ -332,7 +366,36 @@ class Experiment:
                                                     reference=files[name]["scored"]))
                     stages.append(self._ini_stage(sysname, feats, ini, name, f, lm, precision))
                     stages.append(self._test_stage(name, s, sysname, feats, precision))
+        contrast = self.contrast()
+        if contrast:
+            bounds, names, runs = contrast
+            for sysname in names:
+                for k in range(1, runs + 1):
+                    stages.append(self._tune_stage(sysname, cfg.systems[sysname], k, bounds))
         return stages
+
+    def contrast(self) -> tuple[str, list[str], int] | None:
+        """([tuning] contrast-bounds, contrast-systems, contrast-runs) the other bounds, the systems
+        tuned with them too (on the dev set only: their weights decode no test set) and how many of
+        their runs; None when not asked."""
+        t = self.cfg.section("tuning")
+        bounds = t.get("contrast-bounds", "").strip()
+        if not bounds:
+            return None
+        where = f"{self.cfg.path}: [tuning] contrast-bounds = {bounds!r}"
+        if bounds not in ("moses", "positive"):
+            raise ConfigError(f"{where}: expected moses or positive")
+        if bounds == self.bounds:
+            raise ConfigError(f"{where}: the same as bounds = {self.bounds}")
+        names = t.get("contrast-systems", "").split() or [self.cfg.baseline]
+        for n in names:
+            if n not in self.cfg.systems:
+                raise ConfigError(f"{self.cfg.path}: [tuning] contrast-systems: no system {n!r} "
+                                  f"(systems: {', '.join(self.cfg.systems)})")
+        runs = int(t.get("contrast-runs", 1))
+        if not 1 <= runs <= self.runs:
+            raise ConfigError(f"{self.cfg.path}: [tuning] contrast-runs = {runs}: expected 1 to runs = {self.runs}")
+        return bounds, names, runs
 
     def precision_check(self) -> tuple[str, str] | None:
         """([rnn] check-precision) the reduced precision whose table the +RNN system is tested
@@ -487,8 +550,10 @@ class Experiment:
                        {"features": sorted(feats), "cslm_mode": self.cslm_mode, "start": [start_rnn, start_cslm]},
                        isolated=False)
 
-    def tuned_path(self, sysname: str, k: int) -> str:
-        return os.path.join(self.d["tune"], slug(sysname), f"run{k}.json")
+    def tuned_path(self, sysname: str, k: int, bounds: str | None = None) -> str:
+        """Run k's tuning result; with ``bounds`` other than the config's, the contrast run's."""
+        d = self.d["tune"] if bounds in (None, self.bounds) else os.path.join(self.cfg.work, f"tune-bounds-{bounds}")
+        return os.path.join(d, slug(sysname), f"run{k}.json")
 
     def _decoder(self, sysname: str, feats: frozenset, set_name: str, sentences: list[str], precision: str = "fp32"):
         """The decoder of a system on a set: the built-in decoder, wrapped by the CSLM's n-best
@@ -510,9 +575,15 @@ class Experiment:
             w0 = np.append(w0, float(t.get("cslm-start-weight", 0.5)))
         return dec, groups, w0
 
-    def _tune_stage(self, sysname: str, feats: frozenset, k: int) -> P.Stage:
+    def _tune_stage(self, sysname: str, feats: frozenset, k: int, bounds: str | None = None) -> P.Stage:
+        """MERT run k of a system on the dev set; with ``bounds``, a contrast run with those bounds
+        instead of the config's (same seed and start, so that only the bounds differ)."""
         t = self.cfg.section("tuning")
         settings = {k2: t.get(k2) for k2 in ("nbest", "max-iter", "restarts", "bounds", "stack-size", "pop-limit")}
+        contrast = bounds is not None and bounds != self.bounds
+        bounds = bounds or self.bounds
+        if contrast:
+            settings["bounds"] = bounds
         start = t.get("start", "perturbed")
         if start not in ("perturbed", "defaults"):
             raise ConfigError(f"{self.cfg.path}: [tuning] start = {start!r}: expected perturbed or defaults")
@@ -523,11 +594,12 @@ class Experiment:
         if normalize != "none":  # recorded only when set: stages tuned before the option existed stay done
             settings["normalize"] = normalize
         seed = self.seed * 1000 + k
-        out = self.tuned_path(sysname, k)
+        out = self.tuned_path(sysname, k, bounds)
         files = self.set_files("dev", self.cfg.dev, "", "")
         ins = [self.system_ini(sysname, "dev")] + ([os.path.join(self.d["cslm"], "best.pt")] if "cslm" in feats else [])
 
-        st = P.Stage(f"tune-{slug(sysname)}-{k}", ins, [out], None, dict(settings, seed=seed))
+        st = P.Stage(f"tune-{slug(sysname)}-{k}" + (f"-{bounds}-bounds" if contrast else ""), ins, [out], None,
+                     dict(settings, seed=seed))
 
         def run():
             from moses_integration.mert import default_ranges, tune
@@ -542,7 +614,7 @@ class Experiment:
                 tunable[a + 5] = False
             if start == "perturbed":
                 w0 = perturbed_start(w0, tunable, seed)
-            if self.bounds == "positive":
+            if bounds == "positive":
                 lower, upper = default_ranges(groups)
             else:  # Moses's mert: no bounds unless --positive is given
                 lower, upper = np.full(len(w0), -math.inf), np.full(len(w0), math.inf)
@@ -561,8 +633,94 @@ class Experiment:
                 json.dump({"system": sysname, "run": k, "seed": seed, "weights": weights,
                            "start": start, "start_weights": [float(v) for v in w0],
                            "dev_bleu": best["dev_bleu"], "iterations": len(res.history),
-                           "bounds": self.bounds, "history": res.history}, f, indent=1)
+                           "bounds": bounds, "history": res.history}, f, indent=1)
             return {"dev_bleu": round(best["dev_bleu"], 2), "iterations": len(res.history)}
+        st.run = run
+        return st
+
+    def release_paths(self) -> dict:
+        """Where the release goes, in the report's directory: the networks, their vocabularies, and
+        each system's tuned moses.ini per run."""
+        rel = self.cfg.report
+        return {"models": os.path.join(rel, "models"), "moses": os.path.join(rel, "moses")}
+
+    def released_ini(self, sysname: str, k: int) -> str:
+        return os.path.join(self.release_paths()["moses"], slug(sysname), f"run{k}.ini")
+
+    def _release_stage(self, vocab_dir: str | None, rnn: str | None, cslm: bool) -> P.Stage:
+        """What a test set added elsewhere needs without retraining or retuning: the RNN and the
+        CSLM with their weights in fp16 and no trainer state (``export_checkpoint``), the
+        shortlists, and every run's tuned moses.ini.  The inis name their files by base name
+        (``phrase-table.rnn.gz``: the set's table filtered and scored with ``models/rnn.pt``),
+        to be pointed at a set's own files with ``rescorer ini set-table`` or by hand."""
+        paths = self.release_paths()
+        nets = ([("rnn", rnn)] if rnn else []) + ([("cslm", os.path.join(self.d["cslm"], "best.pt"))] if cslm else [])
+        vocabs = [os.path.join(vocab_dir, f"{side}.vocab") for side in ("source", "target")] if vocab_dir else []
+        runs = [(n, k) for n in self.cfg.systems for k in range(1, self.runs + 1)]
+        tuned = [self.tuned_path(n, k) for n, k in runs]
+        inis = [self.system_ini(n, "dev") for n in self.cfg.systems]
+        outs = ([os.path.join(paths["models"], f"{name}.pt") for name, _ in nets]
+                + [os.path.join(paths["models"], os.path.basename(v)) for v in vocabs]
+                + [self.released_ini(n, k) for n, k in runs])
+        st = P.Stage("release", [p for _, p in nets] + vocabs + inis + tuned, outs, None,
+                     {"dtype": "float16", "cslm_mode": self.cslm_mode}, compare={p: tuned_weights for p in tuned},
+                     isolated=False)
+
+        def run():
+            from rescorer.checkpoint import export_checkpoint
+            info = {}
+            os.makedirs(paths["models"], exist_ok=True)
+            for name, src in nets:
+                x = export_checkpoint(src, os.path.join(paths["models"], f"{name}.pt"))
+                info[f"{name}_mb"] = x["size_mb"]
+            for v in vocabs:
+                with open(v, "rb") as f, atomic_write(os.path.join(paths["models"], os.path.basename(v)), "wb") as g:
+                    shutil.copyfileobj(f, g)
+            n_dev = len(read_lines(self.set_files("dev", self.cfg.dev, "", "")["source"]))
+            for n, k in runs:
+                feats = self.cfg.systems[n]
+                with open(self.tuned_path(n, k)) as f:
+                    t = json.load(f)
+                x = MosesIni.read(self.system_ini(n, "dev"))
+                x.set_weights({g: w for g, w in t["weights"].items() if g in x.weights()})
+                for feature, key in (("TranslationModel0", "path"), ("LexicalReordering0", "path"), ("LM0", "path")):
+                    x.set_feature_arg(feature, key, os.path.basename(x.feature(feature).get(key)))
+                if "CSLM0" in x.weights():
+                    x.set_feature_arg("CSLM0", "path", "cslm.pt")
+                head = [f"# {n}, MERT run {k} (seed {t['seed']}, bounds: {t['bounds']}): dev BLEU {t['dev_bleu']:.2f} "
+                        f"(MERT's, tokenised) on {n_dev} sentences.",
+                        "# Files by base name: point them at a test set's tables and the LM (rescorer ini set-table "
+                        "for the phrase table)."]
+                if "rnn" in feats:
+                    head.append("# phrase-table.rnn.gz: the filtered table scored by `rescorer score --model rnn.pt "
+                                "--unk-count` (columns 5 and 6: the RNN and the WP feature).")
+                if "cslm" in feats and self.cslm_mode == "nbest":
+                    head.append(f"# CSLM0= {t['weights']['CSLM0'][0]:.6g}: the CSLM re-ranks the "
+                                f"{self.cfg.get('cslm', 'nbest', '100')}-best list (rescorer cslm-rescore "
+                                "--model cslm.pt), with this weight; it is not a feature of the search.")
+                os.makedirs(os.path.dirname(self.released_ini(n, k)), exist_ok=True)
+                with atomic_write(self.released_ini(n, k), "w") as f:
+                    f.write("\n".join(head) + "\n" + x.text())
+            return info
+        st.run = run
+        return st
+
+    def correlation_path(self) -> str:
+        return os.path.join(self.d["sets"], "dev", "rnn-vs-table.json")
+
+    def _correlation_stage(self, f: dict) -> P.Stage:
+        """How the RNN score relates to the table's own scores on the dev set's scored table
+        (``table_correlations``): does it bring the decoder something the counts do not?"""
+        out = self.correlation_path()
+        st = P.Stage("rnn-vs-table-dev", [f["scored"]], [out], None)
+
+        def run():
+            from moses_integration.phrase_tables import read_columns, source_spans
+            src, tgt, scores = read_columns(f["scored"], source_spans(read_lines(f["source"])), 6, self.progress)
+            c = table_correlations(src, scores)
+            with atomic_write(out, "w") as fh:
+                json.dump(c, fh, indent=1)
+            return {"pairs": c["pairs"], "spearman_direct": round(c["columns"]["p(target|source)"]["spearman"], 3)}
         st.run = run
         return st
 

@@ -108,6 +108,44 @@ def _precision_check(exp, precision: str, sysname: str, lang: str) -> dict:
     return out
 
 
+def _negative(weights: dict) -> list[str]:
+    """The log-probability weights (all but the penalties') below 0, as ``name[i]``."""
+    from moses_integration.mert import default_ranges
+    groups = [(name, len(w), True) for name, w in weights.items()]
+    lower, _ = default_ranges(groups)
+    names = [f"{name}[{i}]" for name, w in weights.items() for i in range(len(w))]
+    flat = [v for w in weights.values() for v in w]
+    return [n for n, v, lo in zip(names, flat, lower) if lo == 0 and v < 0]
+
+
+def _contrast(exp, bounds: str, systems: list[str], runs: int) -> dict:
+    """The contrast runs (other bounds, dev set only) beside the runs of the same seed."""
+    out = {"bounds": exp.bounds, "other": bounds, "systems": {}}
+    for sysname in systems:
+        rows = []
+        for k in range(1, runs + 1):
+            for b in (exp.bounds, bounds):
+                with open(exp.tuned_path(sysname, k, b)) as f:
+                    t = json.load(f)
+                rows.append({"run": k, "bounds": b, "seed": t["seed"], "dev_bleu": t["dev_bleu"],
+                             "dev_bleu_per_iteration": [h["dev_bleu"] for h in t["history"]],
+                             "negative_log_prob_weights": _negative(t["weights"]),
+                             "word_penalty": t["weights"].get("WordPenalty0", [None])[0]})
+        out["systems"][sysname] = rows
+    return out
+
+
+def _release(exp) -> dict:
+    """What the release holds (the files the release stage wrote), with sizes."""
+    out = {}
+    for kind, d in exp.release_paths().items():
+        if os.path.isdir(d):
+            out[kind] = {os.path.relpath(os.path.join(root, f), exp.cfg.report):
+                         round(os.path.getsize(os.path.join(root, f)) / 2**20, 2)
+                         for root, _, files in os.walk(d) for f in sorted(files)}
+    return out
+
+
 def write_report(exp, records: list[dict]) -> dict:
     cfg = exp.cfg
     lang = cfg.get("system", "target-language", "fr")
@@ -170,6 +208,13 @@ def write_report(exp, records: list[dict]) -> dict:
     check = exp.precision_check()
     if check:
         results["precision_check"] = _precision_check(exp, *check, lang)
+    if os.path.exists(exp.correlation_path()):
+        with open(exp.correlation_path()) as f:
+            results["rnn_vs_table"] = json.load(f)
+    contrast = exp.contrast()
+    if contrast:
+        results["contrast_bounds"] = _contrast(exp, *contrast)
+    results["release"] = _release(exp)
     if exp.cslm_modes_system() and os.path.exists(exp.modes_path()):
         with open(exp.modes_path()) as f:
             results["cslm_modes"] = json.load(f)
@@ -313,6 +358,35 @@ def markdown(r: dict, cfg) -> str:
         for k, w in enumerate(runs, 1):
             path = w.get("dev_bleu_per_iteration") or []
             L.append(f"| {s} | {k} | {' → '.join(f'{b:.2f}' for b in path)} | {w['dev_bleu']:.2f} |")
+    if "contrast_bounds" in r:
+        cb = r["contrast_bounds"]
+        title = {"moses": "no bounds (Moses's `mert`)", "positive": "log-probability weights >= 0"}
+        L += ["", "### What the bounds change, on the dev set", "",
+              f"The runs below were tuned a second time with {title[cb['other']]} instead of {title[cb['bounds']]}, "
+              "from the same start and seed; only the dev set is decoded with their weights (the test sets are "
+              f"decoded with the runs tuned with {title[cb['bounds']]} only).", "",
+              "| system | run | bounds | dev BLEU per iteration | best | log-probability weights < 0 | WordPenalty |",
+              "|---|---|---|---|---|---|---|"]
+        for s, rows in cb["systems"].items():
+            for x in rows:
+                neg = x["negative_log_prob_weights"]
+                L.append(f"| {s} | {x['run']} | {x['bounds']} | {' → '.join(f'{b:.2f}' for b in x['dev_bleu_per_iteration'])} "
+                         f"| {x['dev_bleu']:.2f} | {len(neg)}{': ' + ', '.join(neg) if neg else ''} | "
+                         f"{_f(x['word_penalty'], '{:.3f}')} |")
+    if "rnn_vs_table" in r:
+        c = r["rnn_vs_table"]
+        L += ["", "## Does the RNN score repeat the phrase table's?", "",
+              f"On the dev set's scored table ({c['pairs']:,} phrase pairs, {c['sources']:,} source phrases): the "
+              "correlation of the RNN's log p(target|source) with the log of each of the table's four scores (as the "
+              "decoder reads them), over all pairs and within each source phrase's candidate targets "
+              f"(Spearman, averaged over the {c['sources_with_enough_targets']:,} sources with at least "
+              f"{c['min_targets']} targets). The paper's point is that the RNN, trained on the unique pairs "
+              "without their counts, scores the linguistic regularity of a pair rather than its frequency: a "
+              "correlation near 1 would mean the feature only repeats the table.", "",
+              "| table score | Pearson | Spearman | Spearman within a source's targets |", "|---|---|---|---|"]
+        for name, x in c["columns"].items():
+            L.append(f"| {name.replace('|', chr(92) + '|')} | {x['pearson']:.3f} | {x['spearman']:.3f} | "
+                     f"{_f(x['spearman_within_source'], '{:.3f}')} |")
     if "precision_check" in r:
         pc = r["precision_check"]
         q = pc["precision"]
@@ -340,6 +414,24 @@ def markdown(r: dict, cfg) -> str:
             m = cm[mode]
             L.append(f"| {title} | {m['dev_bleu']:.2f} | {_t(m['decode_seconds'])} | {_t(m['load_seconds'])} |")
         L += ["", f"The systems above use the CSLM by {'n-best rescoring' if r['cslm_mode'] == 'nbest' else 'the search'}."]
+    rel = r.get("release") or {}
+    if rel:
+        L += ["", "## Released with this report", "",
+              "To translate another test set without retraining or retuning: score the system's phrase table "
+              "(or one filtered to the test set, as Moses's `filter-model-given-input.pl` makes) with "
+              "`rescorer score --model models/rnn.pt --unk-count`, point a run's ini at it with "
+              "`rescorer ini set-table` and at the reordering table and LM by hand, and decode with "
+              "`rescorer decode` (which reads only the table lines its input needs) or Moses. In the work "
+              "directory of the run, `reproduce.py --add-test` does all of it.", "",
+              "| files | MB |", "|---|---|"]
+        for path, mb in sorted((rel.get("models") or {}).items()):
+            L.append(f"| [{path}]({path}) | {mb:.2f} |")
+        inis: dict[str, list[str]] = {}
+        for path in sorted((rel.get("moses") or {})):
+            inis.setdefault(os.path.dirname(path), []).append(path)
+        for d, paths in inis.items():
+            L.append(f"| {d}/: " + ", ".join(f"[{os.path.basename(p)}]({p})" for p in paths)
+                     + f" | {sum(rel['moses'][p] for p in paths):.2f} |")
     L += ["", "## The networks", ""]
     for name, title in (("rnn", "RNN Encoder–Decoder"), ("cslm", "CSLM")):
         x = r[name]

@@ -111,3 +111,28 @@ def load_cslm_checkpoint(path: str | os.PathLike, device: str | torch.device = "
         raise CheckpointError(f"{name}: weights do not fit the configuration: {e}") from None
     payload["model"], payload["config"], payload["vocab"] = model.to(device), cfg, vocab
     return payload
+
+
+def export_checkpoint(path: str | os.PathLike, out: str | os.PathLike, dtype: torch.dtype = torch.float16) -> dict:
+    """A copy of a checkpoint (RNN Encoder-Decoder or CSLM) to publish: its floating-point weights
+    stored in ``dtype`` and no trainer state (optimizer moments, history), so it can score and
+    generate but not resume training.  The loaders widen the weights back to float32 (the
+    networks always compute in float32).  Returns the number of parameters and the file's size."""
+    name = os.fspath(path)
+    payload = None
+    for fmt, what in ((FORMAT, "RNN Encoder-Decoder"), (CSLM_FORMAT, "CSLM")):
+        try:
+            payload = _read(name, fmt, what)
+            break
+        except CheckpointError as e:
+            if "no such model file" in str(e) or "not a readable" in str(e):
+                raise
+    if payload is None:
+        raise CheckpointError(f"{name}: neither an RNN Encoder-Decoder nor a CSLM checkpoint")
+    payload["model"] = {k: v.to(dtype) if v.is_floating_point() else v for k, v in payload["model"].items()}
+    payload["trainer"] = None
+    with atomic_write(out, "wb") as f:
+        torch.save(payload, f)
+    return {"parameters": sum(v.numel() for v in payload["model"].values()),
+            "size_mb": round(os.path.getsize(out) / 2**20, 1)}
+

@@ -196,6 +196,92 @@ def test_kill_9_during_mert_then_resume_gives_the_same_report(small_run):
     assert json.loads(json.dumps(res["tests"])) == before["tests"]
 
 
+def test_release_holds_the_networks_in_fp16_and_every_tuned_ini(small_run):
+    import torch
+    from moses_integration.moses_ini import MosesIni
+    from rescorer.checkpoint import load_checkpoint, load_cslm_checkpoint
+    work, r = small_run
+    rel = work / "report"
+    for name, load in (("rnn", load_checkpoint), ("cslm", load_cslm_checkpoint)):
+        raw = torch.load(rel / "models" / f"{name}.pt", weights_only=False)
+        assert raw["trainer"] is None and all(v.dtype == torch.float16 for v in raw["model"].values()
+                                              if v.is_floating_point())
+        load(rel / "models" / f"{name}.pt")  # loads as a float32 network
+    full = load_checkpoint(work / "rnn" / "run" / "best.pt")
+    half = load_checkpoint(rel / "models" / "rnn.pt")
+    assert half["src_vocab"] == full["src_vocab"] and half["tgt_vocab"] == full["tgt_vocab"]
+    for side in ("source", "target"):
+        assert (rel / "models" / f"{side}.vocab").read_bytes() == (work / "rnn" / "vocab" / f"{side}.vocab").read_bytes()
+    for s, runs in r["weights"].items():
+        slug = {"Baseline": "baseline", "+RNN": "rnn", "+CSLM": "cslm", "+CSLM+RNN": "cslm_rnn",
+                "+CSLM+RNN+WP": "cslm_rnn_wp"}[s]
+        for k in (1, 2):
+            tuned = json.loads((work / "tune" / slug / f"run{k}.json").read_text())["weights"]
+            ini = MosesIni.read(rel / "moses" / slug / f"run{k}.ini")
+            assert set(ini.weights()) == set(tuned) - {"CSLM0"}
+            for g, w in ini.weights().items():
+                assert w == pytest.approx(tuned[g], abs=1e-6)
+            paths = {f.name: f.get("path") for f in ini.features() if f.get("path")}
+            assert paths["TranslationModel0"] == ("phrase-table.rnn.gz" if "RNN" in s else "phrase-table.gz")
+            assert all("/" not in p for p in paths.values())  # base names, to be pointed at a set's files
+            text = (rel / "moses" / slug / f"run{k}.ini").read_text()
+            assert text.startswith(f"# {s}, MERT run {k} (seed ") and ("CSLM0=" in text) == ("CSLM" in s)
+    md = (rel / "results.md").read_text()
+    assert "## Released with this report" in md and "(models/rnn.pt)" in md and "[run2.ini](moses/cslm_rnn/run2.ini)" in md
+    assert set(r["release"]["models"]) == {"models/rnn.pt", "models/cslm.pt", "models/source.vocab",
+                                           "models/target.vocab"}
+
+
+def test_contrast_runs_show_on_the_dev_set_what_the_bounds_change(small_run):
+    work, r = small_run
+    cb = r["contrast_bounds"]
+    assert cb["bounds"] == "moses" and cb["other"] == "positive" and list(cb["systems"]) == ["+CSLM+RNN"]
+    rows = cb["systems"]["+CSLM+RNN"]
+    assert [(x["run"], x["bounds"]) for x in rows] == [(1, "moses"), (1, "positive")]
+    assert rows[0]["seed"] == rows[1]["seed"]
+    bounded = json.loads((work / "tune-bounds-positive" / "cslm_rnn" / "run1.json").read_text())
+    assert bounded["bounds"] == "positive" and rows[1]["dev_bleu"] == bounded["dev_bleu"]
+    assert bounded["start_weights"] == json.loads((work / "tune" / "cslm_rnn" / "run1.json").read_text())["start_weights"]
+    assert rows[1]["negative_log_prob_weights"] == []  # the bounds hold
+    assert all(len(x["dev_bleu_per_iteration"]) == 3 for x in rows)  # 2 iterations and the last decode
+    assert "### What the bounds change, on the dev set" in (work / "report" / "results.md").read_text()
+    assert "tune-cslm_rnn-1-positive-bounds" in _stages(work)
+
+
+def test_rnn_against_the_table_is_computed_on_the_dev_table(small_run):
+    import gzip
+    work, r = small_run
+    c = r["rnn_vs_table"]
+    with gzip.open(work / "sets" / "dev" / "phrase-table.rnn.gz", "rt") as f:
+        lines = f.read().splitlines()
+    assert c["pairs"] == len(lines) and c["sources"] == len({x.split(" ||| ")[0] for x in lines})
+    assert set(c["columns"]) == {"p(source|target)", "lex(source|target)", "p(target|source)", "lex(target|source)"}
+    assert all(-1 <= x["pearson"] <= 1 and -1 <= x["spearman"] <= 1 for x in c["columns"].values())
+    assert "## Does the RNN score repeat the phrase table's?" in (work / "report" / "results.md").read_text()
+
+
+def test_table_correlations_against_a_direct_computation():
+    import math
+    import numpy as np
+    from reproduce import table_correlations
+    rng = np.random.default_rng(0)
+    sources = ["a"] * 6 + ["b"] * 5 + ["c"] * 2
+    scores = rng.uniform(0.01, 1.0, size=(13, 6))
+    scores[3, 2] = 0.0  # Moses reads a 0 as ln -> -100
+    c = table_correlations(sources, scores, min_targets=5)
+    logs = np.log(np.where(scores > 0, scores, math.exp(-100)))
+    assert c["pairs"] == 13 and c["sources"] == 3 and c["sources_with_enough_targets"] == 2
+    for j, name in enumerate(["p(source|target)", "lex(source|target)", "p(target|source)", "lex(target|source)"]):
+        x = c["columns"][name]
+        assert x["pearson"] == pytest.approx(np.corrcoef(logs[:, j], logs[:, 4])[0, 1])
+
+        def ranks(v):
+            return np.argsort(np.argsort(v))  # no ties in uniform draws
+        assert x["spearman"] == pytest.approx(np.corrcoef(ranks(logs[:, j]), ranks(logs[:, 4]))[0, 1])
+        within = [np.corrcoef(ranks(logs[g, j]), ranks(logs[g, 4]))[0, 1] for g in (slice(0, 6), slice(6, 11))]
+        assert x["spearman_within_source"] == pytest.approx(np.mean(within))
+
+
 def test_score_differences_reads_the_column_as_moses_and_names_a_short_table(tmp_path):
     import gzip
     import math
