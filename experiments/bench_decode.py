@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from moses_integration import pipeline  # noqa: E402
 from moses_integration.moses_ini import MosesIni  # noqa: E402
 from moses_integration.nbest import group_by_sentence, read_nbest  # noqa: E402
 from moses_integration.phrase_tables import filter_table  # noqa: E402
@@ -45,11 +45,11 @@ SHARED_MOSES = os.path.join(HERE, "..", "..", "shared", "tools", "moses", "moses
 
 
 def tool(name: str) -> str:
-    here = os.path.join(os.path.dirname(sys.executable), name)
-    path = here if os.access(here, os.X_OK) else shutil.which(name)
-    if not path:
-        sys.exit(f"{name} not found: run 'make setup'")
-    return path
+    """A KenLM program installed by ``make setup``; exits with its message when it is not there."""
+    try:
+        return pipeline.tool(name)
+    except FileNotFoundError as e:
+        sys.exit(str(e))
 
 
 def build_system(a: argparse.Namespace) -> tuple[str, list[str]]:

@@ -14,10 +14,16 @@ kill -9 (training, scoring and MERT continue where they stopped):
   vocab, rnn    15k shortlists; the RNN Encoder-Decoder trained on the unique pairs of the table
   score-SET     every filtered table scored: + exp(log p(e|f)) and exp(-#words outside the
                 shortlists) (the WP feature)
-  cslm          the CSLM trained on the LM's text (never on tuning or test references)
+  rnn-vs-table-dev  the RNN score's correlation with the table's four scores on the dev table
   ini-SYSTEM    moses.ini of each system
   tune-SYSTEM-K MERT run K of each system, its own seed
   test-SET-SYSTEM  every run's weights decode every test set
+                (the systems without the CSLM are tuned and tested first, with the int8 check)
+  cslm          the CSLM trained on the LM's text (never on tuning or test references); then
+                the systems with the CSLM are tuned and tested
+  release       the networks (fp16), shortlists and every tuned moses.ini, beside the report
+  cslm-modes-dev    the CSLM by n-best rescoring and in the search, on the dev set
+  tune-SYSTEM-K-BOUNDS-bounds  contrast runs with the other MERT bounds (dev set only)
   report        results.md, results.json, results.png: BLEU per run, mean and s.d., difference
                 to the baseline, sacrebleu's paired approximate randomization per run, MultEval's
                 s_opt, s_sel and one p-value over all runs, tuned weights, perplexities, stage
@@ -338,34 +344,38 @@ class Experiment:
             for name in sets:
                 stages.append(self._score_stage(name, files[name], os.path.join(run_dir, "best.pt")))
             stages.append(self._correlation_stage(files["dev"]))
-        if need_cslm:
-            stages.append(self._cslm_stage(vocab_dir, lm))
         for sysname, feats in cfg.systems.items():
             for name in sets:
                 stages.append(self._ini_stage(sysname, feats, ini, name, files[name], lm))
-        for sysname, feats in cfg.systems.items():
-            for k in range(1, self.runs + 1):
-                stages.append(self._tune_stage(sysname, feats, k))
+        # the systems without the CSLM are tuned and tested before the CSLM is trained, so that
+        # Baseline against +RNN, what the experiment is first about, comes hours earlier
+        for with_cslm in (False, True):
+            group = {n: f for n, f in cfg.systems.items() if ("cslm" in f) == with_cslm}
+            if with_cslm and need_cslm:
+                stages.append(self._cslm_stage(vocab_dir, lm))
+            for sysname, feats in group.items():
+                for k in range(1, self.runs + 1):
+                    stages.append(self._tune_stage(sysname, feats, k))
+            for name, s in sets.items():
+                if s["kind"] == "test":
+                    for sysname, feats in group.items():
+                        stages.append(self._test_stage(name, s, sysname, feats))
+            check = self.precision_check()
+            if check and not with_cslm:
+                precision, sysname = check
+                feats = cfg.systems[sysname]
+                for name, s in sets.items():
+                    if s["kind"] == "test":
+                        f = dict(files[name], scored=self.scored_path(files[name], precision))
+                        stages.append(self._score_stage(name, f, os.path.join(run_dir, "best.pt"), precision,
+                                                        reference=files[name]["scored"]))
+                        stages.append(self._ini_stage(sysname, feats, ini, name, f, lm, precision))
+                        stages.append(self._test_stage(name, s, sysname, feats, precision))
         stages.append(self._release_stage(vocab_dir if need_rnn or need_cslm else None,
                                           os.path.join(run_dir, "best.pt") if need_rnn else None, need_cslm))
         modes = self.cslm_modes_system()
         if modes:
             stages.append(self._modes_stage(modes, cfg.systems[modes]))
-        for name, s in sets.items():
-            if s["kind"] == "test":
-                for sysname, feats in cfg.systems.items():
-                    stages.append(self._test_stage(name, s, sysname, feats))
-        check = self.precision_check()
-        if check:
-            precision, sysname = check
-            feats = cfg.systems[sysname]
-            for name, s in sets.items():
-                if s["kind"] == "test":
-                    f = dict(files[name], scored=self.scored_path(files[name], precision))
-                    stages.append(self._score_stage(name, f, os.path.join(run_dir, "best.pt"), precision,
-                                                    reference=files[name]["scored"]))
-                    stages.append(self._ini_stage(sysname, feats, ini, name, f, lm, precision))
-                    stages.append(self._test_stage(name, s, sysname, feats, precision))
         contrast = self.contrast()
         if contrast:
             bounds, names, runs = contrast
