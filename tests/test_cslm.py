@@ -184,8 +184,9 @@ def test_bad_text_names_file_and_line(tmp_path, caplog):
 
 @pytest.mark.slow
 def test_small_cslm_on_french_text_against_kenlm(tmp_path):
-    """A small CSLM trained for two minutes on 40,000 lines of the shared French text, against
-    KenLM's modified Kneser-Ney model of the same order on the same lines, both over the whole
+    """A small CSLM trained for 2,000 updates on 40,000 lines of the shared French text (about two
+    minutes on an idle machine; a budget in updates, not minutes, so that a loaded machine trains it
+    as far), against KenLM's modified Kneser-Ney model of the same order on the same lines, both over the whole
     vocabulary on 500 held-out lines of the same file.  It falls short of KenLM (the printed
     ratio; see the README), as Schwenk's CSLMs do before long training."""
     import shutil
@@ -216,7 +217,7 @@ def test_small_cslm_on_french_text_against_kenlm(tmp_path):
     assert main(["cslm-train", "-q", "--text", str(tmp_path / "train.fr.gz"), "--shortlist", "5000",
                  "--order", str(order), "--embed", "64", "--hidden", "256", "256", "--optimizer", "adam",
                  "--lr", "3e-3", "--batch-size", "128", "--valid-every", "300", "--valid-fraction", "0.01",
-                 "--max-minutes", "2",
+                 "--max-updates", "2000",
                  "--out", str(tmp_path / "run"), "--device", "cpu"]) == 0
     ck = load_cslm_checkpoint(tmp_path / "run" / "best.pt")
     scorer = CSLMScorer(ck["model"], ck["vocab"], OutOfShortlist(ck["oos_counts"]))
@@ -228,7 +229,7 @@ def test_small_cslm_on_french_text_against_kenlm(tmp_path):
           f"{summary['best_valid_ppl']:.1f} vs unigram {summary['baseline_ppl']:.1f}; {summary['updates']} updates")
     assert counts.sum() > 500000
     assert summary["best_valid_ppl"] < 0.5 * summary["baseline_ppl"]   # it learned far more than unigrams
-    # two CPU minutes do not beat Kneser-Ney on this data (README: by how much); a sanity bound
+    # 2,000 updates do not beat Kneser-Ney on this data; a sanity bound
     assert cslm_ppl < 4.0 * kenlm_ppl
 
 
