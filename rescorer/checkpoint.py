@@ -21,16 +21,16 @@ class CheckpointError(ValueError):
     pass
 
 
-def _read(name: str, fmt: str, what: str) -> dict:
-    """The payload of a checkpoint file, checked to be of format ``fmt``."""
+def _read(name: str, fmt: str | tuple[str, ...], wrong_format: str) -> dict:
+    """The payload of a checkpoint file, checked to be of format ``fmt`` (or one of them)."""
     if not os.path.exists(name):
         raise CheckpointError(f"{name}: no such model file")
     try:
         payload = torch.load(name, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds
         raise CheckpointError(f"{name}: not a readable checkpoint ({e})") from None
-    if not isinstance(payload, dict) or payload.get("format") != fmt:
-        raise CheckpointError(f"{name}: not a phrase-rescorer {what} checkpoint")
+    if not isinstance(payload, dict) or payload.get("format") not in ((fmt,) if isinstance(fmt, str) else fmt):
+        raise CheckpointError(f"{name}: {wrong_format}")
     return payload
 
 
@@ -52,7 +52,7 @@ def save_checkpoint(path: str | os.PathLike, model: RNNEncoderDecoder, src_vocab
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and check a checkpoint; returns its fields with ``model`` built and on ``device``."""
     name = os.fspath(path)
-    payload = _read(name, FORMAT, "RNN Encoder-Decoder")
+    payload = _read(name, FORMAT, "not a phrase-rescorer RNN Encoder-Decoder checkpoint")
     cfg = ModelConfig(**payload["config"])
     src_vocab, tgt_vocab = Vocabulary(payload["src_vocab"]), Vocabulary(payload["tgt_vocab"])
     if (len(src_vocab), len(tgt_vocab)) != (cfg.src_vocab, cfg.tgt_vocab):
@@ -99,7 +99,7 @@ def save_cslm_checkpoint(path: str | os.PathLike, model, vocab: Vocabulary, oos_
 def load_cslm_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
     from .cslm import CSLM, CSLMConfig
     name = os.fspath(path)
-    payload = _read(name, CSLM_FORMAT, "CSLM")
+    payload = _read(name, CSLM_FORMAT, "not a phrase-rescorer CSLM checkpoint")
     cfg = CSLMConfig.from_dict(payload["config"])
     vocab = Vocabulary(payload["vocab"])
     if len(vocab) != cfg.vocab:
@@ -119,16 +119,7 @@ def export_checkpoint(path: str | os.PathLike, out: str | os.PathLike, dtype: to
     generate but not resume training.  The loaders widen the weights back to float32 (the
     networks always compute in float32).  Returns the number of parameters and the file's size."""
     name = os.fspath(path)
-    payload = None
-    for fmt, what in ((FORMAT, "RNN Encoder-Decoder"), (CSLM_FORMAT, "CSLM")):
-        try:
-            payload = _read(name, fmt, what)
-            break
-        except CheckpointError as e:
-            if "no such model file" in str(e) or "not a readable" in str(e):
-                raise
-    if payload is None:
-        raise CheckpointError(f"{name}: neither an RNN Encoder-Decoder nor a CSLM checkpoint")
+    payload = _read(name, (FORMAT, CSLM_FORMAT), "neither an RNN Encoder-Decoder nor a CSLM checkpoint")
     payload["model"] = {k: v.to(dtype) if v.is_floating_point() else v for k, v in payload["model"].items()}
     payload["trainer"] = None
     with atomic_write(out, "wb") as f:
