@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from rescorer.model import ModelConfig, RNNEncoderDecoder  # noqa: E402
 from rescorer.phrase_table import iter_table  # noqa: E402
 from rescorer.score_table import score_table  # noqa: E402
-from rescorer.scorer import PhraseScorer  # noqa: E402
+from rescorer.scorer import PhraseScorer, difference_stats  # noqa: E402
 from rescorer.vocab import Vocabulary  # noqa: E402
 from bench_scale import cpu_features, cpu_name  # noqa: E402
 
@@ -191,12 +191,6 @@ def score_file(scorer: PhraseScorer, table: str, out: str) -> tuple[np.ndarray, 
     return np.log([float(line.split(b" ||| ")[2].split()[-1]) for line in gzip.open(out, "rb")]), dt
 
 
-def diff_stats(ref: np.ndarray, other: np.ndarray) -> dict:
-    d = np.abs(ref - other)
-    return {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean()),
-            "p99_abs_diff": float(np.quantile(d, 0.99)), "mean_abs_logp": float(np.abs(ref).mean())}
-
-
 def compare_precisions(name: str, table: str, model, sv, tv, precisions: list[str], tmp: str,
                        naive_pairs_s: float | None = None) -> dict:
     """fp32 against each reduced precision, same table, same run: speed and score differences."""
@@ -208,7 +202,7 @@ def compare_precisions(name: str, table: str, model, sv, tv, precisions: list[st
     say(f"  fp32 : {n / t_ref:8.1f} pairs/s")
     for p in precisions:
         got, dt = score_file(PhraseScorer(model, sv, tv, device="cpu", precision=p), table, out)
-        r = rows[p] = {"pairs_s": n / dt, "speed_vs_fp32": t_ref / dt, **diff_stats(ref, got)}
+        r = rows[p] = {"pairs_s": n / dt, "speed_vs_fp32": t_ref / dt, **difference_stats(ref, got)}
         if naive_pairs_s:
             r["speed_vs_naive"] = r["pairs_s"] / naive_pairs_s
         say(f"  {p:5}: {r['pairs_s']:8.1f} pairs/s  {r['speed_vs_fp32']:.2f}x fp32"

@@ -92,17 +92,16 @@ def score_differences(fp32_table: str, other_table: str, column: int = 4) -> dic
     decoder sees the column: max(ln x, -100), Moses's reading of a dense score."""
     from moses_integration.decoder import moses_log
     from rescorer.phrase_table import open_binary
-    diffs = []
+    from rescorer.scorer import difference_stats
+    exact, approx = [], []
     with open_binary(fp32_table) as a, open_binary(other_table) as b:
         for n, (x, y) in enumerate(itertools.zip_longest(a, b), 1):
             if x is None or y is None:
                 raise ValueError(f"{other_table if y is None else fp32_table}: ends at line {n - 1}, "
                                  f"but {fp32_table if y is None else other_table} goes on")
-            fx, fy = x.split(b" ||| ")[2].split(), y.split(b" ||| ")[2].split()
-            diffs.append(abs(moses_log(float(fx[column])) - moses_log(float(fy[column]))))
-    d = np.array(diffs)
-    return {"pairs": len(d), "max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean()),
-            "p99_abs_diff": float(np.quantile(d, 0.99))}
+            exact.append(moses_log(float(x.split(b" ||| ")[2].split()[column])))
+            approx.append(moses_log(float(y.split(b" ||| ")[2].split()[column])))
+    return {"pairs": len(exact), **difference_stats(np.array(exact), np.array(approx))}
 
 
 TABLE_COLUMNS = ("p(source|target)", "lex(source|target)", "p(target|source)", "lex(target|source)")
@@ -585,6 +584,12 @@ class Experiment:
             w0 = np.append(w0, float(t.get("cslm-start-weight", 0.5)))
         return dec, groups, w0
 
+    def tune_stage_name(self, sysname: str, k: int, bounds: str | None = None) -> str:
+        return f"tune-{slug(sysname)}-{k}" + (f"-{bounds}-bounds" if bounds and bounds != self.bounds else "")
+
+    def test_stage_name(self, set_name: str, sysname: str, precision: str = "fp32") -> str:
+        return variant(f"test-{slug(set_name)}-{slug(sysname)}", precision)
+
     def _tune_stage(self, sysname: str, feats: frozenset, k: int, bounds: str | None = None) -> P.Stage:
         """MERT run k of a system on the dev set; with ``bounds``, a contrast run with those bounds
         instead of the config's (same seed and start, so that only the bounds differ)."""
@@ -608,17 +613,16 @@ class Experiment:
         files = self.set_files("dev", self.cfg.dev, "", "")
         ins = [self.system_ini(sysname, "dev")] + ([os.path.join(self.d["cslm"], "best.pt")] if "cslm" in feats else [])
 
-        st = P.Stage(f"tune-{slug(sysname)}-{k}" + (f"-{bounds}-bounds" if contrast else ""), ins, [out], None,
-                     dict(settings, seed=seed))
+        st = P.Stage(self.tune_stage_name(sysname, k, bounds), ins, [out], None, dict(settings, seed=seed))
 
         def run():
-            from moses_integration.mert import default_ranges, tune
+            from moses_integration.mert import default_ranges, tunable_mask, tune
             src = read_lines(files["source"])
             refs = [r.split() for r in read_lines(self.cfg.dev["reference"], self.cfg.dev["lines"])]
             if len(refs) != len(src):
                 raise ValueError(f"{self.cfg.dev['reference']}: {len(refs)} references for {len(src)} sentences")
             dec, groups, w0 = self._decoder(sysname, feats, "dev", src)
-            tunable = np.concatenate([np.full(n, not name.startswith("UnknownWordPenalty")) for name, n, _ in groups])
+            tunable = tunable_mask(groups)
             if "rnn" in feats and "wp" not in feats:  # the WP column is there, with weight 0, untuned
                 a = sum(n for name, n, _ in groups[:[g[0] for g in groups].index("TranslationModel0")])
                 tunable[a + 5] = False
@@ -805,7 +809,7 @@ class Experiment:
         tuned = [self.tuned_path(sysname, k) for k in range(1, self.runs + 1)]
         n_rescore = int(self.cfg.get("cslm", "nbest", "100"))
 
-        st = P.Stage(variant(f"test-{slug(set_name)}-{slug(sysname)}", precision),
+        st = P.Stage(self.test_stage_name(set_name, sysname, precision),
                      [files["source"], self.system_ini(sysname, set_name, precision)] + tuned, outs, None,
                      {"rescore_nbest": n_rescore, "cslm_mode": self.cslm_mode},
                      compare={p: tuned_weights for p in tuned})
@@ -861,6 +865,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="a test set: tokenised source, raw reference, optionally its own filtered phrase and "
                          "reordering tables; kept for later runs (WORK/added-tests.json)")
     ap.add_argument("--force", action="store_true", help="run every stage again")
+    ap.add_argument("--report-only", action="store_true",
+                    help="run no stage: write the report from the stages done so far (an interim report "
+                         "while a run goes on, which lists what is still pending)")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     P.add_stage_arguments(ap)
     a = ap.parse_args(argv)
@@ -878,7 +885,9 @@ def main(argv: list[str] | None = None) -> dict:
             exp.add_test(*spec)
         if a.run_stage:  # one stage, in the process run_stages started for it
             return P.run_one_stage(exp.stages(), a)
-        records = exp.run(a.force)
+        if a.report_only and a.force:
+            raise ConfigError("--report-only runs no stage: it cannot be combined with --force")
+        records = P.stage_status(exp.stages(), cfg.work) if a.report_only else exp.run(a.force)
         from table1_report import write_report
         return write_report(exp, records)
     except (ValueError, OSError, RuntimeError) as e:  # our errors name the file and line

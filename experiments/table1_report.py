@@ -46,8 +46,9 @@ def machine() -> dict:
             "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def _perplexities(exp, tok_ref: str | None, span) -> dict:
-    """KenLM's and the CSLM's perplexity on a tokenised reference (every word and </s>)."""
+def _perplexities(exp, tok_ref: str | None, span, cslm_done: bool) -> dict:
+    """KenLM's and the CSLM's perplexity (once it is trained) on a tokenised reference (every
+    word and </s>)."""
     if not tok_ref:
         return {}
     from reproduce import read_lines
@@ -59,7 +60,7 @@ def _perplexities(exp, tok_ref: str | None, span) -> dict:
     lm = kenlm.Model(lm_path)
     out["kenlm"] = 10 ** (-sum(lm.score(" ".join(s), bos=True, eos=True) for s in sents) / n)
     cslm = os.path.join(exp.d["cslm"], "best.pt")
-    if os.path.exists(cslm):
+    if cslm_done and os.path.exists(cslm):
         from rescorer.checkpoint import load_cslm_checkpoint
         from rescorer.cslm import CSLMScorer, OutOfShortlist
         ck = load_cslm_checkpoint(cslm)
@@ -68,10 +69,10 @@ def _perplexities(exp, tok_ref: str | None, span) -> dict:
     return out
 
 
-def _neural_weights(exp) -> dict:
+def _neural_weights(exp, systems: list[str]) -> dict:
     """Each run's tuned weights of the neural features (and of the LM, for scale)."""
     out = {}
-    for sysname in exp.cfg.systems:
+    for sysname in systems:
         runs = []
         for k in range(1, exp.runs + 1):
             with open(exp.tuned_path(sysname, k)) as f:
@@ -147,16 +148,22 @@ def _release(exp) -> dict:
 
 
 def write_report(exp, records: list[dict]) -> dict:
+    """The report of the stages ``records`` says are done: all of them after a run; while a run
+    goes on (``reproduce.py --report-only``), the systems whose every tuning run is done, each test
+    set with the systems that decoded it, and the list of stages still pending."""
     cfg = exp.cfg
     lang = cfg.get("system", "target-language", "fr")
     base = cfg.baseline
+    done = {rec["stage"] for rec in records if not rec.get("pending")}
+    tuned = [s for s in cfg.systems if all(exp.tune_stage_name(s, k) in done for k in range(1, exp.runs + 1))]
     results = {"config": cfg.path,
                "machine": machine(), "systems": {n: sorted(f) for n, f in cfg.systems.items()},
                "runs": exp.runs, "bounds": exp.bounds, "cslm_mode": exp.cslm_mode,
                "rnn": {k: v for k, v in cfg.section("rnn").items()},
                "cslm": {k: v for k, v in cfg.section("cslm").items()},
                "tuning": {k: v for k, v in cfg.section("tuning").items()},
-               "tests": {}, "stages": records}
+               "tests": {}, "stages": records,
+               "pending": [rec["stage"] for rec in records if rec.get("pending")]}
     for name in ("rnn", "cslm"):
         p = os.path.join(exp.d[name], "run" if name == "rnn" else "", "summary.json")
         if os.path.exists(p):
@@ -179,17 +186,20 @@ def write_report(exp, records: list[dict]) -> dict:
             histories[name] = results[name]["curve"] = {
                 "updates": [u for u, _ in h["valid"]], "valid_ppl": [p for _, p in h["valid"]],
                 "minutes": h.get("valid_minutes")}
-    weights = _neural_weights(exp)
+    weights = _neural_weights(exp, tuned)
     results["weights"] = weights
     results["dev"] = {n: {"bleu": [r["dev_bleu"] for r in runs], "mean": float(np.mean([r["dev_bleu"] for r in runs])),
                           "sd": float(np.std([r["dev_bleu"] for r in runs], ddof=1)) if len(runs) > 1 else 0.0}
                       for n, runs in weights.items()}
     from reproduce import read_lines
     for tname, t in cfg.tests.items():
+        tested = [s for s in tuned if exp.test_stage_name(tname, s) in done]
+        if base not in tested:
+            continue
         refs = read_lines(t["reference"], t["lines"])
-        outs = {s: [_detok(exp.output_path(tname, s, k), lang) for k in range(1, exp.runs + 1)] for s in cfg.systems}
+        outs = {s: [_detok(exp.output_path(tname, s, k), lang) for k in range(1, exp.runs + 1)] for s in tested}
         per = {}
-        for s in cfg.systems:
+        for s in tested:
             d = describe_runs(outs[s], refs)
             if s != base:
                 tests = [paired_test(b, h, refs, "ar") for b, h in zip(outs[base], outs[s])]
@@ -199,20 +209,22 @@ def write_report(exp, records: list[dict]) -> dict:
                 d["p_value_all_runs"] = pooled["p_value"]
                 d["ar_signature"] = pooled["signature"]
             per[s] = d
-        for s in cfg.systems:
+        for s in tested:
             per[s]["delta"] = per[s]["mean"] - per[base]["mean"]
         from moses_integration.evaluate import corpus_bleu
         results["tests"][tname] = {"sentences": len(refs), "systems": per,
                                    "signature": corpus_bleu(outs[base][0], refs)[2],
-                                   "perplexity": _perplexities(exp, t.get("tokenised-reference"), t["lines"])}
+                                   "perplexity": _perplexities(exp, t.get("tokenised-reference"), t["lines"],
+                                                               "cslm" in done)}
     check = exp.precision_check()
-    if check:
+    if check and all(exp.test_stage_name(t, check[1], s) in done for t in cfg.tests for s in ("fp32", check[0])):
         results["precision_check"] = _precision_check(exp, *check, lang)
     if os.path.exists(exp.correlation_path()):
         with open(exp.correlation_path()) as f:
             results["rnn_vs_table"] = json.load(f)
     contrast = exp.contrast()
-    if contrast:
+    if contrast and all(exp.tune_stage_name(s, k, b) in done for b in (exp.bounds, contrast[0])
+                        for s in contrast[1] for k in range(1, contrast[2] + 1)):
         results["contrast_bounds"] = _contrast(exp, *contrast)
     results["release"] = _release(exp)
     if exp.cslm_modes_system() and os.path.exists(exp.modes_path()):
@@ -221,7 +233,8 @@ def write_report(exp, records: list[dict]) -> dict:
     os.makedirs(cfg.report, exist_ok=True)
     with atomic_write(os.path.join(cfg.report, "results.json"), "w") as f:
         json.dump(results, f, indent=1, default=str)
-    plot(results, os.path.join(cfg.report, "results.png"))
+    if results["dev"]:
+        plot(results, os.path.join(cfg.report, "results.png"))
     if histories:
         plot_training(results, os.path.join(cfg.report, "networks.png"))
     with atomic_write(os.path.join(cfg.report, "results.md"), "w") as f:
@@ -300,6 +313,14 @@ def markdown(r: dict, cfg) -> str:
     m = r["machine"]
     L += [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, GPU: {m['gpu'] or 'none'}; "
           f"Python {m['python']}, torch {m['torch']}.", ""]
+    if r["pending"]:
+        started = [rec["stage"] for rec in r["stages"] if rec.get("started")]
+        missing = [s for s in r["systems"] if s not in r["dev"]]
+        L += [f"**Interim report** (`--report-only`), written while the run goes on: {len(r['pending'])} of "
+              f"{len(r['stages'])} stages are not done yet"
+              + (f" ({', '.join(started)} begun)" if started else "")
+              + (f"; not yet tuned and tested: {', '.join(missing)}" if missing else "")
+              + ". Every number below comes from finished stages and stays as it is in the final report.", ""]
     for tname, t in r["tests"].items():
         L += [f"## Test set {tname} ({t['sentences']} sentences)", "",
               f"BLEU: `{t['signature']}` on detruecased, detokenised output. "
@@ -325,14 +346,14 @@ def markdown(r: dict, cfg) -> str:
                       "spreads the probability of its [UNK] class over the words outside its shortlist; KenLM "
                       "gives every unknown word its <unk> probability)."]
         L.append("")
-    L += ["![BLEU per system](results.png)", "",
+    L += (["![BLEU per system](results.png)", ""] if r["dev"] else []) + [
           "## The paper's Table 1 beside it", "",
           "| system | paper dev | paper test | here: dev (MERT) | " + " | ".join(f"here: {n}" for n in r["tests"]) + " |",
           "|---|---|---|---|" + "---|" * len(r["tests"])]
-    for s, feats in r["systems"].items():
-        paper = PAPER.get(PAPER_OF.get(frozenset(feats), ""), (None, None))
+    for s in r["dev"]:
+        paper = PAPER.get(PAPER_OF.get(frozenset(r["systems"][s]), ""), (None, None))
         L.append(f"| {s} | {_f(paper[0])} | {_f(paper[1])} | {r['dev'][s]['mean']:.2f} | "
-                 + " | ".join(f"{t['systems'][s]['mean']:.2f}" for t in r["tests"].values()) + " |")
+                 + " | ".join(_f(t["systems"].get(s, {}).get("mean")) for t in r["tests"].values()) + " |")
     L += ["", "The paper trained on 348M words of WMT'14 news, Europarl, UN and crawled text and tested on "
               "newstest2014; here the translation model and the RNN learn from 210k sentence pairs of mostly "
               "Canadian parliamentary text (Hansard) and are tested on news, with a language model from the "
@@ -455,11 +476,16 @@ def markdown(r: dict, cfg) -> str:
               + f". CSLM used by {'n-best rescoring (the decoder searches without it; each n-best list gets CSLM0 and is re-ranked)' if r['cslm_mode'] == 'nbest' else 'the decoder during the search'}.",
           "", "## What each stage cost", "", "| stage | time | peak memory | notes |", "|---|---|---|---|"]
     for rec in r["stages"]:
+        if rec.get("pending"):
+            L.append(f"| {rec['stage']} | {'begun, not done' if rec.get('started') else 'pending'} | | |")
+            continue
         extra = ", ".join(f"{k}={v}" for k, v in rec.items()
                           if k not in ("stage", "seconds", "peak_memory_mb", "skipped"))
         mem = rec.get("peak_memory_mb")
         L.append(f"| {rec['stage']} | {_t(rec.get('seconds', 0))} | {'–' if mem is None else f'{mem:,} MB'} | {extra} |")
     total = sum(rec.get("seconds", 0) for rec in r["stages"])
-    L += ["", f"All stages: {total / 3600:.1f} hours (each stage as first run; a stage skipped on a later "
-              "invocation keeps the time it took when it ran).", ""]
+    L += ["", f"{'Stages done so far' if r['pending'] else 'All stages'}: {total / 3600:.1f} hours (each stage "
+              "as first run; a stage skipped on a later invocation keeps the time it took when it ran; a stage "
+              "interrupted and resumed counts the time of every run of it, interrupted_runs_seconds of it before "
+              "the last resume).", ""]
     return "\n".join(L)

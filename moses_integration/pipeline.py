@@ -70,9 +70,10 @@ class ContentHashes:
             return seen[3]
         digest = file_digest(path)
         self.known[path] = key + [digest]
-        with open(self.path + ".tmp", "w") as f:
+        tmp = f"{self.path}.{os.getpid()}.tmp"  # its own: a report may be written while stages run
+        with open(tmp, "w") as f:
             json.dump(self.known, f, indent=0)
-        os.replace(self.path + ".tmp", self.path)
+        os.replace(tmp, self.path)
         return digest
 
 
@@ -149,6 +150,81 @@ def run_one_stage(stages: list[Stage], a) -> dict:
     return info
 
 
+class StageClock:
+    """A stage's wall time, summed over the runs of it that were interrupted and resumed: while
+    the stage runs, the time so far is written to ``path`` every ``every`` seconds (a kill -9
+    loses at most that much of it), and a resumed run starts from what the file holds."""
+
+    def __init__(self, path: str, resume: bool, every: float = 30.0):
+        self.path, self.every = path, every
+        self.earlier = 0.0
+        if resume:
+            try:
+                with open(path) as f:
+                    self.earlier = float(f.read())
+            except (OSError, ValueError):  # no record of the interrupted run: its time is lost
+                self.earlier = 0.0
+        self.seconds = self.earlier
+
+    def _write(self) -> None:
+        self.seconds = self.earlier + time.time() - self.t0
+        with open(self.path + ".tmp", "w") as f:
+            f.write(f"{self.seconds:.1f}\n")
+        os.replace(self.path + ".tmp", self.path)
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.every):
+            self._write()
+
+    def __enter__(self):
+        import threading
+        self.t0 = time.time()
+        self.stop = threading.Event()
+        self._write()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self._write()
+        return False
+
+    def forget(self) -> None:
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+
+def _up_to_date(st: Stage, stamp_path: str, want: dict) -> dict | None:
+    """The record of the stage's last run when its outputs exist and its stamp matches ``want``
+    (the fingerprint of its inputs and settings now); else None."""
+    if not (all(os.path.exists(p) for p in st.outputs) and os.path.exists(stamp_path)):
+        return None
+    with open(stamp_path) as f:
+        old = json.load(f)
+    return old.get("record", {}) if old.get("fingerprint") == want else None
+
+
+def stage_status(stages: list[Stage], work: str) -> list[dict]:
+    """Without running anything, a record per stage: that of its last run when it is up to date
+    (``skipped``), else ``pending`` (and ``started`` when a run of it began and did not finish:
+    it is running now or was interrupted)."""
+    stamps = os.path.join(work, "stamps")
+    digest = ContentHashes(os.path.join(stamps, "hashes.json"))
+    out = []
+    for st in stages:
+        rec, stamp_path = None, os.path.join(stamps, f"{st.name}.json")
+        if os.path.exists(stamp_path) and all(os.path.exists(p) for p in st.inputs):
+            rec = _up_to_date(st, stamp_path, _fingerprint(st, digest))
+        if rec is not None:
+            out.append({"stage": st.name, "skipped": True, **rec})
+        else:
+            started = os.path.exists(os.path.join(stamps, f"{st.name}.started.json"))
+            out.append({"stage": st.name, "pending": True, **({"started": True} if started else {})})
+    return out
+
+
 def run_stages(stages: list[Stage], work: str, force: bool = False,
                isolate: Callable[[Stage], list[str]] | None = None) -> list[dict]:
     """Run the stages in order, skipping those that are up to date; a record per stage.  With
@@ -164,13 +240,11 @@ def run_stages(stages: list[Stage], work: str, force: bool = False,
             raise FileNotFoundError(f"stage {st.name}: input {missing[0]} does not exist")
         stamp_path = os.path.join(stamps, f"{st.name}.json")
         want = _fingerprint(st, digest)
-        if not force and all(os.path.exists(p) for p in st.outputs) and os.path.exists(stamp_path):
-            with open(stamp_path) as f:
-                old = json.load(f)
-            if old.get("fingerprint") == want:
-                log.info("stage %s: up to date, skipped", st.name)
-                report.append({"stage": st.name, "skipped": True, **old.get("record", {})})
-                continue
+        old = None if force else _up_to_date(st, stamp_path, want)
+        if old is not None:
+            log.info("stage %s: up to date, skipped", st.name)
+            report.append({"stage": st.name, "skipped": True, **old})
+            continue
         started = os.path.join(stamps, f"{st.name}.started.json")
         st.resume = False
         if os.path.exists(started):
@@ -180,21 +254,25 @@ def run_stages(stages: list[Stage], work: str, force: bool = False,
             json.dump(want, f)
         os.replace(started + ".tmp", started)
         log.info("stage %s: %s", st.name, "resuming" if st.resume else "running")
-        t = time.time()
-        if isolate and st.isolated:
-            info, peak = _run_isolated(st, isolate(st))
-        elif isolate:  # the caller's peak is not this stage's
-            info, peak = st.run() or {}, None
-        else:
-            info, peak = st.run() or {}, peak_memory_mb()
-        rec = {"stage": st.name, "seconds": round(time.time() - t, 1),
+        clock = StageClock(os.path.join(stamps, f"{st.name}.elapsed"), st.resume)
+        with clock:
+            if isolate and st.isolated:
+                info, peak = _run_isolated(st, isolate(st))
+            elif isolate:  # the caller's peak is not this stage's
+                info, peak = st.run() or {}, None
+            else:
+                info, peak = st.run() or {}, peak_memory_mb()
+        rec = {"stage": st.name, "seconds": round(clock.seconds, 1),
                "peak_memory_mb": None if peak is None else round(peak), **info}
+        if clock.earlier:
+            rec["interrupted_runs_seconds"] = round(clock.earlier, 1)
         log.info("stage %s: done in %.0f s%s %s", st.name, rec["seconds"],
                  "" if peak is None else f" (peak memory {'' if isolate else 'so far '}{peak:.0f} MB)", info or "")
         with open(stamp_path + ".tmp", "w") as f:
             json.dump({"fingerprint": want, "record": rec}, f, indent=1)
         os.replace(stamp_path + ".tmp", stamp_path)
         os.unlink(started)
+        clock.forget()
         report.append(rec)
     return report
 

@@ -22,6 +22,7 @@ import sys
 from typing import Callable
 
 from . import __version__
+from .runtime import PRECISIONS
 
 log = logging.getLogger("rescorer")
 
@@ -137,7 +138,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s.add_argument("--vocab", help="check that the model's vocabularies are the ones in this directory")
     s.add_argument("--chunk-lines", type=int, default=4096, help="lines scored at once (default 4096)")
     s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda ...")
-    s.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
+    s.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (default, exact); bf16 (matrix products in bfloat16: faster only on CPUs with AMX "
                         "or AVX-512 BF16) or int8 (the matrices quantised, CPU: faster on AVX2 too, more with VNNI): "
                         "approximate scores (experiments/bench_score.py --precision measures speed and score "

@@ -9,6 +9,9 @@ import numpy as np
 
 log = logging.getLogger("rescorer")
 
+# the number formats a network can score in: fp32 exact; bf16 and int8 approximate (rescorer.scorer)
+PRECISIONS = ("fp32", "bf16", "int8")
+
 
 def default_device() -> "torch.device":
     """A CUDA GPU when one is present, else the CPU (override with ``--device``)."""

@@ -23,10 +23,8 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .model import RNNEncoderDecoder, pad
-from .runtime import default_device
+from .runtime import PRECISIONS, default_device
 from .vocab import EOS_ID, Vocabulary
-
-PRECISIONS = ("fp32", "bf16", "int8")
 
 
 class PhraseScorer:
@@ -169,3 +167,11 @@ class PhraseScorer:
         scores = np.zeros(len(src_ids))
         np.add.at(scores, np.asarray(req_pair)[by_node], picked.double().cpu().numpy())
         return scores
+
+
+def difference_stats(exact: np.ndarray, approx: np.ndarray) -> dict:
+    """How far approximate log-probabilities (a reduced precision) are from exact ones: the
+    maximum, mean and 99th percentile of |difference|, and the mean |exact| for scale."""
+    d = np.abs(np.asarray(exact, float) - np.asarray(approx, float))
+    return {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean()),
+            "p99_abs_diff": float(np.quantile(d, 0.99)), "mean_abs_logp": float(np.abs(exact).mean())}

@@ -152,3 +152,43 @@ def test_stages_compare_inputs_by_content_not_by_modification_time(tmp_path):
     # the hash is read from the cache when size and time are unchanged
     cache = json.loads((tmp_path / "work" / "stamps" / "hashes.json").read_text())
     assert cache[str(src)][3] == hashlib.sha256(src.read_bytes()).hexdigest()
+
+
+def test_stage_status_runs_nothing_and_a_resumed_stage_counts_its_interrupted_run(tmp_path):
+    import time
+    from moses_integration import pipeline as P
+    src, mid, out = tmp_path / "in.txt", tmp_path / "mid.txt", tmp_path / "out.txt"
+    src.write_text("le chat\n")
+    calls = []
+
+    def first():
+        mid.write_text(src.read_text().upper())
+
+    def second():  # interrupted the first time, after 0.3 s of work
+        calls.append(1)
+        time.sleep(0.3)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        out.write_text(mid.read_text()[::-1])
+
+    def stages():
+        return [P.Stage("upper", [str(src)], [str(mid)], first, isolated=False),
+                P.Stage("reverse", [str(mid)], [str(out)], second, isolated=False)]
+
+    work = str(tmp_path / "work")
+    assert P.stage_status(stages(), work) == [{"stage": "upper", "pending": True},
+                                              {"stage": "reverse", "pending": True}]
+    with pytest.raises(KeyboardInterrupt):
+        P.run_stages(stages(), work)
+    status = P.stage_status(stages(), work)
+    assert status[0]["stage"] == "upper" and status[0]["skipped"]
+    assert status[1] == {"stage": "reverse", "pending": True, "started": True}
+    assert not out.exists() and len(calls) == 1   # stage_status ran nothing
+    rec = P.run_stages(stages(), work)[1]
+    assert rec["interrupted_runs_seconds"] >= 0.3 and rec["seconds"] >= 0.6
+    assert not (tmp_path / "work" / "stamps" / "reverse.elapsed").exists()
+    assert [r.get("skipped") for r in P.stage_status(stages(), work)] == [True, True]
+    # a stage run again from the start does not count an earlier run's time
+    out.unlink()
+    rec = P.run_stages(stages(), work)[1]
+    assert "interrupted_runs_seconds" not in rec and rec["seconds"] >= 0.3

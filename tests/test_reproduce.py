@@ -71,6 +71,42 @@ def test_report_holds_every_system_run_and_test(small_run):
     assert "## The CSLM by n-best rescoring or in the search" in md
 
 
+def test_report_only_runs_nothing_and_reports_the_finished_systems(small_run, tmp_path):
+    """While a run goes on, --report-only writes the report of the stages done so far: a system
+    whose tuning is not complete, and the contrast runs, are left out and listed as pending."""
+    import reproduce
+    work, r = small_run
+    stamps = work / "stamps"
+    pending = ["tune-cslm_rnn_wp-2", "test-newstest2012_tail-cslm_rnn_wp", "tune-cslm_rnn-1-positive-bounds"]
+    moved = []
+    try:
+        for name in pending:
+            (stamps / f"{name}.json").rename(tmp_path / f"{name}.json")
+            moved.append(name)
+        (stamps / "tune-cslm_rnn_wp-2.started.json").write_text("{}")
+        before = sorted(p.name for p in stamps.iterdir() if p.name != "hashes.json")
+        res = reproduce.main(["--config", str(SMALL), "--work", str(work), "--report", str(tmp_path / "interim"),
+                              "-q", "--report-only"])
+        after = sorted(p.name for p in stamps.iterdir() if p.name != "hashes.json")
+    finally:
+        (stamps / "tune-cslm_rnn_wp-2.started.json").unlink(missing_ok=True)
+        for name in moved:
+            (tmp_path / f"{name}.json").rename(stamps / f"{name}.json")
+    assert after == before   # no stage ran
+    # and the release, whose outputs go to the report directory, another one here
+    assert res["pending"] == [s for s in (rec["stage"] for rec in r["stages"]) if s in pending + ["release"]]
+    t = res["tests"]["newstest2012-tail"]["systems"]
+    assert list(t) == ["Baseline", "+RNN", "+CSLM", "+CSLM+RNN"] and "+CSLM+RNN+WP" not in res["dev"]
+    full = json.loads(json.dumps(r["tests"]["newstest2012-tail"]["systems"]))
+    assert json.loads(json.dumps(t)) == {s: full[s] for s in t}
+    assert "precision_check" in res and "contrast_bounds" not in res
+    md = (tmp_path / "interim" / "results.md").read_text()
+    assert "**Interim report**" in md and "(tune-cslm_rnn_wp-2 begun)" in md
+    assert "not yet tuned and tested: +CSLM+RNN+WP" in md and "| tune-cslm_rnn_wp-2 | begun, not done |" in md
+    with pytest.raises(SystemExit):
+        reproduce.main(["--config", str(SMALL), "--work", str(work), "-q", "--report-only", "--force"])
+
+
 def test_each_mert_run_starts_from_its_own_weights(small_run):
     """start = perturbed: the runs of a system start apart (each weight times a factor in [1/2, 2])
     and so end apart; the untuned unknown-word penalty keeps its weight."""
