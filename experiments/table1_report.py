@@ -109,6 +109,12 @@ def _precision_check(exp, precision: str, sysname: str, lang: str) -> dict:
     return out
 
 
+def changed_share(a: list[list[str]], b: list[list[str]]) -> float:
+    """The share of sentences translated differently by two sets of runs, run k against run k,
+    averaged over the runs."""
+    return float(np.mean([np.mean([x != y for x, y in zip(ra, rb)]) for ra, rb in zip(a, b)]))
+
+
 def _negative(weights: dict) -> list[str]:
     """The log-probability weights (all but the penalties') below 0, as ``name[i]``."""
     from moses_integration.mert import default_ranges
@@ -208,6 +214,9 @@ def write_report(exp, records: list[dict]) -> dict:
                                      refs * exp.runs, "ar")
                 d["p_value_all_runs"] = pooled["p_value"]
                 d["ar_signature"] = pooled["signature"]
+                d["changed_vs_baseline"] = changed_share(outs[base], outs[s])
+            elif exp.runs > 1:  # what the optimizer alone changes: each baseline run against the next
+                d["changed_between_runs"] = changed_share(outs[base][:-1], outs[base][1:])
             per[s] = d
         for s in tested:
             per[s]["delta"] = per[s]["mean"] - per[base]["mean"]
@@ -339,6 +348,13 @@ def markdown(r: dict, cfg) -> str:
                      f"{' / '.join(_p(p) for p in d.get('p_value_per_run', [])) or ''} | "
                      f"{_p(d.get('p_value_all_runs')) if s != base else ''} | "
                      f"{dev['mean']:.2f} ± {dev['sd']:.2f} |")
+        changed = {s: d["changed_vs_baseline"] for s, d in t["systems"].items() if "changed_vs_baseline" in d}
+        if changed:
+            noise = t["systems"][base].get("changed_between_runs")
+            L += ["", "Sentences translated differently from the baseline (run k against baseline run k, averaged "
+                      "over the runs): " + ", ".join(f"{s} {v:.1%}" for s, v in changed.items())
+                  + ("" if noise is None else f"; the baseline's own runs differ from each other on {noise:.1%} "
+                     "(what the optimizer alone changes)") + "."]
         if t["perplexity"]:
             pp = t["perplexity"]
             L += ["", f"Perplexity of the tokenised reference ({pp['tokens']:,} tokens, every word and `</s>`): "

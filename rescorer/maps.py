@@ -6,6 +6,7 @@ does not cover another) and a TSV with the coordinates of every item.
 """
 from __future__ import annotations
 
+import html
 import os
 from collections import Counter
 
@@ -75,6 +76,12 @@ def label_subset(xy: np.ndarray, max_labels: int = 150, min_dist: float = 0.035)
     return chosen
 
 
+def display_label(text: str) -> str:
+    """A label as a reader wants it on a map: Moses's escapes undone (``&apos;`` is ', ``&#124;``
+    is |) and matplotlib's math sign ``$`` shown as itself."""
+    return html.unescape(text).replace("$", r"\$")
+
+
 def write_map(labels: list[str], xy: np.ndarray, png: str, tsv: str, title: str, max_labels: int = 150) -> None:
     with atomic_write(tsv, "w") as f:
         f.write("label\tx\ty\n")
@@ -83,7 +90,7 @@ def write_map(labels: list[str], xy: np.ndarray, png: str, tsv: str, title: str,
     fig, ax = plt.subplots(figsize=(12, 12), dpi=100)
     ax.scatter(xy[:, 0], xy[:, 1], s=4, c="#9aa7b8", lw=0)
     for i in label_subset(xy, max_labels):
-        ax.annotate(labels[i], xy[i], fontsize=8, ha="center", va="bottom", xytext=(0, 2),
+        ax.annotate(display_label(labels[i]), xy[i], fontsize=8, ha="center", va="bottom", xytext=(0, 2),
                     textcoords="offset points")
         ax.plot(*xy[i], "o", ms=2.5, color="#24466b")
     ax.set_title(title)

@@ -176,6 +176,25 @@ def test_outputs_are_not_replaced_unasked(kit, caplog):
     assert (d / "keepv" / "source.vocab").read_text() == "precious\n"
 
 
+def test_outputs_get_the_permissions_open_would_give(tmp_path):
+    """An output written through a temporary file is as readable as one open() would make (the
+    temporary file is made private, 0600; the output must not stay so on a shared machine)."""
+    from rescorer.fileio import atomic_write
+    old = os.umask(0o022)
+    try:
+        for umask, want in ((0o022, 0o644), (0o027, 0o640)):
+            os.umask(umask)
+            with atomic_write(tmp_path / f"out{umask}.txt", "w") as f:
+                f.write("x\n")
+            with open(tmp_path / f"plain{umask}.txt", "w") as f:
+                f.write("x\n")
+            modes = [os.stat(tmp_path / f"{n}{umask}.txt").st_mode & 0o777 for n in ("out", "plain")]
+            assert modes == [want, want]
+            assert os.umask(umask) == umask   # reading it put it back
+    finally:
+        os.umask(old)
+
+
 def test_an_output_directory_that_cannot_be_made(kit, caplog):
     d = kit["dir"]
     afile = d / "good.txt"

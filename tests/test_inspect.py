@@ -99,6 +99,16 @@ def test_embed_writes_maps_and_every_coordinate(files):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_map_labels_undo_moses_escapes_and_draw_a_dollar(tmp_path):
+    from rescorer.maps import display_label, write_map
+    assert display_label("l&apos;") == "l'" and display_label("&#124; &amp; &#91;x&#93;") == "| & [x]"
+    assert display_label("$ 5") == r"\$ 5"
+    labels = ["$", "l&apos;", "&quot;", "5 $", "a"]   # a raw $ would start matplotlib's math text
+    write_map(labels, np.random.default_rng(0).normal(size=(5, 2)), str(tmp_path / "m.png"), str(tmp_path / "m.tsv"), "t")
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+    assert [r.split("\t")[0] for r in (tmp_path / "m.tsv").read_text().splitlines()[1:]] == labels  # the TSV keeps tokens
+
+
 def test_analysis_script_writes_the_three_views(files, tmp_path):
     sys.path.insert(0, str(ROOT / "experiments"))
     import analysis

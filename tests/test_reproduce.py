@@ -58,8 +58,16 @@ def test_report_holds_every_system_run_and_test(small_run):
     assert r["rnn"]["summary"]["updates"] == 20 and r["cslm"]["summary"]["updates"] == 20
     pp = t["perplexity"]
     assert pp["tokens"] > 8 and pp["kenlm"] > 1 and pp["cslm"] > 1
+    # the share of sentences a system translates differently from the baseline, run k against run k
+    out = work / "test" / "newstest2012_tail"
+    lines = {(s, k): (out / s / f"run{k}.out.detok").read_text().splitlines() for s in ("baseline", "rnn") for k in (1, 2)}
+    differ = [sum(a != b for a, b in zip(lines["baseline", k], lines["rnn", k])) / 8 for k in (1, 2)]
+    assert t["systems"]["+RNN"]["changed_vs_baseline"] == pytest.approx(sum(differ) / 2)
+    own = sum(a != b for a, b in zip(lines["baseline", 1], lines["baseline", 2])) / 8
+    assert t["systems"]["Baseline"]["changed_between_runs"] == pytest.approx(own)
     md = (work / "report" / "results.md").read_text()
     assert "| +CSLM+RNN+WP |" in md and "33.30" in md and "s_opt" in md
+    assert "Sentences translated differently from the baseline" in md
     for png in ("results.png", "networks.png"):
         assert (work / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stages = _stages(work)
