@@ -482,7 +482,7 @@ def markdown(r: dict, cfg) -> str:
                  + ", ".join(f"{k} = {v}" for k, v in x.items() if isinstance(v, str)) + ".")
     if any("curve" in r[n] for n in ("rnn", "cslm")):
         L += ["", "![validation perplexity against training time](networks.png)"]
-    L += ["", f"MERT: {r['tuning']}; bounds: "
+    L += ["", f"MERT: {_kv(r['tuning'])}; bounds: "
               + ("none, as Moses's `mert` (whose `--positive` list is empty unless given)" if r["bounds"] == "moses"
                  else "log-probability weights and Distortion >= 0, penalties free")
               + (". Each run starts from the system's weights, each tunable one multiplied by a random factor "
