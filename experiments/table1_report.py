@@ -172,7 +172,7 @@ def write_report(exp, records: list[dict]) -> dict:
                "pending": [rec["stage"] for rec in records if rec.get("pending")]}
     for name in ("rnn", "cslm"):
         p = os.path.join(exp.d[name], "run" if name == "rnn" else "", "summary.json")
-        if os.path.exists(p):
+        if name in done and os.path.exists(p):
             with open(p) as f:
                 results[name]["summary"] = json.load(f)
             cj = os.path.join(os.path.dirname(p), "config.json")
@@ -186,7 +186,7 @@ def write_report(exp, records: list[dict]) -> dict:
                                          if isinstance(v, int) and not isinstance(v, bool)}
     histories = {}
     for name, d in (("rnn", os.path.join(exp.d["rnn"], "run")), ("cslm", exp.d["cslm"])):
-        if os.path.exists(os.path.join(d, "last.pt")):
+        if name in done and os.path.exists(os.path.join(d, "last.pt")):  # not a network still training
             import torch
             h = torch.load(os.path.join(d, "last.pt"), map_location="cpu", weights_only=False)["trainer"]["history"]
             histories[name] = results[name]["curve"] = {
