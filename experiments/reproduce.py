@@ -888,8 +888,10 @@ def main(argv: list[str] | None = None) -> dict:
         if a.report_only and a.force:
             raise ConfigError("--report-only runs no stage: it cannot be combined with --force")
         records = P.stage_status(exp.stages(), cfg.work) if a.report_only else exp.run(a.force)
-        from table1_report import write_report
-        return write_report(exp, records)
+        from table1_report import summary, write_report
+        results = write_report(exp, records)
+        print(summary(results, cfg.report))
+        return results
     except (ValueError, OSError, RuntimeError) as e:  # our errors name the file and line
         log.error("%s", e)
         raise SystemExit(1)

@@ -251,6 +251,20 @@ def write_report(exp, records: list[dict]) -> dict:
     return results
 
 
+def summary(r: dict, report_dir: str) -> str:
+    """What the command prints at the end: per test set, each system's mean BLEU, s_opt, the
+    difference to the baseline and the p-value over all runs; and where the report is."""
+    L = []
+    for tname, t in r["tests"].items():
+        parts = [f"{s} {d['mean']:.2f} ± {d['s_opt']:.2f}"
+                 + (f" ({d['delta']:+.2f}, p = {_p(d['p_value_all_runs'])})" if "p_value_all_runs" in d else "")
+                 for s, d in t["systems"].items()]
+        L.append(f"{tname} BLEU: " + "; ".join(parts))
+    what = f"interim, {len(r['pending'])} stages pending" if r["pending"] else "complete"
+    L.append(f"report ({what}): {os.path.join(report_dir, 'results.md')}")
+    return "\n".join(L)
+
+
 def plot(results: dict, path: str) -> None:
     sets = [("dev (MERT, tokenised)", results["dev"])] + [
         (f"{n} (sacrebleu)", {s: {"bleu": d["bleu"], "mean": d["mean"], "sd": d["s_opt"]} for s, d in t["systems"].items()})

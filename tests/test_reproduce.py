@@ -79,7 +79,7 @@ def test_report_holds_every_system_run_and_test(small_run):
     assert "## The CSLM by n-best rescoring or in the search" in md
 
 
-def test_report_only_runs_nothing_and_reports_the_finished_systems(small_run, tmp_path):
+def test_report_only_runs_nothing_and_reports_the_finished_systems(small_run, tmp_path, capsys):
     """While a run goes on, --report-only writes the report of the stages done so far: a system
     whose tuning is not complete, and the contrast runs, are left out and listed as pending."""
     import reproduce
@@ -111,6 +111,11 @@ def test_report_only_runs_nothing_and_reports_the_finished_systems(small_run, tm
     md = (tmp_path / "interim" / "results.md").read_text()
     assert "**Interim report**" in md and "(tune-cslm_rnn_wp-2 begun)" in md
     assert "not yet tuned and tested: +CSLM+RNN+WP" in md and "| tune-cslm_rnn_wp-2 | begun, not done |" in md
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1] == f"report (interim, 4 stages pending): {tmp_path / 'interim' / 'results.md'}"
+    b = t["+RNN"]
+    assert printed[-2].startswith(f"newstest2012-tail BLEU: Baseline {t['Baseline']['mean']:.2f} ± ")
+    assert f"+RNN {b['mean']:.2f} ± {b['s_opt']:.2f} ({b['delta']:+.2f}, p = " in printed[-2]
     with pytest.raises(SystemExit):
         reproduce.main(["--config", str(SMALL), "--work", str(work), "-q", "--report-only", "--force"])
 
