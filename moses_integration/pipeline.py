@@ -196,6 +196,11 @@ class StageClock:
             os.unlink(self.path)
 
 
+def _started_path(stamps: str, st: Stage) -> str:
+    """The marker of a run of the stage that began and has not finished (its fingerprint)."""
+    return os.path.join(stamps, f"{st.name}.started.json")
+
+
 def _up_to_date(st: Stage, stamp_path: str, want: dict) -> dict | None:
     """The record of the stage's last run when its outputs exist and its stamp matches ``want``
     (the fingerprint of its inputs and settings now); else None."""
@@ -220,7 +225,7 @@ def stage_status(stages: list[Stage], work: str) -> list[dict]:
         if rec is not None:
             out.append({"stage": st.name, "skipped": True, **rec})
         else:
-            started = os.path.exists(os.path.join(stamps, f"{st.name}.started.json"))
+            started = os.path.exists(_started_path(stamps, st))
             out.append({"stage": st.name, "pending": True, **({"started": True} if started else {})})
     return out
 
@@ -245,7 +250,7 @@ def run_stages(stages: list[Stage], work: str, force: bool = False,
             log.info("stage %s: up to date, skipped", st.name)
             report.append({"stage": st.name, "skipped": True, **old})
             continue
-        started = os.path.join(stamps, f"{st.name}.started.json")
+        started = _started_path(stamps, st)
         st.resume = False
         if os.path.exists(started):
             with open(started) as f:

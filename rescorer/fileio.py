@@ -5,8 +5,8 @@ import contextlib
 import errno
 import hashlib
 import os
+import secrets
 import shutil
-import tempfile
 from typing import IO, Iterator
 
 
@@ -52,10 +52,16 @@ def check_can_write(path: str | os.PathLike, overwrite: bool) -> None:
         raise PermissionError(f"cannot write {path}: {d} is not writable")
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it: put it back at once
-    os.umask(mask)
-    return mask
+def _create_beside(path: str) -> tuple[int, str]:
+    """A new file beside ``path`` with a name of its own, created as open() creates files (mode
+    0666 less the umask, which the kernel applies; mkstemp would make it 0600)."""
+    directory, base = os.path.split(path)
+    while True:
+        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager
@@ -64,9 +70,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    fd, tmp = _create_beside(os.path.join(directory, os.path.basename(path)))
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600; the output gets what open() gives
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
             yield f
             f.flush()
