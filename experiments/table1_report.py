@@ -115,6 +115,18 @@ def changed_share(a: list[list[str]], b: list[list[str]]) -> float:
     return float(np.mean([np.mean([x != y for x, y in zip(ra, rb)]) for ra, rb in zip(a, b)]))
 
 
+def feature_steps(systems: dict[str, list[str]]) -> list[tuple[str, str, str]]:
+    """The pairs of systems that differ by one added feature, as (without, with, feature), in the
+    order of the systems that add it: what each feature adds on its own and on top of the others."""
+    out = []
+    for b, fb in systems.items():
+        for a, fa in systems.items():
+            extra = set(fb) - set(fa)
+            if set(fa) < set(fb) and len(extra) == 1:
+                out.append((a, b, extra.pop()))
+    return out
+
+
 def _negative(weights: dict) -> list[str]:
     """The log-probability weights (all but the penalties') below 0, as ``name[i]``."""
     from moses_integration.mert import default_ranges
@@ -220,8 +232,15 @@ def write_report(exp, records: list[dict]) -> dict:
             per[s] = d
         for s in tested:
             per[s]["delta"] = per[s]["mean"] - per[base]["mean"]
+        steps = []
+        for a, b, feat in feature_steps({s: cfg.systems[s] for s in tested}):
+            p = per[b]["p_value_all_runs"] if a == base else paired_test(
+                [x for r in outs[a] for x in r], [x for r in outs[b] for x in r], refs * exp.runs, "ar")["p_value"]
+            steps.append({"feature": feat, "without": a, "with": b, "delta": per[b]["mean"] - per[a]["mean"],
+                          "delta_per_run": [y - x for x, y in zip(per[a]["bleu"], per[b]["bleu"])],
+                          "p_value_all_runs": p})
         from moses_integration.evaluate import corpus_bleu
-        results["tests"][tname] = {"sentences": len(refs), "systems": per,
+        results["tests"][tname] = {"sentences": len(refs), "systems": per, "feature_steps": steps,
                                    "signature": corpus_bleu(outs[base][0], refs)[2],
                                    "perplexity": _perplexities(exp, t.get("tokenised-reference"), t["lines"],
                                                                "cslm" in done)}
@@ -328,6 +347,9 @@ def _p(v) -> str:
     return "–" if v is None else (f"{v:.4f}" if v >= 1e-4 else f"{v:.1e}")
 
 
+FEATURE_NAMES = {"rnn": "RNN", "cslm": "CSLM", "wp": "WP (words outside the shortlists)"}
+
+
 def markdown(r: dict, cfg) -> str:
     from reproduce import PAPER, PAPER_OF
     base = cfg.baseline
@@ -369,6 +391,15 @@ def markdown(r: dict, cfg) -> str:
                       "over the runs): " + ", ".join(f"{s} {v:.1%}" for s, v in changed.items())
                   + ("" if noise is None else f"; the baseline's own runs differ from each other on {noise:.1%} "
                      "(what the optimizer alone changes)") + "."]
+        if t.get("feature_steps"):
+            L += ["", "What each feature adds, alone and on top of the others (the paper finds the RNN's and the "
+                      "CSLM's gains add up): the difference of mean BLEU between the systems with and without it, "
+                      "per run (run k against run k), and the p-value over all runs together.", "",
+                  "| feature | added to | gives | Δ BLEU | Δ per run | p all runs |", "|---|---|---|---|---|---|"]
+            for x in t["feature_steps"]:
+                L.append(f"| {FEATURE_NAMES.get(x['feature'], x['feature'])} | {x['without']} | {x['with']} | "
+                         f"{x['delta']:+.2f} | {' / '.join(f'{d:+.2f}' for d in x['delta_per_run'])} | "
+                         f"{_p(x['p_value_all_runs'])} |")
         if t["perplexity"]:
             pp = t["perplexity"]
             L += ["", f"Perplexity of the tokenised reference ({pp['tokens']:,} tokens, every word and `</s>`): "
@@ -391,12 +422,14 @@ def markdown(r: dict, cfg) -> str:
               "this reproduces. Dev BLEU is MERT's own, on tokenised text.", ""]
     L += ["## Is each neural feature used? Tuned weights per run", "",
           "Weights are scale-free (the decoder's ranking does not change when all are multiplied by a "
-          "constant): each is shown with the L1 norm of all tuned weights of its run.", "",
+          "constant): each is shown with the L1 norm of all tuned weights of its run. WP off: the column is in "
+          "the table, with weight 0, not tuned.", "",
           "| system | run | seed | RNN | WP | CSLM0 | LM0 | L1 norm | MERT iterations | dev BLEU |",
           "|---|---|---|---|---|---|---|---|---|---|"]
     for s, runs in r["weights"].items():
         for k, w in enumerate(runs, 1):
-            L.append(f"| {s} | {k} | {w['seed']} | {_f(w['RNN'], '{:.4f}')} | {_f(w['WP'], '{:.4f}')} | "
+            wp = _f(w["WP"], "{:.4f}") if "wp" in r["systems"][s] or w["WP"] is None else "off"
+            L.append(f"| {s} | {k} | {w['seed']} | {_f(w['RNN'], '{:.4f}')} | {wp} | "
                      f"{_f(w['CSLM0'], '{:.4f}')} | {w['LM0']:.4f} | {w['l1']:.3f} | {w['iterations']} | "
                      f"{w['dev_bleu']:.2f} |")
     L += ["", "### MERT's path: dev BLEU of each iteration's weights", "",

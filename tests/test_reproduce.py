@@ -187,6 +187,42 @@ def test_report_bleu_equals_sacrebleu_on_the_outputs(small_run):
     assert t["+CSLM+RNN"]["delta"] == pytest.approx(t["+CSLM+RNN"]["mean"] - t["Baseline"]["mean"])
 
 
+def test_feature_steps_pair_the_systems_one_added_feature_apart():
+    from table1_report import feature_steps
+    systems = {"Baseline": [], "+RNN": ["rnn"], "+CSLM": ["cslm"], "+CSLM+RNN": ["cslm", "rnn"],
+               "+CSLM+RNN+WP": ["cslm", "rnn", "wp"]}
+    assert feature_steps(systems) == [("Baseline", "+RNN", "rnn"), ("Baseline", "+CSLM", "cslm"),
+                                      ("+RNN", "+CSLM+RNN", "cslm"), ("+CSLM", "+CSLM+RNN", "rnn"),
+                                      ("+CSLM+RNN", "+CSLM+RNN+WP", "wp")]
+    assert feature_steps({"A": [], "B": ["cslm", "rnn"]}) == []
+
+
+def test_what_each_feature_adds_against_sacrebleu_on_the_runs_together(small_run):
+    """The RNN on top of the CSLM: the difference of means and sacrebleu's paired approximate
+    randomization on both systems' runs concatenated, computed here from the outputs."""
+    from sacrebleu.significance import PairedTest
+    from sacrebleu.metrics import BLEU
+    work, r = small_run
+    t = r["tests"]["newstest2012-tail"]
+    step = next(x for x in t["feature_steps"] if x["without"] == "+CSLM" and x["with"] == "+CSLM+RNN")
+    assert step["feature"] == "rnn"
+    assert step["delta"] == pytest.approx(t["systems"]["+CSLM+RNN"]["mean"] - t["systems"]["+CSLM"]["mean"])
+    refs = (DATA / "dev" / "newstest2012.fr").read_text(encoding="utf-8").splitlines()[12:20]
+    out = work / "test" / "newstest2012_tail"
+    runs = {s: [x for k in (1, 2) for x in (out / s / f"run{k}.out.detok").read_text(encoding="utf-8").splitlines()]
+            for s in ("cslm", "cslm_rnn")}
+    _, scores = PairedTest([("a", runs["cslm"]), ("b", runs["cslm_rnn"])], {"BLEU": BLEU()}, [refs * 2],
+                           test_type="ar", n_samples=0)()
+    assert step["p_value_all_runs"] == pytest.approx(scores["BLEU"][1].p_value)
+    base = next(x for x in t["feature_steps"] if x["without"] == "Baseline" and x["with"] == "+RNN")
+    assert base["p_value_all_runs"] == t["systems"]["+RNN"]["p_value_all_runs"]
+    md = (work / "report" / "results.md").read_text()
+    assert "| RNN | +CSLM | +CSLM+RNN |" in md
+    rows = [f"| {s} | 1 | {r['weights'][s][0]['seed']} | " for s in ("+RNN", "+CSLM+RNN", "+CSLM+RNN+WP")]
+    lines = {row: next(line for line in md.splitlines() if line.startswith(row)) for row in rows}
+    assert " | off | " in lines[rows[0]] and " | off | " in lines[rows[1]] and " | off | " not in lines[rows[2]]
+
+
 def test_rerun_skips_every_stage(small_run):
     work, r = small_run
     again = _run(work)
