@@ -108,8 +108,8 @@ class Ablation:
         out.append(P.Stage("data", [self.table] + vocab_files, [os.path.join(self.pairs, "meta.json")], run_data,
                            {"seed": seed}))
         opts = []
-        for k in ("optimizer", "lr", "max-minutes", "max-updates", "valid-every", "batch-size", "seed",
-                  "checkpoint-minutes"):
+        for k in ("optimizer", "lr", "lr-decay", "lr-patience", "max-minutes", "max-updates", "valid-every",
+                  "batch-size", "seed", "checkpoint-minutes"):
             if t.get(k, "").strip():
                 opts += [f"--{k}", t[k].strip()]
         for cell in self.cells:

@@ -458,7 +458,7 @@ class Experiment:
 
     def _rnn_stage(self, table: str, vocab_dir: str, run_dir: str, r: dict) -> P.Stage:
         opts = self._train_args(r, ["hidden", "rank", "maxout-units", "optimizer", "lr", "max-minutes",
-                                    "max-updates", "max-epochs", "valid-every", "patience", "batch-size", "seed",
+                                    "max-updates", "max-epochs", "valid-every", "patience", "lr-decay", "lr-patience", "batch-size", "seed",
                                     "checkpoint-minutes"])
 
         st = P.Stage("rnn", [table, os.path.join(vocab_dir, "target.vocab")],
@@ -515,7 +515,7 @@ class Experiment:
             raise ConfigError(f"{self.cfg.path}: [cslm] text = (the LM's training text) is not given")
         out = self.d["cslm"]
         opts = self._train_args(c, ["order", "embed", "hidden", "optimizer", "lr", "max-minutes", "max-updates",
-                                    "max-epochs", "valid-every", "patience", "batch-size", "seed",
+                                    "max-epochs", "valid-every", "patience", "lr-decay", "lr-patience", "batch-size", "seed",
                                     "checkpoint-minutes"])
 
         st = P.Stage("cslm", texts + [os.path.join(vocab_dir, "target.vocab")],

@@ -192,8 +192,10 @@ def write_report(exp, records: list[dict]) -> dict:
                 with open(cj) as f:
                     c = json.load(f)
                 results[name]["model"] = c["model"]
-                results[name]["training"] = {k: c["train"][k] for k in ("optimizer", "lr", "batch_size", "clip")
-                                             if k in c["train"]}
+                decays = c["train"].get("lr_decay", 1.0) != 1.0
+                results[name]["training"] = {k: c["train"][k] for k in ("optimizer", "lr", "lr_decay", "lr_patience",
+                                                                        "batch_size", "clip")
+                                             if k in c["train"] and (decays or not k.startswith("lr_"))}
                 results[name]["data"] = {k: v for k, v in (c.get("data") or {}).items()
                                          if isinstance(v, int) and not isinstance(v, bool)}
     histories = {}

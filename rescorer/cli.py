@@ -70,6 +70,11 @@ def _add_training_options(p: argparse.ArgumentParser, items: str, batch: int, he
                    help=f"share of {held_out} held out for validation (default 0.001)")
     p.add_argument("--patience", type=int, default=10,
                    help="stop after this many validations without improvement (default 10)")
+    p.add_argument("--lr-decay", type=float, default=1.0, metavar="F",
+                   help="multiply the learning rate by F when --lr-patience validations in a row have not "
+                        "improved (torch's ReduceLROnPlateau; default 1: a constant learning rate)")
+    p.add_argument("--lr-patience", type=int, default=2, metavar="N",
+                   help="validations without improvement before each decay (default 2)")
     p.add_argument("--checkpoint-minutes", type=float, default=10.0, help="save OUT/last.pt this often (default 10)")
     p.add_argument("--workers", type=int, default=1, metavar="P",
                    help="train with P processes on this machine (torchrun --standalone), each computing the "
@@ -291,6 +296,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     mcfg = ModelConfig(len(src_vocab), len(tgt_vocab), a.hidden, a.rank, a.maxout_units, a.maxout_pool, a.gate,
                        a.cell)
     tcfg = TrainConfig(batch_size=a.batch_size, valid_every=a.valid_every, patience=a.patience,
+                       lr_decay=a.lr_decay, lr_patience=a.lr_patience,
                        checkpoint_minutes=a.checkpoint_minutes, max_minutes=a.max_minutes,
                        max_epochs=a.max_epochs, max_updates=a.max_updates, valid_fraction=a.valid_fraction,
                        buckets=a.buckets, seed=a.seed, inverse=a.inverse,
@@ -366,6 +372,7 @@ def _cslm_train(a: argparse.Namespace, vocab, device) -> None:
     from .trainer import CSLMTrainer, TrainConfig
     mcfg = CSLMConfig(len(vocab), a.order, a.embed, tuple(a.hidden))
     tcfg = TrainConfig(batch_size=a.batch_size, valid_every=a.valid_every, patience=a.patience,
+                       lr_decay=a.lr_decay, lr_patience=a.lr_patience,
                        checkpoint_minutes=a.checkpoint_minutes, max_minutes=a.max_minutes,
                        max_epochs=a.max_epochs, max_updates=a.max_updates, valid_fraction=a.valid_fraction,
                        seed=a.seed, optimizer=a.optimizer, lr=a.lr)

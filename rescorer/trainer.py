@@ -53,6 +53,8 @@ class TrainConfig:
     clip: float = 1.0               # gradient-norm clipping
     valid_every: int = 1000         # updates between validations; 0: at the end of every epoch
     patience: int = 10              # validations without improvement before stopping
+    lr_decay: float = 1.0           # the learning rate times this after lr_patience validations
+    lr_patience: int = 2            # without improvement (torch's ReduceLROnPlateau); 1.0: never
     checkpoint_minutes: float = 10.0
     max_minutes: float | None = None
     max_epochs: int | None = None
@@ -120,6 +122,7 @@ class BaseTrainer:
             self.epoch, self.batch_in_epoch, self.updates, self.elapsed = 0, 0, 0, 0.0
             self.history = {"train": [], "valid": []}
             self.best, self.bad = math.inf, 0
+        self.sched = self._scheduler(state)
         if self.rank.world > 1:  # the data is prepared once, by rank 0; the others read it
             if self.rank.main:
                 self._prepare_data()
@@ -182,6 +185,23 @@ class BaseTrainer:
             return torch.optim.SGD(self.model.parameters(), lr=cfg.lr or 0.1)
         raise TrainError(f"unknown optimizer {cfg.optimizer!r}")
 
+    def _scheduler(self, state: dict | None):
+        """Learning-rate decay on a plateau of the validation perplexity, or None; a resumed run
+        goes on with its own (the optimizer's state holds the learning rate reached)."""
+        cfg = self.cfg
+        if not 0 < cfg.lr_decay <= 1:
+            raise TrainError(f"learning-rate decay {cfg.lr_decay}: a factor in (0, 1] (1: a constant rate)")
+        if cfg.lr_patience < 1:
+            raise TrainError(f"learning-rate patience {cfg.lr_patience}: at least 1 validation")
+        if cfg.lr_decay == 1.0:
+            return None
+        # torch's patience counts the bad validations it tolerates: the decay comes on the next one
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt, mode="min", factor=cfg.lr_decay,
+                                                           patience=cfg.lr_patience - 1)
+        if state and state.get("scheduler"):
+            sched.load_state_dict(state["scheduler"])
+        return sched
+
     def _load_resume_state(self) -> dict:
         model, st = self._load(self.last_path)
         if not st:
@@ -209,6 +229,7 @@ class BaseTrainer:
         return {"config": asdict(self.cfg), "optimizer": self.opt.state_dict(), "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch, "updates": self.updates, "elapsed": self.elapsed,
                 "history": self.history, "best": self.best, "bad": self.bad,
+                "scheduler": self.sched.state_dict() if self.sched else None,
                 "torch_rng": torch.get_rng_state()}
 
     def save_last(self) -> None:
@@ -237,12 +258,20 @@ class BaseTrainer:
                 self._save(self.best_path, None)
         else:
             self.bad += 1
+        lr = self.opt.param_groups[0]["lr"]
+        if self.sched is not None:
+            self.sched.step(ppl)
+        # the learning rate the next updates use
+        self.history.setdefault("lr", []).append(self.opt.param_groups[0]["lr"])
         if not self.rank.main:
             return ppl
         plot_curves(self.history, os.path.join(self.out, "curves.png"), title=self.title,
                     baseline=self.unigram, baseline_label=self.baseline_name)
         log.info("update %d: validation perplexity %.2f (best %.2f, %s %.1f)",
                  self.updates, ppl, self.best, self.baseline_name, self.unigram)
+        if self.history["lr"][-1] != lr:
+            log.info("learning rate %.3g -> %.3g after %d validations without improvement",
+                     lr, self.history["lr"][-1], self.cfg.lr_patience)
         return ppl
 
     def _agreed(self, flag: bool) -> bool:

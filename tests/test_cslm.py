@@ -233,6 +233,42 @@ def test_small_cslm_on_french_text_against_kenlm(tmp_path):
     assert cslm_ppl < 4.0 * kenlm_ppl
 
 
+def test_learning_rate_decays_on_a_plateau_and_resumes_exactly(tmp_path, caplog):
+    """--lr-decay 0.5 --lr-patience 2: the learning rate halves at every second validation in a row
+    without a new best (recomputed here from the validation record), and a run stopped and resumed
+    meanwhile ends with the same weights and the same learning rates."""
+    from moses_integration.cli import main
+    rng = np.random.default_rng(2)
+    write_text(tmp_path / "text.gz", [" ".join(rng.choice(WORDS, rng.integers(2, 9))) for _ in range(400)])
+    # a learning rate far too high for Adam, so that validations stop improving
+    args = ["cslm-train", "-q", "--text", str(tmp_path / "text.gz"), "--shortlist", "8", "--order", "3",
+            "--embed", "8", "--hidden", "16", "--valid-fraction", "0.05", "--valid-every", "5", "--patience", "100",
+            "--device", "cpu", "--optimizer", "adam", "--lr", "0.5", "--lr-decay", "0.5", "--lr-patience", "2"]
+    assert main(args + ["--out", str(tmp_path / "a"), "--max-updates", "80"]) == 0
+    assert main(args + ["--out", str(tmp_path / "b"), "--max-updates", "40"]) == 0
+    assert main(args + ["--out", str(tmp_path / "b"), "--max-updates", "80", "--resume"]) == 0
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    h = a["trainer"]["history"]
+    expected, lr, best, bad = [], 0.5, math.inf, 0
+    for _, ppl in h["valid"]:
+        if ppl < best * (1 - 1e-4):   # ReduceLROnPlateau's default relative threshold
+            bad = 0
+        else:
+            bad += 1
+        best = min(best, ppl)
+        if bad == 2:
+            lr, bad = lr / 2, 0
+        expected.append(lr)
+    assert len(h["valid"]) == 17 and h["lr"] == pytest.approx(expected)
+    assert min(h["lr"]) < 0.5   # the plateau came, and the rate decayed
+    assert b["trainer"]["history"]["lr"] == h["lr"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert main(args[:-4] + ["--lr-decay", "1.5", "--out", str(tmp_path / "c"), "--max-updates", "5"]) != 0
+    assert "learning-rate decay 1.5: a factor in (0, 1]" in caplog.text
+
+
 def test_validation_once_per_epoch(tmp_path):
     import json
     from moses_integration.cli import main
