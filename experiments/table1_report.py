@@ -78,11 +78,14 @@ def _neural_weights(exp, systems: list[str]) -> dict:
             with open(exp.tuned_path(sysname, k)) as f:
                 t = json.load(f)
             w = t["weights"]
+            names = [name for name, vals in w.items() for _ in vals]
             tm = w["TranslationModel0"]
             runs.append({"RNN": tm[4] if len(tm) > 4 else None, "WP": tm[5] if len(tm) > 5 else None,
                          "CSLM0": w.get("CSLM0", [None])[0], "LM0": w["LM0"][0], "dev_bleu": t["dev_bleu"],
                          "iterations": t["iterations"], "seed": t["seed"],
                          "dev_bleu_per_iteration": [h["dev_bleu"] for h in t.get("history", [])],
+                         "word_penalty_per_iteration": [h["weights"][names.index("WordPenalty0")]
+                                                        for h in t.get("history", []) if "WordPenalty0" in names],
                          "l1": float(sum(abs(v) for vals in w.items() for v in vals[1]
                                          if not vals[0].startswith("UnknownWordPenalty")))})
         out[sysname] = runs
@@ -107,6 +110,20 @@ def _precision_check(exp, precision: str, sysname: str, lang: str) -> dict:
         out["tests"][tname] = {"fp32": exact, precision: approx, "difference": [b - a for a, b in zip(exact, approx)],
                                "scores": scores}
     return out
+
+
+def collapses(runs: list[dict], share: float = 0.5) -> dict:
+    """MERT iterations whose weights decoded the dev set below ``share`` of their run's best BLEU:
+    how many runs had one, and the WordPenalty weight at those iterations and at the others."""
+    at, other, hit = [], [], 0
+    for w in runs:
+        best = max(w["dev_bleu_per_iteration"], default=0.0)
+        low = [b < share * best for b in w["dev_bleu_per_iteration"]]
+        hit += any(low)
+        for is_low, wp in zip(low, w.get("word_penalty_per_iteration") or []):
+            (at if is_low else other).append(wp)
+    return {"runs": len(runs), "runs_with_collapse": hit, "word_penalty_at_collapse": at,
+            "word_penalty_median_otherwise": float(np.median(other)) if other else None}
 
 
 def changed_share(a: list[list[str]], b: list[list[str]]) -> float:
@@ -444,6 +461,22 @@ def markdown(r: dict, cfg) -> str:
         for k, w in enumerate(runs, 1):
             path = w.get("dev_bleu_per_iteration") or []
             L.append(f"| {s} | {k} | {' → '.join(f'{b:.2f}' for b in path)} | {w['dev_bleu']:.2f} |")
+    col = {s: collapses(runs) for s, runs in r["weights"].items()}
+    if any(c["runs_with_collapse"] for c in col.values()):
+        L += ["", "Collapses (an iteration's weights decoding the dev set below half of its run's best BLEU), "
+                  "per system, with the WordPenalty weight at those iterations and its median at the others:", "",
+              "| system | runs with a collapse | WordPenalty at the collapses | median WordPenalty otherwise |",
+              "|---|---|---|---|"]
+        for s, c in col.items():
+            L.append(f"| {s} | {c['runs_with_collapse']} of {c['runs']} | "
+                     f"{', '.join(f'{x:.1f}' for x in c['word_penalty_at_collapse']) or '–'} | "
+                     f"{_f(c['word_penalty_median_otherwise'])} |")
+        if r["cslm_mode"] == "nbest":
+            L += ["", "With the CSLM by n-best rescoring, MERT optimises on the pool with the CSLM0 column, a sum "
+                      "of log-probabilities that lowers long hypotheses, while the search that makes the next "
+                      "n-best lists does not see it: a more negative word penalty that offsets the CSLM on the "
+                      "pool favours long, poor hypotheses in the search. A run whose n-best lists stop growing in "
+                      "such a state ends there and keeps its best iteration so far, which may be its start."]
     if "contrast_bounds" in r:
         cb = r["contrast_bounds"]
         title = {"moses": "no bounds (Moses's `mert`)", "positive": "log-probability weights >= 0"}

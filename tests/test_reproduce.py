@@ -53,6 +53,8 @@ def test_report_holds_every_system_run_and_test(small_run):
         assert r["weights"][s][0]["seed"] != r["weights"][s][1]["seed"]  # each run its own seed
     # the neural weights exist where the system has the feature, and nowhere else
     assert r["weights"]["Baseline"][0]["RNN"] is None and r["weights"]["+RNN"][0]["RNN"] is not None
+    for runs in r["weights"].values():  # the WordPenalty weight each MERT iteration decoded with
+        assert all(len(w["word_penalty_per_iteration"]) == len(w["dev_bleu_per_iteration"]) > 0 for w in runs)
     assert all(w["WP"] == 0.0 for w in r["weights"]["+RNN"])  # the WP column is there, untuned
     assert r["weights"]["+CSLM"][0]["CSLM0"] is not None and r["weights"]["+RNN"][0]["CSLM0"] is None
     assert r["rnn"]["summary"]["updates"] == 20 and r["cslm"]["summary"]["updates"] == 20
@@ -185,6 +187,15 @@ def test_report_bleu_equals_sacrebleu_on_the_outputs(small_run):
         assert t[s]["mean"] == pytest.approx(np.mean(scores))
         assert t[s]["s_opt"] == pytest.approx(np.std(scores, ddof=1))
     assert t["+CSLM+RNN"]["delta"] == pytest.approx(t["+CSLM+RNN"]["mean"] - t["Baseline"]["mean"])
+
+
+def test_collapses_are_iterations_below_half_the_runs_best():
+    from table1_report import collapses
+    runs = [{"dev_bleu_per_iteration": [10.0, 1.5, 12.0, 13.0], "word_penalty_per_iteration": [-1.0, -9.0, -3.0, -2.0]},
+            {"dev_bleu_per_iteration": [11.0, 12.0], "word_penalty_per_iteration": [-2.5, -2.0]}]
+    c = collapses(runs)
+    assert c == {"runs": 2, "runs_with_collapse": 1, "word_penalty_at_collapse": [-9.0],
+                 "word_penalty_median_otherwise": -2.0}
 
 
 def test_feature_steps_pair_the_systems_one_added_feature_apart():
