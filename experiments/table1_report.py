@@ -358,6 +358,10 @@ def _kv(d: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in d.items())
 
 
+def _mb(mb: float) -> str:
+    return f"{mb:.2f}" if mb >= 0.01 else "< 0.01"
+
+
 def _t(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
@@ -544,13 +548,13 @@ def markdown(r: dict, cfg) -> str:
               "directory of the run, `reproduce.py --add-test` does all of it.", "",
               "| files | MB |", "|---|---|"]
         for path, mb in sorted((rel.get("models") or {}).items()):
-            L.append(f"| [{path}]({path}) | {mb:.2f} |")
+            L.append(f"| [{path}]({path}) | {_mb(mb)} |")
         inis: dict[str, list[str]] = {}
         for path in sorted((rel.get("moses") or {})):
             inis.setdefault(os.path.dirname(path), []).append(path)
         for d, paths in inis.items():
             L.append(f"| {d}/: " + ", ".join(f"[{os.path.basename(p)}]({p})" for p in paths)
-                     + f" | {sum(rel['moses'][p] for p in paths):.2f} |")
+                     + f" | {_mb(sum(rel['moses'][p] for p in paths))} |")
     L += ["", "## The networks", ""]
     for name, title in (("rnn", "RNN Encoder–Decoder"), ("cslm", "CSLM")):
         x = r[name]
