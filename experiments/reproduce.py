@@ -59,6 +59,9 @@ from rescorer.fileio import atomic_write  # noqa: E402
 log = logging.getLogger("reproduce")
 
 FEATURES = {"rnn", "cslm", "wp"}
+# the config keys of [rnn] and [cslm] that are options of both training commands
+TRAINING_KEYS = ("optimizer", "lr", "max-minutes", "max-updates", "max-epochs", "valid-every", "patience",
+                 "lr-decay", "lr-patience", "batch-size", "seed", "checkpoint-minutes")
 PAPER = {  # Table 1 of the paper, BLEU on newstest2012+2013 (dev) and newstest2014 (test)
     "Baseline": (30.64, 33.30), "RNN": (31.20, 33.87), "CSLM + RNN": (31.48, 34.64),
     "CSLM + RNN + WP": (31.50, 34.54)}
@@ -457,9 +460,7 @@ class Experiment:
         return args
 
     def _rnn_stage(self, table: str, vocab_dir: str, run_dir: str, r: dict) -> P.Stage:
-        opts = self._train_args(r, ["hidden", "rank", "maxout-units", "optimizer", "lr", "max-minutes",
-                                    "max-updates", "max-epochs", "valid-every", "patience", "lr-decay", "lr-patience", "batch-size", "seed",
-                                    "checkpoint-minutes"])
+        opts = self._train_args(r, ["hidden", "rank", "maxout-units", *TRAINING_KEYS])
 
         st = P.Stage("rnn", [table, os.path.join(vocab_dir, "target.vocab")],
                      [os.path.join(run_dir, "summary.json"), os.path.join(run_dir, "best.pt")], None,
@@ -514,9 +515,7 @@ class Experiment:
         if not texts:
             raise ConfigError(f"{self.cfg.path}: [cslm] text = (the LM's training text) is not given")
         out = self.d["cslm"]
-        opts = self._train_args(c, ["order", "embed", "hidden", "optimizer", "lr", "max-minutes", "max-updates",
-                                    "max-epochs", "valid-every", "patience", "lr-decay", "lr-patience", "batch-size", "seed",
-                                    "checkpoint-minutes"])
+        opts = self._train_args(c, ["order", "embed", "hidden", *TRAINING_KEYS])
 
         st = P.Stage("cslm", texts + [os.path.join(vocab_dir, "target.vocab")],
                      [os.path.join(out, "summary.json"), os.path.join(out, "best.pt")], None, {"options": opts})

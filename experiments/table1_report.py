@@ -18,7 +18,7 @@ import platform
 import numpy as np
 
 from moses_integration import pipeline as P
-from moses_integration.evaluate import describe_runs, paired_test, postprocess
+from moses_integration.evaluate import describe_runs, paired_test, paired_test_all_runs, postprocess
 from rescorer.fileio import atomic_write
 from rescorer.plots import plt, save_figure
 
@@ -79,13 +79,14 @@ def _neural_weights(exp, systems: list[str]) -> dict:
                 t = json.load(f)
             w = t["weights"]
             names = [name for name, vals in w.items() for _ in vals]
+            iwp = names.index("WordPenalty0") if "WordPenalty0" in names else None
             tm = w["TranslationModel0"]
             runs.append({"RNN": tm[4] if len(tm) > 4 else None, "WP": tm[5] if len(tm) > 5 else None,
                          "CSLM0": w.get("CSLM0", [None])[0], "LM0": w["LM0"][0], "dev_bleu": t["dev_bleu"],
                          "iterations": t["iterations"], "seed": t["seed"],
                          "dev_bleu_per_iteration": [h["dev_bleu"] for h in t.get("history", [])],
-                         "word_penalty_per_iteration": [h["weights"][names.index("WordPenalty0")]
-                                                        for h in t.get("history", []) if "WordPenalty0" in names],
+                         "word_penalty_per_iteration": [h["weights"][iwp] for h in t.get("history", [])
+                                                        if iwp is not None],
                          "l1": float(sum(abs(v) for vals in w.items() for v in vals[1]
                                          if not vals[0].startswith("UnknownWordPenalty")))})
         out[sysname] = runs
@@ -241,8 +242,7 @@ def write_report(exp, records: list[dict]) -> dict:
             if s != base:
                 tests = [paired_test(b, h, refs, "ar") for b, h in zip(outs[base], outs[s])]
                 d["p_value_per_run"] = [x["p_value"] for x in tests]
-                pooled = paired_test([x for r in outs[base] for x in r], [x for r in outs[s] for x in r],
-                                     refs * exp.runs, "ar")
+                pooled = paired_test_all_runs(outs[base], outs[s], refs)
                 d["p_value_all_runs"] = pooled["p_value"]
                 d["ar_signature"] = pooled["signature"]
                 d["changed_vs_baseline"] = changed_share(outs[base], outs[s])
@@ -253,8 +253,7 @@ def write_report(exp, records: list[dict]) -> dict:
             per[s]["delta"] = per[s]["mean"] - per[base]["mean"]
         steps = []
         for a, b, feat in feature_steps({s: cfg.systems[s] for s in tested}):
-            p = per[b]["p_value_all_runs"] if a == base else paired_test(
-                [x for r in outs[a] for x in r], [x for r in outs[b] for x in r], refs * exp.runs, "ar")["p_value"]
+            p = per[b]["p_value_all_runs"] if a == base else paired_test_all_runs(outs[a], outs[b], refs)["p_value"]
             steps.append({"feature": feat, "without": a, "with": b, "delta": per[b]["mean"] - per[a]["mean"],
                           "delta_per_run": [y - x for x, y in zip(per[a]["bleu"], per[b]["bleu"])],
                           "p_value_all_runs": p})

@@ -85,8 +85,16 @@ def describe_runs(runs: list[list[str]], refs: list[str]) -> dict:
     """MultEval's view of a system tuned several times (Clark et al., 2011): BLEU of each run, their
     mean, s_opt (standard deviation over the tuning runs) and s_sel (bootstrap standard deviation
     within a run, averaged over the runs).  Its p-value against another system over all runs
-    together is ``paired_test`` on the runs' outputs concatenated, run k paired with run k."""
+    together is ``paired_test_all_runs``."""
     scores = [corpus_bleu(h, refs)[0] for h in runs]
     return {"bleu": scores, "mean": float(np.mean(scores)),
             "s_opt": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
             "s_sel": float(np.mean([bootstrap_sd(h, refs) for h in runs]))}
+
+
+def paired_test_all_runs(baseline: list[list[str]], system: list[list[str]], refs: list[str]) -> dict:
+    """MultEval's p-value of a system tuned several times against a baseline tuned as often:
+    ``paired_test`` (approximate randomization) on each one's runs concatenated, run k paired with
+    baseline run k."""
+    return paired_test([x for run in baseline for x in run], [x for run in system for x in run],
+                       refs * len(baseline), "ar")

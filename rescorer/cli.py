@@ -83,6 +83,16 @@ def _add_training_options(p: argparse.ArgumentParser, items: str, batch: int, he
 
 
 
+def _train_config(a: argparse.Namespace, **extra):
+    """The TrainConfig of a training command: the options ``_add_training_options`` adds, the
+    optimizer, learning rate and seed every training command has, and ``extra``."""
+    from .trainer import TrainConfig
+    return TrainConfig(batch_size=a.batch_size, valid_every=a.valid_every, patience=a.patience,
+                       lr_decay=a.lr_decay, lr_patience=a.lr_patience, checkpoint_minutes=a.checkpoint_minutes,
+                       max_minutes=a.max_minutes, max_epochs=a.max_epochs, max_updates=a.max_updates,
+                       valid_fraction=a.valid_fraction, seed=a.seed, optimizer=a.optimizer, lr=a.lr, **extra)
+
+
 def build_parser(*registrars: Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None],
                  description: str = __doc__) -> argparse.ArgumentParser:
     """The ``rescorer`` parser with the subcommands each registrar adds (``register`` here)."""
@@ -286,7 +296,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from . import distributed
     from .model import ModelConfig
     from .runtime import resolve_device
-    from .trainer import TrainConfig, Trainer
+    from .trainer import Trainer
     from .vocab import load_vocab_dir
     if not _training_job(a):
         return 0
@@ -295,12 +305,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         src_vocab, tgt_vocab = tgt_vocab, src_vocab
     mcfg = ModelConfig(len(src_vocab), len(tgt_vocab), a.hidden, a.rank, a.maxout_units, a.maxout_pool, a.gate,
                        a.cell)
-    tcfg = TrainConfig(batch_size=a.batch_size, valid_every=a.valid_every, patience=a.patience,
-                       lr_decay=a.lr_decay, lr_patience=a.lr_patience,
-                       checkpoint_minutes=a.checkpoint_minutes, max_minutes=a.max_minutes,
-                       max_epochs=a.max_epochs, max_updates=a.max_updates, valid_fraction=a.valid_fraction,
-                       buckets=a.buckets, seed=a.seed, inverse=a.inverse,
-                       optimizer=a.optimizer, lr=a.lr)
+    tcfg = _train_config(a, buckets=a.buckets, inverse=a.inverse)
     device = resolve_device(a.device)
     with distributed.process_group(device):
         Trainer(a.phrase_table, src_vocab, tgt_vocab, a.out, mcfg, tcfg, device, resume=a.resume,
@@ -369,13 +374,9 @@ def cmd_cslm_train(a: argparse.Namespace) -> int:
 
 def _cslm_train(a: argparse.Namespace, vocab, device) -> None:
     from .cslm import CSLMConfig
-    from .trainer import CSLMTrainer, TrainConfig
+    from .trainer import CSLMTrainer
     mcfg = CSLMConfig(len(vocab), a.order, a.embed, tuple(a.hidden))
-    tcfg = TrainConfig(batch_size=a.batch_size, valid_every=a.valid_every, patience=a.patience,
-                       lr_decay=a.lr_decay, lr_patience=a.lr_patience,
-                       checkpoint_minutes=a.checkpoint_minutes, max_minutes=a.max_minutes,
-                       max_epochs=a.max_epochs, max_updates=a.max_updates, valid_fraction=a.valid_fraction,
-                       seed=a.seed, optimizer=a.optimizer, lr=a.lr)
+    tcfg = _train_config(a)
     CSLMTrainer(a.text, vocab, a.out, mcfg, tcfg, device, resume=a.resume, overwrite=a.overwrite,
                 progress=not a.quiet).train()
 

@@ -53,8 +53,8 @@ class TrainConfig:
     clip: float = 1.0               # gradient-norm clipping
     valid_every: int = 1000         # updates between validations; 0: at the end of every epoch
     patience: int = 10              # validations without improvement before stopping
-    lr_decay: float = 1.0           # the learning rate times this after lr_patience validations
-    lr_patience: int = 2            # without improvement (torch's ReduceLROnPlateau); 1.0: never
+    lr_decay: float = 1.0           # learning rate times this on a plateau (ReduceLROnPlateau); 1: never
+    lr_patience: int = 2            # validations without improvement before each decay
     checkpoint_minutes: float = 10.0
     max_minutes: float | None = None
     max_epochs: int | None = None
