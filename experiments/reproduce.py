@@ -253,6 +253,9 @@ class Experiment:
         self.cslm_mode = cfg.get("cslm", "mode", "nbest")
         if self.cslm_mode not in ("nbest", "search"):
             raise ConfigError(f"{cfg.path}: [cslm] mode = {self.cslm_mode!r}: expected nbest or search")
+        # n-best mode: the search feature whose weight also carries CSLM0's (RescoredDecoder)
+        standin = cfg.get("cslm", "search-standin", "LM0").strip()
+        self.cslm_standin = None if standin == "none" else standin
         self.bounds = t.get("bounds", "moses")
         if self.bounds not in ("moses", "positive"):
             raise ConfigError(f"{cfg.path}: [tuning] bounds = {self.bounds!r}: expected moses or positive")
@@ -558,6 +561,13 @@ class Experiment:
                        {"features": sorted(feats), "cslm_mode": self.cslm_mode, "start": [start_rnn, start_cslm]},
                        isolated=False)
 
+    def standin_settings(self, feats: frozenset) -> dict:
+        """The stand-in of the CSLM in the search, for the stage settings of a system that uses the
+        CSLM by n-best rescoring (the other systems' stages do not depend on it)."""
+        if "cslm" in feats and self.cslm_mode == "nbest":
+            return {"cslm-standin": self.cslm_standin or "none"}
+        return {}
+
     def tuned_path(self, sysname: str, k: int, bounds: str | None = None) -> str:
         """Run k's tuning result; with ``bounds`` other than the config's, the contrast run's."""
         d = self.d["tune"] if bounds in (None, self.bounds) else os.path.join(self.cfg.work, f"tune-bounds-{bounds}")
@@ -578,7 +588,7 @@ class Experiment:
             from rescorer.cslm import CSLMScorer, OutOfShortlist
             ck = load_cslm_checkpoint(os.path.join(self.d["cslm"], "best.pt"))
             scorer = CSLMScorer(ck["model"], ck["vocab"], OutOfShortlist(ck["oos_counts"]))
-            dec = RescoredDecoder(dec, "CSLM0", scorer.score_sentences)
+            dec = RescoredDecoder(dec, "CSLM0", scorer.score_sentences, standin=self.cslm_standin)
             groups = dec.groups
             w0 = np.append(w0, float(t.get("cslm-start-weight", 0.5)))
         return dec, groups, w0
@@ -602,6 +612,7 @@ class Experiment:
         if start not in ("perturbed", "defaults"):
             raise ConfigError(f"{self.cfg.path}: [tuning] start = {start!r}: expected perturbed or defaults")
         settings["start"] = start
+        settings.update(self.standin_settings(feats))
         normalize = t.get("normalize", "none").strip()
         if normalize not in ("none", "l1"):
             raise ConfigError(f"{self.cfg.path}: [tuning] normalize = {normalize!r}: expected none or l1")
@@ -676,7 +687,9 @@ class Experiment:
                 + [os.path.join(paths["models"], os.path.basename(v)) for v in vocabs]
                 + [self.released_ini(n, k) for n, k in runs])
         st = P.Stage("release", [p for _, p in nets] + vocabs + inis + tuned, outs, None,
-                     {"dtype": "float16", "cslm_mode": self.cslm_mode}, compare={p: tuned_weights for p in tuned},
+                     dict({"dtype": "float16", "cslm_mode": self.cslm_mode},
+                          **self.standin_settings(frozenset({"cslm"}) if cslm else frozenset())),
+                     compare={p: tuned_weights for p in tuned},
                      isolated=False)
 
         def run():
@@ -710,7 +723,12 @@ class Experiment:
                 if "cslm" in feats and self.cslm_mode == "nbest":
                     head.append(f"# CSLM0= {t['weights']['CSLM0'][0]:.6g}: the CSLM re-ranks the "
                                 f"{self.cfg.get('cslm', 'nbest', '100')}-best list (rescorer cslm-rescore "
-                                "--model cslm.pt), with this weight; it is not a feature of the search.")
+                                "--model cslm.pt), with these weights; it is not a feature of the search.")
+                    if self.cslm_standin:
+                        sw = t["weights"][self.cslm_standin][0] + t["weights"]["CSLM0"][0]
+                        head.append(f"# The n-best list comes from a search with {self.cslm_standin}= {sw:.6g} "
+                                    f"(its weight plus CSLM0's, {self.cslm_standin} standing in for the CSLM): "
+                                    f"-weight-overwrite '{self.cslm_standin}= {sw:.6g}' for Moses.")
                 os.makedirs(os.path.dirname(self.released_ini(n, k)), exist_ok=True)
                 with atomic_write(self.released_ini(n, k), "w") as f:
                     f.write("\n".join(head) + "\n" + x.text())
@@ -754,7 +772,8 @@ class Experiment:
         n_rescore = int(self.cfg.get("cslm", "nbest", "100"))
         out = self.modes_path()
         st = P.Stage("cslm-modes-dev", [files["source"], self.system_ini(sysname, "dev"), cslm, tuned], [out], None,
-                     {"system": sysname, "nbest": n_rescore}, compare={tuned: tuned_weights})
+                     dict({"system": sysname, "nbest": n_rescore}, **self.standin_settings(feats)),
+                     compare={tuned: tuned_weights})
 
         def run():
             from moses_integration.bleu import Reference
@@ -783,7 +802,7 @@ class Experiment:
                 if mode == "nbest":
                     ck = load_cslm_checkpoint(cslm)
                     scorer = CSLMScorer(ck["model"], ck["vocab"], OutOfShortlist(ck["oos_counts"]))
-                    dec = RescoredDecoder(dec, "CSLM0", scorer.score_sentences)
+                    dec = RescoredDecoder(dec, "CSLM0", scorer.score_sentences, standin=self.cslm_standin)
                 groups = dec.groups if mode == "nbest" else dec.layout.groups
                 w = np.concatenate([weights[name] for name, _, _ in groups])
                 t1 = time.time()
@@ -810,7 +829,7 @@ class Experiment:
 
         st = P.Stage(self.test_stage_name(set_name, sysname, precision),
                      [files["source"], self.system_ini(sysname, set_name, precision)] + tuned, outs, None,
-                     {"rescore_nbest": n_rescore, "cslm_mode": self.cslm_mode},
+                     dict({"rescore_nbest": n_rescore, "cslm_mode": self.cslm_mode}, **self.standin_settings(feats)),
                      compare={p: tuned_weights for p in tuned})
 
         def run():

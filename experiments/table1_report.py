@@ -195,6 +195,7 @@ def write_report(exp, records: list[dict]) -> dict:
     results = {"config": cfg.path,
                "machine": machine(), "systems": {n: sorted(f) for n, f in cfg.systems.items()},
                "runs": exp.runs, "bounds": exp.bounds, "cslm_mode": exp.cslm_mode,
+               "cslm_standin": exp.cslm_standin if exp.cslm_mode == "nbest" else None,
                "rnn": {k: v for k, v in cfg.section("rnn").items()},
                "cslm": {k: v for k, v in cfg.section("cslm").items()},
                "tuning": {k: v for k, v in cfg.section("tuning").items()},
@@ -477,9 +478,13 @@ def markdown(r: dict, cfg) -> str:
         if r["cslm_mode"] == "nbest":
             L += ["", "With the CSLM by n-best rescoring, MERT optimises on the pool with the CSLM0 column, a sum "
                       "of log-probabilities that lowers long hypotheses, while the search that makes the next "
-                      "n-best lists does not see it: a more negative word penalty that offsets the CSLM on the "
-                      "pool favours long, poor hypotheses in the search. A run whose n-best lists stop growing in "
-                      "such a state ends there and keeps its best iteration so far, which may be its start."]
+                      "n-best lists does not see the CSLM: a more negative word penalty that offsets the CSLM on "
+                      "the pool favours long, poor hypotheses in the search. A run whose n-best lists stop growing "
+                      "in such a state ends there and keeps its best iteration so far, which may be its start."]
+            L += ["", f"Here the search decodes with CSLM0's weight added to {r['cslm_standin']}'s: the n-gram LM "
+                      "stands in for the CSLM, so the word penalty MERT chooses applies to a search that also "
+                      "sees a language model of that weight." if r.get("cslm_standin") else
+                  "Here the search decodes without a stand-in for the CSLM (its weight is left out)."]
     if "contrast_bounds" in r:
         cb = r["contrast_bounds"]
         title = {"moses": "no bounds (Moses's `mert`)", "positive": "log-probability weights >= 0"}
@@ -574,7 +579,10 @@ def markdown(r: dict, cfg) -> str:
                  "in [1/2, 2] drawn from the run's seed, so that the runs measure the optimizer's variance"
                  if r["tuning"].get("start", "perturbed") == "perturbed" else
                  ". Every run starts from the system's weights")
-              + f". CSLM used by {'n-best rescoring (the decoder searches without it; each n-best list gets CSLM0 and is re-ranked)' if r['cslm_mode'] == 'nbest' else 'the decoder during the search'}.",
+              + ". CSLM used by " + (("n-best rescoring (the decoder searches without it"
+                                      + (f", with CSLM0's weight added to {r['cslm_standin']}'s" if r.get("cslm_standin") else "")
+                                      + "; each n-best list gets CSLM0 and is re-ranked)")
+                                     if r["cslm_mode"] == "nbest" else "the decoder during the search") + ".",
           "", "## What each stage cost", "", "| stage | time | peak memory | notes |", "|---|---|---|---|"]
     for rec in r["stages"]:
         if rec.get("pending"):

@@ -157,20 +157,48 @@ class RescoredDecoder:
     """A decoder whose n-best lists get one more feature, computed on whole hypotheses (a
     sentence-level model such as the CSLM used for n-best rescoring), appended last to every
     feature vector; each list is then re-ranked by all the weights, so its first candidate is
-    the rescored 1-best.  The decoder searches with the other weights; each distinct
-    hypothesis is scored once (cached across calls, as MERT decodes again and again)."""
+    the rescored 1-best.  Each distinct hypothesis is scored once (cached across calls, as MERT
+    decodes again and again).
 
-    def __init__(self, decoder, name: str, score: Callable[[list[list[str]]], Sequence[float]]):
+    The search does not see the new feature.  Without ``standin`` it decodes with the other
+    weights alone.  With ``standin`` (the name of a search feature measuring the same thing,
+    the n-gram LM for the CSLM: both are ln p of the same target words), it decodes with the
+    new feature's weight added to that feature's, so the hypotheses it keeps are those the
+    rescoring is likely to prefer.  Without a stand-in MERT can offset the new feature's
+    length effect (a sum of log-probabilities lowers long hypotheses) with a more negative
+    word penalty that the search then applies without the new feature, and MERT's next n-best
+    lists are long and poor."""
+
+    def __init__(self, decoder, name: str, score: Callable[[list[list[str]]], Sequence[float]],
+                 standin: str | None = None):
         self.decoder, self.name, self.score = decoder, name, score
         self.cache: dict[tuple[str, ...], float] = {}
+        self.standin_index = None
+        if standin is not None:
+            a = 0
+            for g, n, _ in decoder.layout.groups:
+                if g == standin:
+                    self.standin_index = a
+                    break
+                a += n
+            else:
+                names = ", ".join(g for g, _, _ in decoder.layout.groups)
+                raise ValueError(f"stand-in {standin!r} for {name} is not a feature of the search ({names})")
 
     @property
     def groups(self) -> list[tuple[str, int, bool]]:
         return list(self.decoder.layout.groups) + [(self.name, 1, True)]
 
+    def search_weights(self, weights: np.ndarray) -> np.ndarray:
+        """The weights the search decodes with: all but the last, the last added to the stand-in's."""
+        w = np.array(weights[:-1], float)
+        if self.standin_index is not None:
+            w[self.standin_index] += weights[-1]
+        return w
+
     def nbest_lists(self, weights: np.ndarray, n: int) -> list[list[tuple[list[str], np.ndarray]]]:
         weights = np.asarray(weights, float)
-        lists = self.decoder.nbest_lists(weights[:-1], n)
+        lists = self.decoder.nbest_lists(self.search_weights(weights), n)
         todo = list({tuple(w) for cands in lists for w, _ in cands} - self.cache.keys())
         if todo:
             self.cache.update(zip(todo, (float(v) for v in self.score([list(t) for t in todo]))))
