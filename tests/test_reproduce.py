@@ -79,6 +79,9 @@ def test_report_holds_every_system_run_and_test(small_run):
     assert cm["system"] == "+CSLM" and cm["sentences"] == 12
     assert all(0 <= cm[m]["dev_bleu"] <= 100 and cm[m]["decode_seconds"] > 0 for m in ("nbest", "search"))
     assert "## The CSLM by n-best rescoring or in the search" in md
+    # n-best mode with the n-gram LM standing in for the CSLM in the search (the default)
+    assert r["cslm_mode"] == "nbest" and r["cslm_standin"] == "LM0"
+    assert "with CSLM0's weight added to LM0's" in md
 
 
 def test_report_only_runs_nothing_and_reports_the_finished_systems(small_run, tmp_path, capsys):
@@ -322,6 +325,10 @@ def test_release_holds_the_networks_in_fp16_and_every_tuned_ini(small_run):
             assert all("/" not in p for p in paths.values())  # base names, to be pointed at a set's files
             text = (rel / "moses" / slug / f"run{k}.ini").read_text()
             assert text.startswith(f"# {s}, MERT run {k} (seed ") and ("CSLM0=" in text) == ("CSLM" in s)
+            if "CSLM" in s:  # the search weight of the stand-in: LM0's plus CSLM0's
+                lm = tuned["LM0"][0] + tuned["CSLM0"][0]
+                line = next(x for x in text.splitlines() if "-weight-overwrite" in x)
+                assert float(line.split("'LM0= ")[1].rstrip("'. \n")) == pytest.approx(lm, rel=1e-5, abs=1e-9)
     md = (rel / "results.md").read_text()
     assert "## Released with this report" in md and "(models/rnn.pt)" in md and "[run2.ini](moses/cslm_rnn/run2.ini)" in md
     assert set(r["release"]["models"]) == {"models/rnn.pt", "models/cslm.pt", "models/source.vocab",
