@@ -245,6 +245,34 @@ def plot_gradients(res: dict, path: str) -> None:
     save_figure(fig, path)
 
 
+def findings(res: dict, min_states: int = 50) -> list[str]:
+    """What the numbers say, in sentences made from them: the cells ranked at equal time and at
+    equal updates, and how fast the gradient reaching the encoder states falls with the distance
+    from the end of the source (after training, at the farthest distance that still has
+    ``min_states`` states, relative to the state c is made from)."""
+    cells = res["cells"]
+
+    def ranked(key):
+        return ", ".join(f"{c} {cells[c][key]:.2f}" for c in sorted(cells, key=lambda c: cells[c][key]))
+    out = [f"Validation perplexity, best first: at equal time ({res['equal_minutes']:.1f} min) "
+           f"{ranked('best_ppl_at_equal_minutes')}; at equal updates ({res['equal_updates']:,}) "
+           f"{ranked('best_ppl_at_equal_updates')}."]
+    ratios = {}
+    for cell, g in res["gradients"].items():
+        tr = g["trained"]
+        far = max((int(d) for d, v in tr.items() if v[1] >= min_states), default=0)
+        if far > 0:
+            ratios[cell] = (far, tr[str(far)][0] / tr["0"][0])
+    if ratios:
+        order = sorted(ratios, key=lambda c: ratios[c][1])
+        out.append("After training, the gradient reaching the state t words before the end of the source, "
+                   "relative to the one at t = 0 (the farthest t with at least "
+                   f"{min_states} held-out states): "
+                   + ", ".join(f"{c} {ratios[c][1]:.3g} at t = {ratios[c][0]}" for c in order)
+                   + f". It falls the most for {order[0]} and the least for {order[-1]}.")
+    return out
+
+
 def markdown(res: dict) -> str:
     m = res["machine"]
     L = ["# Why gated units? GRU against LSTM and a plain tanh unit", "",
@@ -261,6 +289,7 @@ def markdown(res: dict) -> str:
         s = c["summary"]
         L.append(f"| {cell} | {c['hidden']} | {c['parameters']:,} | {s['updates']:,} | {s['minutes']:.1f} | "
                  f"{s['best_valid_ppl']:.2f} | {c['best_ppl_at_equal_minutes']:.2f} | {c['best_ppl_at_equal_updates']:.2f} |")
+    L += ["", "## What this run shows", ""] + [f"- {x}" for x in findings(res)]
     L += ["", "![validation perplexity against updates and against minutes](curves.png)", "",
           "## The gradient reaching each encoder state", "",
           "Mean norm of dL/dh_t (L = -log p(y | x) of one pair) against the distance t from the end of the source, "

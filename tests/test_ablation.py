@@ -78,6 +78,11 @@ def test_small_ablation_report(tmp_path):
             assert all(v[0] > 0 and v[1] > 0 for v in g.values())
     md = (tmp_path / "report" / "ablation.md").read_text()
     assert "| tanh |" in md and "at equal time" in md
+    # the findings are made from the numbers: the cells ranked by perplexity at equal time
+    ranked = sorted(res["cells"], key=lambda c: res["cells"][c]["best_ppl_at_equal_minutes"])
+    line = next(x for x in md.splitlines() if x.startswith("- Validation perplexity, best first"))
+    at_time = line.split("at equal time")[1].split(";")[0]
+    assert [at_time.index(c) for c in ranked] == sorted(at_time.index(c) for c in ranked)
     for png in ("curves.png", "gradients.png"):
         assert (tmp_path / "report" / png).read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "report" / "results.json").read_text())["equal_updates"] == 30
