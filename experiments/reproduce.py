@@ -722,8 +722,10 @@ class Experiment:
                                 "--unk-count` (columns 5 and 6: the RNN and the WP feature).")
                 if "cslm" in feats and self.cslm_mode == "nbest":
                     head.append(f"# CSLM0= {t['weights']['CSLM0'][0]:.6g}: the CSLM re-ranks the "
-                                f"{self.cfg.get('cslm', 'nbest', '100')}-best list (rescorer cslm-rescore "
-                                "--model cslm.pt), with these weights; it is not a feature of the search.")
+                                f"{self.cfg.get('cslm', 'nbest', '100')}-best list with these weights; it is "
+                                "not a feature of the search (rescorer cslm-rescore --model cslm.pt, then "
+                                f"rescorer rerank --ini run{k}.ini --weights 'CSLM0= "
+                                f"{t['weights']['CSLM0'][0]:.6g}').")
                     if self.cslm_standin:
                         sw = t["weights"][self.cslm_standin][0] + t["weights"]["CSLM0"][0]
                         head.append(f"# The n-best list comes from a search with {self.cslm_standin}= {sw:.6g} "

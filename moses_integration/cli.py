@@ -1,5 +1,5 @@
 """The Moses side of the ``rescorer`` program, and the program itself (``main``): the commands of
-this package (``ini``, ``decode``, ``tune``, ``evaluate``, ``cslm-rescore``) registered beside those of
+this package (``ini``, ``decode``, ``tune``, ``evaluate``, ``cslm-rescore``, ``rerank``) registered beside those of
 ``rescorer.cli`` in one parser.
 
     rescorer ini set-table --ini moses.ini --path phrase-table.rnn.gz --out moses.rnn.ini
@@ -7,6 +7,7 @@ this package (``ini``, ``decode``, ``tune``, ``evaluate``, ``cslm-rescore``) reg
     rescorer decode --ini moses.tuned.ini --input test.en --output test.out
     rescorer evaluate --hyp test.out --ref test.fr
     rescorer cslm-rescore --model cslm/best.pt --nbest nbest.txt --out nbest.cslm.txt
+    rescorer rerank --nbest nbest.cslm.txt --ini moses.tuned.ini --weights 'CSLM0= 0.3' --output test.out
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from .decoder import DecoderConfig
 from .evaluate import corpus_bleu, paired_bootstrap, postprocess
 from .mert import tunable_mask, tune, weight_ranges
 from .moses_ini import MosesIni, count_dense_scores
-from .nbest import add_feature
+from .nbest import add_feature, parse_features, rerank_file
 from .runner import BuiltinDecoder, MosesDecoder, find_moses
 
 log = logging.getLogger("rescorer")
@@ -157,6 +158,21 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     cr.add_argument("--overwrite", action="store_true")
     cr.add_argument("--device", default="auto")
     cr.set_defaults(handler=cmd_cslm_rescore)
+    rr = sub.add_parser("rerank", parents=[common], help="re-rank a Moses n-best list with a moses.ini's weights",
+                        description="Recompute every hypothesis's total from its features and the weights of "
+                                    "--ini's [weight] section, --weights overriding or adding some (Moses's "
+                                    "-weight-overwrite syntax, e.g. 'CSLM0= 0.3' for a feature that "
+                                    "'rescorer cslm-rescore' added), and write each sentence's best hypothesis. "
+                                    "Every feature of the list needs a weight.")
+    rr.add_argument("--nbest", required=True, help="Moses n-best list, in sentence order")
+    rr.add_argument("--ini", help="moses.ini whose [weight] section gives the weights")
+    rr.add_argument("--weights", metavar="'NAME= W ... NAME2= W'", help="weights to set or add")
+    rr.add_argument("--output", required=True, help="the best hypothesis of each sentence, one per line")
+    rr.add_argument("--n-best-out", help="the re-ranked n-best list (totals recomputed)")
+    rr.add_argument("--sentences", type=int,
+                    help="number of input sentences: an empty line for each one the list lacks at its end")
+    rr.add_argument("--overwrite", action="store_true")
+    rr.set_defaults(handler=cmd_rerank)
 
 
 def read_input(path: str) -> list[str]:
@@ -271,6 +287,20 @@ def cmd_cslm_rescore(a: argparse.Namespace) -> int:
     n = add_feature(a.nbest, a.out, a.name, lambda texts: [[v] for v in scorer.score_sentences(
         [t.split() for t in texts])])
     log.info("%s: %s= added to %d hypotheses", a.out, a.name, n)
+    return 0
+
+
+def cmd_rerank(a: argparse.Namespace) -> int:
+    if not a.ini and not a.weights:
+        raise ValueError("rerank: give the weights with --ini, --weights or both")
+    for out in filter(None, (a.output, a.n_best_out)):
+        check_can_write(out, a.overwrite)
+    weights = MosesIni.read(a.ini).weights() if a.ini else {}
+    if a.weights:
+        weights.update(parse_features(a.weights, "--weights"))
+    r = rerank_file(a.nbest, weights, a.output, a.n_best_out, a.sentences)
+    log.info("%s: best of %d hypotheses for %d sentences%s", a.output, r["hypotheses"], r["sentences"],
+             f" ({len(r['missing'])} without any: empty lines)" if r["missing"] else "")
     return 0
 
 

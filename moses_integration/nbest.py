@@ -164,3 +164,44 @@ def add_feature(path_in: str | os.PathLike, path_out: str | os.PathLike, name: s
                 flush()
         flush()
     return n
+
+
+def rerank_file(path_in: str | os.PathLike, weights: dict[str, list[float]], best_out: str | os.PathLike,
+                nbest_out: str | os.PathLike | None = None, sentences: int | None = None) -> dict:
+    """Re-rank every sentence's hypotheses of an n-best list with ``weights`` (``rerank``) and
+    write each sentence's best hypothesis to ``best_out``, one line per sentence id from 0 (an
+    empty line for an id the list lacks, as up to ``sentences`` when given); with ``nbest_out``,
+    the re-ranked list as well.  Outputs are written to temporary files renamed into place."""
+    import contextlib
+    from rescorer.fileio import atomic_write
+    missing: list[int] = []
+    n_sent = n_hyp = 0
+    with contextlib.ExitStack() as stack:
+        best = stack.enter_context(atomic_write(best_out, "w"))
+        nb = stack.enter_context(atomic_write(nbest_out, "w")) if nbest_out else None
+        expected, lineno = 0, 1
+        for group in group_by_sentence(read_nbest(path_in)):
+            sid = group[0].sent_id
+            if sid < expected:
+                raise NBestError(f"{path_in}:{lineno}: sentence {sid} after sentence {expected - 1}: "
+                                 "the list is not in sentence order")
+            while expected < sid:
+                missing.append(expected)
+                best.write("\n")
+                expected += 1
+            try:
+                ranked = rerank(group, weights)
+            except NBestError as e:
+                raise NBestError(f"{path_in}:{lineno}: {e}") from None
+            best.write(ranked[0].text + "\n")
+            if nb is not None:
+                nb.writelines(h.line() for h in ranked)
+            lineno += len(group)
+            n_sent, n_hyp, expected = n_sent + 1, n_hyp + len(group), sid + 1
+        if sentences is not None and expected > sentences:
+            raise NBestError(f"{path_in}: sentence ids up to {expected - 1}, but {sentences} sentences were given")
+        while sentences is not None and expected < sentences:
+            missing.append(expected)
+            best.write("\n")
+            expected += 1
+    return {"sentences": expected, "with_hypotheses": n_sent, "hypotheses": n_hyp, "missing": missing}

@@ -9,7 +9,7 @@ phrase table, score the table with it, train and use the CSLM, and look at what 
     rescorer embed --model run/best.pt --phrase-table model/phrase-table.gz --out maps/
     rescorer cslm-train --text train.tc.fr.gz --vocab vocab/ --out cslm/ --max-minutes 600
 
-The Moses side (``ini``, ``decode``, ``tune``, ``evaluate``, ``cslm-rescore``) is registered by
+The Moses side (``ini``, ``decode``, ``tune``, ``evaluate``, ``cslm-rescore``, ``rerank``) is registered by
 ``moses_integration.cli``, whose ``main`` is the ``rescorer`` program: this package does not
 depend on that one.  ``build_parser`` and ``run`` are shared by both.
 """

@@ -57,3 +57,69 @@ def test_malformed_lines_name_file_and_line(tmp_path, line, msg):
     with pytest.raises(NBestError, match=msg) as e:
         list(read_nbest(p))
     assert f"{p}:2:" in str(e.value)
+
+
+INI = """[feature]
+UnknownWordPenalty
+WordPenalty
+PhrasePenalty
+Distortion
+
+[weight]
+UnknownWordPenalty0= 1
+WordPenalty0= -1
+PhrasePenalty0= 0.2
+Distortion0= 0.3
+LexicalReordering0= 0.3 0.3 0.3 0.3 0.3 0.3
+LM0= 0.5
+TranslationModel0= 0.2 0.2 0.2 0.2
+"""
+
+
+def _cli(*args):
+    from moses_integration.cli import main
+    return main([str(a) for a in args])
+
+
+def test_rerank_command_picks_by_the_ini_weights_and_the_added_feature(tmp_path):
+    """`rescorer rerank`: totals from the ini's weights plus --weights for a feature added by
+    cslm-rescore, checked against the sum written out by hand; an id the list lacks gets an
+    empty line."""
+    lines = NBEST.splitlines()[:2]
+    nb = tmp_path / "nbest.cslm.txt"
+    # sentence 0: the two hypotheses with a CSLM0 score each; sentence 1 missing; sentence 2: one
+    nb.write_text(lines[0].replace(" ||| -5.43", " CSLM0= -20 ||| -5.43") + "\n"
+                  + lines[1].replace(" ||| -7.1", " CSLM0= -9 ||| -7.1") + "\n"
+                  + "2 ||| oui ||| LM0= -2 WordPenalty0= -1 CSLM0= -3 ||| 0\n")
+    ini = tmp_path / "moses.ini"
+    ini.write_text(INI)
+    base = [0.3 * -1.2 + 0.5 * -12.5 + 3 + 0.4 + 0.2 * (-2.1 - 3.0 - 1.9 - 2.8),
+            0.3 * (-2.2 - 1) + 0.3 * -2 + 0.5 * -15.25 + 3 + 0.6 + 0.2 * (-2.5 - 3.5 - 2.0 - 3.0)]
+    # without the CSLM the first hypothesis wins; with CSLM0= 1 the second (its CSLM0 is 11 higher)
+    assert base[0] > base[1] and base[1] - 9 > base[0] - 20
+    out = tmp_path / "best.txt"
+    assert _cli("rerank", "--nbest", nb, "--ini", ini, "--weights", "CSLM0= 0", "--output", out, "-q") == 0
+    assert out.read_text() == "la maison bleue\n\noui\n"
+    assert _cli("rerank", "--nbest", nb, "--ini", ini, "--weights", "CSLM0= 1", "--output", out, "--overwrite",
+                "--n-best-out", tmp_path / "reranked.txt", "--sentences", 4, "-q") == 0
+    assert out.read_text() == "la bleue maison\n\noui\n\n"
+    ranked = list(read_nbest(tmp_path / "reranked.txt"))
+    assert [h.text for h in ranked] == ["la bleue maison", "la maison bleue", "oui"]
+    assert ranked[0].total == pytest.approx(base[1] - 9, abs=1e-4)
+    assert ranked[1].total == pytest.approx(base[0] - 20, abs=1e-4)
+
+
+def test_rerank_command_errors_name_the_file_and_line(tmp_path, caplog):
+    nb = tmp_path / "nbest.txt"
+    nb.write_text(NBEST.splitlines()[0] + "\n" + "1 ||| oui ||| LM0= -2 RNN0= -1 ||| 0\n")
+    ini = tmp_path / "moses.ini"
+    ini.write_text(INI)
+    out = tmp_path / "best.txt"
+    assert _cli("rerank", "--nbest", nb, "--ini", ini, "--output", out, "-q") != 0
+    assert f"{nb}:2: no weight for feature 'RNN0'" in caplog.text and not out.exists()
+    nb.write_text("1 ||| oui ||| LM0= -2 ||| 0\n0 ||| non ||| LM0= -3 ||| 0\n")
+    assert _cli("rerank", "--nbest", nb, "--weights", "LM0= 1", "--output", out, "-q") != 0
+    assert f"{nb}:2: sentence 0 after sentence 1" in caplog.text and not out.exists()
+    out.write_text("kept\n")
+    assert _cli("rerank", "--nbest", nb, "--weights", "LM0= 1", "--output", out, "-q") != 0
+    assert out.read_text() == "kept\n"   # nothing overwritten unasked
