@@ -3,6 +3,7 @@ sentence pairs, tiny networks, 2 MERT runs per system, 8 test sentences; then th
 rerun that skips every stage, a test set added later, and a kill -9 in the middle of MERT."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -327,8 +328,9 @@ def test_release_holds_the_networks_in_fp16_and_every_tuned_ini(small_run):
             assert text.startswith(f"# {s}, MERT run {k} (seed ") and ("CSLM0=" in text) == ("CSLM" in s)
             if "CSLM" in s:  # the search weight of the stand-in: LM0's plus CSLM0's
                 lm = tuned["LM0"][0] + tuned["CSLM0"][0]
-                line = next(x for x in text.splitlines() if "-weight-overwrite" in x)
-                assert float(line.split("'LM0= ")[1].rstrip("'. \n")) == pytest.approx(lm, rel=1e-5, abs=1e-9)
+                search = re.search(r"-weight-overwrite 'LM0= (\S+)'", text)
+                assert float(search.group(1)) == pytest.approx(lm, rel=1e-5, abs=1e-9)
+                assert f"rescorer rerank --ini run{k}.ini --weights 'CSLM0= " in text
     md = (rel / "results.md").read_text()
     assert "## Released with this report" in md and "(models/rnn.pt)" in md and "[run2.ini](moses/cslm_rnn/run2.ini)" in md
     assert set(r["release"]["models"]) == {"models/rnn.pt", "models/cslm.pt", "models/source.vocab",
