@@ -245,6 +245,10 @@ def plot_gradients(res: dict, path: str) -> None:
     save_figure(fig, path)
 
 
+def _and(names: list[str]) -> str:
+    return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def findings(res: dict, min_states: int = 50) -> list[str]:
     """What the numbers say, in sentences made from them: the cells ranked at equal time and at
     equal updates, and how fast the gradient reaching the encoder states falls with the distance
@@ -257,19 +261,31 @@ def findings(res: dict, min_states: int = 50) -> list[str]:
     out = [f"Validation perplexity, best first: at equal time ({res['equal_minutes']:.1f} min) "
            f"{ranked('best_ppl_at_equal_minutes')}; at equal updates ({res['equal_updates']:,}) "
            f"{ranked('best_ppl_at_equal_updates')}."]
-    ratios = {}
+    ratios, longest = {}, 0
     for cell, g in res["gradients"].items():
         tr = g["trained"]
+        longest = max([longest] + [int(d) for d in tr])
         far = max((int(d) for d, v in tr.items() if v[1] >= min_states), default=0)
         if far > 0:
             ratios[cell] = (far, tr[str(far)][0] / tr["0"][0])
     if ratios:
         order = sorted(ratios, key=lambda c: ratios[c][1])
+        falls = [c for c in order if ratios[c][1] < 1]
+        grows = [c for c in order if ratios[c][1] > 1]
         out.append("After training, the gradient reaching the state t words before the end of the source, "
                    "relative to the one at t = 0 (the farthest t with at least "
                    f"{min_states} held-out states): "
-                   + ", ".join(f"{c} {ratios[c][1]:.3g} at t = {ratios[c][0]}" for c in order)
-                   + f". It falls the most for {order[0]} and the least for {order[-1]}.")
+                   + ", ".join(f"{c} {ratios[c][1]:.3g} at t = {ratios[c][0]}" for c in order) + ". "
+                   + (f"It falls with the distance for {_and(falls)}" if falls else "")
+                   + ("; " if falls and grows else "")
+                   + (f"{'it' if falls else 'It'} grows for {_and(grows)}" if grows else "")
+                   + f". The held-out source phrases have at most {longest + 1} words, so these distances "
+                     "are short.")
+        worst = max(cells, key=lambda c: cells[c]["best_ppl_at_equal_minutes"])
+        if worst in ratios and worst != order[0]:
+            out.append(f"The cell with the worst perplexity ({worst}) is not the one whose gradient falls the "
+                       "most with the distance: on phrases this short, a vanishing gradient does not explain "
+                       "the difference.")
     return out
 
 
@@ -300,8 +316,9 @@ def markdown(res: dict) -> str:
             L.append(f"| {cell} | {when} | " + " | ".join(
                 f"{g[when][str(d)][0]:.3g}" if str(d) in g[when] else "" for d in range(8)) + " |")
     L += ["", "![gradient norm against distance](gradients.png)", "",
-          "BLEU of each cell's score as the +RNN feature is not part of this run: it needs the tuned weights "
-          "of the Table 1 reproduction (experiments/reproduce.py) and an hour of scoring and decoding per cell.", "",
+          "BLEU of each cell's score as the +RNN feature is not part of this run: it would need the test "
+          "set's table scored with each cell and, for a fair comparison, MERT runs of each cell's own (the "
+          "Table 1 reproduction's +RNN weights were tuned for the score of a different network).", "",
           "| stage | time | peak memory |", "|---|---|---|"]
     for r in res["stages"]:
         mem = r.get("peak_memory_mb")
