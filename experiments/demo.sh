@@ -24,13 +24,13 @@ echo "== phrase table: $TABLE ($(du -h "$TABLE" | cut -f1))"
 
 echo "== 1. shortlists ($SIZE words per language)"
 if [ -f "$WORK/vocab/target.vocab" ]; then echo "   done before: $WORK/vocab"; else
-  rescorer vocab --phrase-table "$TABLE" --size "$SIZE" --out "$WORK/vocab"
+  rescorer vocab --phrase-table "$TABLE" --size "$SIZE" --output "$WORK/vocab"
 fi
 
 echo "== 2. training for $MINUTES minutes (hidden $HIDDEN, rank $RANK, maxout $MAXOUT; Adam)"
 if [ -f "$WORK/run/summary.json" ]; then echo "   done before: $WORK/run"; else
   resume=(); [ -f "$WORK/run/last.pt" ] && resume=(--resume)
-  rescorer train --phrase-table "$TABLE" --vocab "$WORK/vocab" --out "$WORK/run" \
+  rescorer train --phrase-table "$TABLE" --vocab "$WORK/vocab" --output "$WORK/run" \
     --hidden "$HIDDEN" --rank "$RANK" --maxout-units "$MAXOUT" --optimizer adam --lr 3e-3 \
     --max-minutes "$MINUTES" --valid-every 500 --checkpoint-minutes 2 "${resume[@]}"
 fi
@@ -39,7 +39,7 @@ echo "== 3. scoring every pair of the table"
 OUT="$WORK/phrase-table.rnn.gz"
 if [ -f "$OUT" ]; then echo "   done before: $OUT"; else
   resume=(); [ -f "$OUT.partial.json" ] && resume=(--resume)
-  rescorer score --phrase-table "$TABLE" --model "$WORK/run/best.pt" --out "$OUT" --unk-count "${resume[@]}"
+  rescorer score --phrase-table "$TABLE" --model "$WORK/run/best.pt" --output "$OUT" --unk-count "${resume[@]}"
 fi
 
 echo "== result"

@@ -2,11 +2,11 @@
 this package (``ini``, ``decode``, ``tune``, ``evaluate``, ``cslm-rescore``, ``rerank``) registered beside those of
 ``rescorer.cli`` in one parser.
 
-    rescorer ini set-table --ini moses.ini --path phrase-table.rnn.gz --out moses.rnn.ini
-    rescorer tune --ini moses.rnn.ini --input dev.en --ref dev.fr --out-ini moses.tuned.ini
+    rescorer ini set-table --ini moses.ini --path phrase-table.rnn.gz --output moses.rnn.ini
+    rescorer tune --ini moses.rnn.ini --input dev.en --ref dev.fr --output moses.tuned.ini
     rescorer decode --ini moses.tuned.ini --input test.en --output test.out
-    rescorer evaluate --hyp test.out --ref test.fr
-    rescorer cslm-rescore --model cslm/best.pt --nbest nbest.txt --out nbest.cslm.txt
+    rescorer evaluate --input test.out --ref test.fr
+    rescorer cslm-rescore --model cslm/best.pt --nbest nbest.txt --output nbest.cslm.txt
     rescorer rerank --nbest nbest.cslm.txt --ini moses.tuned.ini --weights 'CSLM0= 0.3' --output test.out
 """
 from __future__ import annotations
@@ -32,21 +32,21 @@ log = logging.getLogger("rescorer")
 
 DESCRIPTION = """rescorer: train Cho et al.'s RNN Encoder-Decoder on a Moses phrase table and add its score.
 
-    rescorer vocab --phrase-table model/phrase-table.gz --size 15000 --out vocab/
-    rescorer train --phrase-table model/phrase-table.gz --vocab vocab/ --out run/ --max-minutes 60
-    rescorer score --phrase-table model/phrase-table.gz --model run/best.pt --out phrase-table.rnn.gz
-    rescorer ini set-table --ini moses.ini --path phrase-table.rnn.gz --out moses.rnn.ini
-    rescorer tune --ini moses.rnn.ini --input dev.en --ref dev.fr --out-ini moses.tuned.ini
+    rescorer vocab --phrase-table model/phrase-table.gz --size 15000 --output vocab/
+    rescorer train --phrase-table model/phrase-table.gz --vocab vocab/ --output run/ --max-minutes 60
+    rescorer score --phrase-table model/phrase-table.gz --model run/best.pt --output phrase-table.rnn.gz
+    rescorer ini set-table --ini moses.ini --path phrase-table.rnn.gz --output moses.rnn.ini
+    rescorer tune --ini moses.rnn.ini --input dev.en --ref dev.fr --output moses.tuned.ini
     rescorer inspect --model run/best.pt --phrase-table model/phrase-table.gz --source "the house"
-    rescorer cslm-train --text train.tc.fr.gz --vocab vocab/ --out cslm/ --max-minutes 600
-    rescorer cslm-rescore --model cslm/best.pt --nbest nbest.txt --out nbest.cslm.txt
+    rescorer cslm-train --input train.tc.fr.gz --vocab vocab/ --output cslm/ --max-minutes 600
+    rescorer cslm-rescore --model cslm/best.pt --nbest nbest.txt --output nbest.cslm.txt
 """
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """This package's subcommands, each with its handler."""
     i = sub.add_parser("ini", help="edit a moses.ini: point a table at a scored file, add a feature, set weights",
-                       description="Change a moses.ini and write it to --out; everything else in the file "
+                       description="Change a moses.ini and write it to --output; everything else in the file "
                                    "is kept byte for byte.")
     isub = i.add_subparsers(dest="ini_command", required=True, metavar="ACTION")
     st = isub.add_parser("set-table", parents=[common],
@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     st.add_argument("--path", required=True, help="the table, e.g. the output of 'rescorer score'")
     st.add_argument("--start-weight", type=float, default=0.2,
                     help="weight of each new column before tuning (default 0.2, as Moses's TM weights)")
-    st.add_argument("--out", required=True, help="moses.ini to write")
+    st.add_argument("--output", "--out", dest="out", required=True, help="moses.ini to write")
     st.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     af = isub.add_parser("add-feature", parents=[common], help="add (or replace) a feature line and its weights",
                          description="Add a feature line to [feature] and its weight line to [weight]; a "
@@ -70,18 +70,18 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     af.add_argument("--ini", required=True)
     af.add_argument("--line", required=True, metavar="'KIND name=NAME key=value ...'")
     af.add_argument("--weight", type=float, nargs="+", required=True, help="start weight(s)")
-    af.add_argument("--out", required=True)
+    af.add_argument("--output", "--out", dest="out", required=True)
     af.add_argument("--overwrite", action="store_true")
     rf = isub.add_parser("remove-feature", parents=[common], help="remove a feature line and its weights")
     rf.add_argument("--ini", required=True)
     rf.add_argument("--name", required=True, help="name= of the feature, e.g. CSLM0")
-    rf.add_argument("--out", required=True)
+    rf.add_argument("--output", "--out", dest="out", required=True)
     rf.add_argument("--overwrite", action="store_true")
     sw = isub.add_parser("set-weights", parents=[common], help="set weights, e.g. from a tuning result",
                          description="Set weight lines: each --weight is a line as in [weight], 'LM0= 0.5'.")
     sw.add_argument("--ini", required=True)
     sw.add_argument("--weight", action="append", required=True, metavar="'NAME= V ...'")
-    sw.add_argument("--out", required=True)
+    sw.add_argument("--output", "--out", dest="out", required=True)
     sw.add_argument("--overwrite", action="store_true")
     for q in (st, af, rf, sw):
         q.set_defaults(handler=cmd_ini)
@@ -113,7 +113,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     t.add_argument("--ini", required=True)
     t.add_argument("--input", required=True, help="tokenised source side of the tuning set")
     t.add_argument("--ref", required=True, help="tokenised reference, the same preprocessing as the output")
-    t.add_argument("--out-ini", required=True, help="moses.ini with the tuned weights")
+    t.add_argument("--output", "--out-ini", dest="out_ini", required=True, help="moses.ini with the tuned weights")
     t.add_argument("--nbest", type=int, default=100)
     t.add_argument("--max-iter", type=int, default=25)
     t.add_argument("--restarts", type=int, default=20)
@@ -137,7 +137,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                        "paired bootstrap against a baseline",
                        description="Detruecase and detokenise decoder output (sacremoses), then BLEU with "
                                    "sacrebleu against raw references; its signature is printed.")
-    e.add_argument("--hyp", required=True, help="decoder output (tokenised, truecased)")
+    e.add_argument("--input", "--hyp", dest="hyp", required=True, help="decoder output (tokenised, truecased)")
     e.add_argument("--ref", required=True, help="raw reference text")
     e.add_argument("--baseline", help="another system's output: paired bootstrap resampling against it")
     e.add_argument("--lang", default="fr", help="output language for detokenisation (default fr)")
@@ -153,7 +153,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                                     "byte is kept. Tune with the new feature's weight, then re-rank.")
     cr.add_argument("--model", required=True, help="checkpoint from 'rescorer cslm-train'")
     cr.add_argument("--nbest", required=True, help="Moses n-best list")
-    cr.add_argument("--out", required=True, help="n-best list with the new feature")
+    cr.add_argument("--output", "--out", dest="out", required=True, help="n-best list with the new feature")
     cr.add_argument("--name", default="CSLM0", help="feature name (default CSLM0)")
     cr.add_argument("--overwrite", action="store_true")
     cr.add_argument("--device", default="auto")

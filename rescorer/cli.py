@@ -1,13 +1,13 @@
 """The commands of the ``rescorer`` package: train Cho et al.'s RNN Encoder-Decoder on a Moses
 phrase table, score the table with it, train and use the CSLM, and look at what the network learned.
 
-    rescorer vocab --phrase-table model/phrase-table.gz --size 15000 --out vocab/
-    rescorer train --phrase-table model/phrase-table.gz --vocab vocab/ --out run/ --max-minutes 60
-    rescorer score --phrase-table model/phrase-table.gz --model run/best.pt --out phrase-table.rnn.gz
+    rescorer vocab --phrase-table model/phrase-table.gz --size 15000 --output vocab/
+    rescorer train --phrase-table model/phrase-table.gz --vocab vocab/ --output run/ --max-minutes 60
+    rescorer score --phrase-table model/phrase-table.gz --model run/best.pt --output phrase-table.rnn.gz
     rescorer inspect --model run/best.pt --phrase-table model/phrase-table.gz --source "the house"
     rescorer generate --model run/best.pt --source "the house"
-    rescorer embed --model run/best.pt --phrase-table model/phrase-table.gz --out maps/
-    rescorer cslm-train --text train.tc.fr.gz --vocab vocab/ --out cslm/ --max-minutes 600
+    rescorer embed --model run/best.pt --phrase-table model/phrase-table.gz --output maps/
+    rescorer cslm-train --input train.tc.fr.gz --vocab vocab/ --output cslm/ --max-minutes 600
 
 The Moses side (``ini``, ``decode``, ``tune``, ``evaluate``, ``cslm-rescore``, ``rerank``) is registered by
 ``moses_integration.cli``, whose ``main`` is the ``rescorer`` program: this package does not
@@ -117,7 +117,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     v.add_argument("--size", type=int, default=15000, help="shortlist size per language (default 15000)")
     v.add_argument("--source-size", type=int, help="source shortlist size (default --size)")
     v.add_argument("--target-size", type=int, help="target shortlist size (default --size)")
-    v.add_argument("--out", required=True, help="directory for source.vocab and target.vocab")
+    v.add_argument("--output", "--out", dest="out", required=True, help="directory for source.vocab and target.vocab")
     v.add_argument("--overwrite", action="store_true", help="replace existing vocabularies")
 
     t = sub.add_parser("train", parents=[common], help="train the RNN Encoder-Decoder on the unique pairs of a table",
@@ -126,7 +126,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                                    "(OUT/last.pt, OUT/best.pt), curves (OUT/curves.png). CPU or CUDA.")
     t.add_argument("--phrase-table", required=True, help="Moses phrase table, plain or gzipped")
     t.add_argument("--vocab", required=True, help="directory made by 'rescorer vocab'")
-    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--output", "--out", dest="out", required=True, help="run directory")
     t.add_argument("--inverse", action="store_true",
                    help="train on swapped pairs: the model gives p(source | target)")
     _add_training_options(t, "pairs", 64, "the unique pairs")
@@ -145,7 +145,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                        epilog=EPILOG_SCORE, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--phrase-table", required=True, help="Moses phrase table, plain or gzipped")
     s.add_argument("--model", required=True, help="checkpoint from 'rescorer train' (run/best.pt)")
-    s.add_argument("--out", required=True, help="output table (gzipped when the name ends in .gz)")
+    s.add_argument("--output", "--out", dest="out", required=True, help="output table (gzipped when the name ends in .gz)")
     s.add_argument("--unk-count", action="store_true",
                    help="also append exp(-n), n = words outside the shortlists (the paper's WP feature)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted run (same bytes)")
@@ -173,12 +173,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                                    "text: every word and each sentence's </s> is an n-gram; 0.1% of the "
                                    "sentences held out; perplexity, checkpoints (OUT/last.pt, OUT/best.pt), "
                                    "curves (OUT/curves.png), --resume. CPU or CUDA.")
-    c.add_argument("--text", required=True, nargs="+", help="tokenised target text files (plain or .gz)")
+    c.add_argument("--input", "--text", dest="text", required=True, nargs="+", help="tokenised target text files (plain or .gz)")
     cv = c.add_mutually_exclusive_group(required=True)
     cv.add_argument("--vocab", help="shortlist: a vocabulary file such as VOCAB_DIR/target.vocab "
                                     "(the RNN's target shortlist) or a directory holding target.vocab")
     cv.add_argument("--shortlist", type=int, help="make a shortlist of this size from the text (OUT/target.vocab)")
-    c.add_argument("--out", required=True, help="run directory")
+    c.add_argument("--output", "--out", dest="out", required=True, help="run directory")
     c.add_argument("--order", type=int, default=7, help="n of the n-grams (default 7, the paper's)")
     c.add_argument("--embed", type=int, default=512, help="projection size per context word (default 512)")
     c.add_argument("--hidden", type=int, nargs="+", default=[1536, 1024],
@@ -240,7 +240,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                                    "labelled subset) and OUT/*.tsv (every point).")
     m.add_argument("--model", required=True, help="checkpoint from 'rescorer train'")
     m.add_argument("--phrase-table", help="Moses phrase table: the source phrases of the phrase map")
-    m.add_argument("--out", required=True, help="directory for the maps")
+    m.add_argument("--output", "--out", dest="out", required=True, help="directory for the maps")
     m.add_argument("--words", type=int, default=1000, help="most frequent source words mapped (default 1000)")
     m.add_argument("--phrases", type=int, default=2000, help="source phrases mapped (default 2000)")
     m.add_argument("--min-words", type=int, default=2, help="shortest phrase on the phrase map (default 2)")
