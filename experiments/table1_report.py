@@ -115,13 +115,15 @@ def _precision_check(exp, precision: str, sysname: str, lang: str) -> dict:
 
 def collapses(runs: list[dict], share: float = 0.5) -> dict:
     """MERT iterations whose weights decoded the dev set below ``share`` of their run's best BLEU:
-    how many runs had one, and the WordPenalty weight at those iterations and at the others."""
+    how many runs had one, and the WordPenalty weight at those iterations and at the others.  The
+    first iteration decodes with the run's start weights, not with weights MERT chose: it is not
+    counted either way."""
     at, other, hit = [], [], 0
     for w in runs:
         best = max(w["dev_bleu_per_iteration"], default=0.0)
-        low = [b < share * best for b in w["dev_bleu_per_iteration"]]
+        low = [b < share * best for b in w["dev_bleu_per_iteration"]][1:]
         hit += any(low)
-        for is_low, wp in zip(low, w.get("word_penalty_per_iteration") or []):
+        for is_low, wp in zip(low, (w.get("word_penalty_per_iteration") or [])[1:]):
             (at if is_low else other).append(wp)
     return {"runs": len(runs), "runs_with_collapse": hit, "word_penalty_at_collapse": at,
             "word_penalty_median_otherwise": float(np.median(other)) if other else None}
@@ -467,8 +469,9 @@ def markdown(r: dict, cfg) -> str:
             L.append(f"| {s} | {k} | {' → '.join(f'{b:.2f}' for b in path)} | {w['dev_bleu']:.2f} |")
     col = {s: collapses(runs) for s, runs in r["weights"].items()}
     if any(c["runs_with_collapse"] for c in col.values()):
-        L += ["", "Collapses (an iteration's weights decoding the dev set below half of its run's best BLEU), "
-                  "per system, with the WordPenalty weight at those iterations and its median at the others:", "",
+        L += ["", "Collapses (an iteration's weights decoding the dev set below half of its run's best BLEU; "
+                  "the first iteration, which decodes with the start weights, is left out), per system, with "
+                  "the WordPenalty weight at those iterations and its median at the others:", "",
               "| system | runs with a collapse | WordPenalty at the collapses | median WordPenalty otherwise |",
               "|---|---|---|---|"]
         for s, c in col.items():

@@ -196,9 +196,11 @@ def test_report_bleu_equals_sacrebleu_on_the_outputs(small_run):
 def test_collapses_are_iterations_below_half_the_runs_best():
     from table1_report import collapses
     runs = [{"dev_bleu_per_iteration": [10.0, 1.5, 12.0, 13.0], "word_penalty_per_iteration": [-1.0, -9.0, -3.0, -2.0]},
-            {"dev_bleu_per_iteration": [11.0, 12.0], "word_penalty_per_iteration": [-2.5, -2.0]}]
+            {"dev_bleu_per_iteration": [11.0, 12.0], "word_penalty_per_iteration": [-2.5, -2.0]},
+            # a poor start (the first iteration decodes with the start weights) is not MERT collapsing
+            {"dev_bleu_per_iteration": [4.0, 12.0, 13.0], "word_penalty_per_iteration": [-7.0, -2.0, -2.5]}]
     c = collapses(runs)
-    assert c == {"runs": 2, "runs_with_collapse": 1, "word_penalty_at_collapse": [-9.0],
+    assert c == {"runs": 3, "runs_with_collapse": 1, "word_penalty_at_collapse": [-9.0],
                  "word_penalty_median_otherwise": -2.0}
 
 
