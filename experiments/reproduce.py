@@ -256,6 +256,12 @@ class Experiment:
         # n-best mode: the search feature whose weight also carries CSLM0's (RescoredDecoder)
         standin = cfg.get("cslm", "search-standin", "LM0").strip()
         self.cslm_standin = None if standin == "none" else standin
+        # with a stand-in, MERT starts CSLM0 at this share of the stand-in's weight and the stand-in
+        # at the rest: the search starts from the weights of the system without the CSLM
+        self.cslm_start_share = float(cfg.get("cslm", "start-share", "0.5"))
+        if not 0 < self.cslm_start_share < 1:
+            raise ConfigError(f"{cfg.path}: [cslm] start-share = {self.cslm_start_share}: expected a number "
+                              "between 0 and 1")
         self.bounds = t.get("bounds", "moses")
         if self.bounds not in ("moses", "positive"):
             raise ConfigError(f"{cfg.path}: [tuning] bounds = {self.bounds!r}: expected moses or positive")
@@ -590,7 +596,12 @@ class Experiment:
             scorer = CSLMScorer(ck["model"], ck["vocab"], OutOfShortlist(ck["oos_counts"]))
             dec = RescoredDecoder(dec, "CSLM0", scorer.score_sentences, standin=self.cslm_standin)
             groups = dec.groups
-            w0 = np.append(w0, float(t.get("cslm-start-weight", 0.5)))
+            if dec.standin_index is not None:  # CSLM0 takes a share of the stand-in's start weight
+                i = dec.standin_index
+                w0 = np.append(w0, self.cslm_start_share * w0[i])
+                w0[i] *= 1 - self.cslm_start_share
+            else:
+                w0 = np.append(w0, float(t.get("cslm-start-weight", 0.5)))
         return dec, groups, w0
 
     def tune_stage_name(self, sysname: str, k: int, bounds: str | None = None) -> str:
@@ -613,6 +624,9 @@ class Experiment:
             raise ConfigError(f"{self.cfg.path}: [tuning] start = {start!r}: expected perturbed or defaults")
         settings["start"] = start
         settings.update(self.standin_settings(feats))
+        if "cslm" in feats and self.cslm_mode == "nbest":  # the start of CSLM0 (search mode: in the ini)
+            settings["cslm-start"] = (f"share {self.cslm_start_share}" if self.cslm_standin
+                                      else float(t.get("cslm-start-weight", 0.5)))
         normalize = t.get("normalize", "none").strip()
         if normalize not in ("none", "l1"):
             raise ConfigError(f"{self.cfg.path}: [tuning] normalize = {normalize!r}: expected none or l1")

@@ -406,3 +406,24 @@ def test_score_differences_reads_the_column_as_moses_and_names_a_short_table(tmp
         f.write(line.format("0.25"))
     with pytest.raises(ValueError, match=f"{approx}: ends at line 1"):
         reproduce.score_differences(str(exact), str(approx))
+
+
+def test_mert_starts_the_cslm_with_a_share_of_the_standin_weight(small_run):
+    """n-best mode with LM0 standing in for the CSLM: CSLM0 starts at [cslm] start-share of LM0's
+    start weight and LM0 at the rest, so the search starts from the weights of the system without
+    the CSLM (before each run's perturbation)."""
+    import numpy as np
+    import reproduce
+    work, _ = small_run
+    exp = reproduce.Experiment(reproduce.Config(str(SMALL), None, str(work)), progress=False)
+    src = reproduce.read_lines(exp.set_files("dev", exp.cfg.dev, "", "")["source"])
+    _, groups_b, w_b = exp._decoder("Baseline", frozenset(), "dev", src[:2])
+    _, groups_c, w_c = exp._decoder("+CSLM", frozenset({"cslm"}), "dev", src[:2])
+    names = [g[0] for g in groups_c]
+    assert names[-1] == "CSLM0" and [g[0] for g in groups_b] == names[:-1]
+    lm = sum(n for _, n, _ in groups_c[:names.index("LM0")])   # LM0's place in the weight vector
+    share = exp.cslm_start_share
+    assert w_c[-1] == pytest.approx(share * w_b[lm]) and w_c[lm] == pytest.approx((1 - share) * w_b[lm])
+    search = np.delete(w_c, -1)
+    search[lm] += w_c[-1]
+    assert search == pytest.approx(w_b)   # the search's start weights are the baseline's
