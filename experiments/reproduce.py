@@ -259,6 +259,7 @@ class Experiment:
         # with a stand-in, MERT starts CSLM0 at this share of the stand-in's weight and the stand-in
         # at the rest: the search starts from the weights of the system without the CSLM
         self.cslm_start_share = float(cfg.get("cslm", "start-share", "0.5"))
+        self.cslm_start_weight = float(t.get("cslm-start-weight", 0.5))  # CSLM0 in search mode, or without a stand-in
         if not 0 < self.cslm_start_share < 1:
             raise ConfigError(f"{cfg.path}: [cslm] start-share = {self.cslm_start_share}: expected a number "
                               "between 0 and 1")
@@ -543,7 +544,7 @@ class Experiment:
         defaults, 0.2 for a new table column, 0.5 for the CSLM (as the LM); a column the system
         does not use gets weight 0 and is not tuned."""
         t = self.cfg.section("tuning")
-        start_rnn, start_cslm = float(t.get("start-weight", 0.2)), float(t.get("cslm-start-weight", 0.5))
+        start_rnn, start_cslm = float(t.get("start-weight", 0.2)), self.cslm_start_weight
         out = self.system_ini(sysname, set_name, precision)
 
         def run():
@@ -567,10 +568,10 @@ class Experiment:
                        {"features": sorted(feats), "cslm_mode": self.cslm_mode, "start": [start_rnn, start_cslm]},
                        isolated=False)
 
-    def standin_settings(self, feats: frozenset) -> dict:
+    def standin_settings(self, uses_cslm: bool) -> dict:
         """The stand-in of the CSLM in the search, for the stage settings of a system that uses the
         CSLM by n-best rescoring (the other systems' stages do not depend on it)."""
-        if "cslm" in feats and self.cslm_mode == "nbest":
+        if uses_cslm and self.cslm_mode == "nbest":
             return {"cslm-standin": self.cslm_standin or "none"}
         return {}
 
@@ -601,7 +602,7 @@ class Experiment:
                 w0 = np.append(w0, self.cslm_start_share * w0[i])
                 w0[i] *= 1 - self.cslm_start_share
             else:
-                w0 = np.append(w0, float(t.get("cslm-start-weight", 0.5)))
+                w0 = np.append(w0, self.cslm_start_weight)
         return dec, groups, w0
 
     def tune_stage_name(self, sysname: str, k: int, bounds: str | None = None) -> str:
@@ -623,10 +624,11 @@ class Experiment:
         if start not in ("perturbed", "defaults"):
             raise ConfigError(f"{self.cfg.path}: [tuning] start = {start!r}: expected perturbed or defaults")
         settings["start"] = start
-        settings.update(self.standin_settings(feats))
-        if "cslm" in feats and self.cslm_mode == "nbest":  # the start of CSLM0 (search mode: in the ini)
+        standin = self.standin_settings("cslm" in feats)
+        settings.update(standin)
+        if standin:  # n-best mode: the start of CSLM0 (search mode: in the ini)
             settings["cslm-start"] = (f"share {self.cslm_start_share}" if self.cslm_standin
-                                      else float(t.get("cslm-start-weight", 0.5)))
+                                      else self.cslm_start_weight)
         normalize = t.get("normalize", "none").strip()
         if normalize not in ("none", "l1"):
             raise ConfigError(f"{self.cfg.path}: [tuning] normalize = {normalize!r}: expected none or l1")
@@ -702,7 +704,7 @@ class Experiment:
                 + [self.released_ini(n, k) for n, k in runs])
         st = P.Stage("release", [p for _, p in nets] + vocabs + inis + tuned, outs, None,
                      dict({"dtype": "float16", "cslm_mode": self.cslm_mode},
-                          **self.standin_settings(frozenset({"cslm"}) if cslm else frozenset())),
+                          **self.standin_settings(cslm)),
                      compare={p: tuned_weights for p in tuned},
                      isolated=False)
 
@@ -788,7 +790,7 @@ class Experiment:
         n_rescore = int(self.cfg.get("cslm", "nbest", "100"))
         out = self.modes_path()
         st = P.Stage("cslm-modes-dev", [files["source"], self.system_ini(sysname, "dev"), cslm, tuned], [out], None,
-                     dict({"system": sysname, "nbest": n_rescore}, **self.standin_settings(feats)),
+                     dict({"system": sysname, "nbest": n_rescore}, **self.standin_settings("cslm" in feats)),
                      compare={tuned: tuned_weights})
 
         def run():
@@ -845,7 +847,8 @@ class Experiment:
 
         st = P.Stage(self.test_stage_name(set_name, sysname, precision),
                      [files["source"], self.system_ini(sysname, set_name, precision)] + tuned, outs, None,
-                     dict({"rescore_nbest": n_rescore, "cslm_mode": self.cslm_mode}, **self.standin_settings(feats)),
+                     dict({"rescore_nbest": n_rescore, "cslm_mode": self.cslm_mode},
+                          **self.standin_settings("cslm" in feats)),
                      compare={p: tuned_weights for p in tuned})
 
         def run():

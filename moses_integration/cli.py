@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     st.add_argument("--start-weight", type=float, default=0.2,
                     help="weight of each new column before tuning (default 0.2, as Moses's TM weights)")
     st.add_argument("--output", "--out", dest="out", required=True, help="moses.ini to write")
-    st.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    st.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     af = isub.add_parser("add-feature", parents=[common], help="add (or replace) a feature line and its weights",
                          description="Add a feature line to [feature] and its weight line to [weight]; a "
                                      "feature of the same name is replaced, not doubled. For the CSLM in the "

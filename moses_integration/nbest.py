@@ -10,9 +10,12 @@ list gives the same bytes; appending a feature touches only the feature field.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
+
+from rescorer.fileio import atomic_write
 
 SEP = " ||| "
 
@@ -147,7 +150,6 @@ def add_feature(path_in: str | os.PathLike, path_out: str | os.PathLike, name: s
     """Copy an n-best list adding ``NAME= values`` to every hypothesis, the values computed by
     ``score`` from the hypotheses' texts in batches; every other byte is kept.  Written to a
     temporary file and renamed into place.  Returns the number of hypotheses."""
-    from rescorer.fileio import atomic_write
     n = 0
     with atomic_write(path_out, "w") as out:
         batch: list[Hypothesis] = []
@@ -172,8 +174,6 @@ def rerank_file(path_in: str | os.PathLike, weights: dict[str, list[float]], bes
     write each sentence's best hypothesis to ``best_out``, one line per sentence id from 0 (an
     empty line for an id the list lacks, as up to ``sentences`` when given); with ``nbest_out``,
     the re-ranked list as well.  Outputs are written to temporary files renamed into place."""
-    import contextlib
-    from rescorer.fileio import atomic_write
     missing: list[int] = []
     n_sent = n_hyp = 0
     with contextlib.ExitStack() as stack:

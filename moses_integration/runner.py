@@ -175,15 +175,11 @@ class RescoredDecoder:
         self.cache: dict[tuple[str, ...], float] = {}
         self.standin_index = None
         if standin is not None:
-            a = 0
-            for g, n, _ in decoder.layout.groups:
-                if g == standin:
-                    self.standin_index = a
-                    break
-                a += n
-            else:
-                names = ", ".join(g for g, _, _ in decoder.layout.groups)
-                raise ValueError(f"stand-in {standin!r} for {name} is not a feature of the search ({names})")
+            places = decoder.layout.slices()
+            if standin not in places:
+                raise ValueError(f"stand-in {standin!r} for {name} is not a feature of the search "
+                                 f"({', '.join(places)})")
+            self.standin_index = places[standin].start
 
     @property
     def groups(self) -> list[tuple[str, int, bool]]:

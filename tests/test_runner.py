@@ -2,16 +2,13 @@
 import numpy as np
 import pytest
 
+from moses_integration.decoder import FeatureLayout
 from moses_integration.runner import RescoredDecoder
-
-
-class _Layout:
-    groups = [("LM0", 1, True), ("WordPenalty0", 1, True), ("TranslationModel0", 2, True)]
 
 
 class _FakeDecoder:
     """Two hypotheses per sentence, the longer first, with fixed features; records the weights it is asked to search with."""
-    layout = _Layout()
+    layout = FeatureLayout([("LM0", 1, True), ("WordPenalty0", 1, True), ("TranslationModel0", 2, True)])
 
     def __init__(self):
         self.calls = []
