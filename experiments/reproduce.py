@@ -597,12 +597,7 @@ class Experiment:
             scorer = CSLMScorer(ck["model"], ck["vocab"], OutOfShortlist(ck["oos_counts"]))
             dec = RescoredDecoder(dec, "CSLM0", scorer.score_sentences, standin=self.cslm_standin)
             groups = dec.groups
-            if dec.standin_index is not None:  # CSLM0 takes a share of the stand-in's start weight
-                i = dec.standin_index
-                w0 = np.append(w0, self.cslm_start_share * w0[i])
-                w0[i] *= 1 - self.cslm_start_share
-            else:
-                w0 = np.append(w0, self.cslm_start_weight)
+            w0 = dec.start_weights(w0, self.cslm_start_share, self.cslm_start_weight)
         return dec, groups, w0
 
     def tune_stage_name(self, sysname: str, k: int, bounds: str | None = None) -> str:

@@ -8,6 +8,7 @@ this package (``ini``, ``decode``, ``tune``, ``evaluate``, ``cslm-rescore``, ``r
     rescorer evaluate --input test.out --ref test.fr
     rescorer cslm-rescore --model cslm/best.pt --nbest nbest.txt --output nbest.cslm.txt
     rescorer rerank --nbest nbest.cslm.txt --ini moses.tuned.ini --weights 'CSLM0= 0.3' --output test.out
+    rescorer tune --ini moses.rnn.ini --input dev.en --ref dev.fr --output moses.tuned.ini --cslm cslm/best.pt
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import logging
 import os
 import sys
 
+import numpy as np
+
 from rescorer import cli as rescorer_cli
 from rescorer.cli import read_lines
 from rescorer.fileio import OutputExistsError, atomic_write, check_can_write
@@ -25,8 +28,8 @@ from .decoder import DecoderConfig
 from .evaluate import corpus_bleu, paired_bootstrap, postprocess
 from .mert import tunable_mask, tune, weight_ranges
 from .moses_ini import MosesIni, count_dense_scores
-from .nbest import add_feature, parse_features, rerank_file
-from .runner import BuiltinDecoder, MosesDecoder, find_moses
+from .nbest import add_feature, format_value, parse_features, rerank_file
+from .runner import BuiltinDecoder, MosesDecoder, RescoredDecoder, find_moses
 
 log = logging.getLogger("rescorer")
 
@@ -94,6 +97,29 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         g.add_argument("--threads", type=int, help="decoder processes (default: all cores)")
         g.add_argument("--moses-bin", help="a real Moses (binary or its directory; or $MOSES): use it instead")
 
+    def cslm_opts(q, tuning: bool):
+        g = q.add_argument_group(
+            "the CSLM by n-best rescoring",
+            "The search decodes with the CSLM's weight added to the stand-in's (an n-gram LM: both are "
+            "ln p of the same target words); each n-best list then gets the CSLM's score and is "
+            "re-ranked with all the weights" + (", and MERT tunes the CSLM's weight with the others. "
+                                                "A real Moses has no CSLM feature, so its weight goes into a "
+                                                "comment at the top of OUT_INI, with the commands that decode "
+                                                "with it." if tuning else "."))
+        g.add_argument("--cslm", metavar="MODEL", help="checkpoint from 'rescorer cslm-train'")
+        if tuning:
+            g.add_argument("--cslm-start-share", type=float, default=0.5,
+                           help="the CSLM starts at this share of the stand-in's start weight, the stand-in "
+                                "keeps the rest (default 0.5)")
+        else:
+            g.add_argument("--cslm-weight", type=float, help="the CSLM's tuned weight (required with --cslm)")
+            g.add_argument("--cslm-nbest", type=int, default=100,
+                           help="size of the n-best lists the CSLM re-ranks (default 100, as in tuning)")
+        g.add_argument("--cslm-name", default="CSLM0", help="the feature's name (default CSLM0)")
+        g.add_argument("--cslm-standin", default="LM0", help="the search feature that stands in for the CSLM "
+                                                             "(default LM0)")
+        g.add_argument("--device", default="auto", help="the CSLM's device: auto, cpu, cuda (default auto)")
+
     d = sub.add_parser("decode", parents=[common], help="translate a tokenised file with a moses.ini",
                        description="Phrase-based decoding with the built-in decoder (or a real Moses): "
                                    "the 1-best to --output, and Moses-format n-best lists on request.")
@@ -105,6 +131,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     d.add_argument("--segmentation", action="store_true", help="add the source-target spans field to n-best lines")
     d.add_argument("--overwrite", action="store_true")
     decoder_opts(d)
+    cslm_opts(d, tuning=False)
 
     t = sub.add_parser("tune", parents=[common], help="MERT: tune the weights of a moses.ini on a dev set",
                        description="Och's MERT with exact line search over n-best lists accumulated across "
@@ -132,6 +159,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                         "--max-iter may be raised")
     t.add_argument("--overwrite", action="store_true", help="replace OUT_INI, and start afresh over an old --state")
     decoder_opts(t)
+    cslm_opts(t, tuning=True)
 
     e = sub.add_parser("evaluate", parents=[common], help="BLEU with sacrebleu on detokenised output; "
                        "paired bootstrap against a baseline",
@@ -201,16 +229,45 @@ def _decoder(a: argparse.Namespace, sentences: list[str]):
     return builtin, builtin
 
 
+def _rescored(a: argparse.Namespace, dec) -> RescoredDecoder:
+    """``dec`` whose n-best lists the CSLM of ``--cslm`` rescores, ``--cslm-standin`` standing in
+    for it in the search."""
+    scorer = rescorer_cli.cslm_scorer(argparse.Namespace(model=a.cslm, device=a.device))
+    return RescoredDecoder(dec, a.cslm_name, scorer.score_sentences, standin=a.cslm_standin)
+
+
 def cmd_decode(a: argparse.Namespace) -> int:
     check_can_write(a.output, a.overwrite)
     if a.moses_bin or os.environ.get("MOSES"):  # refuse before loading any table
         raise RuntimeError("decode with a real Moses: run moses itself; --moses-bin is for 'tune'")
+    if a.cslm and a.cslm_weight is None:
+        raise ValueError("--cslm needs --cslm-weight (the weight 'rescorer tune --cslm' wrote at the top of its ini)")
+    n = int(a.n_best_list[1]) if a.n_best_list else 1
+    if a.cslm and n > a.cslm_nbest:
+        raise ValueError(f"--n-best-list asks for {n} hypotheses but the CSLM re-ranks {a.cslm_nbest} (--cslm-nbest)")
     sentences = read_input(a.input)
     builtin, _ = _decoder(a, sentences)
-    n = int(a.n_best_list[1]) if a.n_best_list else 1
-    results = builtin.translate(nbest=n)  # -q reached the decoder in _decoder
-    builtin.write(results, a.output, a.n_best_list[0] if a.n_best_list else None, a.segmentation)
-    log.info("%s: %d sentences translated", a.output, len(results))
+    if not a.cslm:
+        results = builtin.translate(nbest=n)  # -q reached the decoder in _decoder
+        builtin.write(results, a.output, a.n_best_list[0] if a.n_best_list else None, a.segmentation)
+        log.info("%s: %d sentences translated", a.output, len(results))
+        return 0
+    if a.segmentation:
+        raise ValueError("--segmentation is not available with --cslm (the re-ranked lists keep words and features)")
+    dec = _rescored(a, builtin)
+    weights = np.append(builtin.model.weights, a.cslm_weight)
+    lists = dec.nbest_lists(weights, a.cslm_nbest)
+    with atomic_write(a.output, "w") as f:
+        f.writelines(" ".join(cands[0][0] if cands else []) + "\n" for cands in lists)
+    if a.n_best_list:
+        with atomic_write(a.n_best_list[0], "w") as f:
+            for i, cands in enumerate(lists):
+                for words, feats in cands[:n]:
+                    f.write(" ||| ".join([str(i), " ".join(words) + " ",
+                                          f"{builtin.layout.format(feats[:-1])} {a.cslm_name}= {format_value(feats[-1])}",
+                                          format_value(float(feats @ weights))]) + "\n")
+    log.info("%s: %d sentences translated, each the best of its %d-best list re-ranked with %s= %g",
+             a.output, len(lists), a.cslm_nbest, a.cslm_name, a.cslm_weight)
     return 0
 
 
@@ -225,22 +282,53 @@ def cmd_tune(a: argparse.Namespace) -> int:
         raise ValueError(f"{a.input}: {len(sentences)} lines but {a.ref} has {len(refs)}")
     builtin, dec = _decoder(a, sentences)
     layout = builtin.layout
-    tunable = tunable_mask(layout.groups)
-    lower, upper = weight_ranges(layout.groups, a.range)
-    res = tune(dec.nbest_lists, [r.split() for r in refs], builtin.model.weights.copy(), tunable,
+    groups, w0 = list(layout.groups), builtin.model.weights.copy()
+    if a.cslm:
+        if a.cslm_name in {name for name, _, _ in groups}:
+            raise ValueError(f"{a.ini}: {a.cslm_name} is a feature of the search already; --cslm rescores the "
+                             f"n-best lists of an ini without it ('rescorer ini remove-feature --name {a.cslm_name}')")
+        dec = _rescored(a, dec)
+        groups = dec.groups
+        w0 = dec.start_weights(w0, a.cslm_start_share)
+    tunable = tunable_mask(groups)
+    lower, upper = weight_ranges(groups, a.range)
+    res = tune(dec.nbest_lists, [r.split() for r in refs], w0, tunable,
                nbest=a.nbest, max_iter=a.max_iter, restarts=a.restarts, lower=lower, upper=upper,
                processes=a.threads or os.cpu_count() or 1, state=state, resume=a.resume, normalize=a.normalize)
     ini = MosesIni.read(a.ini)
-    sl = layout.slices()
-    ini.set_weights({name: list(res.weights[sl[name]]) for name, _, _ in layout.groups
-                     if name in ini.weights()})
-    ini.write(a.out_ini)
+    tuned, start = {}, 0
+    for name, n, _ in groups:
+        tuned[name] = [float(v) for v in res.weights[start:start + n]]
+        start += n
+    ini.set_weights({name: w for name, w in tuned.items() if name in ini.weights()})
+    if a.cslm:
+        with atomic_write(a.out_ini, "w") as f:
+            f.write("".join(f"# {line}\n" for line in cslm_note(a, tuned)) + ini.text())
+    else:
+        ini.write(a.out_ini)
     with atomic_write(a.log or a.out_ini + ".tune.json", "w") as f:
         json.dump(res.history, f, indent=1)
     for r in res.history:
         log.info("iteration %d: dev BLEU %.2f", r["iteration"], r["dev_bleu"])
     log.info("tuned weights written to %s", a.out_ini)
     return 0
+
+
+def cslm_note(a: argparse.Namespace, weights: dict[str, list[float]]) -> list[str]:
+    """The comment lines at the top of an ini tuned with ``--cslm``: the CSLM's weight, which a
+    [weight] section cannot hold (Moses refuses weights of features it does not have), and the
+    commands that decode with it."""
+    w, name, standin = weights[a.cslm_name][0], a.cslm_name, a.cslm_standin
+    search = weights[standin][0] + w
+    return [f"{name}= {w:.6g}: tuned by 'rescorer tune --cslm {a.cslm}'. The CSLM is not a feature of the search: "
+            f"it re-ranks {a.nbest}-best lists from a search in which {standin} stands in for it "
+            f"({standin}= {search:.6g}, its weight plus {name}'s).",
+            f"Built-in decoder: rescorer decode --ini {os.path.basename(a.out_ini)} --cslm {a.cslm} "
+            f"--cslm-weight {w:.6g} --cslm-nbest {a.nbest} --input IN --output OUT",
+            f"Moses: moses -f {os.path.basename(a.out_ini)} -n-best-list NBEST {a.nbest} distinct "
+            f"-weight-overwrite '{standin}= {search:.6g}', then rescorer cslm-rescore --model {a.cslm} "
+            f"--nbest NBEST --output NBEST.cslm and rescorer rerank --nbest NBEST.cslm "
+            f"--ini {os.path.basename(a.out_ini)} --weights '{name}= {w:.6g}' --output OUT"]
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:

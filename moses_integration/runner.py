@@ -122,12 +122,20 @@ class MosesDecoder:
         return " ".join(parts)
 
     def nbest_lists(self, weights: np.ndarray, n: int) -> list[list[tuple[list[str], np.ndarray]]]:
+        """Moses's distinct n-best lists, with its log (``-v 0``, standard error) kept out of the
+        caller's: it is shown only when Moses fails."""
         with tempfile.TemporaryDirectory() as tmp:
-            nb = os.path.join(tmp, "nbest")
-            cmd = [self.moses, "-f", self.ini, "-n-best-list", nb, str(n), "distinct", "-threads", str(self.threads),
-                   "-weight-overwrite", self._weights_arg(weights)]
-            subprocess.run(cmd, input="\n".join(self.sentences) + "\n", text=True, check=True,
-                           stdout=subprocess.DEVNULL)
+            nb, err = os.path.join(tmp, "nbest"), os.path.join(tmp, "moses.log")
+            cmd = [self.moses, "-f", self.ini, "-v", "0", "-n-best-list", nb, str(n), "distinct",
+                   "-threads", str(self.threads), "-weight-overwrite", self._weights_arg(weights)]
+            with open(err, "w") as f:
+                r = subprocess.run(cmd, input="\n".join(self.sentences) + "\n", text=True,
+                                   stdout=subprocess.DEVNULL, stderr=f)
+            if r.returncode != 0:
+                with open(err, errors="replace") as f:
+                    tail = f.read()[-3000:]
+                raise RuntimeError(f"{self.moses} -f {self.ini} failed (exit status {r.returncode}); "
+                                   f"the end of its log:\n{tail}")
             sl = self.layout.slices()
             out = []
             for group in group_by_sentence(read_nbest(nb)):
@@ -184,6 +192,21 @@ class RescoredDecoder:
     @property
     def groups(self) -> list[tuple[str, int, bool]]:
         return list(self.decoder.layout.groups) + [(self.name, 1, True)]
+
+    def start_weights(self, w0: np.ndarray, share: float, alone: float = 0.5) -> np.ndarray:
+        """MERT's start for the search's start weights ``w0`` and the new feature: with a stand-in,
+        the new feature takes ``share`` of the stand-in's weight and the stand-in keeps the rest,
+        so the search starts where it would without the new feature; without one, the new
+        feature starts at ``alone``."""
+        w0 = np.array(w0, float)
+        if self.standin_index is None:
+            return np.append(w0, alone)
+        if not 0 < share < 1:
+            raise ValueError(f"start share {share}: expected a number between 0 and 1")
+        i = self.standin_index
+        w0 = np.append(w0, share * w0[i])
+        w0[i] *= 1 - share
+        return w0
 
     def search_weights(self, weights: np.ndarray) -> np.ndarray:
         """The weights the search decodes with: all but the last, the last added to the stand-in's."""

@@ -84,8 +84,10 @@ def test_moses_loads_the_scored_table_and_agrees_with_the_builtin_decoder(scored
         ours = model.decode(sent)[0]
         assert " ".join(ours.words) == hyps[0].text.strip()
         assert ours.score == pytest.approx(hyps[0].total, abs=1e-3)
-        sl = model.layout.slices()
-        np.testing.assert_allclose(ours.features[sl["TranslationModel0"]], feats["TranslationModel0"], atol=1e-3)
+        sl = model.layout.slices()  # every feature Moses prints, equal to the built-in decoder's
+        assert set(feats) <= set(sl) and "TranslationModel0" in feats
+        for name, vals in feats.items():
+            np.testing.assert_allclose(ours.features[sl[name]], vals, atol=1e-3, err_msg=name)
     # the WP column: minus the words outside the shortlists, summed over the phrases ("le" and
     # "villa" are outside the tiny target shortlist)
     wp = {h.text.strip(): h.feature_dict()["TranslationModel0"][5] for hyps in moses_lists for h in hyps}
@@ -112,3 +114,31 @@ def test_bench_decode_runs_both_decoders_and_compares_their_best_scores(scored_s
     assert all(r["cpu_s"] > 0 for r in res["runs"]["builtin"])  # Moses's run of 3 tiny sentences may round to 0.00 s
     assert bench_decode.compare([("a", -10.0), ("b", -10.0), ("c", -10.0)], [("a", -10.0005), ("x", -9.9), ("c", -10.2)]) \
         == {"higher": 1, "equal": 1, "lower": 1, "same_translation": 2}
+
+
+def test_tune_through_moses_completes_an_iteration_without_moses_log(scored_system, tmp_path, capfd):
+    """``tune --moses-bin``: MERT takes its n-best lists from the real Moses, whose own log stays
+    out of the output under -q; the tuned ini loads in Moses.  A Moses that fails shows the end
+    of its log in the error."""
+    import json
+    from moses_integration.runner import MosesDecoder
+    d = scored_system
+    (tmp_path / "ref.fr").write_text("la maison est bleue\nun chat est bleue\nle chat\n")
+    out = tmp_path / "tuned.ini"
+    capfd.readouterr()
+    assert main(["tune", "-q", "--ini", str(d / "moses.tuned.ini"), "--input", str(d / "in.en"), "--ref",
+                 str(tmp_path / "ref.fr"), "--output", str(out), "--nbest", "5", "--max-iter", "1",
+                 "--restarts", "2", "--threads", "1", "--moses-bin", MOSES]) == 0
+    err = capfd.readouterr().err
+    assert "Defined parameters" not in err and "VmPeak" not in err and "Name:moses" not in err
+    hist = json.loads((tmp_path / "tuned.ini.tune.json").read_text())
+    assert [h["iteration"] for h in hist] == [1, 2] and hist[0]["pool"] > 3
+    r = subprocess.run([MOSES, "-f", str(out), "-v", "0"], input="the house is blue\n", capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip()
+    (tmp_path / "broken.ini").write_text((d / "moses.tuned.ini").read_text().replace(str(d / "pt.rnn"),
+                                                                                   str(tmp_path / "missing")))
+    layout = PhraseModel(str(d / "moses.tuned.ini"), ["the"], DecoderConfig(), progress=False).layout
+    with pytest.raises(RuntimeError, match="failed .exit status"):
+        MosesDecoder(MOSES, str(tmp_path / "broken.ini"), ["the house"], layout, 1).nbest_lists(
+            np.ones(layout.size), 5)

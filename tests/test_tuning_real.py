@@ -127,21 +127,28 @@ def _layout(d):
     return PhraseModel(str(d / "moses.ini"), ["a"]).layout.groups
 
 
-def test_decode_with_a_cslm_feature_in_parallel(real_system, tmp_path):
-    """The CSLM inside the search on real tables, two worker processes: every n-best line's CSLM0
-    equals the whole-sentence score of its text."""
-    import numpy as np
+def _tiny_cslm(d, path):
+    """An untrained CSLM over the words of the dev references, saved at ``path``."""
     import torch
-    from moses_integration.nbest import read_nbest
     from rescorer.checkpoint import save_cslm_checkpoint
-    from rescorer.cslm import CSLM, CSLMConfig, CSLMScorer, OutOfShortlist
+    from rescorer.cslm import CSLM, CSLMConfig
     from rescorer.vocab import EOS, UNK, Vocabulary
-    d = real_system
     words = sorted({w for line in (d / "dev.fr").read_text().split("\n") for w in line.split()})[:3000]
     vocab = Vocabulary([EOS, UNK] + words)
     torch.manual_seed(0)
     model = CSLM(CSLMConfig(len(vocab), order=5, embed=16, hidden=(32, 32)))
-    save_cslm_checkpoint(tmp_path / "cslm.pt", model, vocab, {})
+    save_cslm_checkpoint(path, model, vocab, {})
+    return model, vocab
+
+
+def test_decode_with_a_cslm_feature_in_parallel(real_system, tmp_path):
+    """The CSLM inside the search on real tables, two worker processes: every n-best line's CSLM0
+    equals the whole-sentence score of its text."""
+    import numpy as np
+    from moses_integration.nbest import read_nbest
+    from rescorer.cslm import CSLMScorer, OutOfShortlist
+    d = real_system
+    model, vocab = _tiny_cslm(d, tmp_path / "cslm.pt")
     assert main(["ini", "add-feature", "--ini", str(d / "moses.ini"), "--line",
                  f"CSLM name=CSLM0 path={tmp_path / 'cslm.pt'}", "--weight", "0.3",
                  "--out", str(tmp_path / "cslm.ini")]) == 0
@@ -155,3 +162,85 @@ def test_decode_with_a_cslm_feature_in_parallel(real_system, tmp_path):
     got = np.array([h.feature_dict()["CSLM0"][0] for h in hyps])
     want = scorer.score_sentences([h.text.split() for h in hyps])
     np.testing.assert_allclose(got, want, atol=2e-3)
+
+
+def test_tune_and_decode_with_the_cslm_by_nbest_rescoring(real_system, tmp_path, caplog):
+    """``tune --cslm``: MERT tunes CSLM0 beside the ini's features, starting it at half of LM0's
+    start weight (LM0 keeps the other half); the weight goes into a comment of the tuned ini,
+    whose [weight] section Moses can still read.  ``decode --cslm``: each n-best line's CSLM0 is
+    the CSLM's score of its text, its total the weighted sum, and the 1-best is what ``rerank``
+    picks from those lists with the tuned ini and CSLM0's weight."""
+    import numpy as np
+    from moses_integration.nbest import read_nbest
+    from rescorer.cslm import CSLMScorer, OutOfShortlist
+    d = real_system
+    model, vocab = _tiny_cslm(d, tmp_path / "cslm.pt")
+    cslm = tmp_path / "cslm.pt"
+    src, ref = tmp_path / "dev.en", tmp_path / "dev.fr"
+    src.write_text("\n".join((d / "dev.en").read_text().splitlines()[:20]) + "\n")
+    ref.write_text("\n".join((d / "dev.fr").read_text().splitlines()[:20]) + "\n")
+    search = ["--threads", "2", "--pop-limit", "200", "--stack-size", "30"]
+    tuned = tmp_path / "tuned.ini"
+    assert main(["tune", "-q", "--ini", str(d / "moses.ini"), "--input", str(src), "--ref", str(ref),
+                 "--output", str(tuned), "--nbest", "20", "--max-iter", "2", "--restarts", "2",
+                 "--cslm", str(cslm)] + search) == 0
+    hist = json.loads((tuned.parent / "tuned.ini.tune.json").read_text())
+    names = [name for name, n, _ in _layout(d) for _ in range(n)] + ["CSLM0"]
+    start = dict(zip(names, hist[0]["weights"]))
+    lm0 = MosesIni.read(d / "moses.ini").weights()["LM0"][0]
+    assert start["CSLM0"] == pytest.approx(0.5 * lm0) and start["LM0"] == pytest.approx(0.5 * lm0)
+    text = tuned.read_text()
+    head = text.splitlines()[0]
+    assert head.startswith("# CSLM0= ")
+    w = float(head.split()[2].rstrip(":"))
+    assert w == pytest.approx(max(hist, key=lambda h: h["dev_bleu"])["weights"][-1], rel=1e-5, abs=1e-6)
+    assert "CSLM0" not in MosesIni.read(tuned).weights()          # the [weight] section Moses reads
+    assert f"--cslm-weight {w:.6g}" in text and f"--weights 'CSLM0= {w:.6g}'" in text
+
+    test = tmp_path / "test.en"
+    test.write_text("\n".join((d / "dev.en").read_text().splitlines()[40:46]) + "\n")
+    out, nbest = tmp_path / "out.fr", tmp_path / "nbest"
+    caplog.clear()
+    assert main(["decode", "-q", "--ini", str(tuned), "--input", str(test), "--output", str(out),
+                 "--cslm", str(cslm)] + search) == 1                 # no weight given
+    assert "--cslm-weight" in caplog.text and not out.exists()
+    assert main(["decode", "-q", "--ini", str(tuned), "--input", str(test), "--output", str(out),
+                 "--n-best-list", str(nbest), "10", "--cslm", str(cslm), "--cslm-weight", repr(w),
+                 "--cslm-nbest", "20"] + search) == 0
+    hyps = list(read_nbest(nbest))
+    assert sorted({h.sent_id for h in hyps}) == list(range(6)) and len(hyps) <= 60
+    scorer = CSLMScorer(model, vocab, OutOfShortlist({}))
+    got = np.array([h.feature_dict()["CSLM0"][0] for h in hyps])
+    np.testing.assert_allclose(got, scorer.score_sentences([h.text.split() for h in hyps]), rtol=1e-5, atol=1e-4)
+    weights = dict(MosesIni.read(tuned).weights(), CSLM0=[w])
+    for i in range(6):  # the total also has the unknown-word penalty, which Moses does not print and
+        # which is the same for all of a sentence's hypotheses (each keeps every unknown word)
+        rest = [h.total - sum(a * b for name, vals in h.feature_dict().items() for a, b in zip(weights[name], vals))
+                for h in hyps if h.sent_id == i]
+        assert rest == pytest.approx([rest[0]] * len(rest), abs=2e-3)
+    best = out.read_text().splitlines()
+    assert best == [next(h.text for h in hyps if h.sent_id == i) for i in range(6)]
+    assert main(["rerank", "--nbest", str(nbest), "--ini", str(tuned), "--weights", f"CSLM0= {w!r}",
+                 "--output", str(tmp_path / "reranked.fr")]) == 0
+    assert (tmp_path / "reranked.fr").read_text().splitlines() == best
+
+
+def test_tune_through_moses_with_the_cslm_by_nbest_rescoring(real_system, tmp_path):
+    """``tune --moses-bin --cslm``: the real Moses makes the n-best lists, with LM0 standing in
+    for the CSLM, and they are rescored and re-ranked as with the built-in decoder."""
+    from test_real_moses import MOSES
+    if not os.access(MOSES, os.X_OK):
+        pytest.skip(f"no Moses binary at {MOSES} (set MOSES)")
+    d = real_system
+    _tiny_cslm(d, tmp_path / "cslm.pt")
+    src, ref = tmp_path / "dev.en", tmp_path / "dev.fr"
+    src.write_text("\n".join((d / "dev.en").read_text().splitlines()[:10]) + "\n")
+    ref.write_text("\n".join((d / "dev.fr").read_text().splitlines()[:10]) + "\n")
+    tuned = tmp_path / "tuned.ini"
+    assert main(["tune", "-q", "--ini", str(d / "moses.ini"), "--input", str(src), "--ref", str(ref),
+                 "--output", str(tuned), "--nbest", "10", "--max-iter", "1", "--restarts", "2", "--threads", "2",
+                 "--moses-bin", MOSES, "--cslm", str(tmp_path / "cslm.pt")]) == 0
+    hist = json.loads((tmp_path / "tuned.ini.tune.json").read_text())
+    assert len(hist) == 2 and 10 < hist[0]["pool"] <= 100
+    assert len(hist[0]["weights"]) == sum(n for _, n, _ in _layout(d)) + 1     # and CSLM0's
+    assert tuned.read_text().startswith("# CSLM0= ")
