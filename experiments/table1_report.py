@@ -375,6 +375,80 @@ def _p(v) -> str:
 FEATURE_NAMES = {"rnn": "RNN", "cslm": "CSLM", "wp": "WP (words outside the shortlists)"}
 
 
+def _and(items: list[str]) -> str:
+    return " and ".join(items) if len(items) < 3 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def findings(r: dict, base: str, alpha: float = 0.05) -> list[str]:
+    """What the numbers say, in sentences made from them: each system against the baseline on
+    each test set (significance over all runs, beside the spread of the tuning runs and the
+    paper's gain), what each feature adds alone and on top of the others, how much weight MERT
+    gives the neural features, which of the table's scores the RNN's follows, and how many MERT
+    runs collapsed."""
+    from reproduce import PAPER, PAPER_OF
+    out = []
+    for tname, t in r["tests"].items():
+        b = t["systems"].get(base)
+        if not b:
+            continue
+        parts = []
+        for s, d in t["systems"].items():
+            if s == base or d.get("p_value_all_runs") is None:
+                continue
+            p, spread = d["p_value_all_runs"], max(b["s_opt"], d["s_opt"])
+            paper = PAPER.get(PAPER_OF.get(frozenset(r["systems"][s]), ""))
+            notes = [f"p = {_p(p)}, " + ("significant" if p < alpha else "not significant")]
+            if abs(d["delta"]) <= spread:
+                notes.append(f"no larger than the spread of the tuning runs, s_opt {spread:.2f}")
+            if paper:
+                notes.append(f"the paper: {paper[1] - PAPER['Baseline'][1]:+.2f}")
+            parts.append(f"{s} {d['delta']:+.2f} ({'; '.join(notes)})")
+        if parts:
+            out.append(f"On {tname}, against the baseline's {b['mean']:.2f} BLEU, over all runs at p < {alpha}: "
+                       + ", ".join(parts) + ".")
+        steps: dict[str, list[dict]] = {}
+        for x in t.get("feature_steps", []):
+            steps.setdefault(x["feature"], []).append(x)
+        for f, xs in steps.items():
+            if len(xs) > 1:
+                out.append(f"{FEATURE_NAMES.get(f, f).split(' (')[0]} adds "
+                           + _and([f"{x['delta']:+.2f} to {x['without']} (p = {_p(x['p_value_all_runs'])})"
+                                   for x in xs]) + ".")
+        singles = {frozenset(r["systems"][s]): d["delta"] for s, d in t["systems"].items()
+                   if s != base and len(r["systems"][s]) == 1 and "delta" in d}
+        for s, d in t["systems"].items():
+            feats = frozenset(r["systems"][s])
+            if len(feats) > 1 and "delta" in d and all(frozenset({f}) in singles for f in feats):
+                total = sum(singles[frozenset({f})] for f in feats)
+                out.append(f"{s}: the gains of its features alone add up to {total:+.2f}; together they give "
+                           f"{d['delta']:+.2f}.")
+    shares: dict[str, list[float]] = {n: [] for n in ("RNN", "CSLM0", "WP", "LM0")}
+    for s, runs in r["weights"].items():
+        for w in runs:
+            for name in ("RNN", "CSLM0", "WP", "LM0"):
+                if w.get(name) is not None and w["l1"] > 0 and not (name == "WP" and "wp" not in r["systems"][s]):
+                    shares[name].append(abs(w[name]) / w["l1"])
+    shares = {n: v for n, v in shares.items() if v}
+    if any(n in shares for n in ("RNN", "CSLM0")):
+        out.append("Share of each run's L1 norm of tuned weights that MERT gives a feature, lowest to highest over "
+                   "the runs that have it: " + ", ".join(f"{n} {min(v):.1%} to {max(v):.1%}" for n, v in shares.items())
+                   + ".")
+    if "rnn_vs_table" in r:
+        cols = r["rnn_vs_table"]["columns"]
+        top = max(cols, key=lambda c: abs(cols[c]["spearman"]))
+        x, direct = cols[top], cols.get("p(target|source)")
+        out.append(f"The RNN's log p(target|source) follows the table's {top} most (Spearman {x['spearman']:.2f} over "
+                   f"all pairs, {_f(x['spearman_within_source'])} within a source's targets)"
+                   + (f"; the table's p(target|source) less ({direct['spearman']:.2f})" if direct and top !=
+                      "p(target|source)" else "") + ".")
+    col = {s: collapses(runs) for s, runs in r["weights"].items()}
+    if col:
+        hit = [f"{s} {c['runs_with_collapse']} of {c['runs']}" for s, c in col.items() if c["runs_with_collapse"]]
+        out.append("MERT runs with a collapse (an iteration after the first decoding the dev set below half of its "
+                   "run's best BLEU): " + (_and(hit) if hit else "none") + ".")
+    return out
+
+
 def markdown(r: dict, cfg) -> str:
     from reproduce import PAPER, PAPER_OF
     base = cfg.baseline
@@ -432,7 +506,11 @@ def markdown(r: dict, cfg) -> str:
                       "spreads the probability of its [UNK] class over the words outside its shortlist; KenLM "
                       "gives every unknown word its <unk> probability)."]
         L.append("")
-    L += (["![BLEU per system](results.png)", ""] if r["dev"] else []) + [
+    L += (["![BLEU per system](results.png)", ""] if r["dev"] else [])
+    found = findings(r, base)
+    if found:
+        L += ["## What this run shows", ""] + [f"- {x}" for x in found] + [""]
+    L += [
           "## The paper's Table 1 beside it", "",
           "| system | paper dev | paper test | here: dev (MERT) | " + " | ".join(f"here: {n}" for n in r["tests"]) + " |",
           "|---|---|---|---|" + "---|" * len(r["tests"])]

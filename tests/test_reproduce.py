@@ -83,6 +83,8 @@ def test_report_holds_every_system_run_and_test(small_run):
     # n-best mode with the n-gram LM standing in for the CSLM in the search (the default)
     assert r["cslm_mode"] == "nbest" and r["cslm_standin"] == "LM0"
     assert "with CSLM0's weight added to LM0's" in md
+    shows = md.split("## What this run shows\n\n")[1].split("\n\n")[0]
+    assert shows.startswith("- On newstest2012-tail, against the baseline's ") and "+CSLM+RNN+WP " in shows
 
 
 def test_report_only_runs_nothing_and_reports_the_finished_systems(small_run, tmp_path, capsys):
@@ -202,6 +204,37 @@ def test_collapses_are_iterations_below_half_the_runs_best():
     c = collapses(runs)
     assert c == {"runs": 3, "runs_with_collapse": 1, "word_penalty_at_collapse": [-9.0],
                  "word_penalty_median_otherwise": -2.0}
+
+
+def test_findings_are_sentences_made_from_the_reports_numbers():
+    """The report's "What this run shows" on hand-made numbers: significance over all runs at
+    0.05, a difference within the tuning runs' spread said so, the paper's gain beside it, what
+    each feature adds, the sum of the single-feature gains against the combined one, the neural
+    weights' shares of the L1 norm, and the collapses."""
+    from table1_report import findings
+
+    def sysd(delta, p, s_opt):
+        return {"mean": 20 + delta, "delta": delta, "s_opt": s_opt, "p_value_all_runs": p}
+    t = {"systems": {"Baseline": {"mean": 20.0, "s_opt": 0.1}, "+RNN": sysd(0.05, 0.44, 0.05),
+                     "+CSLM": sysd(0.3, 0.01, 0.2), "+CSLM+RNN": sysd(0.4, 0.001, 0.1)},
+         "feature_steps": [{"feature": "rnn", "without": "Baseline", "delta": 0.05, "p_value_all_runs": 0.44},
+                           {"feature": "rnn", "without": "+CSLM", "delta": 0.1, "p_value_all_runs": 0.2}]}
+    run = {"RNN": None, "CSLM0": None, "WP": None, "LM0": 1.0, "l1": 10.0,
+           "dev_bleu_per_iteration": [10.0, 12.0, 13.0], "word_penalty_per_iteration": [-1, -2, -2]}
+    weights = {"Baseline": [run], "+RNN": [dict(run, RNN=0.5, WP=0.0)], "+CSLM": [dict(run, CSLM0=0.2)],
+               "+CSLM+RNN": [dict(run, RNN=0.3, CSLM0=0.1, dev_bleu_per_iteration=[10.0, 4.0, 13.0])]}
+    r = {"tests": {"news": t}, "weights": weights,
+         "systems": {"Baseline": [], "+RNN": ["rnn"], "+CSLM": ["cslm"], "+CSLM+RNN": ["rnn", "cslm"]}}
+    f = findings(r, "Baseline")
+    assert f[0] == ("On news, against the baseline's 20.00 BLEU, over all runs at p < 0.05: +RNN +0.05 "
+                    "(p = 0.4400, not significant; no larger than the spread of the tuning runs, s_opt 0.10; "
+                    "the paper: +0.57), +CSLM +0.30 (p = 0.0100, significant), +CSLM+RNN +0.40 (p = 0.0010, "
+                    "significant; the paper: +1.34).")
+    assert f[1] == "RNN adds +0.05 to Baseline (p = 0.4400) and +0.10 to +CSLM (p = 0.2000)."
+    assert f[2] == "+CSLM+RNN: the gains of its features alone add up to +0.35; together they give +0.40."
+    assert f[3].endswith("RNN 3.0% to 5.0%, CSLM0 1.0% to 2.0%, LM0 10.0% to 10.0%.")  # +RNN's WP is off
+    assert f[4] == ("MERT runs with a collapse (an iteration after the first decoding the dev set below half of "
+                    "its run's best BLEU): +CSLM+RNN 1 of 1.")
 
 
 def test_feature_steps_pair_the_systems_one_added_feature_apart():
