@@ -699,7 +699,10 @@ class Experiment:
                 + [self.released_ini(n, k) for n, k in runs])
         st = P.Stage("release", [p for _, p in nets] + vocabs + inis + tuned, outs, None,
                      dict({"dtype": "float16", "cslm_mode": self.cslm_mode},
-                          **self.standin_settings(cslm)),
+                          **self.standin_settings(cslm),
+                          # the inis' notes give the 'rescorer decode --cslm' line
+                          **({"ini-notes": "decode --cslm"} if self.standin_settings(cslm) and self.cslm_standin
+                             else {})),
                      compare={p: tuned_weights for p in tuned},
                      isolated=False)
 
@@ -742,6 +745,10 @@ class Experiment:
                         head.append(f"# The n-best list comes from a search with {self.cslm_standin}= {sw:.6g} "
                                     f"(its weight plus CSLM0's, {self.cslm_standin} standing in for the CSLM): "
                                     f"-weight-overwrite '{self.cslm_standin}= {sw:.6g}' for Moses.")
+                        head.append(f"# All of it with the built-in decoder: rescorer decode --ini run{k}.ini --cslm "
+                                    f"cslm.pt --cslm-weight {t['weights']['CSLM0'][0]:.6g} --cslm-nbest "
+                                    f"{self.cfg.get('cslm', 'nbest', '100')} --cslm-standin {self.cslm_standin} "
+                                    "--input IN --output OUT")
                 os.makedirs(os.path.dirname(self.released_ini(n, k)), exist_ok=True)
                 with atomic_write(self.released_ini(n, k), "w") as f:
                     f.write("\n".join(head) + "\n" + x.text())

@@ -4,6 +4,7 @@ rerun that skips every stage, a test set added later, and a kill -9 in the middl
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import time
 import pytest
 
 from conftest import DATA, ROOT
+from moses_integration.cli import register as moses_register
+from rescorer.cli import build_parser, register
 
 sys.path.insert(0, str(ROOT / "experiments"))
 
@@ -366,6 +369,10 @@ def test_release_holds_the_networks_in_fp16_and_every_tuned_ini(small_run):
                 search = re.search(r"-weight-overwrite 'LM0= (\S+)'", text)
                 assert float(search.group(1)) == pytest.approx(lm, rel=1e-5, abs=1e-9)
                 assert f"rescorer rerank --ini run{k}.ini --weights 'CSLM0= " in text
+                line = re.search(r"# All of it with the built-in decoder: rescorer (.*)", text).group(1)
+                a = build_parser(register, moses_register).parse_args(shlex.split(line))
+                assert (a.ini, a.cslm, a.cslm_standin) == (f"run{k}.ini", "cslm.pt", "LM0")
+                assert a.cslm_weight == pytest.approx(tuned["CSLM0"][0], rel=1e-5, abs=1e-9)
     md = (rel / "results.md").read_text()
     assert "## Released with this report" in md and "(models/rnn.pt)" in md and "[run2.ini](moses/cslm_rnn/run2.ini)" in md
     assert set(r["release"]["models"]) == {"models/rnn.pt", "models/cslm.pt", "models/source.vocab",
