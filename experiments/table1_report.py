@@ -566,6 +566,11 @@ def markdown(r: dict, cfg) -> str:
                       "stands in for the CSLM, so the word penalty MERT chooses applies to a search that also "
                       "sees a language model of that weight." if r.get("cslm_standin") else
                   "Here the search decodes without a stand-in for the CSLM (its weight is left out)."]
+            with_cslm = [c for s, c in col.items() if "cslm" in r["systems"][s]]
+            hit, runs = sum(c["runs_with_collapse"] for c in with_cslm), sum(c["runs"] for c in with_cslm)
+            if r.get("cslm_standin") and hit:
+                L[-1] += (f" It does not prevent every collapse: {hit} of the {runs} runs of the systems with "
+                          "the CSLM had one (see the WordPenalty weights above).")
     if "contrast_bounds" in r:
         cb = r["contrast_bounds"]
         title = {"moses": "no bounds (Moses's `mert`)", "positive": "log-probability weights >= 0"}
