@@ -637,6 +637,7 @@ class Experiment:
         st = P.Stage(self.tune_stage_name(sysname, k, bounds), ins, [out], None, dict(settings, seed=seed))
 
         def run():
+            from moses_integration.decoder import FeatureLayout
             from moses_integration.mert import default_ranges, tunable_mask, tune
             src = read_lines(files["source"])
             refs = [r.split() for r in read_lines(self.cfg.dev["reference"], self.cfg.dev["lines"])]
@@ -659,10 +660,7 @@ class Experiment:
                        max_iter=int(t.get("max-iter", 25)), restarts=int(t.get("restarts", 20)), seed=seed,
                        lower=lower, upper=upper, processes=self.cfg.processes, state=state,
                        resume=st.resume and os.path.exists(state), normalize=normalize == "l1")
-            weights, a = {}, 0
-            for name, n, _ in groups:
-                weights[name] = [float(v) for v in res.weights[a:a + n]]
-                a += n
+            weights = {name: [float(v) for v in res.weights[sl]] for name, sl in FeatureLayout(groups).slices().items()}
             best = max(res.history, key=lambda h: h["dev_bleu"])
             with atomic_write(out, "w") as f:
                 json.dump({"system": sysname, "run": k, "seed": seed, "weights": weights,
@@ -697,12 +695,11 @@ class Experiment:
         outs = ([os.path.join(paths["models"], f"{name}.pt") for name, _ in nets]
                 + [os.path.join(paths["models"], os.path.basename(v)) for v in vocabs]
                 + [self.released_ini(n, k) for n, k in runs])
+        standin = self.standin_settings(cslm)
         st = P.Stage("release", [p for _, p in nets] + vocabs + inis + tuned, outs, None,
-                     dict({"dtype": "float16", "cslm_mode": self.cslm_mode},
-                          **self.standin_settings(cslm),
+                     dict({"dtype": "float16", "cslm_mode": self.cslm_mode}, **standin,
                           # the inis' notes give the 'rescorer decode --cslm' line
-                          **({"ini-notes": "decode --cslm"} if self.standin_settings(cslm) and self.cslm_standin
-                             else {})),
+                          **({"ini-notes": "decode --cslm"} if standin and self.cslm_standin else {})),
                      compare={p: tuned_weights for p in tuned},
                      isolated=False)
 

@@ -24,7 +24,7 @@ from rescorer import cli as rescorer_cli
 from rescorer.cli import read_lines
 from rescorer.fileio import OutputExistsError, atomic_write, check_can_write
 
-from .decoder import DecoderConfig
+from .decoder import DecoderConfig, FeatureLayout
 from .evaluate import corpus_bleu, paired_bootstrap, postprocess
 from .mert import tunable_mask, tune, weight_ranges
 from .moses_ini import MosesIni, count_dense_scores
@@ -296,10 +296,7 @@ def cmd_tune(a: argparse.Namespace) -> int:
                nbest=a.nbest, max_iter=a.max_iter, restarts=a.restarts, lower=lower, upper=upper,
                processes=a.threads or os.cpu_count() or 1, state=state, resume=a.resume, normalize=a.normalize)
     ini = MosesIni.read(a.ini)
-    tuned, start = {}, 0
-    for name, n, _ in groups:
-        tuned[name] = [float(v) for v in res.weights[start:start + n]]
-        start += n
+    tuned = {name: [float(v) for v in res.weights[sl]] for name, sl in FeatureLayout(groups).slices().items()}
     ini.set_weights({name: w for name, w in tuned.items() if name in ini.weights()})
     if a.cslm:
         with atomic_write(a.out_ini, "w") as f:
