@@ -76,6 +76,10 @@ def _add_training_options(p: argparse.ArgumentParser, items: str, batch: int, he
     p.add_argument("--lr-patience", type=int, default=2, metavar="N",
                    help="validations without improvement before each decay (default 2)")
     p.add_argument("--checkpoint-minutes", type=float, default=10.0, help="save OUT/last.pt this often (default 10)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="fp32 (default); bf16: the matrix products of training in bfloat16 (torch.autocast) with "
+                        "fp32 master weights and an fp32 validation, faster on CPUs with AVX-512 BF16 or AMX "
+                        "(warned against elsewhere); the checkpoints are fp32 either way")
     p.add_argument("--workers", type=int, default=1, metavar="P",
                    help="train with P processes on this machine (torchrun --standalone), each computing the "
                         "gradient of a share of every minibatch; under torchrun the command is one rank of the "
@@ -90,7 +94,8 @@ def _train_config(a: argparse.Namespace, **extra):
     return TrainConfig(batch_size=a.batch_size, valid_every=a.valid_every, patience=a.patience,
                        lr_decay=a.lr_decay, lr_patience=a.lr_patience, checkpoint_minutes=a.checkpoint_minutes,
                        max_minutes=a.max_minutes, max_epochs=a.max_epochs, max_updates=a.max_updates,
-                       valid_fraction=a.valid_fraction, seed=a.seed, optimizer=a.optimizer, lr=a.lr, **extra)
+                       valid_fraction=a.valid_fraction, seed=a.seed, optimizer=a.optimizer, lr=a.lr,
+                       precision=a.precision, **extra)
 
 
 def build_parser(*registrars: Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None],
@@ -132,6 +137,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     _add_training_options(t, "pairs", 64, "the unique pairs")
     t.add_argument("--buckets", type=int, default=16,
                    help="shuffle buckets on disk; each must fit in memory (default 16)")
+    t.add_argument("--batching", choices=["uniform", "by-source"], default="uniform",
+                   help="uniform (default): minibatches of uniformly drawn pairs, sorted by length in groups of "
+                        "10 (GroundHog's); by-source: runs of up to --per-source targets of one source, scored "
+                        "as prefix trees (the encoder once per source, each shared target prefix once): fewer "
+                        "operations per pair, the same loss and gradients for the same minibatch")
+    t.add_argument("--per-source", type=int, default=16, metavar="N",
+                   help="by-source batching: at most N targets of one source in a run (default 16)")
     t.add_argument("--optimizer", choices=["adadelta", "adam"], default="adadelta",
                    help="Adadelta (rho 0.95, eps 1e-6) as the paper (default), or Adam")
     t.add_argument("--lr", type=float, help="learning rate (default 1.0 for Adadelta, 1e-3 for Adam)")
@@ -298,6 +310,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .runtime import resolve_device
     from .trainer import Trainer
     from .vocab import load_vocab_dir
+    tcfg = _train_config(a, buckets=a.buckets, inverse=a.inverse, batching=a.batching, per_source=a.per_source)
+    tcfg.check()  # before any process starts or any data is read
     if not _training_job(a):
         return 0
     src_vocab, tgt_vocab = load_vocab_dir(a.vocab)
@@ -305,7 +319,6 @@ def cmd_train(a: argparse.Namespace) -> int:
         src_vocab, tgt_vocab = tgt_vocab, src_vocab
     mcfg = ModelConfig(len(src_vocab), len(tgt_vocab), a.hidden, a.rank, a.maxout_units, a.maxout_pool, a.gate,
                        a.cell)
-    tcfg = _train_config(a, buckets=a.buckets, inverse=a.inverse)
     device = resolve_device(a.device)
     with distributed.process_group(device):
         Trainer(a.phrase_table, src_vocab, tgt_vocab, a.out, mcfg, tcfg, device, resume=a.resume,

@@ -85,19 +85,24 @@ def _pair_hash(source: str, target: str, key: bytes) -> int:
 
 def prepare(table: str, src_vocab: Vocabulary, tgt_vocab: Vocabulary, out_dir: str, *,
             valid_fraction: float = 0.001, n_buckets: int = 16, seed: int = 1234,
-            inverse: bool = False, progress: bool = True) -> dict:
+            inverse: bool = False, bucket_by: str = "pair", progress: bool = True) -> dict:
     """Encode the unique pairs of ``table`` into shuffle buckets and a validation file.
 
     With ``inverse`` the pairs are swapped (the model learns p(source | target)); then
-    ``src_vocab`` is the vocabulary of the table's target side.
+    ``src_vocab`` is the vocabulary of the table's target side.  ``bucket_by="source"`` keys the
+    training buckets by the (model's) source phrase, so that all its targets share a bucket (for
+    ``epoch_batches_by_source``); the validation pairs are the same either way.
     """
+    if bucket_by not in ("pair", "source"):
+        raise ValueError(f"bucket_by must be 'pair' or 'source', not {bucket_by!r}")
     with scratch_dir(out_dir + ".tmp") as tmp:
         return _prepare(tmp, table, src_vocab, tgt_vocab, out_dir, valid_fraction, n_buckets, seed, inverse,
-                        progress)
+                        bucket_by, progress)
 
 
 def _prepare(tmp: str, table: str, src_vocab: Vocabulary, tgt_vocab: Vocabulary, out_dir: str,
-             valid_fraction: float, n_buckets: int, seed: int, inverse: bool, progress: bool) -> dict:
+             valid_fraction: float, n_buckets: int, seed: int, inverse: bool, bucket_by: str,
+             progress: bool) -> dict:
     key = seed.to_bytes(8, "little")
     threshold = int(valid_fraction * 2**64)
     buf: list[list[tuple[int, list[int], list[int]]]] = [[] for _ in range(n_buckets + 1)]  # last: valid
@@ -108,8 +113,14 @@ def _prepare(tmp: str, table: str, src_vocab: Vocabulary, tgt_vocab: Vocabulary,
         n_lines += 1
         s, t = (pair.target, pair.source) if inverse else (pair.source, pair.target)
         h = _pair_hash(pair.source, pair.target, key)
-        b = n_buckets if h < threshold else (h >> 32) % n_buckets
-        buf[b].append((h, src_vocab.ids(s.split()), tgt_vocab.ids(t.split())))
+        src_ids = src_vocab.ids(s.split())
+        if h < threshold:
+            b = n_buckets
+        elif bucket_by == "source":  # by the ids the encoder reads: sources that differ in [UNK]s only share
+            b = (_pair_hash(" ".join(map(str, src_ids)), "", key) >> 32) % n_buckets
+        else:
+            b = (h >> 32) % n_buckets
+        buf[b].append((h, src_ids, tgt_vocab.ids(t.split())))
         if len(buf[b]) >= 20000:  # bounded memory: spill to disk
             pickle.dump(buf[b], spill[b], protocol=pickle.HIGHEST_PROTOCOL)
             buf[b].clear()
@@ -147,6 +158,7 @@ def _prepare(tmp: str, table: str, src_vocab: Vocabulary, tgt_vocab: Vocabulary,
         "table": os.path.abspath(table), "lines": n_lines, "repeats_removed": repeats,
         "train_pairs": int(sum(sizes)), "valid_pairs": int(n_lines - repeats - sum(sizes)),
         "bucket_sizes": sizes, "seed": seed, "valid_fraction": valid_fraction, "inverse": inverse,
+        "bucket_by": bucket_by,
         "src_vocab": src_vocab.fingerprint(), "tgt_vocab": tgt_vocab.fingerprint(),
     }
     np.save(os.path.join(tmp, "tgt_unigram.npy"), tgt_counts)
@@ -180,6 +192,35 @@ def epoch_batches(data_dir: str, n_buckets: int, seed: int, epoch: int, batch_si
             for k in rng.permutation(len(batches)):
                 idx = batches[k]
                 yield [pairs.source(i) for i in idx], [pairs.target(i) for i in idx]
+
+
+def epoch_batches_by_source(data_dir: str, n_buckets: int, seed: int, epoch: int, batch_size: int,
+                            per_source: int = 16) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
+    """The minibatches of one epoch made of runs of targets of one source, a pure function of
+    (seed, epoch), from buckets keyed by source (``prepare(bucket_by="source")``).
+
+    In each bucket, every source's targets are shuffled and cut into runs of at most
+    ``per_source``; the runs are shuffled and laid end to end, and the sequence is cut into
+    minibatches of ``batch_size`` pairs.  Every pair is seen once per epoch, as with
+    ``epoch_batches``; a minibatch holds at least ``batch_size / per_source`` sources, and the
+    pairs of a run share the encoder's work and their common target prefixes (``rescorer.tree``).
+    """
+    rng = np.random.default_rng([seed, epoch, 1])
+    for b in rng.permutation(n_buckets):
+        pairs = Pairs.load(os.path.join(data_dir, f"bucket-{b:04d}.npz"))
+        by_src: dict[bytes, list[int]] = {}
+        for i in range(len(pairs)):
+            by_src.setdefault(pairs.source(i).tobytes(), []).append(i)
+        runs = []
+        for members in by_src.values():
+            members = rng.permutation(np.asarray(members))
+            runs.extend(members[a:a + per_source] for a in range(0, len(members), per_source))
+        if not runs:
+            continue
+        seq = np.concatenate([runs[k] for k in rng.permutation(len(runs))])
+        for a in range(0, len(seq), batch_size):
+            idx = seq[a:a + batch_size]
+            yield [pairs.source(i) for i in idx], [pairs.target(i) for i in idx]
 
 
 def fixed_batches(pairs: Pairs, batch_size: int) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:

@@ -31,6 +31,7 @@ decoder, everything else unchanged (``c`` enters the decoder's input terms as ab
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -101,6 +102,33 @@ class Recurrent(nn.Module):
         """The state whose output is ``h0``."""
         return h0
 
+    _views: dict | None = None
+
+    def u_rows(self, first: int, last: int) -> Tensor:
+        """``U[first:last]^T``.  Inside ``unrolled()`` each slice is taken once and reused by every
+        step: back-propagation then sums the steps' gradients into the slice before the slice's own
+        backward, which writes a full-size gradient of U once per unroll instead of once per step."""
+        if self._views is None:
+            return self.U[first:last].t()
+        key = (first, last)
+        if key not in self._views:
+            u = self.U[first:last].t()
+            kind = u.device.type
+            if torch.is_autocast_enabled(kind):  # cast once per unroll, not at every step's product
+                u = u.to(torch.get_autocast_dtype(kind))
+            self._views[key] = u
+        return self._views[key]
+
+    @contextmanager
+    def unrolled(self):
+        """The scope of one unroll of the recurrence (see ``u_rows``)."""
+        outer = self._views
+        self._views = {} if outer is None else outer
+        try:
+            yield self
+        finally:
+            self._views = outer
+
     def output(self, state: Tensor) -> Tensor:
         return state
 
@@ -119,7 +147,7 @@ class GatedUnit(Recurrent):
     def recurrent(self, h: Tensor, first: int, last: int, add: Tensor | None = None) -> Tensor:
         """``h U[first:last]^T (+ add)``: the recurrent products, in one place (``rescorer.int8``
         replaces them)."""
-        u = self.U[first:last].t()
+        u = self.u_rows(first, last)
         return h @ u if add is None else torch.addmm(add, h, u)
 
     def step(self, x: Tensor, h: Tensor, inside: Tensor | None = None) -> Tensor:
@@ -144,7 +172,7 @@ class TanhUnit(Recurrent):
     blocks = 1
 
     def step(self, x: Tensor, h: Tensor, inside: Tensor | None = None) -> Tensor:
-        return torch.tanh(torch.addmm(x, h, self.U.t()))                          # h_t = tanh(W e + U h_{t-1})
+        return torch.tanh(torch.addmm(x, h, self.u_rows(0, self.hidden)))          # h_t = tanh(W e + U h_{t-1})
 
 
 class LSTMUnit(Recurrent):
@@ -167,7 +195,7 @@ class LSTMUnit(Recurrent):
     def step(self, x: Tensor, state: Tensor, inside: Tensor | None = None) -> Tensor:
         H = self.hidden
         h, m = state[:, :H], state[:, H:]
-        a = torch.addmm(x, h, self.U.t())
+        a = torch.addmm(x, h, self.u_rows(0, 4 * H))
         i, f, o = torch.sigmoid(a[:, :3 * H]).split(H, 1)
         g = torch.tanh(a[:, 3 * H:])
         m = f * m + i * g                                                          # m_t = f m_{t-1} + i g
@@ -190,15 +218,16 @@ def run_sorted(cell: Recurrent, x: Tensor, h: Tensor, lengths: list[int],
     """
     states = []
     n = len(lengths)
-    for t in range(x.shape[1]):
-        while n > 0 and lengths[n - 1] <= t:
-            n -= 1
-        if n == 0:
-            break
-        h_live = cell.step(x[:n, t], h[:n], None if inside is None else inside[:n])
-        h = h_live if n == h.shape[0] else torch.cat([h_live, h[n:]], 0)
-        if keep_states:
-            states.append(h_live)
+    with cell.unrolled():
+        for t in range(x.shape[1]):
+            while n > 0 and lengths[n - 1] <= t:
+                n -= 1
+            if n == 0:
+                break
+            h_live = cell.step(x[:n, t], h[:n], None if inside is None else inside[:n])
+            h = h_live if n == h.shape[0] else torch.cat([h_live, h[n:]], 0)
+            if keep_states:
+                states.append(h_live)
     return h, states
 
 
@@ -263,7 +292,9 @@ class Decoder(nn.Module):
         h = self.cell.output(h)
         s_prime = self.O_h(h) + self.O_y(e_prev) + Oc                          # s' = O_h h' + O_y e(y) + O_c c
         s = s_prime.view(-1, self.maxout_units, self.maxout_pool).amax(-1)   # s_i = max(s'_{2i-1}, s'_{2i})
-        return torch.log_softmax(self.G_l(self.G_r(s)), -1)                   # softmax(G_l G_r s)
+        logits = self.G_l(self.G_r(s))
+        # softmax(G_l G_r s), normalised in float32 at least, also where the products run in bfloat16
+        return torch.log_softmax(logits, -1, dtype=torch.promote_types(logits.dtype, torch.float32))
 
     def forward(self, c: Tensor, tgt: Tensor, lengths: list[int]) -> Tensor:
         """Teacher-forced log p(y | x) per pair (B,), for padded targets (B, T) ending in EOS."""
@@ -301,15 +332,19 @@ class RNNEncoderDecoder(nn.Module):
         return self.decoder(self.encoder(src, src_lengths), tgt, tgt_lengths)
 
     def flops_per_token(self) -> dict[str, int]:
-        """Multiply-adds x2 of the big matrix products, for throughput reports."""
-        c = self.cfg
-        H, E, M, P, V = c.hidden, c.rank, c.maxout_units, c.maxout_pool, c.tgt_vocab
-        k = self.encoder.cell.blocks
-        return {
-            "encoder_step": 2 * (k * H * E + k * H * H),
-            "source_constants": 2 * (H * H + H * H + k * H * H + H * M * P),
-            "decoder_step": 2 * (k * H * E + k * H * H + H * M * P + E * M * P + M * E + E * V),
-        }
+        return flops_per_token(self.cfg)
+
+
+def flops_per_token(cfg: ModelConfig) -> dict[str, int]:
+    """Multiply-adds x2 of the big matrix products, for throughput reports: per encoder step, per
+    source phrase (what depends on c alone) and per decoder step."""
+    H, E, M, P, V = cfg.hidden, cfg.rank, cfg.maxout_units, cfg.maxout_pool, cfg.tgt_vocab
+    k = {"gru": GatedUnit, "lstm": LSTMUnit, "tanh": TanhUnit}[cfg.cell].blocks
+    return {
+        "encoder_step": 2 * (k * H * E + k * H * H),
+        "source_constants": 2 * (H * H + H * H + k * H * H + H * M * P),
+        "decoder_step": 2 * (k * H * E + k * H * H + H * M * P + E * M * P + M * E + E * V),
+    }
 
 
 def pad(seqs, device: torch.device | str = "cpu") -> tuple[Tensor, list[int]]:

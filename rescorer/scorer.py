@@ -1,17 +1,10 @@
 """Fast exact scoring of many phrase pairs: ``log p(target | source)``.
 
-The work is organised around what a phrase table looks like (about 20 targets per source):
-
-* the encoder runs once per distinct source phrase, in batches sorted by length;
-* what depends on ``c`` alone (h'_0, C c, O_c c) is computed once per source;
-* the targets of one source are merged into a prefix tree: the decoder state after a
-  prefix depends only on (source, prefix), so each distinct prefix costs one decoder step
-  and one softmax, however many targets share it;
-* tree levels of all sources in a batch run together, and the deep output runs on the
-  nodes alone (no padding anywhere).
-
-The result equals teacher-forced scoring of each pair alone (tests check it to float
-round-off).  ``score_pairs`` keeps the input order.
+The pairs of each chunk are arranged as prefix trees (``rescorer.tree``): the encoder runs once
+per distinct source, what depends on ``c`` alone once per source, and each distinct target
+prefix of a source costs one decoder step and one softmax.  The result equals teacher-forced
+scoring of each pair alone (tests check it to float round-off).  ``score_pairs`` keeps the
+input order.
 """
 from __future__ import annotations
 
@@ -22,9 +15,10 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
-from .model import RNNEncoderDecoder, pad
+from .model import RNNEncoderDecoder
 from .runtime import PRECISIONS, default_device
-from .vocab import EOS_ID, Vocabulary
+from .tree import PrefixForest, request_log_probs
+from .vocab import Vocabulary
 
 
 class PhraseScorer:
@@ -88,84 +82,12 @@ class PhraseScorer:
             return self._score_ids(src_ids, tgt_ids)
 
     def _score_ids(self, src_ids: Sequence[tuple[int, ...]], tgt_ids: Sequence[tuple[int, ...]]) -> np.ndarray:
-        if len(src_ids) != len(tgt_ids):
-            raise ValueError("as many sources as targets are needed")
-        if not src_ids:
+        forest = PrefixForest.build(src_ids, tgt_ids)
+        if forest.n_pairs == 0:
             return np.zeros(0)
-        dec = self.model.decoder
-        dev = self.device
-        dtype = dec.embed.weight.dtype
-
-        # 1. distinct sources -> c, and the per-source constants h'_0, C c, O_c c
-        src_of: dict[tuple[int, ...], int] = {}
-        pair_src = [src_of.setdefault(s, len(src_of)) for s in src_ids]
-        sources = list(src_of)
-        order = sorted(range(len(sources)), key=lambda k: len(sources[k]))
-        c = torch.empty(len(sources), self.model.cfg.hidden, device=dev, dtype=dtype)
-        for a in range(0, len(order), self.encoder_rows):
-            part = order[a:a + self.encoder_rows]
-            x, lengths = pad([list(sources[k]) for k in part], dev)
-            c[torch.tensor(part, device=dev)] = self.model.encoder(x, lengths).to(dtype)
-        h0, Cc, Oc = dec.constants(c)
-
-        # 2. prefix trees: node = (source, target prefix); requests = (node, next symbol, pair)
-        child: dict[tuple[int, int], int] = {}
-        node_parent: list[int] = []
-        node_token: list[int] = []     # last symbol of the prefix, -1 for the empty prefix
-        node_src: list[int] = []
-        node_depth: list[int] = []
-        root: dict[int, int] = {}
-        req_node: list[int] = []
-        req_tok: list[int] = []
-        req_pair: list[int] = []
-        for p, (k, tgt) in enumerate(zip(pair_src, tgt_ids)):
-            node = root.get(k)
-            if node is None:
-                node = root[k] = len(node_parent)
-                node_parent.append(-1); node_token.append(-1); node_src.append(k); node_depth.append(0)
-            for d, y in enumerate(tgt):
-                req_node.append(node); req_tok.append(y); req_pair.append(p)
-                if y == EOS_ID:
-                    break
-                key = (node, y)
-                nxt = child.get(key)
-                if nxt is None:
-                    nxt = child[key] = len(node_parent)
-                    node_parent.append(node); node_token.append(y); node_src.append(k); node_depth.append(d + 1)
-                node = nxt
-
-        n_nodes = len(node_parent)
-        parent = torch.tensor(node_parent, device=dev)
-        token = torch.tensor(node_token, device=dev)
-        nsrc = torch.tensor(node_src, device=dev)
-        depth = np.asarray(node_depth)
-        # e(y_{t-1}) of each node; e(y_0) = 0 at the roots
-        e_prev = dec.embed(token.clamp(min=0))
-        e_prev[token < 0] = 0.0
-
-        # 3. decoder states, one tree level at a time across all sources
-        states = torch.empty(n_nodes, dec.cell.state_size, device=dev, dtype=dtype)
-        for d in range(int(depth.max()) + 1):
-            idx = torch.from_numpy(np.flatnonzero(depth == d)).to(dev)
-            src_k = nsrc[idx]
-            prev = h0[src_k] if d == 0 else states[parent[idx]]
-            x, inside = dec.input_terms(e_prev[idx], Cc[src_k])
-            states[idx] = dec.cell.step(x, prev, inside).to(dtype)
-
-        # 4. deep output and softmax per node, then pick the requested symbols
-        rn = np.asarray(req_node)
-        by_node = np.argsort(rn, kind="stable")
-        rn_sorted = rn[by_node]
-        rt_sorted = torch.from_numpy(np.asarray(req_tok)[by_node]).to(dev)
-        picked = torch.empty(len(rn), device=dev, dtype=dtype)
-        for a in range(0, n_nodes, self.readout_rows):
-            b = min(a + self.readout_rows, n_nodes)
-            logp = dec.log_probs(states[a:b], e_prev[a:b], Oc[nsrc[a:b]])
-            lo, hi = np.searchsorted(rn_sorted, [a, b])
-            rows = torch.from_numpy(rn_sorted[lo:hi] - a).to(dev)
-            picked[lo:hi] = logp[rows, rt_sorted[lo:hi]]
-        scores = np.zeros(len(src_ids))
-        np.add.at(scores, np.asarray(req_pair)[by_node], picked.double().cpu().numpy())
+        picked = request_log_probs(self.model, forest, self.device, self.readout_rows, self.encoder_rows)
+        scores = np.zeros(forest.n_pairs)
+        np.add.at(scores, forest.req_pair, picked.double().cpu().numpy())  # summed in float64
         return scores
 
 

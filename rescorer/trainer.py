@@ -31,12 +31,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from torch.nn.parallel import DistributedDataParallel
+
 from . import data as pairdata
-from . import distributed
+from . import distributed, machine
 from .checkpoint import CheckpointError, check_vocab_matches, load_checkpoint, save_checkpoint
 from .fileio import atomic_write
 from .model import ModelConfig, RNNEncoderDecoder, pad
 from .plots import plot_curves
+from .tree import ForestModel, PrefixForest
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,28 @@ class TrainConfig:
     buckets: int = 16
     seed: int = 1234
     inverse: bool = False
+    batching: str = "uniform"       # "uniform": length-sorted groups of uniformly drawn pairs (GroundHog's);
+                                    # "by-source": runs of targets of one source, scored as prefix trees
+    per_source: int = 16            # by-source: at most this many targets of one source in a run
+    precision: str = "fp32"         # "bf16": matrix products in bfloat16 (autocast), fp32 master weights
+
+    def check(self) -> None:
+        """Refuse values no run can use, naming the option, before any data is read."""
+        for key in ("batch_size", "group", "per_source", "buckets"):
+            if getattr(self, key) < 1:
+                raise TrainError(f"--{key.replace('_', '-')} {getattr(self, key)}: must be at least 1")
+        if self.batching not in BATCHINGS:
+            raise TrainError(f"--batching {self.batching!r}: one of {', '.join(BATCHINGS)}")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise TrainError(f"--precision {self.precision!r}: one of {', '.join(TRAIN_PRECISIONS)}")
+        if not 0 < self.valid_fraction < 1:
+            raise TrainError(f"--valid-fraction {self.valid_fraction}: a share between 0 and 1")
+
+
+BATCHINGS = ("uniform", "by-source")
+TRAIN_PRECISIONS = ("fp32", "bf16")
+# what decides the order of the minibatches: a resumed run keeps its own
+DATA_SETTINGS = ("seed", "batch_size", "group", "valid_fraction", "buckets", "batching", "per_source")
 
 
 class TrainError(RuntimeError):
@@ -98,8 +123,13 @@ class BaseTrainer:
 
     def __init__(self, out_dir: str, cfg: TrainConfig, device: torch.device, resume: bool = False,
                  overwrite: bool = False, progress: bool = True):
+        cfg.check()
         self.rank = distributed.this_rank()
         self.out, self.cfg, self.device = out_dir, cfg, distributed.rank_device(device, self.rank)
+        if cfg.precision == "bf16" and self.device.type == "cpu" and self.rank.main:
+            lack = machine.bf16_shortfall()
+            if lack:
+                log.warning("--precision bf16: %s, so bfloat16 products are emulated and slower than fp32", lack)
         self.progress = progress and self.rank.main
         device = self.device
         self.last_path = os.path.join(out_dir, "last.pt")
@@ -131,10 +161,9 @@ class BaseTrainer:
                 self._prepare_data()
         else:
             self._prepare_data()
-        self.net = self.model
+        self.net = self._network()
         if self.rank.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-            self.net = DistributedDataParallel(self.model, device_ids=[device] if device.type == "cuda" else None)
+            self.net = DistributedDataParallel(self.net, device_ids=[device] if device.type == "cuda" else None)
 
     # -- what a subclass says ---------------------------------------------------------------
     def _new_model(self) -> torch.nn.Module:
@@ -174,13 +203,19 @@ class BaseTrainer:
     def _describe(self) -> str:
         return ""
 
+    def _network(self) -> torch.nn.Module:
+        """The module a minibatch is given to (and that DistributedDataParallel wraps)."""
+        return self.model
+
     # -- shared ----------------------------------------------------------------------------
     def _optimizer(self) -> torch.optim.Optimizer:
         cfg = self.cfg
+        # the multi-tensor and fused forms: one pass over all parameters instead of one per tensor
         if cfg.optimizer == "adadelta":
-            return torch.optim.Adadelta(self.model.parameters(), lr=cfg.lr or 1.0, rho=cfg.rho, eps=cfg.eps)
+            return torch.optim.Adadelta(self.model.parameters(), lr=cfg.lr or 1.0, rho=cfg.rho, eps=cfg.eps,
+                                        foreach=True)
         if cfg.optimizer == "adam":
-            return torch.optim.Adam(self.model.parameters(), lr=cfg.lr or 1e-3)
+            return torch.optim.Adam(self.model.parameters(), lr=cfg.lr or 1e-3, fused=True)
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(self.model.parameters(), lr=cfg.lr or 0.1)
         raise TrainError(f"unknown optimizer {cfg.optimizer!r}")
@@ -209,8 +244,8 @@ class BaseTrainer:
         if st["config"]["inverse"] != self.cfg.inverse:
             raise TrainError(f"{self.last_path}: was trained with inverse={st['config']['inverse']}")
         # the run's own data settings win: the batches must be the ones it would have seen
-        for k in ("seed", "batch_size", "group", "valid_fraction", "buckets"):
-            setattr(self.cfg, k, st["config"][k])
+        for k in DATA_SETTINGS:
+            setattr(self.cfg, k, st["config"].get(k, getattr(TrainConfig, k)))
         self.model = model.to(self.device)
         self.model.train()
         self.cfg.optimizer = st["config"]["optimizer"]
@@ -320,15 +355,16 @@ class BaseTrainer:
             for _ in range(self.batch_in_epoch):  # skip what a resumed run has already seen
                 next(it)
             for batch in it:
-                if self.rank.world > 1:
-                    # -sum / B over this rank's items, times the number of ranks: DDP's average of
-                    # the ranks' gradients is then the gradient of the whole minibatch's mean loss
-                    batch, size = self._share(batch, self.rank.rank, self.rank.world)
-                    logp, n_tok = self._batch_logp(batch)
-                    loss = -logp.sum() * (self.rank.world / size)
-                else:
-                    logp, n_tok = self._batch_logp(batch)
-                    loss = -logp.mean()
+                with torch.autocast(self.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+                    if self.rank.world > 1:
+                        # -sum / B over this rank's items, times the number of ranks: DDP's average of
+                        # the ranks' gradients is then the gradient of the whole minibatch's mean loss
+                        batch, size = self._share(batch, self.rank.rank, self.rank.world)
+                        logp, n_tok = self._batch_logp(batch)
+                        loss = -logp.float().sum() * (self.rank.world / size)
+                    else:
+                        logp, n_tok = self._batch_logp(batch)
+                        loss = -logp.float().mean()
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
@@ -413,17 +449,19 @@ class Trainer(BaseTrainer):
         want = {"table": os.path.abspath(self.table), "seed": self.cfg.seed,
                 "valid_fraction": self.cfg.valid_fraction, "inverse": self.cfg.inverse,
                 "src_vocab": self.src_vocab.fingerprint(), "tgt_vocab": self.tgt_vocab.fingerprint(),
-                "n_buckets": self.cfg.buckets}
+                "n_buckets": self.cfg.buckets, "bucket_by": self._bucket_by()}
         if os.path.exists(meta_path):
             meta = pairdata.load_meta(self.data_dir)
             meta["n_buckets"] = len(meta["bucket_sizes"])
+            meta.setdefault("bucket_by", "pair")
             if all(meta.get(k) == v for k, v in want.items()):
                 log.info("using the prepared pairs in %s", self.data_dir)
                 self.meta = meta
                 return
         self.meta = pairdata.prepare(self.table, self.src_vocab, self.tgt_vocab, self.data_dir,
                                      valid_fraction=self.cfg.valid_fraction, n_buckets=self.cfg.buckets,
-                                     seed=self.cfg.seed, inverse=self.cfg.inverse, progress=self.progress)
+                                     seed=self.cfg.seed, inverse=self.cfg.inverse, bucket_by=self._bucket_by(),
+                                     progress=self.progress)
         if self.meta["train_pairs"] == 0 or self.meta["valid_pairs"] == 0:
             raise TrainError(f"{self.table}: {self.meta['train_pairs']} training and "
                              f"{self.meta['valid_pairs']} validation pairs; raise --valid-fraction "
@@ -437,17 +475,33 @@ class Trainer(BaseTrainer):
     def _describe(self) -> str:
         return f"{self.meta['train_pairs']} training pairs, {len(self.valid)} validation pairs"
 
+    def _bucket_by(self) -> str:
+        """By-source batches need every target of a source in one bucket."""
+        return "source" if self.cfg.batching == "by-source" else "pair"
+
+    def _network(self) -> torch.nn.Module:
+        return ForestModel(self.model) if self.cfg.batching == "by-source" else self.model
+
     def _epoch_batches(self, epoch: int):
         cfg = self.cfg
-        return pairdata.epoch_batches(self.data_dir, len(self.meta["bucket_sizes"]), cfg.seed, epoch,
-                                      cfg.batch_size, cfg.group)
+        n = len(self.meta["bucket_sizes"])
+        if cfg.batching == "by-source":
+            return pairdata.epoch_batches_by_source(self.data_dir, n, cfg.seed, epoch, cfg.batch_size,
+                                                    cfg.per_source)
+        return pairdata.epoch_batches(self.data_dir, n, cfg.seed, epoch, cfg.batch_size, cfg.group)
 
     def _share(self, batch, rank: int, world: int):
         srcs, tgts = batch
+        if self.cfg.batching == "by-source":  # contiguous shares keep each run of a source together
+            bounds = np.linspace(0, len(srcs), world + 1).round().astype(int)
+            a, b = bounds[rank], bounds[rank + 1]
+            return (srcs[a:b], tgts[a:b]), len(srcs)
         return (srcs[rank::world], tgts[rank::world]), len(srcs)
 
     def _batch_logp(self, batch):
         srcs, tgts = batch
+        if self.cfg.batching == "by-source":
+            return self.net(PrefixForest.build(srcs, tgts)), sum(len(t) for t in tgts)
         s, sl = pad(srcs, self.device)
         t, tl = pad(tgts, self.device)
         return self.net(s, sl, t, tl), sum(tl)

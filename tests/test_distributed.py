@@ -131,21 +131,24 @@ def assert_same_training(a, b, tol=1e-5):
     assert va[-1][1] < va[0][1]   # the updates did train the network
 
 
-def test_two_ranks_make_the_updates_of_one_process_and_resume_from_their_checkpoint(table_and_model):
+@pytest.mark.parametrize("batching", ["uniform", "by-source"])
+def test_two_ranks_make_the_updates_of_one_process_and_resume_from_their_checkpoint(table_and_model, batching):
     """2 ranks with half of each minibatch of 16 make the updates one process makes with all 16;
     a 2-rank run stopped after 2 updates and resumed to 4 ends where the 1-process run does."""
     d, table, _, _ = table_and_model
-    run_cli("vocab", "-q", "--phrase-table", table, "--size", 400, "--out", d / "vocab")
+    if not (d / "vocab").exists():
+        run_cli("vocab", "-q", "--phrase-table", table, "--size", 400, "--out", d / "vocab")
     common = ["train", "-q", "--phrase-table", table, "--vocab", d / "vocab", "--hidden", 16, "--rank", 8,
               "--maxout-units", 8, "--batch-size", 16, "--valid-fraction", 0.02, "--optimizer", "adam",
-              "--lr", 0.01]
-    run_cli(*common, "--out", d / "one", "--max-updates", 4)
-    r = run_cli(*common, "--out", d / "two", "--max-updates", 2, "--workers", 2)
+              "--lr", 0.01, "--batching", batching]
+    one, two = d / f"one-{batching}", d / f"two-{batching}"
+    run_cli(*common, "--out", one, "--max-updates", 4)
+    r = run_cli(*common, "--out", two, "--max-updates", 2, "--workers", 2)
     assert "and 1 more processes" in r.stderr
-    r = run_cli(*common, "--out", d / "two", "--max-updates", 4, "--workers", 2, "--resume")
+    r = run_cli(*common, "--out", two, "--max-updates", 4, "--workers", 2, "--resume")
     assert "resuming" in r.stderr and "at update 2" in r.stderr
-    assert json.loads((d / "two" / "summary.json").read_text())["updates"] == 4
-    assert_same_training(d / "one" / "last.pt", d / "two" / "last.pt")
+    assert json.loads((two / "summary.json").read_text())["updates"] == 4
+    assert_same_training(one / "last.pt", two / "last.pt")
 
 
 def test_two_ranks_train_the_cslm_as_one_process(table_and_model, tmp_path):

@@ -65,15 +65,19 @@ def _train(d, table, out, *extra):
                  "--valid-every", "7", "--batch-size", "16", "--buckets", "3", *extra])
 
 
-@pytest.mark.parametrize("optimizer", ["adadelta", "adam"])
-def test_resume_continues_exactly(small_table, tmp_path, optimizer):
+@pytest.mark.parametrize("optimizer,path", [("adadelta", []), ("adam", []),
+                                            ("adam", ["--batching", "by-source", "--per-source", "4"]),
+                                            ("adam", ["--batching", "by-source", "--precision", "bf16"])])
+def test_resume_continues_exactly(small_table, tmp_path, optimizer, path):
     d, table = small_table
-    assert _train(d, table, tmp_path / "straight", "--max-updates", "30", "--optimizer", optimizer) == 0
-    assert _train(d, table, tmp_path / "split", "--max-updates", "13", "--optimizer", optimizer) == 0
+    opts = ["--optimizer", optimizer, *path]
+    assert _train(d, table, tmp_path / "straight", "--max-updates", "30", *opts) == 0
+    assert _train(d, table, tmp_path / "split", "--max-updates", "13", *opts) == 0
     # without --resume an existing run is not overwritten
-    assert _train(d, table, tmp_path / "split", "--max-updates", "30", "--optimizer", optimizer) == 1
-    assert _train(d, table, tmp_path / "split", "--max-updates", "30", "--optimizer", optimizer,
-                  "--resume") == 0
+    assert _train(d, table, tmp_path / "split", "--max-updates", "30", *opts) == 1
+    # the run's own batching wins over the command line's: its batches must be the ones it would have seen
+    assert _train(d, table, tmp_path / "split", "--max-updates", "30", "--optimizer", optimizer, "--resume",
+                  *[x for x in path if x != "--batching" and x != "by-source"]) == 0
     a = load_checkpoint(tmp_path / "straight" / "last.pt")
     b = load_checkpoint(tmp_path / "split" / "last.pt")
     for (k, x), y in zip(a["model"].state_dict().items(), b["model"].state_dict().values()):
