@@ -293,7 +293,7 @@ def _training_job(a: argparse.Namespace) -> bool:
         raise ValueError(f"--workers {a.workers}: give at least 1")
     if a.workers > 1 and not distributed.launched():
         setup_logging(verbose=a.verbose)
-        distributed.run_workers(a.workers, "rescorer", a.argv)
+        distributed.run_workers(a.workers, "rescorer", a.argv, output=os.path.join(a.out, "summary.json"))
         return False
     if distributed.this_rank().main:
         setup_logging(os.path.join(a.out, "train.log"), a.verbose)
@@ -337,7 +337,7 @@ def cmd_score(a: argparse.Namespace) -> int:
         raise ValueError(f"--workers {a.workers}: give at least 1")
     if a.workers > 1 and not distributed.launched():
         return distributed.run_workers(a.workers, "rescorer", a.argv,
-                                       lambda rank: unfinished_parts(a.out, rank, a.workers))
+                                       lambda rank: unfinished_parts(a.out, rank, a.workers), output=a.out)
     device = resolve_device(a.device)
     rank = distributed.this_rank()
     scorer = PhraseScorer.load(a.model, distributed.rank_device(device, rank), precision=a.precision)

@@ -83,12 +83,16 @@ class WorkerError(RuntimeError):
     """A rank of a ``--workers`` job failed; the message names it."""
 
 
-def run_workers(n: int, module: str, argv: list[str], what=lambda rank: "") -> int:
+def run_workers(n: int, module: str, argv: list[str], what=lambda rank: "", output: str | None = None) -> int:
     """Run ``python -m MODULE ARGV`` as ``n`` ranks on this machine under torchrun (standalone
     rendezvous); 0 when every rank succeeded, else ``WorkerError`` naming the ranks that failed
     (``what(rank)`` adds what that rank was doing).  Without ``OMP_NUM_THREADS`` set, the
-    cores are shared out between the ranks."""
+    cores are shared out between the ranks.  ``output``: the file the job writes last; when it
+    was written by this job, a rank that fails afterwards (killed while exiting) leaves the job
+    successful, with a warning."""
     import signal
+    import time
+    started = time.time()
 
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
@@ -101,10 +105,12 @@ def run_workers(n: int, module: str, argv: list[str], what=lambda rank: "") -> i
     try:
         run(args)
     except ChildFailedError as e:
-        lines = []
-        for rank, f in sorted(e.failures.items()):
-            how = (f"was killed by {signal.Signals(-f.exitcode).name}" if f.exitcode < 0
-                   else f"exited with status {f.exitcode}")
-            lines.append(f"rank {rank} {how}{what(rank)}")
+        hows = {rank: (f"was killed by {signal.Signals(-f.exitcode).name}" if f.exitcode < 0
+                       else f"exited with status {f.exitcode}") for rank, f in sorted(e.failures.items())}
+        if output is not None and os.path.exists(output) and os.path.getmtime(output) >= started:
+            log.warning("%s after the job had written %s, which is complete",
+                        "; ".join(f"rank {r} {h}" for r, h in hows.items()), output)
+            return 0
+        lines = [f"rank {rank} {how}{what(rank)}" for rank, how in hows.items()]
         raise WorkerError("; ".join(lines) + " (rerun with --resume: finished work is kept)") from None
     return 0

@@ -18,6 +18,7 @@
 """
 from __future__ import annotations
 
+import collections
 import gzip
 import itertools
 import json
@@ -25,8 +26,10 @@ import logging
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
+import torch
 from tqdm import tqdm
 
 from .fileio import OutputExistsError, atomic_write, check_can_write, file_digest, is_write_error, write_error
@@ -56,6 +59,46 @@ def chunks(items: Iterator, chunk_lines: int, key=lambda p: p.source) -> Iterato
         buf.append(p)
     if buf:
         yield buf
+
+
+def scored_chunks(scorer: PhraseScorer, todo: Iterator[list]) -> Iterator[tuple[list, list[float]]]:
+    """(chunk, log p of its pairs) for each chunk of ``todo``, in order.
+
+    Each chunk is scored with torch on one thread, and as many chunks at once as torch had
+    threads: a chunk's scores then do not depend on how many threads there are (a matrix
+    product split over threads may add in another order and change the last digits)."""
+    workers = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def score(chunk):
+        torch.set_num_threads(1)   # torch's setting is per thread: this pool's threads get it too
+        return scorer.score_pairs((p.source, p.target) for p in chunk)
+    try:
+        if workers == 1:
+            for chunk in todo:
+                yield chunk, score(chunk)
+            return
+        with ThreadPoolExecutor(workers) as pool:
+            pending: collections.deque = collections.deque()
+            for chunk in todo:
+                pending.append((chunk, pool.submit(score, chunk)))
+                if len(pending) > workers:
+                    chunk, fut = pending.popleft()
+                    yield chunk, fut.result()
+            while pending:
+                chunk, fut = pending.popleft()
+                yield chunk, fut.result()
+    finally:
+        torch.set_num_threads(workers)
+
+
+def _stop_after(todo: Iterator[list], n: int, stopped: list[bool]) -> Iterator[list]:
+    """The first ``n`` chunks of ``todo``; ``stopped`` gets True when there were more."""
+    for k, chunk in enumerate(todo):
+        if k >= n:
+            stopped.append(True)
+            return
+        yield chunk
 
 
 def _settings(table: str, model_path: str, unk_count: bool, chunk_lines: int, out: str, precision: str) -> dict:
@@ -92,6 +135,7 @@ def _score_lines(scorer: PhraseScorer, table: str, partial: str, state_path: str
     (lines done, lines scored now, complete, scores per input line).  Bad input removes both
     files and raises."""
     n_new = 0
+    stopped: list[bool] = []
     pairs = iter_table(table, start_line=lines_done, n_scores=n_scores)
     if last_line is not None:
         pairs = itertools.islice(pairs, last_line - lines_done)
@@ -99,11 +143,11 @@ def _score_lines(scorer: PhraseScorer, table: str, partial: str, state_path: str
         with open(partial, "r+b" if os.path.exists(partial) else "wb") as f:
             f.truncate(bytes_done)
             f.seek(bytes_done)
-            for k, chunk in enumerate(chunks(pairs, settings["chunk_lines"])):
-                if stop_after_chunks is not None and k >= stop_after_chunks:
-                    return lines_done, n_new, False, n_scores
+            todo = chunks(pairs, settings["chunk_lines"])
+            if stop_after_chunks is not None:
+                todo = _stop_after(todo, stop_after_chunks, stopped)
+            for chunk, logp in scored_chunks(scorer, todo):
                 n_scores = chunk[0].n_scores
-                logp = scorer.score_pairs((p.source, p.target) for p in chunk)
                 lines = []
                 for p, lp in zip(chunk, logp):
                     new = [format_prob(lp)]
@@ -140,6 +184,8 @@ def _score_lines(scorer: PhraseScorer, table: str, partial: str, state_path: str
                                           "--resume") from None
         os.unlink(partial)
         raise write_error(e, partial) from None
+    if stopped:
+        return lines_done, n_new, False, n_scores
     if last_line is not None and lines_done < last_line:
         raise PhraseTableError(f"{table}: has {lines_done} lines, the plan of its parts expects {last_line} "
                                "(was it changed while being scored?)")
@@ -293,8 +339,9 @@ def score_table_parts(scorer: PhraseScorer, table: str, out: str, rank: int, wor
                 with open(part_path(out, k), "rb") as p:
                     shutil.copyfileobj(p, f, 1 << 20)
         _remove_parts(out)
-        log.info("%s: %d lines scored in %d parts by %d processes, %d score(s) per line now", out, plan["lines"],
-                 len(plan["parts"]), world, (plan["n_scores"] or 0) + 1 + unk_count)
+        log.info("%s: %d lines scored in %d part%s by %d process%s, %d score(s) per line now", out, plan["lines"],
+                 len(plan["parts"]), "" if len(plan["parts"]) == 1 else "s", world, "" if world == 1 else "es",
+                 (plan["n_scores"] or 0) + 1 + unk_count)
     return {"lines": plan["lines"], "complete": True, "seconds": secs, "pairs_per_s": n_new / max(secs, 1e-9),
             "parts": mine}
 

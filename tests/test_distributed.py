@@ -62,6 +62,30 @@ def test_two_ranks_write_the_bytes_of_one_process(table_and_model, name):
     assert sorted(os.listdir(d)) == sorted(set(os.listdir(d)) - {p for p in os.listdir(d) if ".part" in p})
 
 
+def test_the_bytes_do_not_depend_on_the_number_of_threads(table_and_model):
+    """1 thread, 2 threads and 2 processes: the same bytes (each chunk is scored on one thread)."""
+    d, table, model, _ = table_and_model
+    outs = {}
+    for name, extra, threads in (("t1", [], 1), ("t2", [], 2), ("w2", ["--workers", 2], 1)):
+        outs[name] = d / f"threads-{name}.gz"
+        r = score("--phrase-table", table, "--model", model, "--out", outs[name], "--chunk-lines", 500, *extra,
+                  env={"OMP_NUM_THREADS": str(threads)})
+        if name == "w2":
+            assert "in 2 parts by 2 processes" in r.stderr
+    assert outs["t1"].read_bytes() == outs["t2"].read_bytes() == outs["w2"].read_bytes()
+
+
+def test_a_rank_killed_after_the_output_is_written_leaves_the_job_successful(tmp_path, monkeypatch, caplog):
+    from rescorer.distributed import WorkerError, run_workers
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "tests"))
+    out = tmp_path / "out.txt"
+    assert run_workers(2, "rank_killed_after_output", [str(out)], output=str(out)) == 0
+    assert "rank 1 was killed by SIGTERM after the job had written" in caplog.text
+    out.unlink()
+    with pytest.raises(WorkerError, match="rank 1 was killed by SIGTERM: unfinished"):  # without an output to check
+        run_workers(2, "rank_killed_after_output", [str(out)], what=lambda rank: ": unfinished")
+
+
 def _rank_processes(tag: str) -> dict[int, int]:
     """pid of each rank process started with the environment variable TEST_TAG=tag."""
     found = {}
