@@ -33,6 +33,7 @@ sys.path.insert(0, ROOT)
 
 from moses_integration import pipeline as P  # noqa: E402
 from rescorer.fileio import atomic_write  # noqa: E402
+from rescorer.machine import describe as describe_machine  # noqa: E402
 from rescorer.plots import plt, save_figure  # noqa: E402
 
 log = logging.getLogger("ablation")
@@ -178,8 +179,7 @@ class Ablation:
 def write_report(ab: Ablation, records: list[dict]) -> dict:
     import torch
     from rescorer.gradient_flow import parameter_count
-    from table1_report import machine
-    res = {"config": ab.config, "machine": machine(), "cells": {}, "stages": records,
+    res = {"config": ab.config, "machine": describe_machine(), "cells": {}, "stages": records,
            "training": dict(ab.cp["training"]), "table": ab.table if ab.lines else ab.source_table}
     for cell in ab.cells:
         d = ab.run_dir(cell)

@@ -39,6 +39,7 @@ from moses_integration.nbest import group_by_sentence, read_nbest  # noqa: E402
 from moses_integration.phrase_tables import filter_table  # noqa: E402
 from moses_integration.runner import find_moses  # noqa: E402
 from rescorer.fileio import atomic_write  # noqa: E402
+from rescorer.machine import describe as describe_machine  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED_MOSES = os.path.join(HERE, "..", "..", "shared", "tools", "moses", "moses")
@@ -233,10 +234,9 @@ def main() -> None:
     if not moses:
         print("no real Moses here (give --moses or set MOSES to compare)")
         return
-    from table1_report import machine
     os.makedirs(a.out, exist_ok=True)
     rep = {"command": "python experiments/bench_decode.py " + " ".join(sys.argv[1:]), "moses": moses,
-           "machine": machine(), "sentences": a.sentences, "input": a.input, "processes": a.processes, "systems": res}
+           "machine": describe_machine(), "sentences": a.sentences, "input": a.input, "processes": a.processes, "systems": res}
     with atomic_write(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(rep, f, indent=1)
     text = report(rep)

@@ -22,7 +22,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
 from rescorer.checkpoint import save_checkpoint  # noqa: E402
+from rescorer.machine import describe as describe_machine  # noqa: E402
 from rescorer.model import ModelConfig, RNNEncoderDecoder  # noqa: E402
 from rescorer.score_table import plan_parts  # noqa: E402
 from rescorer.vocab import Vocabulary  # noqa: E402
@@ -69,27 +69,6 @@ def shortlists(table: str, size: int = 15000) -> tuple[Vocabulary, Vocabulary]:
     return padded(src), padded(tgt)
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cpu_features() -> list[str]:
-    want = ["avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8"]
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next(line for line in f if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return []
-    return [w for w in want if w in flags]
-
-
 def run_score(table: str, model: str, out: str, workers: int) -> float:
     env = dict(os.environ)
     env.pop("OMP_NUM_THREADS", None)       # P = 1 uses every core; --workers shares them out
@@ -108,8 +87,7 @@ def main() -> None:
     ap.add_argument("--data", default=os.environ.get("RESCORER_DATA", os.path.join(ROOT, "..", "shared", "data")))
     ap.add_argument("--out", default=OUT, help="report directory (default experiments/results/bench_scale)")
     a = ap.parse_args()
-    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "features": cpu_features(), "torch": torch.__version__,
-               "python": platform.python_version()}
+    machine = describe_machine()
     print(f"{machine['cpu']}, {machine['cores']} cores, features: {', '.join(machine['features']) or 'none listed'}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

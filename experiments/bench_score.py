@@ -38,7 +38,7 @@ from rescorer.phrase_table import iter_table  # noqa: E402
 from rescorer.score_table import score_table  # noqa: E402
 from rescorer.scorer import PhraseScorer, difference_stats  # noqa: E402
 from rescorer.vocab import Vocabulary  # noqa: E402
-from bench_scale import cpu_features, cpu_name  # noqa: E402
+from rescorer.machine import cpu_features, cpu_name  # noqa: E402
 
 LINES: list[str] = []   # what the run printed, for the report
 

@@ -77,7 +77,7 @@ class Bench:
         cp = configparser.ConfigParser(inline_comment_prefixes=("#",), interpolation=None)
         if not cp.read(config):
             raise ConfigError(f"{config}: no such config file")
-        self.config, self.cp, self.progress = config, cp, progress
+        self.config, self.cp, self.progress = os.path.abspath(config), cp, progress
         self.data = os.path.abspath(data or os.environ.get("RESCORER_DATA") or os.path.join(ROOT, "..", "shared", "data"))
         self.work = os.path.abspath(work or cp.get("work", "dir", fallback="work/bench_train"))
         self.report = os.path.abspath(report or cp.get("work", "report", fallback=os.path.join(self.work, "report")))
@@ -132,9 +132,13 @@ class Bench:
     def run_dir(self, net: str, path: str) -> str:
         return os.path.join(self.work, "runs", net, path)
 
+    def source(self, path: str) -> str:
+        """The source tree whose rescorer package trains this path."""
+        return self.today_src if path == "today" else ROOT
+
     def env(self, path: str) -> dict:
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
-        env["PYTHONPATH"] = os.pathsep.join([self.today_src if path == "today" else ROOT]
+        env["PYTHONPATH"] = os.pathsep.join([self.source(path)]
                                             + [p for p in [os.environ.get("PYTHONPATH")] if p])
         env.pop(TODAY_PACKAGE, None)
         if path == "today":
@@ -222,7 +226,7 @@ class Bench:
                     pass
                 cmd = [sys.executable, os.path.abspath(__file__), "--config", self.config, "--data", self.data,
                        "--work", self.work, "--profile", net, path, tmp.name]
-                subprocess.run(cmd, env=self.env(path), check=True)
+                subprocess.run(cmd, env=self.env(path), check=True, cwd=self.source(path))
                 with open(tmp.name) as f:
                     r = json.load(f)
                 os.unlink(tmp.name)
@@ -250,7 +254,8 @@ class Bench:
                 os.makedirs(d)
                 os.symlink(self.data_dir(self.bucket_by(self.paths[p])), os.path.join(d, "data"))
                 log.info("%s, %s: %s", net, p, " ".join(commands[p][2:]))
-                procs[p] = subprocess.Popen(commands[p], env=self.env(p))
+                # run from the path's own source tree: `python -m` looks in the working directory first
+                procs[p] = subprocess.Popen(commands[p], env=self.env(p), cwd=self.source(p))
             failed = [p for p, proc in procs.items() if proc.wait() != 0]
             if failed:
                 raise RuntimeError(f"{net}: training path {', '.join(failed)} failed (its message is above)")

@@ -591,10 +591,8 @@ class Experiment:
                              progress=self.progress)
         groups, w0 = list(dec.layout.groups), dec.model.weights.copy()
         if "cslm" in feats and self.cslm_mode == "nbest":
-            from rescorer.checkpoint import load_cslm_checkpoint
-            from rescorer.cslm import CSLMScorer, OutOfShortlist
-            ck = load_cslm_checkpoint(os.path.join(self.d["cslm"], "best.pt"))
-            scorer = CSLMScorer(ck["model"], ck["vocab"], OutOfShortlist(ck["oos_counts"]))
+            from rescorer.cslm import CSLMScorer
+            scorer = CSLMScorer.load(os.path.join(self.d["cslm"], "best.pt"))
             dec = RescoredDecoder(dec, "CSLM0", scorer.score_sentences, standin=self.cslm_standin)
             groups = dec.groups
             w0 = dec.start_weights(w0, self.cslm_start_share, self.cslm_start_weight)
@@ -797,8 +795,7 @@ class Experiment:
             from moses_integration.decoder import DecoderConfig
             from moses_integration.mert import one_best_bleu
             from moses_integration.runner import BuiltinDecoder, RescoredDecoder
-            from rescorer.checkpoint import load_cslm_checkpoint
-            from rescorer.cslm import CSLMScorer, OutOfShortlist
+            from rescorer.cslm import CSLMScorer
             src = read_lines(files["source"])
             refs = [Reference(r.split()) for r in read_lines(self.cfg.dev["reference"], self.cfg.dev["lines"])]
             with open(tuned) as f:
@@ -817,8 +814,7 @@ class Experiment:
                 t0 = time.time()
                 dec = BuiltinDecoder(ini, src, dcfg, self.cfg.processes, progress=self.progress)
                 if mode == "nbest":
-                    ck = load_cslm_checkpoint(cslm)
-                    scorer = CSLMScorer(ck["model"], ck["vocab"], OutOfShortlist(ck["oos_counts"]))
+                    scorer = CSLMScorer.load(cslm)
                     dec = RescoredDecoder(dec, "CSLM0", scorer.score_sentences, standin=self.cslm_standin)
                 groups = dec.groups if mode == "nbest" else dec.layout.groups
                 w = np.concatenate([weights[name] for name, _, _ in groups])

@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 
 import numpy as np
 
 from moses_integration import pipeline as P
 from moses_integration.evaluate import describe_runs, paired_test, paired_test_all_runs, postprocess
 from rescorer.fileio import atomic_write
+from rescorer.machine import describe as describe_machine
 from rescorer.plots import plt, save_figure
 
 
@@ -31,19 +31,6 @@ def _detok(path: str, lang: str) -> list[str]:
     lines = postprocess(P.read_lines(path), lang)
     P.write_lines(cache, lines)
     return lines
-
-
-def machine() -> dict:
-    import torch
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1), "python": platform.python_version(),
-            "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def _perplexities(exp, tok_ref: str | None, span, cslm_done: bool) -> dict:
@@ -61,10 +48,8 @@ def _perplexities(exp, tok_ref: str | None, span, cslm_done: bool) -> dict:
     out["kenlm"] = 10 ** (-sum(lm.score(" ".join(s), bos=True, eos=True) for s in sents) / n)
     cslm = os.path.join(exp.d["cslm"], "best.pt")
     if cslm_done and os.path.exists(cslm):
-        from rescorer.checkpoint import load_cslm_checkpoint
-        from rescorer.cslm import CSLMScorer, OutOfShortlist
-        ck = load_cslm_checkpoint(cslm)
-        scorer = CSLMScorer(ck["model"], ck["vocab"], OutOfShortlist(ck["oos_counts"]))
+        from rescorer.cslm import CSLMScorer
+        scorer = CSLMScorer.load(cslm)
         out["cslm"] = math.exp(-float(scorer.score_sentences(sents).sum()) / n)
     return out
 
@@ -195,7 +180,7 @@ def write_report(exp, records: list[dict]) -> dict:
     done = {rec["stage"] for rec in records if not rec.get("pending")}
     tuned = [s for s in cfg.systems if all(exp.tune_stage_name(s, k) in done for k in range(1, exp.runs + 1))]
     results = {"config": cfg.path,
-               "machine": machine(), "systems": {n: sorted(f) for n, f in cfg.systems.items()},
+               "machine": describe_machine(), "systems": {n: sorted(f) for n, f in cfg.systems.items()},
                "runs": exp.runs, "bounds": exp.bounds, "cslm_mode": exp.cslm_mode,
                "cslm_standin": exp.cslm_standin if exp.cslm_mode == "nbest" else None,
                "rnn": {k: v for k, v in cfg.section("rnn").items()},

@@ -238,10 +238,8 @@ class PhraseModel:
             self.lm = kenlm.Model(_resolve(lm.get("path"), ini_dir))
         self.cslm = None
         if cslm is not None:
-            from rescorer.checkpoint import load_cslm_checkpoint
-            from rescorer.cslm import CSLMScorer, OutOfShortlist
-            ck = load_cslm_checkpoint(_resolve(cslm.get("path") or "", ini_dir))
-            self.cslm = CSLMScorer(ck["model"], ck["vocab"], OutOfShortlist(ck["oos_counts"]))
+            from rescorer.cslm import CSLMScorer
+            self.cslm = CSLMScorer.load(_resolve(cslm.get("path") or "", ini_dir))
         self.n_tm = n_tm
         with no_cyclic_gc():
             self._load_tables(_resolve(tm.get("path"), ini_dir),

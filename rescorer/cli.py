@@ -396,12 +396,9 @@ def _cslm_train(a: argparse.Namespace, vocab, device) -> None:
 
 def cslm_scorer(a: argparse.Namespace):
     """The CSLM of ``--model`` on ``--device``, ready to score sentences."""
-    from .checkpoint import load_cslm_checkpoint
-    from .cslm import CSLMScorer, OutOfShortlist
+    from .cslm import CSLMScorer
     from .runtime import resolve_device
-    dev = resolve_device(a.device)
-    ck = load_cslm_checkpoint(a.model, dev)
-    return CSLMScorer(ck["model"], ck["vocab"], OutOfShortlist(ck["oos_counts"]), dev)
+    return CSLMScorer.load(a.model, resolve_device(a.device))
 
 
 def cmd_cslm_score(a: argparse.Namespace) -> int:

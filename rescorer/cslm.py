@@ -26,12 +26,14 @@ is the expensive part and is shared by every word asked in the same context.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from .checkpoint import load_cslm_checkpoint
 from .vocab import EOS_ID, UNK_ID, Vocabulary
 
 
@@ -113,6 +115,12 @@ class CSLMScorer:
         self.device = torch.device(device)
         self.order = model.cfg.order
         self.batch = batch_contexts
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu", **kw) -> "CSLMScorer":
+        """The scorer of a CSLM checkpoint (``rescorer cslm-train``'s best.pt), on ``device``."""
+        ck = load_cslm_checkpoint(path, device)
+        return cls(ck["model"], ck["vocab"], OutOfShortlist(ck["oos_counts"]), device, **kw)
 
     def ngram_logprobs(self, contexts: np.ndarray, words: np.ndarray, share: bool = True) -> np.ndarray:
         """ln p(word | context) from the network (shortlist ids) for every request.

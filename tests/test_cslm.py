@@ -196,7 +196,6 @@ def test_small_cslm_on_french_text_against_kenlm(tmp_path):
     import kenlm
 
     from conftest import DATA
-    from rescorer.checkpoint import load_cslm_checkpoint
     from moses_integration.cli import main
     src = DATA / "moses-baseline" / "train.clean.fr.gz"
     here = [str(p) for p in (tmp_path,)][0]
@@ -219,8 +218,7 @@ def test_small_cslm_on_french_text_against_kenlm(tmp_path):
                  "--lr", "3e-3", "--batch-size", "128", "--valid-every", "300", "--valid-fraction", "0.01",
                  "--max-updates", "2000",
                  "--out", str(tmp_path / "run"), "--device", "cpu"]) == 0
-    ck = load_cslm_checkpoint(tmp_path / "run" / "best.pt")
-    scorer = CSLMScorer(ck["model"], ck["vocab"], OutOfShortlist(ck["oos_counts"]))
+    scorer = CSLMScorer.load(tmp_path / "run" / "best.pt")
     cslm_ppl = math.exp(-scorer.score_sentences([s.split() for s in held]).sum() / n_pred)
     counts = np.load(tmp_path / "run" / "data" / "unigram.npy")
     summary = __import__("json").loads((tmp_path / "run" / "summary.json").read_text())
