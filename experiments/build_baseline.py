@@ -24,6 +24,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from moses_integration import pipeline as P  # noqa: E402
+from rescorer.text import read_lines  # noqa: E402
 
 
 def corpus_spec(text: str) -> list[tuple[str, int | None]]:
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         def run():
             lines = []
             for (prefix, n), path in zip(train, raw[lang]):
-                lines += P.read_lines(path, n)
+                lines += read_lines(path, n)
             tok = P.preprocess(lines, lang, None, procs, desc=f"tokenising {lang}")
             from moses_integration.prepare import train_truecaser
             train_truecaser(tok, tcm[lang] + ".tmp")
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     def run_clean():
         from moses_integration.prepare import clean_pair
         kept = 0
-        s_lines, t_lines = P.read_lines(tc[src]), P.read_lines(tc[tgt])
+        s_lines, t_lines = read_lines(tc[src]), read_lines(tc[tgt])
         if len(s_lines) != len(t_lines):
             raise ValueError(f"{tc[src]} has {len(s_lines)} lines but {tc[tgt]} has {len(t_lines)}")
         pairs = [(s, t) for s, t in zip(s_lines, t_lines) if clean_pair(s, t, c_min, c_max, ratio)]
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     def run_sets():
         for prefix, n in sets:
             for lang in (src, tgt):
-                lines = P.read_lines(raw_file(data, prefix, lang), n)
+                lines = read_lines(raw_file(data, prefix, lang), n)
                 P.write_lines(os.path.join(corpus, f"{os.path.basename(prefix)}.tc.{lang}"),
                               _truecase(P.preprocess(lines, lang, None, procs, desc=f"tokenising {prefix}.{lang}"),
                                         tcm[lang], procs, lang))
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if lm_extra:
             lines = []
             for p in lm_extra:
-                lines += P.read_lines(p)
+                lines += read_lines(p)
             P.write_lines(lm_text, _truecase(P.preprocess(lines, tgt, None, procs, desc="tokenising LM text"),
                                              tcm[tgt], procs, tgt))
             texts.append(lm_text)

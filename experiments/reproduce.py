@@ -55,6 +55,7 @@ sys.path.insert(0, ROOT)
 from moses_integration import pipeline as P  # noqa: E402
 from moses_integration.moses_ini import MosesIni  # noqa: E402
 from rescorer.fileio import atomic_write  # noqa: E402
+from rescorer.text import read_lines as text_lines_of  # noqa: E402
 
 log = logging.getLogger("reproduce")
 
@@ -139,7 +140,7 @@ def table_correlations(sources: list[str], scores: np.ndarray, rnn_column: int =
 
 
 def read_lines(path: str, span: tuple[int, int] | None = None) -> list[str]:
-    lines = P.read_lines(path)
+    lines = text_lines_of(path)
     if span is not None:
         if span[1] > len(lines):
             raise ConfigError(f"{path}: has {len(lines)} lines, the config asks for lines {span[0]}-{span[1]}")

@@ -21,14 +21,15 @@ from moses_integration.evaluate import describe_runs, paired_test, paired_test_a
 from rescorer.fileio import atomic_write
 from rescorer.machine import describe as describe_machine
 from rescorer.plots import plt, save_figure
+from rescorer.text import read_lines as text_lines_of
 
 
 def _detok(path: str, lang: str) -> list[str]:
     """The detruecased, detokenised lines of a decoder output (cached beside it)."""
     cache = path + ".detok"
     if os.path.exists(cache) and os.path.getmtime(cache) >= os.path.getmtime(path):
-        return P.read_lines(cache)
-    lines = postprocess(P.read_lines(path), lang)
+        return text_lines_of(cache)
+    lines = postprocess(text_lines_of(path), lang)
     P.write_lines(cache, lines)
     return lines
 

@@ -21,7 +21,7 @@ import sys
 import numpy as np
 
 from rescorer import cli as rescorer_cli
-from rescorer.cli import read_lines
+from rescorer.text import read_lines
 from rescorer.fileio import OutputExistsError, atomic_write, check_can_write
 
 from .decoder import DecoderConfig, FeatureLayout

@@ -283,13 +283,6 @@ def run_stages(stages: list[Stage], work: str, force: bool = False,
 
 
 # -- the steps ---------------------------------------------------------------------------------
-def read_lines(path: str, limit: int | None = None) -> list[str]:
-    """The lines (without newlines) of a UTF-8 text file, gzipped or not, the first ``limit``
-    of them if given; a line that is not UTF-8 stops with its file and line number."""
-    from rescorer.ngrams import text_lines
-    return [text.rstrip("\n") for _, text in text_lines(path, limit)]
-
-
 def _preprocess_chunk(args):
     lang, model, lines = args
     from .prepare import Preprocessor

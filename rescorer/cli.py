@@ -23,6 +23,7 @@ from typing import Callable
 
 from . import __version__
 from .runtime import PRECISIONS
+from .text import read_lines
 
 log = logging.getLogger("rescorer")
 
@@ -259,13 +260,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--device", default="auto")
     m.set_defaults(handler=cmd_embed)
-
-
-def read_lines(path: str) -> list[str]:
-    """The lines of a UTF-8 text file (gzipped or not); a line that is not UTF-8 stops with its
-    file and line number."""
-    from .ngrams import text_lines
-    return [text.rstrip("\r\n") for _, text in text_lines(path)]
 
 
 def cmd_vocab(a: argparse.Namespace) -> int:

@@ -25,32 +25,10 @@ import numpy as np
 from tqdm import tqdm
 
 from .fileio import scratch_dir
+from .text import text_lines
 from .vocab import UNK_ID, Vocabulary
 
 BLOCK = 1 << 16
-
-
-class TextError(ValueError):
-    pass
-
-
-def text_lines(path: str, limit: int | None = None) -> Iterator[tuple[int, str]]:
-    """(line number, text) of every line of a UTF-8 file (the first ``limit`` if given),
-    gzipped or not, newline included; a line that is not UTF-8, or a damaged gzip stream, stops
-    with its file and line."""
-    from .phrase_table import PhraseTableError, raw_lines
-    if not os.path.exists(path):
-        raise TextError(f"{path}: no such file")
-    try:
-        for lineno, raw in raw_lines(path):   # a damaged gzip stream: its file and line
-            if limit is not None and lineno > limit:
-                return
-            try:
-                yield lineno, raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise TextError(f"{path}:{lineno}: not UTF-8 ({e.reason} at byte {e.start})") from None
-    except PhraseTableError as e:
-        raise TextError(str(e)) from None
 
 
 def iter_sentences(paths: list[str]) -> Iterator[tuple[str, int, list[str]]]:

@@ -88,7 +88,7 @@ def test_clean_corpus_rules():
 
 
 def test_raw_text_that_is_not_utf8_names_file_and_line(tmp_path):
-    from moses_integration.pipeline import read_lines
+    from rescorer.text import read_lines
     path = tmp_path / "corpus.en.gz"
     with gzip.open(path, "wb") as f:
         f.write("first line\nsecond é\n".encode() + b"bad \xe9 byte\n")
