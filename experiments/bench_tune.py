@@ -6,7 +6,7 @@
 The system of ``bench_decode.py`` (the Moses baseline tables filtered to the tuning set, a
 5-gram KenLM model built here, Moses's default weights; decoder at pop limit 1000, stack 200).
 Prints dev BLEU, pool size and the time of decoding and of optimising at every iteration, and
-the total; the issue's target is the whole run within 30 minutes on 2 cores.  Writes
+the total.  Writes
 WORK/tuned.ini and WORK/tune.json.
 """
 from __future__ import annotations

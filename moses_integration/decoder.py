@@ -24,8 +24,8 @@ option in isolation, combined over spans by dynamic programming), Moses's distor
 rules, hypothesis recombination on (coverage, last source phrase, LM state, reordering
 state), cube pruning with a pop limit and a stack size.  n-best lists come from the
 recombination arcs, as Moses's trellis paths do.  The stacks and the trellis are in
-``search.py``, compiled with Cython at set-up (``decoder.COMPILED``; 2.8x faster than the same
-file run by Python).
+``search.py``, compiled with Cython at set-up (``decoder.COMPILED``; the same file also runs as
+plain Python, slower).
 """
 from __future__ import annotations
 
