@@ -77,7 +77,9 @@ class CSLM(nn.Module):
     def log_probs(self, ctx: torch.Tensor) -> torch.Tensor:
         """ln p(. | h) over the shortlist for contexts ``ctx`` (B, n-1) of word ids, oldest first."""
         x = self.proj(ctx).flatten(1)                                # [R w_{t-6}; ...; R w_{t-1}]
-        return torch.log_softmax(self.out(self.hidden(x)), dim=-1)   # softmax(V h2 + c)
+        logits = self.out(self.hidden(x))
+        # softmax(V h2 + c), normalised in float32 at least, also where the products run in bfloat16
+        return torch.log_softmax(logits, -1, dtype=torch.promote_types(logits.dtype, torch.float32))
 
     def forward(self, ctx: torch.Tensor, word: torch.Tensor) -> torch.Tensor:
         """ln p(word | ctx) for each row."""

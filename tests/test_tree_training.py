@@ -166,3 +166,22 @@ def test_bf16_without_the_instructions_warns_naming_the_option_and_what_the_cpu_
     assert rc == 0
     assert "--precision bf16" in caplog.text and "has neither AVX-512 BF16 nor AMX" in caplog.text
     assert os.path.exists(tmp_path / "r" / "best.pt")
+
+
+def test_cslm_trains_in_bf16_with_fp32_log_probabilities(tmp_path):
+    from rescorer.checkpoint import load_cslm_checkpoint
+    from rescorer.cslm import CSLM, CSLMConfig
+    torch.manual_seed(0)
+    m = CSLM(CSLMConfig(50, order=3, embed=8, hidden=(16,)))
+    ctx, word = torch.randint(0, 50, (12, 2)), torch.randint(0, 50, (12,))
+    with torch.autocast("cpu", torch.bfloat16):
+        lp = m(ctx, word)
+    assert lp.dtype == torch.float32
+    torch.testing.assert_close(lp, m(ctx, word), rtol=0.02, atol=0.05)
+    text = tmp_path / "fr.txt"
+    text.write_text("".join(f"le chat {i % 5} est sur la table {i % 7}\n" for i in range(200)))
+    assert main(["cslm-train", "-q", "--input", str(text), "--shortlist", "20", "--order", "3", "--embed", "4",
+                 "--hidden", "8", "--batch-size", "16", "--valid-fraction", "0.1", "--max-updates", "5",
+                 "--precision", "bf16", "--output", str(tmp_path / "run")]) == 0
+    ck = load_cslm_checkpoint(tmp_path / "run" / "last.pt")
+    assert all(v.dtype == torch.float32 for v in ck["model"].state_dict().values())   # fp32 master weights
