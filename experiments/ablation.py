@@ -25,11 +25,9 @@ import gzip
 import json
 import logging
 import os
-import sys
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 from moses_integration import pipeline as P  # noqa: E402
 from rescorer.fileio import atomic_write  # noqa: E402
@@ -351,5 +349,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     main()

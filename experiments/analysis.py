@@ -16,11 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 from rescorer.fileio import atomic_write  # noqa: E402
 from rescorer.generate import beam_search  # noqa: E402

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from rescorer.cslm import CSLM, CSLMConfig, CSLMScorer, OutOfShortlist  # noqa: E402
 from rescorer.vocab import EOS, UNK, Vocabulary  # noqa: E402

@@ -31,7 +31,6 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from moses_integration import pipeline  # noqa: E402
 from moses_integration.moses_ini import MosesIni  # noqa: E402

@@ -30,7 +30,6 @@ import time
 import torch
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, ROOT)
 
 from rescorer.checkpoint import save_checkpoint  # noqa: E402
 from rescorer.machine import describe as describe_machine  # noqa: E402

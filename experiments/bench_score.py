@@ -31,7 +31,6 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from rescorer.model import ModelConfig, RNNEncoderDecoder  # noqa: E402
 from rescorer.phrase_table import iter_table  # noqa: E402

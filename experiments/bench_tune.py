@@ -14,15 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench_decode import arguments, build_system  # noqa: E402
+from experiments.bench_decode import arguments, build_system  # noqa: E402
 from moses_integration.decoder import DecoderConfig  # noqa: E402
 from moses_integration.mert import default_ranges, tune  # noqa: E402
 from moses_integration.moses_ini import MosesIni  # noqa: E402

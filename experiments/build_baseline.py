@@ -19,9 +19,7 @@ import configparser
 import json
 import logging
 import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from moses_integration import pipeline as P  # noqa: E402
 from rescorer.text import read_lines  # noqa: E402

@@ -24,10 +24,8 @@ import gzip
 import json
 import os
 import resource
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from moses_integration.extract import build_tables  # noqa: E402
 

@@ -44,18 +44,19 @@ import math
 import os
 import re
 import shutil
-import sys
 import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 from moses_integration import pipeline as P  # noqa: E402
 from moses_integration.moses_ini import MosesIni  # noqa: E402
 from rescorer.fileio import atomic_write  # noqa: E402
-from rescorer.text import read_lines as text_lines_of  # noqa: E402
+
+from experiments import build_baseline  # noqa: E402
+from experiments.common import ConfigError, read_lines  # noqa: E402
+from experiments.table1_report import summary, write_report  # noqa: E402
 
 log = logging.getLogger("reproduce")
 
@@ -63,18 +64,6 @@ FEATURES = {"rnn", "cslm", "wp"}
 # the config keys of [rnn] and [cslm] that are options of both training commands
 TRAINING_KEYS = ("optimizer", "lr", "max-minutes", "max-updates", "max-epochs", "valid-every", "patience",
                  "lr-decay", "lr-patience", "batch-size", "seed", "checkpoint-minutes")
-PAPER = {  # Table 1 of the paper, BLEU on newstest2012+2013 (dev) and newstest2014 (test)
-    "Baseline": (30.64, 33.30), "RNN": (31.20, 33.87), "CSLM + RNN": (31.48, 34.64),
-    "CSLM + RNN + WP": (31.50, 34.54)}
-PAPER_OF = {frozenset(): "Baseline", frozenset({"rnn"}): "RNN", frozenset({"cslm", "rnn"}): "CSLM + RNN",
-            frozenset({"cslm", "rnn", "wp"}): "CSLM + RNN + WP"}
-
-
-# -- configuration --------------------------------------------------------------------------------
-class ConfigError(ValueError):
-    pass
-
-
 def tuned_weights(path: str) -> dict:
     """The weights of a tuning result (what a test stage depends on; not the times it records)."""
     with open(path) as f:
@@ -137,15 +126,6 @@ def table_correlations(sources: list[str], scores: np.ndarray, rnn_column: int =
         out["columns"][name] = {"pearson": float(pearsonr(x, rnn)[0]), "spearman": float(spearmanr(x, rnn)[0]),
                                 "spearman_within_source": float(np.mean(within)) if within else None}
     return out
-
-
-def read_lines(path: str, span: tuple[int, int] | None = None) -> list[str]:
-    lines = text_lines_of(path)
-    if span is not None:
-        if span[1] > len(lines):
-            raise ConfigError(f"{path}: has {len(lines)} lines, the config asks for lines {span[0]}-{span[1]}")
-        lines = lines[span[0] - 1:span[1]]
-    return lines
 
 
 def parse_span(text: str | None, where: str) -> tuple[int, int] | None:
@@ -871,8 +851,6 @@ class Experiment:
         cfg = self.cfg
         records = []
         if cfg.build:
-            sys.path.insert(0, os.path.join(ROOT, "experiments"))
-            import build_baseline
             t = time.time()
             build = cfg.build if os.path.isabs(cfg.build) else os.path.join(ROOT, cfg.build)  # as experiments/ names it
             rep = build_baseline.main(["--config", build, "--work", os.path.join(cfg.work, "build"),
@@ -921,7 +899,6 @@ def main(argv: list[str] | None = None) -> dict:
         if a.report_only and a.force:
             raise ConfigError("--report-only runs no stage: it cannot be combined with --force")
         records = P.stage_status(exp.stages(), cfg.work) if a.report_only else exp.run(a.force)
-        from table1_report import summary, write_report
         results = write_report(exp, records)
         print(summary(results, cfg.report))
         return results
@@ -931,5 +908,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     main()

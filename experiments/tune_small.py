@@ -12,12 +12,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from moses_integration.decoder import DecoderConfig  # noqa: E402
 from moses_integration.mert import default_ranges, tune  # noqa: E402

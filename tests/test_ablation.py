@@ -1,7 +1,6 @@
 """The gated-unit ablation: gradients reaching the encoder states against finite differences,
 networks of equal parameter count, and experiments/ablation.py on its small config."""
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ from rescorer.model import ModelConfig
 
 from conftest import DATA, ROOT, tiny_model, tiny_vocabs
 
-sys.path.insert(0, str(ROOT / "experiments"))
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm", "tanh"])
@@ -63,7 +61,7 @@ def test_equal_parameter_counts():
 def test_small_ablation_report(tmp_path):
     if not (DATA / "moses-baseline" / "phrase-table.gz").exists():
         pytest.skip(f"no shared data at {DATA}")
-    import ablation
+    from experiments import ablation
     res = ablation.main(["--config", str(ROOT / "experiments" / "ablation-small.ini"), "--work", str(tmp_path),
                          "--report", str(tmp_path / "report"), "-q"])
     assert set(res["cells"]) == {"gru", "lstm", "tanh"}

@@ -1,6 +1,5 @@
 """`rescorer inspect`, `generate` and `embed` on a tiny network and a small phrase table."""
 import gzip
-import sys
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ from rescorer.cli import main
 from rescorer.generate import beam_search
 from rescorer.scorer import PhraseScorer
 
-from conftest import ROOT, tiny_model, tiny_vocabs
+from conftest import tiny_model, tiny_vocabs
 
 TABLE = [("the house", "la maison", 0.6), ("the house", "maison", 0.3), ("the house", "la maison bleue", 0.05),
          ("the house", "un chat", 0.01), ("a cat", "un chat", 0.7), ("a cat", "chat", 0.2),
@@ -110,8 +109,7 @@ def test_map_labels_undo_moses_escapes_and_draw_a_dollar(tmp_path):
 
 
 def test_analysis_script_writes_the_three_views(files, tmp_path):
-    sys.path.insert(0, str(ROOT / "experiments"))
-    import analysis
+    from experiments import analysis
     srcs = tmp_path / "sources.txt"
     srcs.write_text("the house\na cat\nblue cat\n")
     res = analysis.main(["--model", str(files / "model.pt"), "--phrase-table", str(files / "pt.gz"),

@@ -99,8 +99,7 @@ def test_raw_text_that_is_not_utf8_names_file_and_line(tmp_path):
 
 @pytest.mark.skipif(not RAW.exists(), reason="no shared data")
 def test_pipeline_on_2000_pairs_makes_a_system_the_decoder_uses(tmp_path):
-    sys.path.insert(0, str(ROOT / "experiments"))
-    import build_baseline
+    from experiments import build_baseline
     from moses_integration.decoder import DecoderConfig, PhraseModel
     if not (shutil.which("lmplz") or os.access(os.path.join(os.path.dirname(sys.executable), "lmplz"), os.X_OK)):
         pytest.skip("lmplz not installed: run 'make setup'")

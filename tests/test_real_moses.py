@@ -99,9 +99,7 @@ def test_bench_decode_runs_both_decoders_and_compares_their_best_scores(scored_s
     """experiments/bench_decode.py's measurement on the tiny system: both decoders as whole
     processes at equal settings, and the per-sentence comparison of their best model scores."""
     import argparse
-    import sys
-    sys.path.insert(0, str(ROOT / "experiments"))
-    import bench_decode
+    from experiments import bench_decode
     d = scored_system
     sents = (d / "in.en").read_text().splitlines()
     a = argparse.Namespace(work=str(tmp_path), processes=1, repeats=2)

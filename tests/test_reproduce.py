@@ -16,13 +16,12 @@ from conftest import DATA, ROOT
 from moses_integration.cli import register as moses_register
 from rescorer.cli import build_parser, register
 
-sys.path.insert(0, str(ROOT / "experiments"))
 
 SMALL = ROOT / "experiments" / "table1-small.ini"
 
 
 def _run(work, *extra):
-    import reproduce
+    from experiments import reproduce
     return reproduce.main(["--config", str(SMALL), "--work", str(work), "--report", str(work / "report"), "-q",
                            *map(str, extra)])
 
@@ -93,7 +92,7 @@ def test_report_holds_every_system_run_and_test(small_run):
 def test_report_only_runs_nothing_and_reports_the_finished_systems(small_run, tmp_path, capsys):
     """While a run goes on, --report-only writes the report of the stages done so far: a system
     whose tuning is not complete, and the contrast runs, are left out and listed as pending."""
-    import reproduce
+    from experiments import reproduce
     work, r = small_run
     stamps = work / "stamps"
     pending = ["tune-cslm_rnn_wp-2", "test-newstest2012_tail-cslm_rnn_wp", "tune-cslm_rnn-1-positive-bounds"]
@@ -199,7 +198,7 @@ def test_report_bleu_equals_sacrebleu_on_the_outputs(small_run):
 
 
 def test_collapses_are_iterations_below_half_the_runs_best():
-    from table1_report import collapses
+    from experiments.table1_report import collapses
     runs = [{"dev_bleu_per_iteration": [10.0, 1.5, 12.0, 13.0], "word_penalty_per_iteration": [-1.0, -9.0, -3.0, -2.0]},
             {"dev_bleu_per_iteration": [11.0, 12.0], "word_penalty_per_iteration": [-2.5, -2.0]},
             # a poor start (the first iteration decodes with the start weights) is not MERT collapsing
@@ -214,7 +213,7 @@ def test_findings_are_sentences_made_from_the_reports_numbers():
     0.05, a difference within the tuning runs' spread said so, the paper's gain beside it, what
     each feature adds, the sum of the single-feature gains against the combined one, the neural
     weights' shares of the L1 norm, and the collapses."""
-    from table1_report import findings
+    from experiments.table1_report import findings
 
     def sysd(delta, p, s_opt):
         return {"mean": 20 + delta, "delta": delta, "s_opt": s_opt, "p_value_all_runs": p}
@@ -241,7 +240,7 @@ def test_findings_are_sentences_made_from_the_reports_numbers():
 
 
 def test_feature_steps_pair_the_systems_one_added_feature_apart():
-    from table1_report import feature_steps
+    from experiments.table1_report import feature_steps
     systems = {"Baseline": [], "+RNN": ["rnn"], "+CSLM": ["cslm"], "+CSLM+RNN": ["cslm", "rnn"],
                "+CSLM+RNN+WP": ["cslm", "rnn", "wp"]}
     assert feature_steps(systems) == [("Baseline", "+RNN", "rnn"), ("Baseline", "+CSLM", "cslm"),
@@ -410,7 +409,7 @@ def test_rnn_against_the_table_is_computed_on_the_dev_table(small_run):
 def test_table_correlations_against_a_direct_computation():
     import math
     import numpy as np
-    from reproduce import table_correlations
+    from experiments.reproduce import table_correlations
     rng = np.random.default_rng(0)
     sources = ["a"] * 6 + ["b"] * 5 + ["c"] * 2
     scores = rng.uniform(0.01, 1.0, size=(13, 6))
@@ -432,7 +431,7 @@ def test_table_correlations_against_a_direct_computation():
 def test_score_differences_reads_the_column_as_moses_and_names_a_short_table(tmp_path):
     import gzip
     import math
-    import reproduce
+    from experiments import reproduce
     line = "a ||| b ||| 0.1 0.2 0.3 0.4 {} 1 ||| 0-0 ||| 1 1 1\n"
     exact, approx = tmp_path / "exact.gz", tmp_path / "approx.gz"
     with gzip.open(exact, "wt") as f:
@@ -453,7 +452,7 @@ def test_mert_starts_the_cslm_with_a_share_of_the_standin_weight(small_run):
     start weight and LM0 at the rest, so the search starts from the weights of the system without
     the CSLM (before each run's perturbation)."""
     import numpy as np
-    import reproduce
+    from experiments import reproduce
     work, _ = small_run
     exp = reproduce.Experiment(reproduce.Config(str(SMALL), None, str(work)), progress=False)
     src = reproduce.read_lines(exp.set_files("dev", exp.cfg.dev, "", "")["source"])
