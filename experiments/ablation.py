@@ -29,7 +29,7 @@ import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from moses_integration import pipeline as P  # noqa: E402
+from moses_integration import stages as S  # noqa: E402
 from rescorer.fileio import atomic_write  # noqa: E402
 from rescorer.machine import describe as describe_machine  # noqa: E402
 from rescorer.plots import plt, save_figure  # noqa: E402
@@ -72,7 +72,7 @@ class Ablation:
         h = hidden_for_parameters(gru, cell, parameter_count(gru))
         return ModelConfig(**{**gru.to_dict(), "cell": cell, "hidden": h})
 
-    def stages(self) -> list[P.Stage]:
+    def stages(self) -> list[S.Stage]:
         out = []
         if self.lines:
             def run_table():
@@ -84,7 +84,7 @@ class Ablation:
                             break
                         g.write(line)
                 return {"lines": self.lines}
-            out.append(P.Stage("table", [self.source_table], [self.table], run_table, {"lines": self.lines},
+            out.append(S.Stage("table", [self.source_table], [self.table], run_table, {"lines": self.lines},
                                isolated=False))
         size = self.cp.getint("data", "shortlist", fallback=15000)
         vocab_files = [os.path.join(self.vocab, f"{s}.vocab") for s in ("source", "target")]
@@ -94,7 +94,7 @@ class Ablation:
             if main(["vocab", "-q", "--phrase-table", self.table, "--size", str(size), "--out", self.vocab,
                      "--overwrite"]) != 0:
                 raise RuntimeError(f"rescorer vocab failed on {self.table}")
-        out.append(P.Stage("vocab", [self.table], vocab_files, run_vocab, {"size": size}))
+        out.append(S.Stage("vocab", [self.table], vocab_files, run_vocab, {"size": size}))
         t = self.cp["training"]
         seed = t.getint("seed", 1234)
 
@@ -104,7 +104,7 @@ class Ablation:
             sv, tv = load_vocab_dir(self.vocab)
             meta = prepare(self.table, sv, tv, self.pairs, seed=seed, progress=self.progress)
             return {"train_pairs": meta["train_pairs"], "valid_pairs": meta["valid_pairs"]}
-        out.append(P.Stage("data", [self.table] + vocab_files, [os.path.join(self.pairs, "meta.json")], run_data,
+        out.append(S.Stage("data", [self.table] + vocab_files, [os.path.join(self.pairs, "meta.json")], run_data,
                            {"seed": seed}))
         opts = []
         for k in ("optimizer", "lr", "lr-decay", "lr-patience", "max-minutes", "max-updates", "valid-every",
@@ -134,16 +134,16 @@ class Ablation:
             with atomic_write(grad_file, "w") as f:
                 json.dump(res, f, indent=1)
             return {"pairs": min(n_pairs, len(valid))}
-        out.append(P.Stage("gradients", [os.path.join(self.run_dir(c), "best.pt") for c in self.cells], [grad_file],
+        out.append(S.Stage("gradients", [os.path.join(self.run_dir(c), "best.pt") for c in self.cells], [grad_file],
                            run_gradients, {"pairs": n_pairs}))
         return out
 
     def run_dir(self, cell: str) -> str:
         return os.path.join(self.work, f"run-{cell}")
 
-    def _train_stage(self, cell: str, opts: list[str], vocab_files: list[str]) -> P.Stage:
+    def _train_stage(self, cell: str, opts: list[str], vocab_files: list[str]) -> S.Stage:
         d = self.run_dir(cell)
-        st = P.Stage(f"train-{cell}", vocab_files + [os.path.join(self.pairs, "meta.json")],
+        st = S.Stage(f"train-{cell}", vocab_files + [os.path.join(self.pairs, "meta.json")],
                      [os.path.join(d, "summary.json"), os.path.join(d, "best.pt")], None, {"options": opts})
 
         def run():
@@ -169,9 +169,9 @@ class Ablation:
 
     def run(self, force: bool = False) -> list[dict]:
         os.makedirs(self.work, exist_ok=True)
-        command = P.stage_command(__file__, ["--config", self.config, "--data", self.data, "--work", self.work,
+        command = S.stage_command(__file__, ["--config", self.config, "--data", self.data, "--work", self.work,
                                              "--report", self.report] + ([] if self.progress else ["-q"]))
-        return P.run_stages(self.stages(), self.work, force, isolate=command)
+        return S.run_stages(self.stages(), self.work, force, isolate=command)
 
 
 def write_report(ab: Ablation, records: list[dict]) -> dict:
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--report", help="report directory (default: the config's)")
     ap.add_argument("--force", action="store_true", help="run every stage again")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    P.add_stage_arguments(ap)
+    S.add_stage_arguments(ap)
     a = ap.parse_args(argv)
     from rescorer.runtime import setup_logging
     try:
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> dict:
         os.makedirs(ab.work, exist_ok=True)
         setup_logging(os.path.join(ab.work, "ablation.log"), extra=("ablation",))
         if a.run_stage:
-            return P.run_one_stage(ab.stages(), a)
+            return S.run_one_stage(ab.stages(), a)
         records = ab.run(a.force)
         return write_report(ab, records)
     except (ValueError, OSError, RuntimeError) as e:

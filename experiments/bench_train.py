@@ -49,7 +49,7 @@ sys.path.insert(0, ROOT)
 if os.environ.get(TODAY_PACKAGE):
     sys.path.insert(0, os.environ[TODAY_PACKAGE])
 
-from moses_integration import pipeline as P  # noqa: E402
+from moses_integration import stages as S  # noqa: E402
 from rescorer.fileio import atomic_write  # noqa: E402
 from rescorer.plots import plt, save_figure  # noqa: E402
 
@@ -154,7 +154,7 @@ class Bench:
                 "--max-minutes", f"{self.minutes:g}", "--valid-every", str(n["valid_every"][path]), *opts]
 
     # -- stages ---------------------------------------------------------------------------------
-    def stages(self) -> list[P.Stage]:
+    def stages(self) -> list[S.Stage]:
         out = []
         if self.lines:
             def run_table():
@@ -165,7 +165,7 @@ class Bench:
                     for line in itertools.islice(f, self.lines):
                         g.write(line)
                 return {"lines": self.lines}
-            out.append(P.Stage("table", [self.table], [self.table_used], run_table, {"lines": self.lines},
+            out.append(S.Stage("table", [self.table], [self.table_used], run_table, {"lines": self.lines},
                                isolated=False))
         vocab_files = [os.path.join(self.vocab, f"{s}.vocab") for s in ("source", "target")]
 
@@ -174,7 +174,7 @@ class Bench:
             if main(["vocab", "-q", "--phrase-table", self.table_used, "--size", str(self.shortlist),
                      "--output", self.vocab, "--overwrite"]) != 0:
                 raise RuntimeError(f"rescorer vocab failed on {self.table_used}")
-        out.append(P.Stage("vocab", [self.table_used], vocab_files, run_vocab, {"size": self.shortlist}))
+        out.append(S.Stage("vocab", [self.table_used], vocab_files, run_vocab, {"size": self.shortlist}))
         seed = int(_opt_value(self.common, "--seed", "1234"))
         for bucket_by in ("pair", "source"):
             out.append(self._data_stage(bucket_by, seed, vocab_files))
@@ -183,7 +183,7 @@ class Bench:
         def run_today_src():
             extract_revision(TODAY_REV, self.today_src)
             return {"revision": TODAY_REV}
-        out.append(P.Stage("today-src", [], [today_main], run_today_src, {"revision": TODAY_REV}, isolated=False))
+        out.append(S.Stage("today-src", [], [today_main], run_today_src, {"revision": TODAY_REV}, isolated=False))
         peaks = os.path.join(self.work, "peaks.json")
 
         def run_peaks():
@@ -195,7 +195,7 @@ class Bench:
                 json.dump(res, f, indent=1)
             return {"fp32_gflops_1_thread": round(res["1"]["fp32"], 1),
                     "bf16_gflops_1_thread": round(res["1"]["bf16"], 1)}
-        out.append(P.Stage("peaks", [], [peaks], run_peaks))
+        out.append(S.Stage("peaks", [], [peaks], run_peaks))
         data_inputs = [os.path.join(self.data_dir(b), "meta.json") for b in ("pair", "source")]
         for net in self.networks:
             out.append(self._profile_stage(net, vocab_files + data_inputs + [today_main]))
@@ -204,7 +204,7 @@ class Bench:
                 out.append(self._slot_stage(net, k, slot, vocab_files + data_inputs + [today_main]))
         return out
 
-    def _data_stage(self, bucket_by: str, seed: int, vocab_files: list[str]) -> P.Stage:
+    def _data_stage(self, bucket_by: str, seed: int, vocab_files: list[str]) -> S.Stage:
         d = self.data_dir(bucket_by)
 
         def run():
@@ -213,10 +213,10 @@ class Bench:
             sv, tv = load_vocab_dir(self.vocab)
             meta = prepare(self.table_used, sv, tv, d, seed=seed, bucket_by=bucket_by, progress=self.progress)
             return {"train_pairs": meta["train_pairs"], "valid_pairs": meta["valid_pairs"]}
-        return P.Stage(f"data-{bucket_by}", [self.table_used] + vocab_files, [os.path.join(d, "meta.json")], run,
+        return S.Stage(f"data-{bucket_by}", [self.table_used] + vocab_files, [os.path.join(d, "meta.json")], run,
                        {"seed": seed, "bucket_by": bucket_by})
 
-    def _profile_stage(self, net: str, inputs: list[str]) -> P.Stage:
+    def _profile_stage(self, net: str, inputs: list[str]) -> S.Stage:
         result = os.path.join(self.work, f"profile-{net}.json")
 
         def run():
@@ -239,10 +239,10 @@ class Bench:
             with atomic_write(result, "w") as f:
                 json.dump(res, f, indent=1)
             return {p: round(r["pairs_per_s"]) for p, r in res.items()}
-        return P.Stage(f"profile-{net}", inputs, [result], run,
+        return S.Stage(f"profile-{net}", inputs, [result], run,
                        {"network": self.networks[net], "paths": self.paths, "threads": self.threads})
 
-    def _slot_stage(self, net: str, k: int, slot: list[str], inputs: list[str]) -> P.Stage:
+    def _slot_stage(self, net: str, k: int, slot: list[str], inputs: list[str]) -> S.Stage:
         outputs = [os.path.join(self.run_dir(net, p), "summary.json") for p in slot]
         commands = {p: self.train_command(net, p) for p in slot}
 
@@ -265,14 +265,14 @@ class Bench:
                     s = json.load(f)
                 info[p] = {"updates": s["updates"], "best_valid_ppl": round(s["best_valid_ppl"], 3)}
             return info
-        return P.Stage(f"slot-{net}-{k + 1}", inputs, outputs, run,
+        return S.Stage(f"slot-{net}-{k + 1}", inputs, outputs, run,
                        {"commands": {p: c[3:] for p, c in commands.items()}})
 
     def run(self, force: bool = False) -> list[dict]:
         os.makedirs(self.work, exist_ok=True)
-        command = P.stage_command(__file__, ["--config", self.config, "--data", self.data, "--work", self.work,
+        command = S.stage_command(__file__, ["--config", self.config, "--data", self.data, "--work", self.work,
                                              "--report", self.report] + ([] if self.progress else ["-q"]))
-        return P.run_stages(self.stages(), self.work, force, isolate=command)
+        return S.run_stages(self.stages(), self.work, force, isolate=command)
 
 
 def extract_revision(rev: str, dest: str) -> None:
@@ -628,7 +628,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="write the report of the stages done so far (the finished slots) and run nothing")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     ap.add_argument("--profile", nargs=3, metavar=("NETWORK", "PATH", "OUT"), help=argparse.SUPPRESS)
-    P.add_stage_arguments(ap)
+    S.add_stage_arguments(ap)
     a = ap.parse_args(argv)
     from rescorer.runtime import setup_logging
     try:
@@ -640,10 +640,10 @@ def main(argv: list[str] | None = None) -> dict:
         from rescorer import machine  # see collect()
         log.info("CPU: %s; features: %s", machine.cpu_name(), ", ".join(machine.cpu_features()) or "none listed")
         if a.run_stage:
-            return P.run_one_stage(bench.stages(), a)
+            return S.run_one_stage(bench.stages(), a)
         if a.report_only and a.force:
             raise ConfigError("--report-only runs no stage: it cannot be combined with --force")
-        records = P.stage_status(bench.stages(), bench.work) if a.report_only else bench.run(a.force)
+        records = S.stage_status(bench.stages(), bench.work) if a.report_only else bench.run(a.force)
         return write_report(bench, records)
     except (ValueError, OSError, RuntimeError) as e:
         log.error("%s", e)

@@ -22,6 +22,7 @@ import os
 
 
 from moses_integration import pipeline as P  # noqa: E402
+from moses_integration import stages as S  # noqa: E402
 from rescorer.text import read_lines  # noqa: E402
 
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             os.replace(tcm[lang] + ".tmp", tcm[lang])
             P.write_lines(tc[lang], _truecase(tok, tcm[lang], procs, lang))
             return {"lines": len(lines)}
-        return P.Stage(f"prepare-{lang}", raw[lang], [tc[lang], tcm[lang]], run,
+        return S.Stage(f"prepare-{lang}", raw[lang], [tc[lang], tcm[lang]], run,
                        {"train": d["train"], "lang": lang})
 
     def run_clean():
@@ -144,15 +145,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return None
 
     stages = [prepare(src), prepare(tgt),
-              P.Stage("clean", [tc[src], tc[tgt]], [clean[src], clean[tgt]], run_clean, {"min": c_min, "max": c_max,
+              S.Stage("clean", [tc[src], tc[tgt]], [clean[src], clean[tgt]], run_clean, {"min": c_min, "max": c_max,
                                                                                       "ratio": ratio}),
-              P.Stage("align", [clean[src], clean[tgt]], [aligned], run_align,
+              S.Stage("align", [clean[src], clean[tgt]], [aligned], run_align,
                       {"model": m.get("eflomal-model", "3"), "samplers": m.get("eflomal-samplers", "2")}),
-              P.Stage("tables", [clean[src], clean[tgt], aligned], [pt, reo], run_tables, {"max_len": max_len}),
-              P.Stage("sets", [tcm[src], tcm[tgt]], set_outputs, run_sets, {"sets": d.get("sets", "")}),
-              P.Stage("lm", [clean[tgt], tcm[tgt]] + lm_extra, [lm_bin], run_lm, {"order": order}),
-              P.Stage("ini", [pt, reo, lm_bin], [ini], run_ini, {"order": order})]
-    report = P.run_stages(stages, work, a.force)
+              S.Stage("tables", [clean[src], clean[tgt], aligned], [pt, reo], run_tables, {"max_len": max_len}),
+              S.Stage("sets", [tcm[src], tcm[tgt]], set_outputs, run_sets, {"sets": d.get("sets", "")}),
+              S.Stage("lm", [clean[tgt], tcm[tgt]] + lm_extra, [lm_bin], run_lm, {"order": order}),
+              S.Stage("ini", [pt, reo, lm_bin], [ini], run_ini, {"order": order})]
+    report = S.run_stages(stages, work, a.force)
     with open(os.path.join(work, "report.json"), "w") as f:
         json.dump(report, f, indent=1)
     total = sum(r.get("seconds", 0) for r in report if not r.get("skipped"))

@@ -51,6 +51,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from moses_integration import pipeline as P  # noqa: E402
+from moses_integration import stages as S  # noqa: E402
 from moses_integration.moses_ini import MosesIni  # noqa: E402
 from rescorer.fileio import atomic_write  # noqa: E402
 
@@ -266,7 +267,7 @@ class Experiment:
         self.cfg.tests[name] = t
 
     # -- the system ---------------------------------------------------------------------------
-    def system(self) -> tuple[MosesIni, str, str, str, list[P.Stage]]:
+    def system(self) -> tuple[MosesIni, str, str, str, list[S.Stage]]:
         """The system's ini, phrase table, reordering table and LM, and the stages that make them."""
         cfg = self.cfg
         stages = []
@@ -298,7 +299,7 @@ class Experiment:
                 os.unlink(lm + ".arpa")
                 return {"order": order, "size_mb": round(os.path.getsize(lm) / 2**20, 1)}
             os.makedirs(self.d["lm"], exist_ok=True)
-            stages.append(P.Stage("lm", texts, [lm], run_lm, {"order": order}))
+            stages.append(S.Stage("lm", texts, [lm], run_lm, {"order": order}))
         return ini, pt, rt, lm, stages
 
     def sets(self) -> dict[str, dict]:
@@ -316,7 +317,7 @@ class Experiment:
                 "scored": os.path.join(d, "phrase-table.rnn.gz"), "own": own}
 
     # -- stages ------------------------------------------------------------------------------
-    def stages(self) -> list[P.Stage]:
+    def stages(self) -> list[S.Stage]:
         cfg = self.cfg
         ini, pt, rt, lm, stages = self.system()
         self.lm_path = lm
@@ -417,7 +418,7 @@ class Experiment:
     def scored_path(f: dict, precision: str = "fp32") -> str:
         return variant(f["scored"][:-len(".gz")], precision, ".") + ".gz"
 
-    def _filter_stage(self, name: str, s: dict, f: dict, pt: str, rt: str) -> P.Stage:
+    def _filter_stage(self, name: str, s: dict, f: dict, pt: str, rt: str) -> S.Stage:
         def run():
             from moses_integration.phrase_tables import filter_table
             src = read_lines(s["source"], s["lines"])
@@ -429,16 +430,16 @@ class Experiment:
             return {"sentences": len(src), "phrase_pairs": n, "reordering_lines": m}
         outs = [f["source"]] + ([] if f["own"] else [f["pt"], f["rt"]])
         ins = [s["source"]] + ([f["pt"], f["rt"]] if f["own"] else [pt, rt])
-        return P.Stage(f"filter-{slug(name)}", ins, outs, run, {"lines": s["lines"]}, isolated=False)
+        return S.Stage(f"filter-{slug(name)}", ins, outs, run, {"lines": s["lines"]}, isolated=False)
 
-    def _vocab_stage(self, table: str, vocab_dir: str, size: int) -> P.Stage:
+    def _vocab_stage(self, table: str, vocab_dir: str, size: int) -> S.Stage:
         def run():
             from rescorer.cli import main
             if main(["vocab", "-q", "--phrase-table", table, "--size", str(size), "--out", vocab_dir,
                      "--overwrite"]) != 0:
                 raise RuntimeError(f"rescorer vocab failed on {table}")
             return {"size": size}
-        return P.Stage("vocab", [table], [os.path.join(vocab_dir, "source.vocab"),
+        return S.Stage("vocab", [table], [os.path.join(vocab_dir, "source.vocab"),
                                           os.path.join(vocab_dir, "target.vocab")], run, {"size": size})
 
     def _train_args(self, r: dict, names: list[str]) -> list[str]:
@@ -450,10 +451,10 @@ class Experiment:
                 args += [f"--{k}"] + v.split()
         return args
 
-    def _rnn_stage(self, table: str, vocab_dir: str, run_dir: str, r: dict) -> P.Stage:
+    def _rnn_stage(self, table: str, vocab_dir: str, run_dir: str, r: dict) -> S.Stage:
         opts = self._train_args(r, ["hidden", "rank", "maxout-units", *TRAINING_KEYS])
 
-        st = P.Stage("rnn", [table, os.path.join(vocab_dir, "target.vocab")],
+        st = S.Stage("rnn", [table, os.path.join(vocab_dir, "target.vocab")],
                      [os.path.join(run_dir, "summary.json"), os.path.join(run_dir, "best.pt")], None,
                      {"options": opts})
 
@@ -477,11 +478,11 @@ class Experiment:
         return {"updates": s["updates"], "minutes": round(s["minutes"], 1), "best_valid_ppl": round(s["best_valid_ppl"], 2)}
 
     def _score_stage(self, name: str, f: dict, model: str, precision: str = "fp32",
-                     reference: str | None = None) -> P.Stage:
+                     reference: str | None = None) -> S.Stage:
         """The set's table scored by the RNN; in reduced precision, also how far its scores are
         from the fp32 table ``reference`` (``OUT.diff.json``)."""
         outs = [f["scored"]] + ([f["scored"] + ".diff.json"] if reference else [])
-        st = P.Stage(variant(f"score-{slug(name)}", precision),
+        st = S.Stage(variant(f"score-{slug(name)}", precision),
                      [f["pt"], model] + ([reference] if reference else []), outs, None)
 
         def run():
@@ -500,7 +501,7 @@ class Experiment:
         st.run = run
         return st
 
-    def _cslm_stage(self, vocab_dir: str, lm: str) -> P.Stage:
+    def _cslm_stage(self, vocab_dir: str, lm: str) -> S.Stage:
         c = self.cfg.section("cslm")
         texts = [self.cfg.p(t) for t in (c.get("text") or self.cfg.get("system", "lm-text", "")).split()]
         if not texts:
@@ -508,7 +509,7 @@ class Experiment:
         out = self.d["cslm"]
         opts = self._train_args(c, ["order", "embed", "hidden", *TRAINING_KEYS])
 
-        st = P.Stage("cslm", texts + [os.path.join(vocab_dir, "target.vocab")],
+        st = S.Stage("cslm", texts + [os.path.join(vocab_dir, "target.vocab")],
                      [os.path.join(out, "summary.json"), os.path.join(out, "best.pt")], None, {"options": opts})
 
         def run():
@@ -520,7 +521,7 @@ class Experiment:
         return os.path.join(self.d["systems"], slug(sysname), variant(f"moses.{slug(set_name)}", precision, ".") + ".ini")
 
     def _ini_stage(self, sysname: str, feats: frozenset, ini: MosesIni, set_name: str, f: dict, lm: str,
-                   precision: str = "fp32") -> P.Stage:
+                   precision: str = "fp32") -> S.Stage:
         """moses.ini of a system for a set (its filtered tables); the start weights are Moses's
         defaults, 0.2 for a new table column, 0.5 for the CSLM (as the LM); a column the system
         does not use gets weight 0 and is not tuned."""
@@ -544,7 +545,7 @@ class Experiment:
                 x.add_feature(f"CSLM name=CSLM0 path={os.path.join(self.d['cslm'], 'best.pt')}", [start_cslm])
             x.write(out)
             return None
-        return P.Stage(variant(f"ini-{slug(sysname)}-{slug(set_name)}", precision),
+        return S.Stage(variant(f"ini-{slug(sysname)}-{slug(set_name)}", precision),
                        [f["scored"] if "rnn" in feats else f["pt"], f["rt"], lm], [out], run,
                        {"features": sorted(feats), "cslm_mode": self.cslm_mode, "start": [start_rnn, start_cslm]},
                        isolated=False)
@@ -585,7 +586,7 @@ class Experiment:
     def test_stage_name(self, set_name: str, sysname: str, precision: str = "fp32") -> str:
         return variant(f"test-{slug(set_name)}-{slug(sysname)}", precision)
 
-    def _tune_stage(self, sysname: str, feats: frozenset, k: int, bounds: str | None = None) -> P.Stage:
+    def _tune_stage(self, sysname: str, feats: frozenset, k: int, bounds: str | None = None) -> S.Stage:
         """MERT run k of a system on the dev set; with ``bounds``, a contrast run with those bounds
         instead of the config's (same seed and start, so that only the bounds differ)."""
         t = self.cfg.section("tuning")
@@ -613,7 +614,7 @@ class Experiment:
         files = self.set_files("dev", self.cfg.dev, "", "")
         ins = [self.system_ini(sysname, "dev")] + ([os.path.join(self.d["cslm"], "best.pt")] if "cslm" in feats else [])
 
-        st = P.Stage(self.tune_stage_name(sysname, k, bounds), ins, [out], None, dict(settings, seed=seed))
+        st = S.Stage(self.tune_stage_name(sysname, k, bounds), ins, [out], None, dict(settings, seed=seed))
 
         def run():
             from moses_integration.decoder import FeatureLayout
@@ -659,7 +660,7 @@ class Experiment:
     def released_ini(self, sysname: str, k: int) -> str:
         return os.path.join(self.release_paths()["moses"], slug(sysname), f"run{k}.ini")
 
-    def _release_stage(self, vocab_dir: str | None, rnn: str | None, cslm: bool) -> P.Stage:
+    def _release_stage(self, vocab_dir: str | None, rnn: str | None, cslm: bool) -> S.Stage:
         """What a test set added elsewhere needs without retraining or retuning: the RNN and the
         CSLM with their weights in fp16 and no trainer state (``export_checkpoint``), the
         shortlists, and every run's tuned moses.ini.  The inis name their files by base name
@@ -675,7 +676,7 @@ class Experiment:
                 + [os.path.join(paths["models"], os.path.basename(v)) for v in vocabs]
                 + [self.released_ini(n, k) for n, k in runs])
         standin = self.standin_settings(cslm)
-        st = P.Stage("release", [p for _, p in nets] + vocabs + inis + tuned, outs, None,
+        st = S.Stage("release", [p for _, p in nets] + vocabs + inis + tuned, outs, None,
                      dict({"dtype": "float16", "cslm_mode": self.cslm_mode}, **standin,
                           # the inis' notes give the 'rescorer decode --cslm' line
                           **({"ini-notes": "decode --cslm"} if standin and self.cslm_standin else {})),
@@ -735,11 +736,11 @@ class Experiment:
     def correlation_path(self) -> str:
         return os.path.join(self.d["sets"], "dev", "rnn-vs-table.json")
 
-    def _correlation_stage(self, f: dict) -> P.Stage:
+    def _correlation_stage(self, f: dict) -> S.Stage:
         """How the RNN score relates to the table's own scores on the dev set's scored table
         (``table_correlations``): does it bring the decoder something the counts do not?"""
         out = self.correlation_path()
-        st = P.Stage("rnn-vs-table-dev", [f["scored"]], [out], None)
+        st = S.Stage("rnn-vs-table-dev", [f["scored"]], [out], None)
 
         def run():
             from moses_integration.phrase_tables import read_columns, source_spans
@@ -760,14 +761,14 @@ class Experiment:
     def modes_path(self) -> str:
         return os.path.join(self.d["tune"], "cslm-modes.json")
 
-    def _modes_stage(self, sysname: str, feats: frozenset) -> P.Stage:
+    def _modes_stage(self, sysname: str, feats: frozenset) -> S.Stage:
         """The CSLM by n-best rescoring and as a feature of the search, on the dev set with the
         weights of the system's first tuning run: dev BLEU (MERT's) and decoding time of each."""
         files = self.set_files("dev", self.cfg.dev, "", "")
         tuned, cslm = self.tuned_path(sysname, 1), os.path.join(self.d["cslm"], "best.pt")
         n_rescore = int(self.cfg.get("cslm", "nbest", "100"))
         out = self.modes_path()
-        st = P.Stage("cslm-modes-dev", [files["source"], self.system_ini(sysname, "dev"), cslm, tuned], [out], None,
+        st = S.Stage("cslm-modes-dev", [files["source"], self.system_ini(sysname, "dev"), cslm, tuned], [out], None,
                      dict({"system": sysname, "nbest": n_rescore}, **self.standin_settings("cslm" in feats)),
                      compare={tuned: tuned_weights})
 
@@ -813,7 +814,7 @@ class Experiment:
     def output_path(self, set_name: str, sysname: str, k: int, precision: str = "fp32") -> str:
         return os.path.join(self.d["test"], slug(set_name), variant(slug(sysname), precision), f"run{k}.out")
 
-    def _test_stage(self, set_name: str, s: dict, sysname: str, feats: frozenset, precision: str = "fp32") -> P.Stage:
+    def _test_stage(self, set_name: str, s: dict, sysname: str, feats: frozenset, precision: str = "fp32") -> S.Stage:
         """Every tuning run's weights decode the test set (a reduced-precision table: with the
         weights tuned on the fp32 one)."""
         files = self.set_files(set_name, s, "", "")
@@ -821,7 +822,7 @@ class Experiment:
         tuned = [self.tuned_path(sysname, k) for k in range(1, self.runs + 1)]
         n_rescore = int(self.cfg.get("cslm", "nbest", "100"))
 
-        st = P.Stage(self.test_stage_name(set_name, sysname, precision),
+        st = S.Stage(self.test_stage_name(set_name, sysname, precision),
                      [files["source"], self.system_ini(sysname, set_name, precision)] + tuned, outs, None,
                      dict({"rescore_nbest": n_rescore, "cslm_mode": self.cslm_mode},
                           **self.standin_settings("cslm" in feats)),
@@ -858,9 +859,9 @@ class Experiment:
             records.append({"stage": "build", "seconds": round(time.time() - t, 1),
                             "skipped": all(r.get("skipped") for r in rep),
                             "peak_memory_mb": max(r.get("peak_memory_mb", 0) for r in rep)})
-        command = P.stage_command(__file__, ["--config", cfg.path, "--data", cfg.data, "--work", cfg.work,
+        command = S.stage_command(__file__, ["--config", cfg.path, "--data", cfg.data, "--work", cfg.work,
                                              "--report", cfg.report] + ([] if self.progress else ["-q"]))
-        records += P.run_stages(self.stages(), cfg.work, force, isolate=command)
+        records += S.run_stages(self.stages(), cfg.work, force, isolate=command)
         with atomic_write(os.path.join(cfg.work, "stages.json"), "w") as f:
             json.dump(records, f, indent=1)
         return records
@@ -880,7 +881,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="run no stage: write the report from the stages done so far (an interim report "
                          "while a run goes on, which lists what is still pending)")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    P.add_stage_arguments(ap)
+    S.add_stage_arguments(ap)
     a = ap.parse_args(argv)
     from rescorer.runtime import setup_logging
     try:
@@ -895,10 +896,10 @@ def main(argv: list[str] | None = None) -> dict:
                 raise ConfigError(f"--add-test {' '.join(spec)}: expected NAME SRC REF [PT RT]")
             exp.add_test(*spec)
         if a.run_stage:  # one stage, in the process run_stages started for it
-            return P.run_one_stage(exp.stages(), a)
+            return S.run_one_stage(exp.stages(), a)
         if a.report_only and a.force:
             raise ConfigError("--report-only runs no stage: it cannot be combined with --force")
-        records = P.stage_status(exp.stages(), cfg.work) if a.report_only else exp.run(a.force)
+        records = S.stage_status(exp.stages(), cfg.work) if a.report_only else exp.run(a.force)
         results = write_report(exp, records)
         print(summary(results, cfg.report))
         return results

@@ -126,7 +126,7 @@ def test_pipeline_on_2000_pairs_makes_a_system_the_decoder_uses(tmp_path):
 
 
 def test_stages_compare_inputs_by_content_not_by_modification_time(tmp_path):
-    from moses_integration import pipeline as P
+    from moses_integration import stages as S
     src, out = tmp_path / "in.txt", tmp_path / "out.txt"
     src.write_text("le chat\n")
     runs = []
@@ -136,17 +136,17 @@ def test_stages_compare_inputs_by_content_not_by_modification_time(tmp_path):
         out.write_text(src.read_text().upper())
 
     def stages():
-        return [P.Stage("upper", [str(src)], [str(out)], run, {"case": "upper"}, isolated=False)]
+        return [S.Stage("upper", [str(src)], [str(out)], run, {"case": "upper"}, isolated=False)]
 
     work = str(tmp_path / "work")
-    assert not P.run_stages(stages(), work)[0].get("skipped") and len(runs) == 1
+    assert not S.run_stages(stages(), work)[0].get("skipped") and len(runs) == 1
     # a re-mounted or touched input with the same bytes: up to date
     os.utime(src, (1, 1))
-    assert P.run_stages(stages(), work)[0].get("skipped") and len(runs) == 1
+    assert S.run_stages(stages(), work)[0].get("skipped") and len(runs) == 1
     # same size, other bytes: runs again
     src.write_text("la chat\n")
     os.utime(src, (1, 1))
-    assert not P.run_stages(stages(), work)[0].get("skipped") and len(runs) == 2
+    assert not S.run_stages(stages(), work)[0].get("skipped") and len(runs) == 2
     assert out.read_text() == "LA CHAT\n"
     # the hash is read from the cache when size and time are unchanged
     cache = json.loads((tmp_path / "work" / "stamps" / "hashes.json").read_text())
@@ -155,7 +155,7 @@ def test_stages_compare_inputs_by_content_not_by_modification_time(tmp_path):
 
 def test_stage_status_runs_nothing_and_a_resumed_stage_counts_its_interrupted_run(tmp_path):
     import time
-    from moses_integration import pipeline as P
+    from moses_integration import stages as S
     src, mid, out = tmp_path / "in.txt", tmp_path / "mid.txt", tmp_path / "out.txt"
     src.write_text("le chat\n")
     calls = []
@@ -171,23 +171,23 @@ def test_stage_status_runs_nothing_and_a_resumed_stage_counts_its_interrupted_ru
         out.write_text(mid.read_text()[::-1])
 
     def stages():
-        return [P.Stage("upper", [str(src)], [str(mid)], first, isolated=False),
-                P.Stage("reverse", [str(mid)], [str(out)], second, isolated=False)]
+        return [S.Stage("upper", [str(src)], [str(mid)], first, isolated=False),
+                S.Stage("reverse", [str(mid)], [str(out)], second, isolated=False)]
 
     work = str(tmp_path / "work")
-    assert P.stage_status(stages(), work) == [{"stage": "upper", "pending": True},
+    assert S.stage_status(stages(), work) == [{"stage": "upper", "pending": True},
                                               {"stage": "reverse", "pending": True}]
     with pytest.raises(KeyboardInterrupt):
-        P.run_stages(stages(), work)
-    status = P.stage_status(stages(), work)
+        S.run_stages(stages(), work)
+    status = S.stage_status(stages(), work)
     assert status[0]["stage"] == "upper" and status[0]["skipped"]
     assert status[1] == {"stage": "reverse", "pending": True, "started": True}
     assert not out.exists() and len(calls) == 1   # stage_status ran nothing
-    rec = P.run_stages(stages(), work)[1]
+    rec = S.run_stages(stages(), work)[1]
     assert rec["interrupted_runs_seconds"] >= 0.3 and rec["seconds"] >= 0.6
     assert not (tmp_path / "work" / "stamps" / "reverse.elapsed").exists()
-    assert [r.get("skipped") for r in P.stage_status(stages(), work)] == [True, True]
+    assert [r.get("skipped") for r in S.stage_status(stages(), work)] == [True, True]
     # a stage run again from the start does not count an earlier run's time
     out.unlink()
-    rec = P.run_stages(stages(), work)[1]
+    rec = S.run_stages(stages(), work)[1]
     assert "interrupted_runs_seconds" not in rec and rec["seconds"] >= 0.3
