@@ -16,13 +16,12 @@ import argparse
 import json
 import logging
 import os
-import sys
 
 import numpy as np
 
 from rescorer import cli as rescorer_cli
-from rescorer.text import read_lines
 from rescorer.fileio import OutputExistsError, atomic_write, check_can_write
+from rescorer.text import read_lines
 
 from .decoder import DecoderConfig, FeatureLayout
 from .evaluate import corpus_bleu, paired_bootstrap, postprocess
@@ -33,17 +32,7 @@ from .runner import BuiltinDecoder, MosesDecoder, RescoredDecoder, find_moses
 
 log = logging.getLogger("rescorer")
 
-DESCRIPTION = """rescorer: train Cho et al.'s RNN Encoder-Decoder on a Moses phrase table and add its score.
 
-    rescorer vocab --phrase-table model/phrase-table.gz --size 15000 --output vocab/
-    rescorer train --phrase-table model/phrase-table.gz --vocab vocab/ --output run/ --max-minutes 60
-    rescorer score --phrase-table model/phrase-table.gz --model run/best.pt --output phrase-table.rnn.gz
-    rescorer ini set-table --ini moses.ini --path phrase-table.rnn.gz --output moses.rnn.ini
-    rescorer tune --ini moses.rnn.ini --input dev.en --ref dev.fr --output moses.tuned.ini
-    rescorer inspect --model run/best.pt --phrase-table model/phrase-table.gz --source "the house"
-    rescorer cslm-train --input train.tc.fr.gz --vocab vocab/ --output cslm/ --max-minutes 600
-    rescorer cslm-rescore --model cslm/best.pt --nbest nbest.txt --output nbest.cslm.txt
-"""
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -387,12 +376,3 @@ def cmd_rerank(a: argparse.Namespace) -> int:
     log.info("%s: best of %d hypotheses for %d sentences%s", a.output, r["hypotheses"], r["sentences"],
              f" ({len(r['missing'])} without any: empty lines)" if r["missing"] else "")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The ``rescorer`` program: every subcommand of both packages."""
-    return rescorer_cli.run(rescorer_cli.build_parser(rescorer_cli.register, register, description=DESCRIPTION), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

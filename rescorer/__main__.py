@@ -1,4 +1,4 @@
-"""``python -m rescorer``: this package's commands (how torchrun starts the ranks of a job)."""
+"""``python -m rescorer``: the ``rescorer`` program (how torchrun starts the ranks of a job)."""
 import sys
 
 from .cli import main

@@ -1,17 +1,11 @@
-"""The commands of the ``rescorer`` package: train Cho et al.'s RNN Encoder-Decoder on a Moses
-phrase table, score the table with it, train and use the CSLM, and look at what the network learned.
+"""The ``rescorer`` program: every command of both packages, the same way as ``rescorer ...``
+and ``python -m rescorer ...`` (how torchrun starts the ranks of a job).
 
-    rescorer vocab --phrase-table model/phrase-table.gz --size 15000 --output vocab/
-    rescorer train --phrase-table model/phrase-table.gz --vocab vocab/ --output run/ --max-minutes 60
-    rescorer score --phrase-table model/phrase-table.gz --model run/best.pt --output phrase-table.rnn.gz
-    rescorer inspect --model run/best.pt --phrase-table model/phrase-table.gz --source "the house"
-    rescorer generate --model run/best.pt --source "the house"
-    rescorer embed --model run/best.pt --phrase-table model/phrase-table.gz --output maps/
-    rescorer cslm-train --input train.tc.fr.gz --vocab vocab/ --output cslm/ --max-minutes 600
-
-The Moses side (``ini``, ``decode``, ``tune``, ``evaluate``, ``cslm-rescore``, ``rerank``) is registered by
-``moses_integration.cli``, whose ``main`` is the ``rescorer`` program: this package does not
-depend on that one.  ``build_parser`` and ``run`` are shared by both.
+This package's commands (``vocab``, ``train``, ``score``, ``inspect``, ``generate``, ``embed``,
+``cslm-train``, ``cslm-score``) are registered here; other packages add theirs through the
+``rescorer.commands`` entry point group (``moses_integration.cli:register`` adds ``ini``,
+``decode``, ``tune``, ``evaluate``, ``cslm-rescore``, ``rerank``), so this package depends on
+none of them.  A new command goes into the ``register`` of the package that owns what it runs.
 """
 from __future__ import annotations
 
@@ -19,6 +13,7 @@ import argparse
 import logging
 import os
 import sys
+from importlib.metadata import entry_points
 from typing import Callable
 
 from . import __version__
@@ -470,9 +465,30 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
         return 130
 
 
+DESCRIPTION = """rescorer: train Cho et al.'s RNN Encoder-Decoder on a Moses phrase table and add its score.
+
+    rescorer vocab --phrase-table model/phrase-table.gz --size 15000 --output vocab/
+    rescorer train --phrase-table model/phrase-table.gz --vocab vocab/ --output run/ --max-minutes 60
+    rescorer score --phrase-table model/phrase-table.gz --model run/best.pt --output phrase-table.rnn.gz
+    rescorer ini set-table --ini moses.ini --path phrase-table.rnn.gz --output moses.rnn.ini
+    rescorer tune --ini moses.rnn.ini --input dev.en --ref dev.fr --output moses.tuned.ini
+    rescorer inspect --model run/best.pt --phrase-table model/phrase-table.gz --source "the house"
+    rescorer cslm-train --input train.tc.fr.gz --vocab vocab/ --output cslm/ --max-minutes 600
+    rescorer cslm-rescore --model cslm/best.pt --nbest nbest.txt --output nbest.cslm.txt
+"""
+
+ENTRY_POINTS = "rescorer.commands"
+
+
+def registrars() -> list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]]:
+    """This package's ``register`` and those of the packages installed with commands of their own."""
+    found = sorted(entry_points(group=ENTRY_POINTS), key=lambda e: e.name)
+    return [register] + [e.load() for e in found]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """This package's commands alone (the ``rescorer`` program has the Moses ones too)."""
-    return run(build_parser(register), argv)
+    """The ``rescorer`` program: every subcommand."""
+    return run(build_parser(*registrars(), description=DESCRIPTION), argv)
 
 
 if __name__ == "__main__":

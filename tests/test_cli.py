@@ -1,5 +1,9 @@
-"""The `rescorer` program's options: one spelling per role across the commands of both packages."""
+"""The `rescorer` program's options: one program whichever way it is started, and one spelling per
+role across the commands of both packages."""
 import argparse
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -50,3 +54,19 @@ def test_old_and_new_spellings_parse_the_same(args, dest):
         a = p.parse_args([s if x == "{}" else x for x in args])
         values.append(getattr(a, dest))
     assert values[0] == values[1] and values[0] is not None
+
+
+def test_the_program_has_every_command_of_both_packages():
+    full = {path for path, _ in _commands(rescorer_cli.build_parser(*rescorer_cli.registrars()))}
+    assert full == {path for path, _ in _commands(_parser())}
+    assert {("train",), ("score",), ("tune",), ("decode",), ("ini", "set-table")} <= full
+
+
+def test_both_entry_points_offer_the_same_commands_and_options():
+    """``rescorer`` (the console script) and ``python -m rescorer`` (what torchrun starts)."""
+    script = os.path.join(os.path.dirname(sys.executable), "rescorer")
+    for args in (["--help"], ["train", "--help"], ["tune", "--help"]):
+        a = subprocess.run([script, *args], capture_output=True, text=True)
+        b = subprocess.run([sys.executable, "-m", "rescorer", *args], capture_output=True, text=True)
+        assert a.returncode == b.returncode == 0, (a.stderr, b.stderr)
+        assert a.stdout == b.stdout, args

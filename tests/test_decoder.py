@@ -231,7 +231,7 @@ def test_plain_python_search_equals_the_compiled_one(tmp_path, monkeypatch, seed
 
 
 def test_decode_input_errors_name_file_and_line(tmp_path, caplog):
-    from moses_integration.cli import main
+    from rescorer.cli import main
     ini = make_model(tmp_path, 5)
     bad = tmp_path / "bad.en"
     bad.write_bytes(b"a e\na \xff e\n")

@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from moses_integration.cli import main
+from rescorer.cli import main
 from rescorer.checkpoint import save_checkpoint, save_cslm_checkpoint
 from rescorer.cslm import CSLM, CSLMConfig
 from rescorer.model import ModelConfig, RNNEncoderDecoder

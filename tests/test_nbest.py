@@ -77,7 +77,7 @@ TranslationModel0= 0.2 0.2 0.2 0.2
 
 
 def _cli(*args):
-    from moses_integration.cli import main
+    from rescorer.cli import main
     return main([str(a) for a in args])
 
 

@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from moses_integration.cli import main
+from rescorer.cli import main
 from moses_integration.decoder import DecoderConfig, PhraseModel
 from moses_integration.nbest import group_by_sentence, read_nbest
 from rescorer.checkpoint import save_checkpoint

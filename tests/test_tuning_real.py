@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from moses_integration.moses_ini import MosesIni
-from moses_integration.cli import main
+from rescorer.cli import main
 
 from conftest import DATA
 
