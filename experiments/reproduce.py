@@ -63,8 +63,15 @@ log = logging.getLogger("reproduce")
 
 FEATURES = {"rnn", "cslm", "wp"}
 # the config keys of [rnn] and [cslm] that are options of both training commands
-TRAINING_KEYS = ("optimizer", "lr", "max-minutes", "max-updates", "max-epochs", "valid-every", "patience",
-                 "lr-decay", "lr-patience", "batch-size", "seed", "checkpoint-minutes")
+# the keys of [rnn] and [cslm] the experiment reads itself; every other key of those sections is an
+# option of the training command, spelled as its flag (OpenNMT's rule: config keys = flags)
+EXPERIMENT_KEYS = {"train": ("table", "shortlist", "check-precision"),
+                   "cslm-train": ("text", "mode", "search-standin", "start-share", "nbest")}
+# the options the experiment gives the training command itself
+SET_BY_EXPERIMENT = ("phrase-table", "vocab", "shortlist", "output", "out", "input", "text", "resume", "overwrite",
+                     "quiet", "verbose", "help")
+
+
 def tuned_weights(path: str) -> dict:
     """The weights of a tuning result (what a test stage depends on; not the times it records)."""
     with open(path) as f:
@@ -442,17 +449,31 @@ class Experiment:
         return S.Stage("vocab", [table], [os.path.join(vocab_dir, "source.vocab"),
                                           os.path.join(vocab_dir, "target.vocab")], run, {"size": size})
 
-    def _train_args(self, r: dict, names: list[str]) -> list[str]:
-        """Command-line options of a training command from the config's keys of the same names."""
+    def _train_args(self, section: str, r: dict, command: str) -> list[str]:
+        """Command-line options of a training command from the keys of a config section that are
+        its options, in the command's own order; any other key is refused, naming it."""
+        from rescorer.cli import command_options
+        known = command_options(command)
+        for k in r:
+            if k not in EXPERIMENT_KEYS[command] and (k not in known or k in SET_BY_EXPERIMENT):
+                raise ConfigError(f"{self.cfg.path}: [{section}] {k}: not an option of rescorer {command} (the keys "
+                                  f"of [{section}] are its options, spelled as its flags, besides "
+                                  f"{', '.join(EXPERIMENT_KEYS[command])})")
         args = []
-        for k in names:
+        for k, action in known.items():
             v = r.get(k, "").strip()
-            if v:
+            if not v:
+                continue
+            if action.nargs == 0:   # a switch: on with true/yes/1
+                if v.lower() not in ("true", "yes", "1", "false", "no", "0"):
+                    raise ConfigError(f"{self.cfg.path}: [{section}] {k} = {v}: true or false")
+                args += [f"--{k}"] if v.lower() in ("true", "yes", "1") else []
+            else:
                 args += [f"--{k}"] + v.split()
         return args
 
     def _rnn_stage(self, table: str, vocab_dir: str, run_dir: str, r: dict) -> S.Stage:
-        opts = self._train_args(r, ["hidden", "rank", "maxout-units", *TRAINING_KEYS])
+        opts = self._train_args("rnn", r, "train")
 
         st = S.Stage("rnn", [table, os.path.join(vocab_dir, "target.vocab")],
                      [os.path.join(run_dir, "summary.json"), os.path.join(run_dir, "best.pt")], None,
@@ -507,7 +528,7 @@ class Experiment:
         if not texts:
             raise ConfigError(f"{self.cfg.path}: [cslm] text = (the LM's training text) is not given")
         out = self.d["cslm"]
-        opts = self._train_args(c, ["order", "embed", "hidden", *TRAINING_KEYS])
+        opts = self._train_args("cslm", c, "cslm-train")
 
         st = S.Stage("cslm", texts + [os.path.join(vocab_dir, "target.vocab")],
                      [os.path.join(out, "summary.json"), os.path.join(out, "best.pt")], None, {"options": opts})

@@ -486,6 +486,18 @@ def registrars() -> list[Callable[[argparse._SubParsersAction, argparse.Argument
     return [register] + [e.load() for e in found]
 
 
+def command_options(command: str) -> dict[str, argparse.Action]:
+    """The options of a subcommand by their long name without dashes, in the order it declares
+    them: what config files (the experiments' sections) may set, spelled as the flags."""
+    sub = next(a for a in build_parser(*registrars())._actions if isinstance(a, argparse._SubParsersAction))
+    out = {}
+    for action in sub.choices[command]._actions:
+        for s in action.option_strings:
+            if s.startswith("--"):
+                out.setdefault(s[2:], action)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``rescorer`` program: every subcommand."""
     return run(build_parser(*registrars(), description=DESCRIPTION), argv)

@@ -466,3 +466,21 @@ def test_mert_starts_the_cslm_with_a_share_of_the_standin_weight(small_run):
     search = np.delete(w_c, -1)
     search[lm] += w_c[-1]
     assert search == pytest.approx(w_b)   # the search's start weights are the baseline's
+
+
+def test_training_keys_are_the_commands_own_options(tmp_path):
+    """[rnn] and [cslm] keys are the training commands' flags: a new option (batching) passes
+    through without a list to update, a key that is no option is refused, naming it."""
+    from experiments.reproduce import ConfigError, Config, Experiment
+    text = (ROOT / "experiments" / "table1.ini").read_text()
+    good = tmp_path / "good.ini"
+    good.write_text(text.replace("[rnn]\n", "[rnn]\nbatching = by-source\nper-source = 8\ninverse = false\n", 1))
+    rnn = next(s for s in Experiment(Config(str(good), None, str(tmp_path / "w")), progress=False).stages()
+               if s.name == "rnn")
+    opts = rnn.settings["options"]
+    assert opts[opts.index("--batching") + 1] == "by-source" and opts[opts.index("--per-source") + 1] == "8"
+    assert "--inverse" not in opts and opts[opts.index("--hidden") + 1] == "500"
+    bad = tmp_path / "bad.ini"
+    bad.write_text(text.replace("[rnn]\n", "[rnn]\nbatchsize = 256\n", 1))
+    with pytest.raises(ConfigError, match=r"bad\.ini: \[rnn\] batchsize: not an option of rescorer train"):
+        Experiment(Config(str(bad), None, str(tmp_path / "w2")), progress=False).stages()
