@@ -19,9 +19,7 @@ The report (ablation.md, results.json, curves.png, gradients.png) goes to [work]
 """
 from __future__ import annotations
 
-import argparse
 import configparser
-import gzip
 import json
 import logging
 import os
@@ -29,6 +27,7 @@ import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from experiments.common import arguments, head_stage, vocab_stage  # noqa: E402
 from moses_integration import stages as S  # noqa: E402
 from rescorer.fileio import atomic_write  # noqa: E402
 from rescorer.machine import describe as describe_machine  # noqa: E402
@@ -75,26 +74,10 @@ class Ablation:
     def stages(self) -> list[S.Stage]:
         out = []
         if self.lines:
-            def run_table():
-                from rescorer.phrase_table import open_binary
-                with open_binary(self.source_table) as f, atomic_write(self.table, "wb") as raw, \
-                        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as g:
-                    for i, line in enumerate(f):
-                        if i >= self.lines:
-                            break
-                        g.write(line)
-                return {"lines": self.lines}
-            out.append(S.Stage("table", [self.source_table], [self.table], run_table, {"lines": self.lines},
-                               isolated=False))
-        size = self.cp.getint("data", "shortlist", fallback=15000)
-        vocab_files = [os.path.join(self.vocab, f"{s}.vocab") for s in ("source", "target")]
-
-        def run_vocab():
-            from rescorer.cli import main
-            if main(["vocab", "-q", "--phrase-table", self.table, "--size", str(size), "--out", self.vocab,
-                     "--overwrite"]) != 0:
-                raise RuntimeError(f"rescorer vocab failed on {self.table}")
-        out.append(S.Stage("vocab", [self.table], vocab_files, run_vocab, {"size": size}))
+            out.append(head_stage(self.source_table, self.table, self.lines))
+        vocab = vocab_stage(self.table, self.vocab, self.cp.getint("data", "shortlist", fallback=15000))
+        vocab_files = vocab.outputs
+        out.append(vocab)
         t = self.cp["training"]
         seed = t.getint("seed", 1234)
 
@@ -325,14 +308,7 @@ def markdown(res: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=os.path.join(ROOT, "experiments", "ablation.ini"))
-    ap.add_argument("--data", help="data directory (default: $RESCORER_DATA, ../shared/data)")
-    ap.add_argument("--work", help="work directory (default: the config's)")
-    ap.add_argument("--report", help="report directory (default: the config's)")
-    ap.add_argument("--force", action="store_true", help="run every stage again")
-    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    S.add_stage_arguments(ap)
+    ap = arguments(__doc__, os.path.join(ROOT, "experiments", "ablation.ini"), report_only=False)
     a = ap.parse_args(argv)
     from rescorer.runtime import setup_logging
     try:

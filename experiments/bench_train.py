@@ -49,6 +49,7 @@ sys.path.insert(0, ROOT)
 if os.environ.get(TODAY_PACKAGE):
     sys.path.insert(0, os.environ[TODAY_PACKAGE])
 
+from experiments.common import arguments, head_stage, vocab_stage  # noqa: E402
 from moses_integration import stages as S  # noqa: E402
 from rescorer.fileio import atomic_write  # noqa: E402
 from rescorer.plots import plt, save_figure  # noqa: E402
@@ -157,24 +158,10 @@ class Bench:
     def stages(self) -> list[S.Stage]:
         out = []
         if self.lines:
-            def run_table():
-                import gzip
-                from rescorer.phrase_table import open_binary
-                with open_binary(self.table) as f, atomic_write(self.table_used, "wb") as raw, \
-                        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as g:
-                    for line in itertools.islice(f, self.lines):
-                        g.write(line)
-                return {"lines": self.lines}
-            out.append(S.Stage("table", [self.table], [self.table_used], run_table, {"lines": self.lines},
-                               isolated=False))
-        vocab_files = [os.path.join(self.vocab, f"{s}.vocab") for s in ("source", "target")]
-
-        def run_vocab():
-            from rescorer.cli import main
-            if main(["vocab", "-q", "--phrase-table", self.table_used, "--size", str(self.shortlist),
-                     "--output", self.vocab, "--overwrite"]) != 0:
-                raise RuntimeError(f"rescorer vocab failed on {self.table_used}")
-        out.append(S.Stage("vocab", [self.table_used], vocab_files, run_vocab, {"size": self.shortlist}))
+            out.append(head_stage(self.table, self.table_used, self.lines))
+        vocab = vocab_stage(self.table_used, self.vocab, self.shortlist)
+        vocab_files = vocab.outputs
+        out.append(vocab)
         seed = int(_opt_value(self.common, "--seed", "1234"))
         for bucket_by in ("pair", "source"):
             out.append(self._data_stage(bucket_by, seed, vocab_files))
@@ -618,17 +605,8 @@ def write_report(bench: Bench, records: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=os.path.join(ROOT, "experiments", "bench_train.ini"))
-    ap.add_argument("--data", help="data directory (default: $RESCORER_DATA, ../shared/data)")
-    ap.add_argument("--work", help="work directory (default: the config's)")
-    ap.add_argument("--report", help="report directory (default: the config's)")
-    ap.add_argument("--force", action="store_true", help="run every stage again")
-    ap.add_argument("--report-only", action="store_true",
-                    help="write the report of the stages done so far (the finished slots) and run nothing")
-    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    ap = arguments(__doc__, os.path.join(ROOT, "experiments", "bench_train.ini"))
     ap.add_argument("--profile", nargs=3, metavar=("NETWORK", "PATH", "OUT"), help=argparse.SUPPRESS)
-    S.add_stage_arguments(ap)
     a = ap.parse_args(argv)
     from rescorer.runtime import setup_logging
     try:

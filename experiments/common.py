@@ -1,8 +1,15 @@
-"""What the experiments share: the paper's figures, reading a span of a text file's lines, and
-the error of a bad config."""
+"""What the experiments share: the paper's figures, reading a span of a text file's lines, the
+error of a bad config, the stages that cut a table and make shortlists, and the options every
+experiment script has."""
 from __future__ import annotations
 
-from rescorer.text import read_lines as text_lines_of
+import argparse
+import gzip
+import itertools
+import os
+
+from moses_integration import stages as S
+from rescorer.fileio import atomic_write
 
 PAPER = {  # Table 1 of the paper, BLEU on newstest2012+2013 (dev) and newstest2014 (test)
     "Baseline": (30.64, 33.30), "RNN": (31.20, 33.87), "CSLM + RNN": (31.48, 34.64),
@@ -17,9 +24,55 @@ class ConfigError(ValueError):
 
 def read_lines(path: str, span: tuple[int, int] | None = None) -> list[str]:
     """The lines of a text file, or those of ``span`` (first, last: 1-based, inclusive)."""
+    # imported here: bench_train.py runs this module beside the rescorer package of an older
+    # commit (today's trainer), which has no text module
+    from rescorer.text import read_lines as text_lines_of
     lines = text_lines_of(path)
     if span is not None:
         if span[1] > len(lines):
             raise ConfigError(f"{path}: has {len(lines)} lines, the config asks for lines {span[0]}-{span[1]}")
         lines = lines[span[0] - 1:span[1]]
     return lines
+
+
+def head_stage(source: str, out: str, lines: int) -> S.Stage:
+    """The first ``lines`` lines of a phrase table, gzipped (a small experiment's table)."""
+    def run():
+        from rescorer.phrase_table import open_binary
+        with open_binary(source) as f, atomic_write(out, "wb") as raw, \
+                gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as g:
+            for line in itertools.islice(f, lines):
+                g.write(line)
+        return {"lines": lines}
+    return S.Stage("table", [source], [out], run, {"lines": lines}, isolated=False)
+
+
+def vocab_stage(table: str, vocab_dir: str, size: int) -> S.Stage:
+    """``rescorer vocab``: the ``size`` most frequent words of each side of ``table``."""
+    def run():
+        from rescorer.cli import main  # here, not above: the command line loads every command's module
+        if main(["vocab", "-q", "--phrase-table", table, "--size", str(size), "--output", vocab_dir,
+                 "--overwrite"]) != 0:
+            raise RuntimeError(f"rescorer vocab failed on {table}")
+        return {"size": size}
+    return S.Stage("vocab", [table], [os.path.join(vocab_dir, f"{side}.vocab") for side in ("source", "target")],
+                   run, {"size": size})
+
+
+def arguments(doc: str, config: str, report_only: bool = True) -> argparse.ArgumentParser:
+    """The options of an experiment script: its config, the data, work and report directories,
+    --force, --report-only, -q, and the hidden ones by which each stage runs in its own process."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=config)
+    ap.add_argument("--data", help="data directory (default: the config's if it names one, else $RESCORER_DATA, "
+                                   "else ../shared/data)")
+    ap.add_argument("--work", help="work directory (default: the config's)")
+    ap.add_argument("--report", help="report directory (default: the config's)")
+    ap.add_argument("--force", action="store_true", help="run every stage again")
+    if report_only:
+        ap.add_argument("--report-only", action="store_true",
+                        help="run no stage: write the report from the stages done so far (an interim report "
+                             "while a run goes on, which lists what is still pending)")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    S.add_stage_arguments(ap)
+    return ap

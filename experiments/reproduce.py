@@ -35,7 +35,6 @@ tuned weights, BLEU and significance.
 """
 from __future__ import annotations
 
-import argparse
 import configparser
 import itertools
 import json
@@ -56,7 +55,7 @@ from moses_integration.moses_ini import MosesIni  # noqa: E402
 from rescorer.fileio import atomic_write  # noqa: E402
 
 from experiments import build_baseline  # noqa: E402
-from experiments.common import ConfigError, read_lines  # noqa: E402
+from experiments.common import ConfigError, arguments, read_lines, vocab_stage  # noqa: E402
 from experiments.table1_report import summary, write_report  # noqa: E402
 
 log = logging.getLogger("reproduce")
@@ -339,7 +338,7 @@ class Experiment:
         run_dir = os.path.join(self.d["rnn"], "run")
         rnn_table = cfg.p(r["table"]) if r.get("table", "").strip() else pt
         if need_rnn or need_cslm:
-            stages.append(self._vocab_stage(rnn_table, vocab_dir, int(r.get("shortlist", 15000))))
+            stages.append(vocab_stage(rnn_table, vocab_dir, int(r.get("shortlist", 15000))))
         if need_rnn:
             stages.append(self._rnn_stage(rnn_table, vocab_dir, run_dir, r))
             for name in sets:
@@ -438,16 +437,6 @@ class Experiment:
         outs = [f["source"]] + ([] if f["own"] else [f["pt"], f["rt"]])
         ins = [s["source"]] + ([f["pt"], f["rt"]] if f["own"] else [pt, rt])
         return S.Stage(f"filter-{slug(name)}", ins, outs, run, {"lines": s["lines"]}, isolated=False)
-
-    def _vocab_stage(self, table: str, vocab_dir: str, size: int) -> S.Stage:
-        def run():
-            from rescorer.cli import main
-            if main(["vocab", "-q", "--phrase-table", table, "--size", str(size), "--out", vocab_dir,
-                     "--overwrite"]) != 0:
-                raise RuntimeError(f"rescorer vocab failed on {table}")
-            return {"size": size}
-        return S.Stage("vocab", [table], [os.path.join(vocab_dir, "source.vocab"),
-                                          os.path.join(vocab_dir, "target.vocab")], run, {"size": size})
 
     def _train_args(self, section: str, r: dict, command: str) -> list[str]:
         """Command-line options of a training command from the keys of a config section that are
@@ -889,20 +878,10 @@ class Experiment:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=os.path.join(ROOT, "experiments", "table1.ini"))
-    ap.add_argument("--data", help="data directory (default: the config's, $RESCORER_DATA, ../shared/data)")
-    ap.add_argument("--work", help="work directory (default: the config's)")
-    ap.add_argument("--report", help="report directory (default: the config's)")
+    ap = arguments(__doc__, os.path.join(ROOT, "experiments", "table1.ini"))
     ap.add_argument("--add-test", nargs="+", action="append", default=[], metavar="NAME SRC REF [PT RT]",
                     help="a test set: tokenised source, raw reference, optionally its own filtered phrase and "
                          "reordering tables; kept for later runs (WORK/added-tests.json)")
-    ap.add_argument("--force", action="store_true", help="run every stage again")
-    ap.add_argument("--report-only", action="store_true",
-                    help="run no stage: write the report from the stages done so far (an interim report "
-                         "while a run goes on, which lists what is still pending)")
-    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    S.add_stage_arguments(ap)
     a = ap.parse_args(argv)
     from rescorer.runtime import setup_logging
     try:
