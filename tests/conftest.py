@@ -81,3 +81,26 @@ def tiny_model(gate="reset-before", dtype=torch.float32, scale=0.5, seed=0, hidd
         for p in m.parameters():
             p.normal_(0.0, scale)
     return m.to(dtype)
+
+
+def check_finite_differences(m, loss, per_tensor: int = 4, seed: int = 0, eps: float = 1e-6) -> int:
+    """Back-propagated gradients of ``loss()`` (float64) against central differences, in
+    ``per_tensor`` random coordinates of every parameter tensor; the number checked."""
+    import pytest
+    m.zero_grad()
+    loss().backward()
+    gen = torch.Generator().manual_seed(seed)
+    checked = 0
+    for name, p in m.named_parameters():
+        flat, grad = p.data.view(-1), p.grad.view(-1)
+        for i in torch.randperm(flat.numel(), generator=gen)[:per_tensor].tolist():
+            old = flat[i].item()
+            with torch.no_grad():
+                flat[i] = old + eps
+                up = loss().item()
+                flat[i] = old - eps
+                down = loss().item()
+                flat[i] = old
+            assert grad[i].item() == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-9), (name, i)
+            checked += 1
+    return checked

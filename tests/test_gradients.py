@@ -4,7 +4,7 @@ import torch
 
 from rescorer.model import pad
 
-from conftest import tiny_model, tiny_vocabs
+from conftest import check_finite_differences, tiny_model, tiny_vocabs
 
 
 @pytest.mark.parametrize("gate", ["reset-before", "reset-after"])
@@ -18,26 +18,8 @@ def test_gradients_equal_finite_differences(gate):
     def loss():
         return -m(s, sl, t, tl).mean()
 
-    m.zero_grad()
-    loss().backward()
-    gen = torch.Generator().manual_seed(0)
-    eps = 1e-6
-    checked = 0
-    for name, p in m.named_parameters():
-        flat, grad = p.data.view(-1), p.grad.view(-1)
-        # every parameter tensor, a few coordinates each (embeddings: the rows in use)
-        idx = torch.randperm(flat.numel(), generator=gen)[:4]
-        for i in idx.tolist():
-            old = flat[i].item()
-            with torch.no_grad():
-                flat[i] = old + eps
-                up = loss().item()
-                flat[i] = old - eps
-                down = loss().item()
-                flat[i] = old
-            fd = (up - down) / (2 * eps)
-            assert grad[i].item() == pytest.approx(fd, rel=1e-5, abs=1e-9), (name, i)
-            checked += 1
+    # every parameter tensor, a few coordinates each
+    checked = check_finite_differences(m, loss, per_tensor=4)
     assert checked >= 4 * 15
 
 
