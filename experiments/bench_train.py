@@ -92,12 +92,12 @@ class Bench:
         for k in ("optimizer", "lr", "seed", "checkpoint-minutes", "patience"):
             if t.get(k, "").strip():
                 self.common += [f"--{k}", t[k].strip()]
-        self.paths = {k: _opts(v) for k, v in cp["paths"].items() if k not in ("slots", "default")}
+        self.paths = {k: _opts(v) for k, v in cp["paths"].items() if k not in ("slots", "recommended")}
         if "today" not in self.paths:
             raise ConfigError(f"{config}: [paths] needs today, the path every other is measured against")
-        self.default = cp.get("paths", "default", fallback="").strip()
-        if self.default not in self.paths:
-            raise ConfigError(f"{config}: [paths] default = {self.default!r}: not one of the paths")
+        self.recommended = cp.get("paths", "recommended", fallback="").strip()
+        if self.recommended not in self.paths:
+            raise ConfigError(f"{config}: [paths] recommended = {self.recommended!r}: not one of the paths")
         self.slots = [s.split() for s in cp.get("paths", "slots").split(",") if s.strip()]
         for s in self.slots:
             for name in s:
@@ -445,7 +445,7 @@ def collect(bench: Bench, records: list[dict]) -> dict:
     res = {"config": os.path.relpath(os.path.abspath(bench.config), ROOT), "machine": machine.describe(),
            "pending": pending,
            "today_revision": TODAY_REV, "minutes": bench.minutes, "threads": bench.threads,
-           "table": os.path.basename(bench.table_used), "peaks": peaks, "default": bench.default,
+           "table": os.path.basename(bench.table_used), "peaks": peaks, "recommended": bench.recommended,
            "paths": {p: " ".join(o) for p, o in bench.paths.items()}, "common": " ".join(bench.common),
            "slots": bench.slots, "networks": {}, "stages": records}
     for net, ncfg in bench.networks.items():
@@ -489,7 +489,7 @@ def collect(bench: Bench, records: list[dict]) -> dict:
 def findings(res: dict) -> list[str]:
     """What the numbers say, in sentences made from them."""
     out = []
-    d = res["default"]
+    d = res["recommended"]
     for net, r in res["networks"].items():
         t = r["today"]
         paths = [p for p in r if p not in ("model", "today")]
@@ -506,8 +506,8 @@ def findings(res: dict) -> list[str]:
             s += ", ".join(missed) + (" does" if len(missed) == 1 else " do") + " not reach it within the budget. "
         if d in r:
             sp = r[d]["speedup_to_reference"]
-            s += (f"The default path ({d}) is {sp:.1f}x faster to the same perplexity." if sp else
-                  f"The default path ({d}) does not reach it.")
+            s += (f"The recommended path ({d}) is {sp:.1f}x faster to the same perplexity." if sp else
+                  f"The recommended path ({d}) does not reach it.")
         out.append(s)
     return out
 
@@ -522,7 +522,7 @@ def plot(res: dict, path: str) -> None:
                 continue
             c = o["curve"][1:]   # the first validation is the untrained network's
             ax.plot([m for m, _ in c], [v for _, v in c], "o-" if p == "today" else ".-", ms=3,
-                    lw=2 if p in ("today", res["default"]) else 1, label=f"{p} ({o['pairs_per_s']:.0f} pairs/s)")
+                    lw=2 if p in ("today", res["recommended"]) else 1, label=f"{p} ({o['pairs_per_s']:.0f} pairs/s)")
         ax.axhline(r["today"]["reference_ppl"], color="grey", ls=":", lw=1)
         ax.set_yscale("log")
         ax.set_xlabel(f"training minutes ({res['threads']} thread each, paths of a slot side by side)")
