@@ -451,7 +451,7 @@ class Experiment:
         args = []
         for k, action in known.items():
             v = r.get(k, "").strip()
-            if not v:
+            if not v or k in EXPERIMENT_KEYS[command] or k in SET_BY_EXPERIMENT:
                 continue
             if action.nargs == 0:   # a switch: on with true/yes/1
                 if v.lower() not in ("true", "yes", "1", "false", "no", "0"):

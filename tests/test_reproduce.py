@@ -474,12 +474,16 @@ def test_training_keys_are_the_commands_own_options(tmp_path):
     from experiments.reproduce import ConfigError, Config, Experiment
     text = (ROOT / "experiments" / "table1.ini").read_text()
     good = tmp_path / "good.ini"
-    good.write_text(text.replace("[rnn]\n", "[rnn]\nbatching = by-source\nper-source = 8\ninverse = false\n", 1))
-    rnn = next(s for s in Experiment(Config(str(good), None, str(tmp_path / "w")), progress=False).stages()
-               if s.name == "rnn")
+    good.write_text(text.replace("[rnn]\n", "[rnn]\nbatching = by-source\nper-source = 8\ninverse = false\n", 1)
+                    .replace("[cslm]\n", "[cslm]\ntext = {data}/moses-baseline/train.clean.fr.gz\n", 1))
+    exp = Experiment(Config(str(good), None, str(tmp_path / "w")), progress=False)
+    rnn = next(s for s in exp.stages() if s.name == "rnn")
     opts = rnn.settings["options"]
     assert opts[opts.index("--batching") + 1] == "by-source" and opts[opts.index("--per-source") + 1] == "8"
     assert "--inverse" not in opts and opts[opts.index("--hidden") + 1] == "500"
+    cslm = next(s for s in exp.stages() if s.name == "cslm")      # [cslm] text is the experiment's, not a flag
+    assert "--text" not in cslm.settings["options"] and "--input" not in cslm.settings["options"]
+    assert cslm.inputs[0].endswith("train.clean.fr.gz")
     bad = tmp_path / "bad.ini"
     bad.write_text(text.replace("[rnn]\n", "[rnn]\nbatchsize = 256\n", 1))
     with pytest.raises(ConfigError, match=r"bad\.ini: \[rnn\] batchsize: not an option of rescorer train"):
