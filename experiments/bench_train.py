@@ -551,7 +551,9 @@ def markdown(res: dict) -> str:
          f"Pairs: the unique pairs of `{res['table']}`; every path from the same seed and initial network, "
          f"options `{res['common']}`, {res['minutes']:g} minutes each. `today` is the trainer of commit "
          f"{res['today_revision']}. The paths of a slot trained side by side, {res['threads']} thread each: "
-         + "; ".join(" and ".join(s) for s in res["slots"]) + ".", "",
+         + "; ".join(" and ".join(s) for s in res["slots"]) + ". Only the paths of one slot shared the same "
+         "machine load; a path of another slot is compared with today's reference across loads (the machine is "
+         "shared), so its ratio is less exact.", "",
          "| path | options |", "|---|---|"]
     L += [f"| {p} | `{o}` |" for p, o in res["paths"].items()]
     L += ["", "## What this run shows", ""] + [f"- {x}" for x in findings(res)]
