@@ -27,7 +27,7 @@ import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from experiments.common import arguments, head_stage, vocab_stage  # noqa: E402
+from experiments.common import arguments, errors_exit, head_stage, vocab_stage  # noqa: E402
 from moses_integration import stages as S  # noqa: E402
 from rescorer.fileio import atomic_write  # noqa: E402
 from rescorer.machine import describe as describe_machine  # noqa: E402
@@ -311,17 +311,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap = arguments(__doc__, os.path.join(ROOT, "experiments", "ablation.ini"), report_only=False)
     a = ap.parse_args(argv)
     from rescorer.runtime import setup_logging
-    try:
+    with errors_exit(log):
         ab = Ablation(a.config, a.data, a.work, a.report, progress=not a.quiet)
         os.makedirs(ab.work, exist_ok=True)
         setup_logging(os.path.join(ab.work, "ablation.log"), extra=("ablation",))
         if a.run_stage:
             return S.run_one_stage(ab.stages(), a)
-        records = ab.run(a.force)
-        return write_report(ab, records)
-    except (ValueError, OSError, RuntimeError) as e:
-        log.error("%s", e)
-        raise SystemExit(1)
+        return write_report(ab, ab.run(a.force))
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ sys.path.insert(0, ROOT)
 if os.environ.get(TODAY_PACKAGE):
     sys.path.insert(0, os.environ[TODAY_PACKAGE])
 
-from experiments.common import arguments, head_stage, vocab_stage  # noqa: E402
+from experiments.common import arguments, errors_exit, head_stage, stage_records, vocab_stage  # noqa: E402
 from moses_integration import stages as S  # noqa: E402
 from rescorer.fileio import atomic_write  # noqa: E402
 from rescorer.plots import plt, save_figure  # noqa: E402
@@ -57,19 +57,12 @@ from rescorer.plots import plt, save_figure  # noqa: E402
 log = logging.getLogger("bench_train")
 # the last commit whose trainer had only uniform batches: the `today` path
 TODAY_REV = "f6d71b2"
-PRECISION_OPTION = "--precision"
-
-
 class ConfigError(ValueError):
     pass
 
 
 def _opts(text: str) -> list[str]:
     return text.split()
-
-
-def _opt_value(opts: list[str], name: str, default: str | None = None) -> str | None:
-    return opts[opts.index(name) + 1] if name in opts else default
 
 
 class Bench:
@@ -92,6 +85,9 @@ class Bench:
         for k in ("optimizer", "lr", "seed", "checkpoint-minutes", "patience"):
             if t.get(k, "").strip():
                 self.common += [f"--{k}", t[k].strip()]
+        if t.get("optimizer", "").strip() != "adam" or not t.get("lr", "").strip():
+            raise ConfigError(f"{config}: [training] needs optimizer = adam and an lr = (the profile makes the "
+                              "trainers' Adam)")
         self.paths = {k: _opts(v) for k, v in cp["paths"].items() if k not in ("slots", "recommended")}
         if "today" not in self.paths:
             raise ConfigError(f"{config}: [paths] needs today, the path every other is measured against")
@@ -126,9 +122,15 @@ class Bench:
     def data_dir(self, bucket_by: str) -> str:
         return os.path.join(self.work, f"data-{bucket_by}")
 
-    @staticmethod
-    def bucket_by(opts: list[str]) -> str:
-        return "source" if _opt_value(opts, "--batching") == "by-source" else "pair"
+    def options(self, path: str) -> argparse.Namespace:
+        """A path's `rescorer train` options as its own trainer's parser reads them (defaults
+        included; today's parser has no --batching, --per-source or --precision)."""
+        from rescorer.cli import build_parser, register  # the path's package: see TODAY_PACKAGE
+        return build_parser(register).parse_args(["train", "--phrase-table", self.table_used, "--vocab", self.vocab,
+                                                  "--output", self.work, *self.common, *self.paths[path]])
+
+    def bucket_by(self, path: str) -> str:
+        return "source" if getattr(self.options(path), "batching", "uniform") == "by-source" else "pair"
 
     def run_dir(self, net: str, path: str) -> str:
         return os.path.join(self.work, "runs", net, path)
@@ -162,7 +164,7 @@ class Bench:
         vocab = vocab_stage(self.table_used, self.vocab, self.shortlist)
         vocab_files = vocab.outputs
         out.append(vocab)
-        seed = int(_opt_value(self.common, "--seed", "1234"))
+        seed = self.options("today").seed
         for bucket_by in ("pair", "source"):
             out.append(self._data_stage(bucket_by, seed, vocab_files))
         today_main = os.path.join(self.today_src, "rescorer", "trainer.py")
@@ -239,7 +241,7 @@ class Bench:
                 d = self.run_dir(net, p)
                 shutil.rmtree(d, ignore_errors=True)      # a slot's wall times are measured in one go
                 os.makedirs(d)
-                os.symlink(self.data_dir(self.bucket_by(self.paths[p])), os.path.join(d, "data"))
+                os.symlink(self.data_dir(self.bucket_by(p)), os.path.join(d, "data"))
                 log.info("%s, %s: %s", net, p, " ".join(commands[p][2:]))
                 # run from the path's own source tree: `python -m` looks in the working directory first
                 procs[p] = subprocess.Popen(commands[p], env=self.env(p), cwd=self.source(p))
@@ -325,14 +327,12 @@ def path_batches(bench: "Bench", path: str):
     """The minibatches of epoch 0 of a path, as its trainer makes them (today's uniform batches are
     the new trainer's uniform batches: the same function of the seed)."""
     from rescorer import data as pairdata
-    opts = bench.paths[path]
-    seed = int(_opt_value(bench.common, "--seed", "1234"))
-    bs = int(_opt_value(opts, "--batch-size", "64"))
-    d = bench.data_dir(bench.bucket_by(opts))
+    a = bench.options(path)
+    d = bench.data_dir(bench.bucket_by(path))
     n_buckets = len(pairdata.load_meta(d)["bucket_sizes"])
-    if bench.bucket_by(opts) == "source":
-        return pairdata.epoch_batches_by_source(d, n_buckets, seed, 0, bs, int(_opt_value(opts, "--per-source", "16")))
-    return pairdata.epoch_batches(d, n_buckets, seed, 0, bs, 10)
+    if bench.bucket_by(path) == "source":
+        return pairdata.epoch_batches_by_source(d, n_buckets, a.seed, 0, a.batch_size, a.per_source)
+    return pairdata.epoch_batches(d, n_buckets, a.seed, 0, a.batch_size, 10)
 
 
 def model_config(bench: "Bench", net: str):
@@ -346,7 +346,7 @@ def model_config(bench: "Bench", net: str):
 def flops_of(bench: "Bench", net: str, path: str, first: int, count: int) -> tuple[float, int]:
     """FLOPs and pairs of batches ``first`` .. ``first + count`` of a path's epoch 0."""
     cfg = model_config(bench, net)
-    by_source = bench.bucket_by(bench.paths[path]) == "source"
+    by_source = bench.bucket_by(path) == "source"
     flops, pairs = 0.0, 0
     for srcs, tgts in itertools.islice(path_batches(bench, path), first, first + count):
         flops += batch_flops(cfg, srcs, tgts, by_source)
@@ -364,14 +364,14 @@ def profile_path(bench: Bench, net: str, path: str, out: str) -> dict:
     from torch.profiler import ProfilerActivity, profile
     from rescorer.model import RNNEncoderDecoder, pad
     torch.set_num_threads(bench.threads)
-    opts = bench.paths[path]
-    by_source = bench.bucket_by(opts) == "source"
-    bf16 = _opt_value(opts, PRECISION_OPTION, "fp32") == "bf16"
-    lr = float(_opt_value(opts, "--lr", _opt_value(bench.common, "--lr", "0.001")))
-    torch.manual_seed(int(_opt_value(bench.common, "--seed", "1234")))
+    a = bench.options(path)
+    by_source = bench.bucket_by(path) == "source"
+    bf16 = getattr(a, "precision", "fp32") == "bf16"
+    torch.manual_seed(a.seed)
     model = RNNEncoderDecoder(model_config(bench, net))
-    # the optimizer each trainer makes: today's per-tensor Adam, the new trainer's fused one
-    opt = torch.optim.Adam(model.parameters(), lr=lr, **({} if path == "today" else {"fused": True}))
+    # the optimizer each trainer makes ([training] says Adam with its rate): today's per-tensor
+    # Adam, the new trainer's fused one
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr, **({} if path == "today" else {"fused": True}))
     if by_source:
         from rescorer.tree import ForestModel, PrefixForest
         forest_model = ForestModel(model)
@@ -465,7 +465,8 @@ def collect(bench: Bench, records: list[dict]) -> dict:
         out = {}
         for p, r in runs.items():
             s = r["summary"]
-            bs = int(_opt_value(bench.paths[p], "--batch-size", "64"))
+            with open(os.path.join(bench.run_dir(net, p), "config.json")) as f:
+                bs = json.load(f)["train"]["batch_size"]     # as the run itself recorded it
             pairs_per_s = s["updates"] * bs / (s["minutes"] * 60)
             gflops = pairs_per_s * prof[p]["flops_per_pair"] / 1e9
             out[p] = {"pairs_per_s": round(pairs_per_s, 1), "gflops": round(gflops, 2),
@@ -611,7 +612,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--profile", nargs=3, metavar=("NETWORK", "PATH", "OUT"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     from rescorer.runtime import setup_logging
-    try:
+    with errors_exit(log):
         bench = Bench(a.config, a.data, a.work, a.report, progress=not a.quiet)
         os.makedirs(bench.work, exist_ok=True)
         setup_logging(os.path.join(bench.work, "bench_train.log"), extra=("bench_train",))
@@ -621,13 +622,7 @@ def main(argv: list[str] | None = None) -> dict:
         log.info("CPU: %s; features: %s", machine.cpu_name(), ", ".join(machine.cpu_features()) or "none listed")
         if a.run_stage:
             return S.run_one_stage(bench.stages(), a)
-        if a.report_only and a.force:
-            raise ConfigError("--report-only runs no stage: it cannot be combined with --force")
-        records = S.stage_status(bench.stages(), bench.work) if a.report_only else bench.run(a.force)
-        return write_report(bench, records)
-    except (ValueError, OSError, RuntimeError) as e:
-        log.error("%s", e)
-        raise SystemExit(1)
+        return write_report(bench, stage_records(bench.stages(), bench.work, a, bench.run))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ experiment script has."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import itertools
+import logging
 import os
 
 from moses_integration import stages as S
@@ -76,3 +78,23 @@ def arguments(doc: str, config: str, report_only: bool = True) -> argparse.Argum
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     S.add_stage_arguments(ap)
     return ap
+
+
+def stage_records(stages: list[S.Stage], work: str, a: argparse.Namespace, run) -> list[dict]:
+    """The stage records a report is written from: with ``--report-only`` the state of each stage
+    (nothing runs), else those of ``run(force)``."""
+    if getattr(a, "report_only", False):
+        if a.force:
+            raise ConfigError("--report-only runs no stage: it cannot be combined with --force")
+        return S.stage_status(stages, work)
+    return run(a.force)
+
+
+@contextlib.contextmanager
+def errors_exit(log: logging.Logger):
+    """An experiment's errors (which name the file and line) as one logged line and exit status 1."""
+    try:
+        yield
+    except (ValueError, OSError, RuntimeError) as e:
+        log.error("%s", e)
+        raise SystemExit(1)

@@ -55,7 +55,8 @@ from moses_integration.moses_ini import MosesIni  # noqa: E402
 from rescorer.fileio import atomic_write  # noqa: E402
 
 from experiments import build_baseline  # noqa: E402
-from experiments.common import ConfigError, arguments, read_lines, vocab_stage  # noqa: E402
+from experiments.common import (  # noqa: E402
+    ConfigError, arguments, errors_exit, read_lines, stage_records, vocab_stage)
 from experiments.table1_report import summary, write_report  # noqa: E402
 
 log = logging.getLogger("reproduce")
@@ -884,7 +885,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "reordering tables; kept for later runs (WORK/added-tests.json)")
     a = ap.parse_args(argv)
     from rescorer.runtime import setup_logging
-    try:
+    with errors_exit(log):  # our errors name the file and line
         cfg = Config(a.config, a.data, a.work)
         if a.report:
             cfg.report = os.path.abspath(a.report)
@@ -897,15 +898,9 @@ def main(argv: list[str] | None = None) -> dict:
             exp.add_test(*spec)
         if a.run_stage:  # one stage, in the process run_stages started for it
             return S.run_one_stage(exp.stages(), a)
-        if a.report_only and a.force:
-            raise ConfigError("--report-only runs no stage: it cannot be combined with --force")
-        records = S.stage_status(exp.stages(), cfg.work) if a.report_only else exp.run(a.force)
-        results = write_report(exp, records)
+        results = write_report(exp, stage_records(exp.stages(), cfg.work, a, exp.run))
         print(summary(results, cfg.report))
         return results
-    except (ValueError, OSError, RuntimeError) as e:  # our errors name the file and line
-        log.error("%s", e)
-        raise SystemExit(1)
 
 
 if __name__ == "__main__":

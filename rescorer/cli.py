@@ -17,7 +17,7 @@ from importlib.metadata import entry_points
 from typing import Callable
 
 from . import __version__
-from .runtime import PRECISIONS
+from .runtime import BATCHINGS, PRECISIONS, TRAIN_PRECISIONS
 from .text import read_lines
 
 log = logging.getLogger("rescorer")
@@ -72,7 +72,7 @@ def _add_training_options(p: argparse.ArgumentParser, items: str, batch: int, he
     p.add_argument("--lr-patience", type=int, default=2, metavar="N",
                    help="validations without improvement before each decay (default 2)")
     p.add_argument("--checkpoint-minutes", type=float, default=10.0, help="save OUT/last.pt this often (default 10)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+    p.add_argument("--precision", choices=TRAIN_PRECISIONS, default="fp32",
                    help="fp32 (default); bf16: the matrix products of training in bfloat16 (torch.autocast) with "
                         "fp32 master weights and an fp32 validation, faster on CPUs with AVX-512 BF16 or AMX "
                         "(warned against elsewhere); the checkpoints are fp32 either way")
@@ -133,7 +133,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     _add_training_options(t, "pairs", 64, "the unique pairs")
     t.add_argument("--buckets", type=int, default=16,
                    help="shuffle buckets on disk; each must fit in memory (default 16)")
-    t.add_argument("--batching", choices=["uniform", "by-source"], default="uniform",
+    t.add_argument("--batching", choices=BATCHINGS, default="uniform",
                    help="uniform (default): minibatches of uniformly drawn pairs, sorted by length in groups of "
                         "10 (GroundHog's); by-source: runs of up to --per-source targets of one source, scored "
                         "as prefix trees (the encoder once per source, each shared target prefix once): fewer "

@@ -202,10 +202,13 @@ class LSTMUnit(Recurrent):
         return torch.cat([o * torch.tanh(m), m], 1)                                # h_t = o tanh(m_t)
 
 
+UNITS = {"gru": GatedUnit, "lstm": LSTMUnit, "tanh": TanhUnit}   # the recurrent unit of each cell
+
+
 def make_cell(cfg: "ModelConfig", input_size: int) -> Recurrent:
     if cfg.cell == "gru":
         return GatedUnit(input_size, cfg.hidden, cfg.gate)
-    return (LSTMUnit if cfg.cell == "lstm" else TanhUnit)(input_size, cfg.hidden)
+    return UNITS[cfg.cell](input_size, cfg.hidden)
 
 
 def run_sorted(cell: Recurrent, x: Tensor, h: Tensor, lengths: list[int],
@@ -339,7 +342,7 @@ def flops_per_token(cfg: ModelConfig) -> dict[str, int]:
     """Multiply-adds x2 of the big matrix products, for throughput reports: per encoder step, per
     source phrase (what depends on c alone) and per decoder step."""
     H, E, M, P, V = cfg.hidden, cfg.rank, cfg.maxout_units, cfg.maxout_pool, cfg.tgt_vocab
-    k = {"gru": GatedUnit, "lstm": LSTMUnit, "tanh": TanhUnit}[cfg.cell].blocks
+    k = UNITS[cfg.cell].blocks
     return {
         "encoder_step": 2 * (k * H * E + k * H * H),
         "source_constants": 2 * (H * H + H * H + k * H * H + H * M * P),

@@ -11,6 +11,9 @@ log = logging.getLogger("rescorer")
 
 # the number formats a network can score in: fp32 exact; bf16 and int8 approximate (rescorer.scorer)
 PRECISIONS = ("fp32", "bf16", "int8")
+# the number formats a network can train in, and the ways of making its minibatches (rescorer.trainer)
+TRAIN_PRECISIONS = ("fp32", "bf16")
+BATCHINGS = ("uniform", "by-source")
 
 
 def default_device() -> "torch.device":

@@ -71,14 +71,14 @@ def scored_chunks(scorer: PhraseScorer, todo: Iterator[list]) -> Iterator[tuple[
     torch.set_num_threads(1)
 
     def score(chunk):
-        torch.set_num_threads(1)   # torch's setting is per thread: this pool's threads get it too
         return scorer.score_pairs((p.source, p.target) for p in chunk)
     try:
         if workers == 1:
             for chunk in todo:
                 yield chunk, score(chunk)
             return
-        with ThreadPoolExecutor(workers) as pool:
+        # torch's setting is per thread: each of the pool's threads takes it once
+        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
             pending: collections.deque = collections.deque()
             for chunk in todo:
                 pending.append((chunk, pool.submit(score, chunk)))

@@ -29,9 +29,8 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from . import data as pairdata
 from . import distributed, machine
@@ -39,6 +38,7 @@ from .checkpoint import CheckpointError, check_vocab_matches, load_checkpoint, s
 from .fileio import atomic_write
 from .model import ModelConfig, RNNEncoderDecoder, pad
 from .plots import plot_curves
+from .runtime import BATCHINGS, TRAIN_PRECISIONS
 from .tree import ForestModel, PrefixForest
 from .vocab import Vocabulary
 
@@ -84,8 +84,6 @@ class TrainConfig:
             raise TrainError(f"--valid-fraction {self.valid_fraction}: a share between 0 and 1")
 
 
-BATCHINGS = ("uniform", "by-source")
-TRAIN_PRECISIONS = ("fp32", "bf16")
 # what decides the order of the minibatches: a resumed run keeps its own
 DATA_SETTINGS = ("seed", "batch_size", "group", "valid_fraction", "buckets", "batching", "per_source")
 

@@ -43,6 +43,17 @@ def first_lines(table, n: int) -> list[bytes]:
     return lines
 
 
+def table_with_vocab(d, lines: list[bytes], size: int = 400):
+    """``lines`` written as ``d/pt.gz`` and ``rescorer vocab`` of it in ``d/vocab``: the table."""
+    import gzip
+    from rescorer.cli import main
+    table = d / "pt.gz"
+    with gzip.open(table, "wb") as f:
+        f.writelines(lines)
+    assert main(["vocab", "-q", "--phrase-table", str(table), "--size", str(size), "--output", str(d / "vocab")]) == 0
+    return table
+
+
 def table_with_model(d, lines: list[bytes], size: int, hidden: int, rank: int, maxout: int):
     """``lines`` written as ``d/pt.gz`` and an untrained network over their ``size`` most frequent
     words per side saved as ``d/model.pt`` (seed 0): the input of the scoring tests."""

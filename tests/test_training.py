@@ -11,16 +11,14 @@ from rescorer.checkpoint import load_checkpoint
 from rescorer.cli import main
 from rescorer.vocab import Vocabulary
 
+from conftest import table_with_vocab
+
 
 @pytest.fixture(scope="module")
 def small_table(tmp_path_factory, real_lines):
     d = tmp_path_factory.mktemp("train")
-    table = d / "pt.gz"
-    with gzip.open(table, "wb") as f:
-        f.writelines(real_lines[:1500])
-        f.writelines(real_lines[:40])  # repeated pairs: training must see each once
-    assert main(["vocab", "-q", "--phrase-table", str(table), "--size", "400", "--out", str(d / "vocab")]) == 0
-    return d, table
+    # repeated pairs at the end: training must see each once
+    return d, table_with_vocab(d, real_lines[:1500] + real_lines[:40])
 
 
 def test_vocab_files(small_table):

@@ -1,7 +1,6 @@
 """Prefix-tree (by-source) training: the same log-probabilities and gradients as scoring each pair
 alone, by-source minibatches that cover every pair once, bf16 training close to fp32, and options
 refused or warned against before any data is read."""
-import gzip
 import os
 
 import numpy as np
@@ -13,8 +12,9 @@ from rescorer import machine
 from rescorer.cli import main
 from rescorer.model import pad
 from rescorer.tree import ForestModel, PrefixForest, forest_log_probs
+from rescorer.vocab import load_vocab_dir
 
-from conftest import check_finite_differences, tiny_model, tiny_vocabs
+from conftest import check_finite_differences, table_with_vocab, tiny_model, tiny_vocabs
 
 PAIRS = [("the house is", "la maison"), ("the house is", "la maison est"), ("the house is", "la chat"),
          ("a cat", "un chat est bleue"), ("the house is", "un"), ("a cat", "un chat"), ("blue", "bleue"),
@@ -86,11 +86,7 @@ def test_bf16_loss_and_gradients_are_close_to_fp32():
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, real_lines):
     d = tmp_path_factory.mktemp("bysource")
-    table = d / "pt.gz"
-    with gzip.open(table, "wb") as f:
-        f.writelines(real_lines[:1500])
-    assert main(["vocab", "-q", "--phrase-table", str(table), "--size", "400", "--out", str(d / "vocab")]) == 0
-    from rescorer.vocab import load_vocab_dir
+    table = table_with_vocab(d, real_lines[:1500])
     sv, tv = load_vocab_dir(str(d / "vocab"))
     metas = {b: pairdata.prepare(str(table), sv, tv, str(d / b), valid_fraction=0.1, n_buckets=3, bucket_by=b,
                                  progress=False) for b in ("pair", "source")}
