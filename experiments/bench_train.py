@@ -622,7 +622,7 @@ def main(argv: list[str] | None = None) -> dict:
         log.info("CPU: %s; features: %s", machine.cpu_name(), ", ".join(machine.cpu_features()) or "none listed")
         if a.run_stage:
             return S.run_one_stage(bench.stages(), a)
-        return write_report(bench, stage_records(bench.stages(), bench.work, a, bench.run))
+        return write_report(bench, stage_records(bench.stages, bench.work, a, bench.run))
 
 
 if __name__ == "__main__":

@@ -80,13 +80,14 @@ def arguments(doc: str, config: str, report_only: bool = True) -> argparse.Argum
     return ap
 
 
-def stage_records(stages: list[S.Stage], work: str, a: argparse.Namespace, run) -> list[dict]:
-    """The stage records a report is written from: with ``--report-only`` the state of each stage
-    (nothing runs), else those of ``run(force)``."""
+def stage_records(stages, work: str, a: argparse.Namespace, run) -> list[dict]:
+    """The stage records a report is written from: with ``--report-only`` the state of each of
+    ``stages()`` (nothing runs; called only then, as an experiment may make its system first in
+    ``run``), else those of ``run(force)``."""
     if getattr(a, "report_only", False):
         if a.force:
             raise ConfigError("--report-only runs no stage: it cannot be combined with --force")
-        return S.stage_status(stages, work)
+        return S.stage_status(stages(), work)
     return run(a.force)
 
 

@@ -898,7 +898,7 @@ def main(argv: list[str] | None = None) -> dict:
             exp.add_test(*spec)
         if a.run_stage:  # one stage, in the process run_stages started for it
             return S.run_one_stage(exp.stages(), a)
-        results = write_report(exp, stage_records(exp.stages(), cfg.work, a, exp.run))
+        results = write_report(exp, stage_records(exp.stages, cfg.work, a, exp.run))
         print(summary(results, cfg.report))
         return results
 
