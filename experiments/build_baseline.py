@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--config", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "baseline.ini"))
     ap.add_argument("--data", help="data directory (default: the config's, else $RESCORER_DATA, else ../shared/data)")
     ap.add_argument("--work", help="work directory (default: the config's)")
+    ap.add_argument("--sets", help="the tuning and test sets to prepare, instead of the config's [data] sets "
+                                   "(prefixes under the data directory, ':N' keeps the first N lines)")
     ap.add_argument("--force", action="store_true", help="run every stage again")
     a = ap.parse_args(argv)
     cfg = configparser.ConfigParser(inline_comment_prefixes=("#",))
@@ -58,7 +60,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     procs = cfg["work"].getint("processes", os.cpu_count() or 1)
     src, tgt = d.get("source", "en"), d.get("target", "fr")
     train = corpus_spec(d["train"])
-    sets = corpus_spec(d.get("sets", ""))
+    set_spec = d.get("sets", "") if a.sets is None else a.sets
+    sets = corpus_spec(set_spec)
     lm_extra = [os.path.join(data, p) for p in d.get("lm-extra", "").split()]
     order, max_len = m.getint("lm-order", 5), m.getint("max-phrase-length", 7)
     c_min, c_max, ratio = m.getint("clean-min", 1), m.getint("clean-max", 80), m.getfloat("clean-ratio", 9.0)
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
               S.Stage("align", [clean[src], clean[tgt]], [aligned], run_align,
                       {"model": m.get("eflomal-model", "3"), "samplers": m.get("eflomal-samplers", "2")}),
               S.Stage("tables", [clean[src], clean[tgt], aligned], [pt, reo], run_tables, {"max_len": max_len}),
-              S.Stage("sets", [tcm[src], tcm[tgt]], set_outputs, run_sets, {"sets": d.get("sets", "")}),
+              S.Stage("sets", [tcm[src], tcm[tgt]], set_outputs, run_sets, {"sets": set_spec}),
               S.Stage("lm", [clean[tgt], tcm[tgt]] + lm_extra, [lm_bin], run_lm, {"order": order}),
               S.Stage("ini", [pt, reo, lm_bin], [ini], run_ini, {"order": order})]
     report = S.run_stages(stages, work, a.force)

@@ -146,15 +146,27 @@ def parse_span(text: str | None, where: str) -> tuple[int, int] | None:
     return int(m[1]), int(m[2])
 
 
+def read_config(path: str) -> configparser.ConfigParser:
+    """An experiment's config file, its keys and section names as written (system names keep
+    their case), ``#`` starting a comment anywhere."""
+    cp = configparser.ConfigParser(inline_comment_prefixes=("#",), interpolation=None)
+    cp.optionxform = str
+    if not cp.read(path):
+        raise ConfigError(f"{path}: no such config file")
+    return cp
+
+
 class Config:
     """The experiment's settings (see experiments/table1.ini); paths may use {data}, {work} and
     {build} (the work directory of the system built from raw text)."""
 
-    def __init__(self, path: str, data: str | None = None, work: str | None = None):
-        cp = configparser.ConfigParser(inline_comment_prefixes=("#",), interpolation=None)
-        cp.optionxform = str  # system names keep their case
-        if not cp.read(path):
-            raise ConfigError(f"{path}: no such config file")
+    def __init__(self, path: str, data: str | None = None, work: str | None = None,
+                 cp: configparser.ConfigParser | None = None, tests_needed: bool = True):
+        """``cp``: the settings already parsed (an experiment built on this one makes its own, and
+        ``path`` is then the file its errors name); ``tests_needed``: refuse a config without a
+        [test NAME] section."""
+        if cp is None:
+            cp = read_config(path)
         self.path, self.cp = path, cp
         self.data = os.path.abspath(data or cp.get("data", "dir", fallback="") or
                                     os.environ.get("RESCORER_DATA") or os.path.join(ROOT, "..", "shared", "data"))
@@ -165,7 +177,7 @@ class Config:
         self.report = os.path.abspath(report) if report else os.path.join(self.work, "report")
         self.systems = self._systems()
         self.tests = {s.split(None, 1)[1].strip(): self._set(s) for s in cp.sections() if s.startswith("test ")}
-        if not self.tests:
+        if not self.tests and tests_needed:
             raise ConfigError(f"{path}: no [test NAME] section")
         self.dev = self._set("dev")
 
@@ -214,6 +226,31 @@ class Config:
 
     def section(self, name: str) -> dict:
         return dict(self.cp[name]) if name in self.cp else {}
+
+
+def train_args(where: str, r: dict, command: str, own_keys: tuple[str, ...] = ()) -> list[str]:
+    """Command-line options of a training command from the keys of a config section that are
+    its options, in the command's own order; any other key, besides the experiment's own
+    (``EXPERIMENT_KEYS`` and ``own_keys``), is refused, naming it (``where``: the file and section)."""
+    from rescorer.cli import command_options
+    known = command_options(command)
+    own = EXPERIMENT_KEYS[command] + own_keys
+    for k in r:
+        if k not in own and (k not in known or k in SET_BY_EXPERIMENT):
+            raise ConfigError(f"{where} {k}: not an option of rescorer {command} (the keys of the section are its "
+                              f"options, spelled as its flags, besides {', '.join(own)})")
+    args = []
+    for k, action in known.items():
+        v = r.get(k, "").strip()
+        if not v or k in own or k in SET_BY_EXPERIMENT:
+            continue
+        if action.nargs == 0:   # a switch: on with true/yes/1
+            if v.lower() not in ("true", "yes", "1", "false", "no", "0"):
+                raise ConfigError(f"{where} {k} = {v}: true or false")
+            args += [f"--{k}"] if v.lower() in ("true", "yes", "1") else []
+        else:
+            args += [f"--{k}"] + v.split()
+    return args
 
 
 def slug(name: str) -> str:
@@ -440,27 +477,7 @@ class Experiment:
         return S.Stage(f"filter-{slug(name)}", ins, outs, run, {"lines": s["lines"]}, isolated=False)
 
     def _train_args(self, section: str, r: dict, command: str) -> list[str]:
-        """Command-line options of a training command from the keys of a config section that are
-        its options, in the command's own order; any other key is refused, naming it."""
-        from rescorer.cli import command_options
-        known = command_options(command)
-        for k in r:
-            if k not in EXPERIMENT_KEYS[command] and (k not in known or k in SET_BY_EXPERIMENT):
-                raise ConfigError(f"{self.cfg.path}: [{section}] {k}: not an option of rescorer {command} (the keys "
-                                  f"of [{section}] are its options, spelled as its flags, besides "
-                                  f"{', '.join(EXPERIMENT_KEYS[command])})")
-        args = []
-        for k, action in known.items():
-            v = r.get(k, "").strip()
-            if not v or k in EXPERIMENT_KEYS[command] or k in SET_BY_EXPERIMENT:
-                continue
-            if action.nargs == 0:   # a switch: on with true/yes/1
-                if v.lower() not in ("true", "yes", "1", "false", "no", "0"):
-                    raise ConfigError(f"{self.cfg.path}: [{section}] {k} = {v}: true or false")
-                args += [f"--{k}"] if v.lower() in ("true", "yes", "1") else []
-            else:
-                args += [f"--{k}"] + v.split()
-        return args
+        return train_args(f"{self.cfg.path}: [{section}]", r, command)
 
     def _rnn_stage(self, table: str, vocab_dir: str, run_dir: str, r: dict) -> S.Stage:
         opts = self._train_args("rnn", r, "train")
@@ -489,20 +506,24 @@ class Experiment:
         return {"updates": s["updates"], "minutes": round(s["minutes"], 1), "best_valid_ppl": round(s["best_valid_ppl"], 2)}
 
     def _score_stage(self, name: str, f: dict, model: str, precision: str = "fp32",
-                     reference: str | None = None) -> S.Stage:
-        """The set's table scored by the RNN; in reduced precision, also how far its scores are
-        from the fp32 table ``reference`` (``OUT.diff.json``)."""
+                     reference: str | None = None, table: str | None = None, unk_count: bool = True) -> S.Stage:
+        """The set's table (or ``table``) scored by the RNN: ``f["scored"]`` with the RNN's column and,
+        with ``unk_count``, the WP column; in reduced precision, also how far its scores are from
+        the fp32 table ``reference`` (``OUT.diff.json``)."""
+        table = table or f["pt"]
         outs = [f["scored"]] + ([f["scored"] + ".diff.json"] if reference else [])
         st = S.Stage(variant(f"score-{slug(name)}", precision),
-                     [f["pt"], model] + ([reference] if reference else []), outs, None)
+                     [table, model] + ([reference] if reference else []), outs, None,
+                     {} if unk_count else {"unk-count": False})
 
         def run():
             from rescorer.cli import main
             resume = st.resume and os.path.exists(f["scored"] + ".partial.json")
-            if main(["score", "--phrase-table", f["pt"], "--model", model, "--out", f["scored"], "--unk-count",
-                     "--overwrite"] + (["--precision", precision] if precision != "fp32" else [])
+            if main(["score", "--phrase-table", table, "--model", model, "--out", f["scored"]]
+                    + (["--unk-count"] if unk_count else []) + ["--overwrite"]
+                    + (["--precision", precision] if precision != "fp32" else [])
                     + (["--resume"] if resume else []) + ([] if self.progress else ["-q"])) != 0:
-                raise RuntimeError(f"rescorer score failed on {f['pt']}")
+                raise RuntimeError(f"rescorer score failed on {table}")
             if not reference:
                 return None
             d = score_differences(reference, f["scored"])
@@ -532,10 +553,11 @@ class Experiment:
         return os.path.join(self.d["systems"], slug(sysname), variant(f"moses.{slug(set_name)}", precision, ".") + ".ini")
 
     def _ini_stage(self, sysname: str, feats: frozenset, ini: MosesIni, set_name: str, f: dict, lm: str,
-                   precision: str = "fp32") -> S.Stage:
+                   precision: str = "fp32", columns: int = 6) -> S.Stage:
         """moses.ini of a system for a set (its filtered tables); the start weights are Moses's
         defaults, 0.2 for a new table column, 0.5 for the CSLM (as the LM); a column the system
-        does not use gets weight 0 and is not tuned."""
+        does not use gets weight 0 and is not tuned.  A scored table has ``columns`` scores: the
+        table's four, the RNN's, the WP feature's, and any further network's after them."""
         t = self.cfg.section("tuning")
         start_rnn, start_cslm = float(t.get("start-weight", 0.2)), self.cslm_start_weight
         out = self.system_ini(sysname, set_name, precision)
@@ -545,7 +567,7 @@ class Experiment:
             x.set_feature_arg("LexicalReordering0", "path", f["rt"])
             x.set_feature_arg("LM0", "path", lm)
             if "rnn" in feats:
-                x.set_table("TranslationModel0", f["scored"], 6, start_rnn)
+                x.set_table("TranslationModel0", f["scored"], columns, start_rnn)
                 w = x.weights()["TranslationModel0"]
                 if "wp" not in feats:
                     w[5] = 0.0
@@ -558,7 +580,8 @@ class Experiment:
             return None
         return S.Stage(variant(f"ini-{slug(sysname)}-{slug(set_name)}", precision),
                        [f["scored"] if "rnn" in feats else f["pt"], f["rt"], lm], [out], run,
-                       {"features": sorted(feats), "cslm_mode": self.cslm_mode, "start": [start_rnn, start_cslm]},
+                       dict({"features": sorted(feats), "cslm_mode": self.cslm_mode, "start": [start_rnn, start_cslm]},
+                            **({"columns": columns} if columns != 6 else {})),
                        isolated=False)
 
     def standin_settings(self, uses_cslm: bool) -> dict:

@@ -1,0 +1,506 @@
+#!/usr/bin/env python3
+"""When does the RNN feature pay off?  Its BLEU gain over the baseline against the network's
+training data, training time, size, direction and the domain of the tuning set.
+
+    python experiments/rnn_gain.py --config experiments/rnn_gain.ini [--report-only]
+
+A point of the study is one network checkpoint (the table it learned from, its size, the
+minutes it trained, its direction) on one tuning set.  The checkpoints of one network at
+several budgets are points of one learning curve: one training run, continued budget after
+budget.  Every point is measured as the Table 1 experiment measures a system, with its stages
+(``reproduce.Experiment``): the tuning set's table scored, MERT runs with their own seeds, the
+tuning set decoded with each run's weights; the baseline's runs are shared by all points of a
+tuning set.  The systems decode with their own tables filtered to the set: only what the
+network learns from changes.
+
+Stages, cached under the work directory, skipped when done, resumable after kill -9:
+
+  whole build    (build_baseline.py's stages, in WORK/whole) the whole phrase table of the
+                 system's training text, and the sets a whole-table system is tuned on
+  vocab-TABLE-N  the N-word shortlists of a training table (system or whole)
+  NET.train-Mmin the network trained until M minutes (summed over resumes), continuing the
+                 budget before; its best checkpoint then is the point's network
+  SET.*          per tuning set, reproduce's stages: lm, filter-dev, ini-*, tune-*-K,
+                 test-dev-* (the tuning set decoded with each run's weights), score-* (the
+                 set's table scored by a point's network; a pair of networks adds a second
+                 column), rnn-vs-table-* (the point's score against the table's four)
+
+The report (results.md, results.json, gain-vs-minutes.png, gain-vs-perplexity.png) is written
+from the stages done so far; choices are made on the tuning sets only.
+"""
+from __future__ import annotations
+
+import configparser
+import json
+import logging
+import math
+import os
+import shutil
+
+import numpy as np
+
+from moses_integration import stages as S
+from rescorer.fileio import atomic_write
+
+from experiments import build_baseline
+from experiments.common import ConfigError, arguments, errors_exit, read_lines, stage_records, vocab_stage
+from experiments.reproduce import Config, Experiment, parse_span, read_config, slug, table_correlations, train_args
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+log = logging.getLogger("rnn_gain")
+
+# the keys of [rnn] and [network NAME] the study reads itself; the others are `rescorer train` options
+NETWORK_KEYS = ("table", "minutes", "shortlist")
+BASELINE = "Baseline"
+
+
+def point_name(net: str, minutes: float) -> str:
+    """'whole-500', 60 -> 'whole-500@60'"""
+    return f"{net}@{minutes:g}"
+
+
+def parse_point(text: str, networks: dict, where: str) -> tuple[str, float]:
+    """'NET@MINUTES' of a known network and one of its budgets."""
+    net, at, m = text.partition("@")
+    if net not in networks:
+        raise ConfigError(f"{where}: {text!r}: no [network {net}] (networks: {', '.join(networks)})")
+    try:
+        minutes = float(m)
+    except ValueError:
+        raise ConfigError(f"{where}: {text!r}: expected NETWORK@MINUTES, e.g. {net}@"
+                          f"{networks[net]['minutes'][-1]:g}") from None
+    if minutes not in networks[net]["minutes"]:
+        raise ConfigError(f"{where}: {text!r}: {net} is trained to "
+                          f"{', '.join(f'{x:g}' for x in networks[net]['minutes'])} minutes only")
+    return net, minutes
+
+
+class Study:
+    """The study's settings (see experiments/rnn_gain.ini), checked before any stage runs: paths
+    may use {data}, {work} and {whole} (the work directory of the whole-table build)."""
+
+    def __init__(self, path: str, data: str | None = None, work: str | None = None, progress: bool = True):
+        cp = read_config(path)
+        self.path, self.cp, self.progress = path, cp, progress
+        self.data = os.path.abspath(data or cp.get("data", "dir", fallback="") or os.environ.get("RESCORER_DATA")
+                                    or os.path.join(ROOT, "..", "shared", "data"))
+        self.work = os.path.abspath(work or cp.get("work", "dir", fallback="work/rnn_gain"))
+        self.whole_dir = os.path.join(self.work, "whole")
+        self.processes = cp.getint("work", "processes", fallback=os.cpu_count() or 1)
+        report = cp.get("work", "report", fallback="").strip()
+        self.report = os.path.abspath(report) if report else os.path.join(self.work, "report")
+        self.lang = cp.get("system", "target-language", fallback="fr")
+        self.whole_build = cp.get("whole", "build", fallback="").strip() or None
+        self.networks = self._networks()
+        self.pairs = self._pairs()
+        self.sets = self._sets()
+        t = dict(cp["tuning"]) if "tuning" in cp else {}
+        self.runs = int(t.get("runs", 2))
+        if self.runs < 2:
+            raise ConfigError(f"{path}: [tuning] runs = {self.runs}: a point needs at least 2 MERT runs")
+
+    def p(self, text: str) -> str:
+        """A path of the config with its placeholders filled in."""
+        try:
+            out = text.strip().format(data=self.data, work=self.work, whole=self.whole_dir)
+        except KeyError as e:
+            raise ConfigError(f"{self.path}: {text!r}: unknown placeholder {e} (known: data, work, whole)") from None
+        return os.path.abspath(out)
+
+    def built(self) -> bool:
+        """Whether the whole-table system exists (its build's last stage writes its moses.ini)."""
+        return os.path.exists(os.path.join(self.whole_dir, "model", "moses.ini"))
+
+    @property
+    def whole_table(self) -> str:
+        return os.path.join(self.whole_dir, "model", "phrase-table.gz")
+
+    def _networks(self) -> dict[str, dict]:
+        defaults = dict(self.cp["rnn"]) if "rnn" in self.cp else {}
+        out = {}
+        for sec in self.cp.sections():
+            if not sec.startswith("network "):
+                continue
+            name = sec.split(None, 1)[1].strip()
+            where = f"{self.path}: [{sec}]"
+            if "@" in name or slug(name) in {slug(n) for n in out}:
+                raise ConfigError(f"{where}: a network's name must be unique and have no '@'")
+            keys = dict(defaults, **self.cp[sec])
+            if "max-minutes" in keys or "max-updates" in keys:
+                raise ConfigError(f"{where}: max-minutes and max-updates are set by the study: give minutes = "
+                                  "the budgets whose checkpoints are points")
+            table = keys.get("table", "system").strip()
+            if table not in ("system", "whole"):
+                raise ConfigError(f"{where}: table = {table!r}: expected system (the system's phrase table) or "
+                                  "whole (the whole table of the system's training text, [whole] build)")
+            if table == "whole" and not self.whole_build:
+                raise ConfigError(f"{where}: table = whole needs [whole] build = (a build_baseline.py config)")
+            try:
+                minutes = sorted(float(x) for x in keys.get("minutes", "").split())
+            except ValueError:
+                raise ConfigError(f"{where}: minutes = {keys.get('minutes')!r}: expected numbers") from None
+            if not minutes or minutes[0] <= 0 or len(set(minutes)) != len(minutes):
+                raise ConfigError(f"{where}: minutes = {keys.get('minutes', '')!r}: the training budgets, distinct "
+                                  "positive minutes, e.g. 30 60 120")
+            inverse = keys.get("inverse", "").strip().lower() in ("true", "yes", "1")
+            out[name] = {"table": table, "minutes": minutes, "shortlist": int(keys.get("shortlist", 15000)),
+                         "inverse": inverse, "options": keys,
+                         "args": train_args(f"{self.path}: [{sec}] (or [rnn])", keys, "train", NETWORK_KEYS)}
+        if not out:
+            raise ConfigError(f"{self.path}: no [network NAME] section")
+        return out
+
+    def _pairs(self) -> dict[str, tuple[tuple[str, float], tuple[str, float]]]:
+        """[pair NAME]: a network and one trained the other way, both columns in one system."""
+        out = {}
+        for sec in self.cp.sections():
+            if not sec.startswith("pair "):
+                continue
+            name, where = sec.split(None, 1)[1].strip(), f"{self.path}: [{sec}]"
+            nets = []
+            for key in ("forward", "inverse"):
+                if key not in self.cp[sec]:
+                    raise ConfigError(f"{where}: needs {key} = NETWORK@MINUTES")
+                nets.append(parse_point(self.cp[sec][key], self.networks, f"{where} {key}"))
+            (f, _), (i, _) = nets
+            if self.networks[f]["inverse"] or not self.networks[i]["inverse"]:
+                raise ConfigError(f"{where}: forward = {f} must learn p(target|source) and inverse = {i} "
+                                  "p(source|target) (inverse = true)")
+            if self.networks[f]["table"] != self.networks[i]["table"]:
+                raise ConfigError(f"{where}: {f} learns from the {self.networks[f]['table']} table but {i} from "
+                                  f"the {self.networks[i]['table']} table: a pair's networks share their table")
+            out[name] = tuple(nets)
+        return out
+
+    def _sets(self) -> dict[str, dict]:
+        out = {}
+        for sec in self.cp.sections():
+            if not sec.startswith("tuning "):
+                continue
+            name, s, where = sec.split(None, 1)[1].strip(), self.cp[sec], f"{self.path}: [{sec}]"
+            for k in ("source", "reference", "raw-reference"):
+                if not s.get(k, "").strip():
+                    raise ConfigError(f"{where}: needs {k} =")
+            system = s.get("system", "system").strip()
+            if system not in ("system", "whole"):
+                raise ConfigError(f"{where}: system = {system!r}: expected system (the [system] tables filtered to "
+                                  "the set) or whole (the whole-table build, filtered to the set)")
+            if system == "whole" and not self.whole_build:
+                raise ConfigError(f"{where}: system = whole needs [whole] build =")
+            points = []
+            for text in s.get("points", "all").split():
+                if text == "all":
+                    points += [point_name(n, m) for n, net in self.networks.items() if not net["inverse"]
+                               for m in net["minutes"]]
+                elif text in self.pairs:
+                    points.append(text)
+                else:
+                    points.append(point_name(*parse_point(text, self.networks, f"{where} points")))
+            test = None
+            if s.get("test-source", "").strip():
+                if not s.get("test-reference", "").strip():
+                    raise ConfigError(f"{where}: test-source needs test-reference = (the raw reference)")
+                test = {"name": s.get("test-name", "devtest").strip(), "source": self.p(s["test-source"]),
+                        "reference": self.p(s["test-reference"]),
+                        "lines": parse_span(s.get("test-lines"), f"{where} test-lines")}
+            out[name] = {"source": self.p(s["source"]), "reference": self.p(s["reference"]),
+                         "raw-reference": self.p(s["raw-reference"]), "lines": parse_span(s.get("lines"), where),
+                         "system": system, "points": list(dict.fromkeys(points)), "test": test}
+        if not out:
+            raise ConfigError(f"{self.path}: no [tuning NAME] section")
+        return out
+
+    def check_sets(self) -> None:
+        """The sides of every tuning and test set that exists now have as many lines (a set of the
+        whole-table build exists once it has run)."""
+        for name, s in self.sets.items():
+            pairs = [(s["source"], s["reference"]), (s["source"], s["raw-reference"])]
+            if s["test"]:
+                pairs.append((s["test"]["source"], s["test"]["reference"]))
+            for a, b in pairs:
+                if s["system"] == "whole" and not (os.path.exists(a) and os.path.exists(b)):
+                    continue
+                span = s["lines"] if a == s["source"] else s["test"]["lines"]
+                na, nb = len(read_lines(a, span)), len(read_lines(b, span))
+                if na != nb:
+                    raise ConfigError(f"{self.path}: [tuning {name}]: {a} has {na} lines but {b} has {nb}")
+
+    # -- networks ------------------------------------------------------------------------------
+    def net_dir(self, net: str) -> str:
+        return os.path.join(self.work, "networks", slug(net))
+
+    def vocab_dir(self, net: str) -> str:
+        """The shortlists of a network's table: shared by the networks of one table and size."""
+        n = self.networks[net]
+        return os.path.join(self.work, "networks", f"vocab-{n['table']}-{n['shortlist']}")
+
+    def checkpoint(self, net: str, minutes: float) -> str:
+        return os.path.join(self.net_dir(net), f"at-{minutes:g}min.pt")
+
+    def table_of(self, net: str, system_table: str) -> str:
+        return self.whole_table if self.networks[net]["table"] == "whole" else system_table
+
+    def _network_stages(self, net: str, table: str) -> tuple[S.Stage, dict[float, S.Stage]]:
+        """The shortlists of the network's table, and one stage per budget: training continued
+        to that many minutes, its best checkpoint copied to ``at-Mmin.pt`` (and ``.json``: its
+        validation perplexity, updates and minutes)."""
+        n = self.networks[net]
+        d = self.net_dir(net)
+        vocab = self.vocab_dir(net)
+        vst = vocab_stage(table, vocab, n["shortlist"])
+        vst.name = os.path.basename(vocab)
+        opts = n["args"]
+        run_dir = os.path.join(d, "run")
+        out = {}
+        prev = None
+        for m in n["minutes"]:
+            ins = [table, os.path.join(vocab, "target.vocab")] + ([prev] if prev else [])
+            ck = self.checkpoint(net, m)
+            st = S.Stage(f"{slug(net)}.train-{m:g}min", ins, [ck, ck[:-3] + ".json"], None,
+                         {"options": opts, "minutes": m})
+            st.run = self._train_run(st, table, vocab, run_dir, opts, m, first=prev is None)
+            out[m], prev = st, ck
+        return vst, out
+
+    def _train_run(self, st: S.Stage, table: str, vocab: str, run_dir: str, opts: list[str], minutes: float,
+                   first: bool):
+        def run():
+            from rescorer.cli import main
+            last = os.path.join(run_dir, "last.pt")
+            if first and not st.resume and os.path.exists(run_dir):
+                shutil.rmtree(run_dir)  # the first budget's settings changed: a new run
+            elif not first and not os.path.exists(last):
+                raise RuntimeError(f"{st.name}: {last} is missing: the run the earlier budgets trained is gone "
+                                   "(run again with --force)")
+            summary = os.path.join(run_dir, "summary.json")
+            if os.path.exists(summary):
+                with open(summary) as f:
+                    done = json.load(f)["minutes"]
+                if done > minutes + 1:
+                    raise RuntimeError(f"{st.name}: {run_dir} has trained {done:.1f} minutes, past this budget "
+                                       "(run again with --force to train from the start)")
+            if main(["train", "--phrase-table", table, "--vocab", vocab, "--out", run_dir, *opts,
+                     "--max-minutes", f"{minutes:g}"] + (["--resume"] if os.path.exists(last) else [])
+                    + ([] if self.progress else ["-q"])) != 0:
+                raise RuntimeError(f"rescorer train failed ({st.name})")
+            with open(summary) as f:
+                s = json.load(f)
+            ck = self.checkpoint_of(st)
+            with open(os.path.join(run_dir, "best.pt"), "rb") as f, atomic_write(ck, "wb") as g:
+                shutil.copyfileobj(f, g)
+            info = {"budget_minutes": minutes, "minutes": round(s["minutes"], 2), "updates": s["updates"],
+                    "best_valid_ppl": s["best_valid_ppl"], "stop": s.get("stop")}
+            with atomic_write(ck[:-3] + ".json", "w") as f:
+                json.dump(info, f, indent=1)
+            return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in info.items()}
+        return run
+
+    @staticmethod
+    def checkpoint_of(st: S.Stage) -> str:
+        return st.outputs[0]
+
+    # -- tuning sets -----------------------------------------------------------------------------
+    def experiment(self, name: str) -> Experiment:
+        """The Table 1 experiment of one tuning set: its system, the baseline and one +RNN system
+        per point."""
+        s = self.sets[name]
+        cp = configparser.ConfigParser(interpolation=None)
+        cp.optionxform = str
+        if s["system"] == "whole":
+            cp["system"] = {"ini": os.path.join(self.whole_dir, "model", "moses.ini"), "target-language": self.lang}
+        else:
+            sysec = dict(self.cp["system"])
+            for k in ("ini", "build"):
+                if k in sysec:
+                    sysec[k] = self.p(sysec[k])
+            sysec["lm-text"] = " ".join(self.p(x) for x in sysec.get("lm-text", "").split())
+            cp["system"] = sysec
+        cp["dev"] = {"source": s["source"], "reference": s["reference"]}
+        if s["lines"]:
+            cp["dev"]["lines"] = f"{s['lines'][0]}-{s['lines'][1]}"
+        if s["test"]:
+            cp[f"test {s['test']['name']}"] = {"source": s["test"]["source"], "reference": s["test"]["reference"]}
+            if s["test"]["lines"]:
+                cp[f"test {s['test']['name']}"]["lines"] = "-".join(map(str, s["test"]["lines"]))
+        cp["systems"] = {BASELINE: "", **{p: "rnn" for p in s["points"]}}
+        cp["tuning"] = dict(self.cp["tuning"]) if "tuning" in self.cp else {}
+        cfg = Config(self.path, self.data, os.path.join(self.work, "sets", slug(name)), cp=cp, tests_needed=False)
+        cfg.processes = self.processes
+        return Experiment(cfg, progress=self.progress)
+
+    def scored(self, files: dict, point: str) -> str:
+        return os.path.join(files["dir"], f"phrase-table.{slug(point)}.gz")
+
+    def columns(self, point: str) -> int:
+        return 7 if point in self.pairs else 6
+
+    def _point_stages(self, set_name: str, exp: Experiment, files: dict, ini, lm: str, point: str) -> list[S.Stage]:
+        """Score the tuning set's table with the point's network(s), tune, decode the set with each
+        run's weights, and compare the score with the table's."""
+        out = []
+        if point in self.pairs:
+            (f_net, f_m), (i_net, i_m) = self.pairs[point]
+            fwd = self.scored(files, point_name(f_net, f_m))
+            if point_name(f_net, f_m) not in self.sets[set_name]["points"]:
+                out.append(exp._score_stage(point_name(f_net, f_m), dict(files, scored=fwd),
+                                            self.checkpoint(f_net, f_m)))
+                out[-1].name = f"score-{slug(point_name(f_net, f_m))}"
+            out.append(exp._score_stage(point, dict(files, scored=self.scored(files, point)),
+                                        self.checkpoint(i_net, i_m), table=fwd, unk_count=False))
+        else:
+            net, m = parse_point(point, self.networks, point)
+            out.append(exp._score_stage(point, dict(files, scored=self.scored(files, point)), self.checkpoint(net, m)))
+        out[-1].name = f"score-{slug(point)}"
+        f = dict(files, scored=self.scored(files, point))
+        out.append(exp._ini_stage(point, frozenset({"rnn"}), ini, "dev", f, lm, columns=self.columns(point)))
+        out += [exp._tune_stage(point, frozenset({"rnn"}), k) for k in range(1, self.runs + 1)]
+        out.append(exp._test_stage("dev", exp.sets()["dev"], point, frozenset({"rnn"})))
+        out.append(self._correlation_stage(point, f, files["source"]))
+        return out
+
+    def correlation_path(self, files: dict, point: str) -> str:
+        return os.path.join(files["dir"], f"rnn-vs-table.{slug(point)}.json")
+
+    def _correlation_stage(self, point: str, f: dict, source: str) -> S.Stage:
+        out = self.correlation_path(f, point)
+        ncol = self.columns(point)
+        st = S.Stage(f"rnn-vs-table-{slug(point)}", [f["scored"]], [out], None)
+
+        def run():
+            from moses_integration.phrase_tables import read_columns, source_spans
+            src, _, scores = read_columns(f["scored"], source_spans(read_lines(source)), ncol, self.progress)
+            c = table_correlations(src, scores)
+            with atomic_write(out, "w") as fh:
+                json.dump(c, fh, indent=1)
+            return {"spearman_direct": round(c["columns"]["p(target|source)"]["spearman"], 3)}
+        st.run = run
+        return st
+
+    # -- the whole study ---------------------------------------------------------------------------
+    def stages(self) -> list[S.Stage]:
+        """Every stage, in the order that answers first what costs least: the budgets from the
+        smallest, each network's checkpoint then evaluated on every tuning set that has it as a
+        point, a tuning set's baseline just before its first point, a pair once both its
+        networks are trained."""
+        self.check_sets()
+        # a set of the whole-table system has stages once that system is built (run() builds it
+        # first; --report-only before then lists the other sets' stages)
+        self.exps = {name: self.experiment(name) for name, s in self.sets.items()
+                     if self.built() or s["system"] != "whole"}
+        arms = {}
+        system_table = None
+        for name, exp in self.exps.items():
+            ini, pt, rt, lm, setup = exp.system()
+            for t in (pt, rt):
+                if not os.path.exists(t):
+                    raise ConfigError(f"{self.path}: [tuning {name}]: the system's table {t} does not exist")
+            exp.lm_path = lm
+            sets = exp.sets()
+            files = {n: exp.set_files(n, s, pt, rt) for n, s in sets.items()}
+            setup += [exp._filter_stage(n, s, files[n], pt, rt) for n, s in sets.items()]
+            setup.append(exp._ini_stage(BASELINE, frozenset(), ini, "dev", files["dev"], lm))
+            setup += [exp._tune_stage(BASELINE, frozenset(), k) for k in range(1, self.runs + 1)]
+            setup.append(exp._test_stage("dev", sets["dev"], BASELINE, frozenset()))
+            tests = [(n, s) for n, s in sets.items() if s["kind"] == "test"]
+            for n, _ in tests:
+                setup.append(exp._ini_stage(BASELINE, frozenset(), ini, n, files[n], lm))
+                setup.append(exp._test_stage(n, sets[n], BASELINE, frozenset()))
+            arms[name] = {"exp": exp, "setup": setup, "files": files, "ini": ini, "lm": lm, "tests": tests,
+                          "started": False}
+            if self.sets[name]["system"] == "system":
+                system_table = pt
+        out: list[S.Stage] = []
+
+        def add(arm: str, stages: list[S.Stage]) -> None:
+            for st in stages:
+                st.name = f"{slug(arm)}.{st.name}"
+            out.extend(stages)
+
+        def evaluate(point: str) -> None:
+            for arm, a in arms.items():
+                if point not in self.sets[arm]["points"]:
+                    continue
+                if not a["started"]:
+                    add(arm, a["setup"])
+                    a["started"] = True
+                exp = a["exp"]
+                stages = self._point_stages(arm, exp, a["files"]["dev"], a["ini"], a["lm"], point)
+                for n, _ in a["tests"]:  # a test set: the point's network scores its table too
+                    f = dict(a["files"][n], scored=self.scored(a["files"][n], point))
+                    if point in self.pairs:
+                        raise ConfigError(f"{self.path}: [tuning {arm}]: a pair ({point}) is not tested on "
+                                          "test-source yet")
+                    net, m = parse_point(point, self.networks, point)
+                    st = exp._score_stage(n, f, self.checkpoint(net, m))
+                    st.name = f"score-{slug(n)}-{slug(point)}"
+                    stages += [st, exp._ini_stage(point, frozenset({"rnn"}), a["ini"], n, f, a["lm"]),
+                               exp._test_stage(n, exp.sets()[n], point, frozenset({"rnn"}))]
+                add(arm, stages)
+
+        trains = {}
+        for net, n in self.networks.items():
+            if n["table"] == "system" and system_table is None:
+                raise ConfigError(f"{self.path}: [network {net}] table = system: no [tuning NAME] decodes with the "
+                                  "[system] tables (system = system)")
+            trains[net] = self._network_stages(net, self.table_of(net, system_table))
+        trained: set[tuple[str, float]] = set()
+        pending_pairs = dict(self.pairs)
+        for m in sorted({m for n in self.networks.values() for m in n["minutes"]}):
+            for net, (vst, by_m) in trains.items():
+                if m not in by_m:
+                    continue
+                if m == self.networks[net]["minutes"][0] and vst.name not in {st.name for st in out}:
+                    out.append(vst)
+                out.append(by_m[m])
+                trained.add((net, m))
+                if not self.networks[net]["inverse"]:
+                    evaluate(point_name(net, m))
+                for name, (f, i) in list(pending_pairs.items()):
+                    if f in trained and i in trained:
+                        evaluate(name)
+                        del pending_pairs[name]
+        return out
+
+    def run(self, force: bool = False) -> list[dict]:
+        records = []
+        if self.whole_build:
+            import time
+            t = time.time()
+            build = self.whole_build if os.path.isabs(self.whole_build) else os.path.join(ROOT, self.whole_build)
+            sets = self.cp.get("whole", "sets", fallback=None)
+            rep = build_baseline.main(["--config", build, "--work", self.whole_dir, "--data", self.data]
+                                      + (["--sets", sets] if sets is not None else []))
+            records.append({"stage": "whole-build", "seconds": round(time.time() - t, 1),
+                            "skipped": all(r.get("skipped") for r in rep),
+                            "peak_memory_mb": max(r.get("peak_memory_mb", 0) for r in rep)})
+        command = S.stage_command(__file__, ["--config", self.path, "--data", self.data, "--work", self.work,
+                                             "--report", self.report] + ([] if self.progress else ["-q"]))
+        records += S.run_stages(self.stages(), self.work, force, isolate=command)
+        with atomic_write(os.path.join(self.work, "stages.json"), "w") as f:
+            json.dump(records, f, indent=1)
+        return records
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = arguments(__doc__, os.path.join(ROOT, "experiments", "rnn_gain.ini"))
+    a = ap.parse_args(argv)
+    from rescorer.runtime import setup_logging
+    from experiments.rnn_gain_report import summary, write_report
+    with errors_exit(log):
+        study = Study(a.config, a.data, a.work, progress=not a.quiet)
+        if a.report:
+            study.report = os.path.abspath(a.report)
+        os.makedirs(study.work, exist_ok=True)
+        setup_logging(os.path.join(study.work, "rnn_gain.log"), extra=("rnn_gain", "reproduce"))
+        if a.run_stage:
+            return S.run_one_stage(study.stages(), a)
+        records = stage_records(study.stages, study.work, a, study.run)
+        if a.report_only and study.whole_build and not study.built():
+            records.insert(0, {"stage": "whole-build", "pending": True})
+        results = write_report(study, records)
+        print(summary(results))
+        return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,438 @@
+"""The report of experiments/rnn_gain.py: results.md, results.json, gain-vs-minutes.png and
+gain-vs-perplexity.png, written from the study's outputs only (the tuning sets decoded with each
+MERT run's weights, the tuning results, the networks' checkpoints).
+
+BLEU is sacrebleu's, on the detruecased, detokenised output of each run against the raw
+reference of the tuning set, with its signature.  A point's gain is its mean over the runs
+minus the baseline's; its p-value is sacrebleu's approximate randomization over all runs
+together (run k paired with baseline run k), as MultEval reports it; s_opt is the standard
+deviation over the tuning runs.  The BLEU is measured on the set the weights were tuned on:
+it says what the feature lets MERT reach, and it is what the best setting is chosen by.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+from moses_integration.evaluate import corpus_bleu, describe_runs, paired_test_all_runs
+from rescorer.fileio import atomic_write
+from rescorer.machine import describe as describe_machine
+from rescorer.plots import plt, save_figure
+
+from experiments.common import read_lines
+from experiments.reproduce import slug
+from experiments.table1_report import _detok, _p, collapses
+
+BASELINE = "Baseline"
+DIRECTIONS = {False: "p(target\\|source)", True: "p(source\\|target)"}  # escaped for a Markdown table
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def network_size(study, net: str) -> dict:
+    """Hidden and maxout units of a network: its keys, else `rescorer train`'s defaults."""
+    from rescorer.cli import command_options
+    known = command_options("train")
+    o = study.networks[net]["options"]
+    return {k: int(o.get(k) or known[k].default) for k in ("hidden", "maxout-units")}
+
+
+def _weights_share(tuned: dict, column: int) -> float | None:
+    """|weight of the table's column| / L1 norm of the run's weights (the unknown-word penalty,
+    fixed, left out)."""
+    tm = tuned["TranslationModel0"]
+    if len(tm) <= column:
+        return None
+    l1 = sum(abs(v) for name, vals in tuned.items() for v in vals if not name.startswith("UnknownWordPenalty"))
+    return abs(tm[column]) / l1 if l1 > 0 else None
+
+
+def _checkpoint_info(study, net: str, minutes: float) -> dict | None:
+    p = study.checkpoint(net, minutes)[:-3] + ".json"
+    if not os.path.exists(p):
+        return None
+    with open(p) as f:
+        return json.load(f)
+
+
+def _runs(exp, sysname: str) -> list[dict]:
+    out = []
+    for k in range(1, exp.runs + 1):
+        with open(exp.tuned_path(sysname, k)) as f:
+            out.append(json.load(f))
+    return out
+
+
+def _describe(study, arm: str, exp, sysname: str, refs: list[str]) -> tuple[dict, list[list[str]]]:
+    outs = [_detok(exp.output_path("dev", sysname, k), study.lang) for k in range(1, exp.runs + 1)]
+    d = describe_runs(outs, refs)
+    tuned = _runs(exp, sysname)
+    d["mert_dev_bleu"] = [t["dev_bleu"] for t in tuned]
+    d["iterations"] = [t["iterations"] for t in tuned]
+    d["collapses"] = collapses([{"dev_bleu_per_iteration": [h["dev_bleu"] for h in t.get("history", [])]}
+                                for t in tuned])["runs_with_collapse"]
+    d["rnn_share"] = [_weights_share(t["weights"], 4) for t in tuned]
+    if len(tuned[0]["weights"]["TranslationModel0"]) > 6:
+        d["inverse_share"] = [_weights_share(t["weights"], 6) for t in tuned]
+    return d, outs
+
+
+def _point_meta(study, point: str) -> dict:
+    if point in study.pairs:
+        (f, fm), (i, im) = study.pairs[point]
+        info = _checkpoint_info(study, f, fm) or {}
+        return {"kind": "pair", "networks": [f"{f}@{fm:g}", f"{i}@{im:g}"], "network": f,
+                "table": study.networks[f]["table"], **network_size(study, f), "budget_minutes": fm,
+                "valid_ppl": info.get("best_valid_ppl"), "trained_minutes": info.get("minutes"),
+                "updates": info.get("updates"),
+                "inverse_valid_ppl": (_checkpoint_info(study, i, im) or {}).get("best_valid_ppl")}
+    net, _, m = point.partition("@")
+    info = _checkpoint_info(study, net, float(m)) or {}
+    return {"kind": "network", "network": net, "table": study.networks[net]["table"], **network_size(study, net),
+            "budget_minutes": float(m), "valid_ppl": info.get("best_valid_ppl"),
+            "trained_minutes": info.get("minutes"), "updates": info.get("updates"),
+            "stop_reason": info.get("stop")}
+
+
+def _arm(study, arm: str, done: set) -> dict | None:
+    exp = study.exps[arm]
+    s = study.sets[arm]
+    pre = f"{slug(arm)}."
+
+    def finished(sysname: str) -> bool:
+        return (all(pre + exp.tune_stage_name(sysname, k) in done for k in range(1, exp.runs + 1))
+                and pre + exp.test_stage_name("dev", sysname) in done)
+    if not finished(BASELINE):
+        return None
+    refs = read_lines(s["raw-reference"], s["lines"])
+    base, base_outs = _describe(study, arm, exp, BASELINE, refs)
+    out = {"system": s["system"], "sentences": len(refs), "baseline": base,
+           "signature": corpus_bleu(base_outs[0], refs)[2], "points": {}}
+    files = exp.set_files("dev", exp.cfg.dev, "", "")
+    for point in s["points"]:
+        if not finished(point):
+            continue
+        d, outs = _describe(study, arm, exp, point, refs)
+        d.update(_point_meta(study, point))
+        d["delta"] = d["mean"] - base["mean"]
+        d["delta_per_run"] = [b - a for a, b in zip(base["bleu"], d["bleu"])]
+        pooled = paired_test_all_runs(base_outs, outs, refs)
+        d["p_value_all_runs"], d["ar_signature"] = pooled["p_value"], pooled["signature"]
+        cp = study.correlation_path(files, point)
+        if pre + f"rnn-vs-table-{slug(point)}" in done and os.path.exists(cp):
+            with open(cp) as f:
+                cols = json.load(f)["columns"]
+            d["spearman"] = {c: v["spearman"] for c, v in cols.items()}
+        out["points"][point] = d
+    if s["test"]:
+        name = s["test"]["name"]
+        tested = [x for x in [BASELINE] + s["points"] if pre + exp.test_stage_name(name, x) in done]
+        if BASELINE in tested:
+            trefs = read_lines(s["test"]["reference"], s["test"]["lines"])
+            touts = {x: [_detok(exp.output_path(name, x, k), study.lang) for k in range(1, exp.runs + 1)]
+                     for x in tested}
+            per = {}
+            for x in tested:
+                per[x] = describe_runs(touts[x], trefs)
+                if x != BASELINE:
+                    per[x]["delta"] = per[x]["mean"] - per[BASELINE]["mean"]
+                    per[x]["p_value_all_runs"] = paired_test_all_runs(touts[BASELINE], touts[x], trefs)["p_value"]
+            out["test"] = {"name": name, "sentences": len(trefs), "systems": per,
+                           "signature": corpus_bleu(touts[BASELINE][0], trefs)[2]}
+    return out
+
+
+def _slope(points: list[dict]) -> float | None:
+    """Least-squares change of the gain per doubling of the training minutes."""
+    if len(points) < 2:
+        return None
+    x = np.log2([p["budget_minutes"] for p in points])
+    y = np.array([p["delta"] for p in points])
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def _curves(arm: dict) -> dict[str, list[dict]]:
+    """The points of each network on a tuning set, by budget."""
+    out: dict[str, list[dict]] = {}
+    for p in arm["points"].values():
+        if p["kind"] == "network":
+            out.setdefault(p["network"], []).append(p)
+    return {n: sorted(ps, key=lambda p: p["budget_minutes"]) for n, ps in out.items()}
+
+
+def _paired_effect(curves: dict, nets: dict, differ: str, same: tuple[str, ...]) -> list[dict]:
+    """For networks that differ in ``differ`` only (the same ``same``): the gain of one minus the
+    gain of the other at each budget both have."""
+    out = []
+    names = list(curves)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            pa, pb = curves[a][0], curves[b][0]
+            if pa[differ] == pb[differ] or any(pa[k] != pb[k] for k in same):
+                continue
+            at_a = {p["budget_minutes"]: p for p in curves[a]}
+            common = [(at_a[p["budget_minutes"]], p) for p in curves[b] if p["budget_minutes"] in at_a]
+            if common:
+                out.append({"a": a, "b": b, "differ": differ, "values": (pa[differ], pb[differ]),
+                            "budgets": [x["budget_minutes"] for x, _ in common],
+                            "difference": float(np.mean([y["delta"] - x["delta"] for x, y in common]))})
+    return out
+
+
+def findings(r: dict, alpha: float = 0.05) -> list[str]:
+    """What the numbers say, in sentences made from them."""
+    out = []
+    effects = []
+    for arm, a in r["sets"].items():
+        pts = a["points"]
+        b = a["baseline"]
+        if not pts:
+            out.append(f"{arm}: the baseline's {b['mean']:.2f} BLEU (s_opt {b['s_opt']:.2f}); no point is done yet.")
+            continue
+        best = max(pts, key=lambda p: pts[p]["delta"])
+        x = pts[best]
+        sig = [p for p, d in pts.items() if d["p_value_all_runs"] < alpha and d["delta"] > 0]
+        out.append(f"{arm} ({a['sentences']} sentences, the baseline {b['mean']:.2f} BLEU, s_opt {b['s_opt']:.2f}): "
+                   f"the largest gain is {best}'s {x['delta']:+.2f} (p = {_p(x['p_value_all_runs'])}, s_opt "
+                   f"{x['s_opt']:.2f}); {len(sig)} of {len(pts)} points gain significantly at p < {alpha}"
+                   + (f" ({', '.join(sig)})" if sig else "") + ".")
+        curves = _curves(a)
+        for net, ps in curves.items():
+            if len(ps) < 2:
+                continue
+            sl = _slope(ps)
+            ppl = [p["valid_ppl"] for p in ps]
+            out.append(f"{arm}, {net} ({ps[0]['table']} table, {ps[0]['hidden']} hidden): from "
+                       f"{ps[0]['budget_minutes']:g} to {ps[-1]['budget_minutes']:g} minutes the gain goes from "
+                       f"{ps[0]['delta']:+.2f} to {ps[-1]['delta']:+.2f} ({sl:+.2f} per doubling of the training "
+                       f"time, least squares) while the validation perplexity goes from "
+                       + (f"{ppl[0]:.1f} to {ppl[-1]:.1f}" if None not in ppl else "n/a") + ".")
+            effects.append(("training time", abs(ps[-1]["delta"] - ps[0]["delta"]),
+                            f"{net}, {ps[0]['budget_minutes']:g} to {ps[-1]['budget_minutes']:g} minutes"))
+        for differ, same, what in (("table", ("hidden", "maxout-units"), "training data"),
+                                   ("hidden", ("table",), "size")):
+            for e in _paired_effect(curves, {}, differ, same):
+                out.append(f"{arm}, {what}: {e['b']} ({e['values'][1]}) gains {e['difference']:+.2f} more than "
+                           f"{e['a']} ({e['values'][0]}) on average over the budgets both have "
+                           f"({', '.join(f'{m:g}' for m in e['budgets'])} minutes).")
+                effects.append((what, abs(e["difference"]), f"{e['a']} against {e['b']}"))
+        for p, d in pts.items():
+            if d["kind"] == "pair" and d["networks"][0] in pts:
+                f = pts[d["networks"][0]]
+                out.append(f"{arm}, the second direction: {p} ({' + '.join(d['networks'])}) gains {d['delta']:+.2f} "
+                           f"(p = {_p(d['p_value_all_runs'])}) against {f['delta']:+.2f} for the forward network alone.")
+                effects.append(("second direction", abs(d["delta"] - f["delta"]), p))
+    arms = list(r["sets"])
+    for i, a in enumerate(arms):
+        for b in arms[i + 1:]:
+            common = set(r["sets"][a]["points"]) & set(r["sets"][b]["points"])
+            for p in sorted(common):
+                da, db = r["sets"][a]["points"][p]["delta"], r["sets"][b]["points"][p]["delta"]
+                out.append(f"Domain: {p} gains {da:+.2f} tuned on {a} and {db:+.2f} tuned on {b}.")
+                effects.append(("domain", abs(db - da), p))
+        t = r["sets"][a].get("test")
+        if t:
+            parts = [f"{s} {d['delta']:+.2f} (p = {_p(d['p_value_all_runs'])})" for s, d in t["systems"].items()
+                     if s != BASELINE]
+            if parts:
+                out.append(f"{a}, tested on {t['name']} (the baseline {t['systems'][BASELINE]['mean']:.2f}): "
+                           + ", ".join(parts) + ".")
+    if effects:
+        top = max(effects, key=lambda e: e[1])
+        out.append("Of the factors measured, " + top[0] + f" moves the gain most ({top[1]:.2f} BLEU: {top[2]}); "
+                   + ", ".join(f"{w} {v:.2f}" for w, v, _ in sorted(effects, key=lambda e: -e[1])[1:4])
+                   + (" next." if len(effects) > 1 else "."))
+    for arm, a in r["sets"].items():
+        curves = _curves(a)
+        if not curves:
+            continue
+        net = max(curves, key=lambda n: curves[n][-1]["delta"])
+        ps = curves[net]
+        sl = _slope(ps)
+        if sl is not None:
+            last = ps[-1]
+            out.append(f"{arm}: if {net}'s trend held, twice its largest budget ({2 * last['budget_minutes']:g} "
+                       f"minutes) would add {sl:+.2f} BLEU to its {last['delta']:+.2f} and four times "
+                       f"{2 * sl:+.2f}; the trend rests on {len(ps)} budgets whose runs spread by s_opt up to "
+                       f"{max(p['s_opt'] for p in ps):.2f}, so it is a guess, not a measurement.")
+    shares = [s for a in r["sets"].values() for d in a["points"].values() for s in d["rnn_share"] if s is not None]
+    if shares:
+        out.append(f"MERT gives the RNN column {min(shares):.1%} to {max(shares):.1%} of the L1 norm of the weights "
+                   "over all points and runs.")
+    sp = [(p, d["spearman"]) for a in r["sets"].values() for p, d in a["points"].items() if "spearman" in d]
+    if sp:
+        out.append("Spearman of the RNN score with the table's p(target|source), lowest to highest over the points: "
+                   f"{min(s['p(target|source)'] for _, s in sp):.2f} to {max(s['p(target|source)'] for _, s in sp):.2f}"
+                   f"; with lex(target|source): {min(s['lex(target|source)'] for _, s in sp):.2f} to "
+                   f"{max(s['lex(target|source)'] for _, s in sp):.2f}.")
+    return out
+
+
+def best_setting(r: dict) -> dict:
+    """Per tuning set, the point with the largest mean gain there (the only set it is chosen on)."""
+    out = {}
+    for arm, a in r["sets"].items():
+        if a["points"]:
+            p = max(a["points"], key=lambda x: a["points"][x]["delta"])
+            out[arm] = {"point": p, "delta": a["points"][p]["delta"], "p_value": a["points"][p]["p_value_all_runs"]}
+    return out
+
+
+def costs(records: list[dict]) -> dict:
+    """Minutes of the stages run, by kind (training, tuning, scoring, decoding, other)."""
+    kinds = {"train": "training", "tune": "tuning", "score": "scoring", "test": "decoding"}
+    out: dict[str, float] = {}
+    for rec in records:
+        if rec.get("pending") or "seconds" not in rec:
+            continue
+        name = rec["stage"].split(".", 1)[-1]
+        kind = next((v for k, v in kinds.items() if name.startswith(k)), "other")
+        out[kind] = out.get(kind, 0.0) + rec["seconds"] / 60
+    return {k: round(v, 1) for k, v in out.items()}
+
+
+def write_report(study, records: list[dict]) -> dict:
+    done = {rec["stage"] for rec in records if not rec.get("pending")}
+    if not hasattr(study, "exps"):
+        study.stages()
+    nets = {}
+    for net, n in study.networks.items():
+        nets[net] = {"table": n["table"], "inverse": n["inverse"], **network_size(study, net),
+                     "options": n["options"],
+                     "checkpoints": {f"{m:g}": _checkpoint_info(study, net, m) for m in n["minutes"]
+                                     if f"{slug(net)}.train-{m:g}min" in done}}
+    r = {"config": study.path, "machine": describe_machine(), "runs": study.runs,
+         "tuning": dict(study.cp["tuning"]) if "tuning" in study.cp else {},
+         "networks": nets, "pairs": {p: [f"{n}@{m:g}" for n, m in v] for p, v in study.pairs.items()},
+         "sets": {}, "stages": records, "pending": [rec["stage"] for rec in records if rec.get("pending")]}
+    for arm in study.exps:
+        a = _arm(study, arm, done)
+        if a is not None:
+            r["sets"][arm] = a
+    r["best"] = best_setting(r)
+    r["findings"] = findings(r)
+    r["cost_minutes"] = costs(records)
+    os.makedirs(study.report, exist_ok=True)
+    with atomic_write(os.path.join(study.report, "results.json"), "w") as f:
+        json.dump(r, f, indent=1, default=str)
+    if any(a["points"] for a in r["sets"].values()):
+        plot_gain(r, "budget_minutes", "training minutes (log scale)", os.path.join(study.report, "gain-vs-minutes.png"))
+        plot_gain(r, "valid_ppl", "validation perplexity of the network", os.path.join(study.report,
+                                                                                       "gain-vs-perplexity.png"))
+    with atomic_write(os.path.join(study.report, "results.md"), "w") as f:
+        f.write(markdown(r, study))
+    return r
+
+
+def plot_gain(r: dict, x_key: str, x_label: str, path: str) -> None:
+    """Dev BLEU gain over the baseline against ``x_key``: one line per network and tuning set
+    (each run's gain as dots), pairs of networks as stars."""
+    arms = [a for a in r["sets"] if r["sets"][a]["points"]]
+    fig, axes = plt.subplots(1, len(arms), figsize=(5.6 * len(arms), 4.2), dpi=110, squeeze=False)
+    for ax, arm in zip(axes[0], arms):
+        a = r["sets"][arm]
+        for net, ps in _curves(a).items():
+            ps = [p for p in ps if p.get(x_key) is not None]
+            if not ps:
+                continue
+            xs = [p[x_key] for p in ps]
+            line, = ax.plot(xs, [p["delta"] for p in ps], "o-",
+                            label=f"{net} ({ps[0]['table']}, {ps[0]['hidden']} hidden)")
+            for p in ps:
+                ax.plot([p[x_key]] * len(p["delta_per_run"]), p["delta_per_run"], ".", color=line.get_color(),
+                        alpha=0.5)
+        for name, p in a["points"].items():
+            if p["kind"] == "pair" and p.get(x_key) is not None:
+                ax.plot([p[x_key]], [p["delta"]], "*", ms=12, label=f"{name} (both directions)")
+        ax.axhline(0, color="grey", lw=1)
+        ax.axhspan(-a["baseline"]["s_opt"], a["baseline"]["s_opt"], color="grey", alpha=0.12,
+                   label="baseline's s_opt")
+        if x_key == "budget_minutes":
+            ax.set_xscale("log", base=2)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(f"BLEU gain over the baseline ({a['baseline']['mean']:.2f})")
+        ax.set_title(f"{arm}: mean of {r['runs']} MERT runs (line), each run (dots)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def _f(v, fmt="{:.2f}") -> str:
+    return "–" if v is None else fmt.format(v)
+
+
+def markdown(r: dict, study) -> str:
+    L = ["# When does the RNN feature pay off?", "",
+         f"Generated by `python experiments/rnn_gain.py --config {os.path.relpath(study.path, ROOT_DIR)}`; "
+         "do not edit by hand.",
+         ""]
+    m = r["machine"]
+    L += [f"Machine: {m['cpu']}, {m['cores']} cores, CPU features: {', '.join(m['features']) or 'none'}, "
+          f"{m['memory_gib']} GiB, GPU: {m['gpu'] or 'none'}; Python {m['python']}, torch {m['torch']}.", "",
+         f"Each point: its network scores the tuning set's table, {r['runs']} MERT runs with their own seeds (as "
+         "Table 1), the tuning set decoded with each run's weights. BLEU: sacrebleu on detokenised output against "
+         "the raw reference; the gain is the mean over the runs minus the baseline's; p: sacrebleu's approximate "
+         "randomization over all runs together. Measured on the set the weights were tuned on: the best setting is "
+         "chosen there, never on a test set.", ""]
+    if r["pending"]:
+        L += [f"**Interim report**: {len(r['pending'])} stages still pending (first: `{r['pending'][0]}`).", ""]
+    L += ["## What this run shows", ""] + [f"- {x}" for x in r["findings"]] + [""]
+    if r["best"]:
+        L += ["Best setting per tuning set (largest mean gain there): " + "; ".join(
+            f"{a}: {b['point']} ({b['delta']:+.2f}, p = {_p(b['p_value'])})" for a, b in r["best"].items()) + ".", ""]
+    for arm, a in r["sets"].items():
+        b = a["baseline"]
+        L += [f"## Tuning set {arm} ({a['sentences']} sentences; system: {a['system']} tables)", "",
+              f"Baseline: BLEU {', '.join(f'{x:.2f}' for x in b['bleu'])} (mean {b['mean']:.2f}, s_opt "
+              f"{b['s_opt']:.2f}, s_sel {b['s_sel']:.2f}); MERT's tokenised BLEU "
+              f"{', '.join(f'{x:.2f}' for x in b['mert_dev_bleu'])}. Signature: `{a['signature']}`.", "",
+              "| point | table | hidden / maxout | minutes (trained) | updates | valid ppl | BLEU per run | mean | "
+              "gain | s_opt | p (all runs) | RNN share of L1 | Spearman p(t\\|s) / lex(t\\|s) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for p, d in a["points"].items():
+            sh = [s for s in d["rnn_share"] if s is not None]
+            share = f"{min(sh):.1%}–{max(sh):.1%}" if sh else "–"
+            if d.get("inverse_share"):
+                share += " (inverse " + ", ".join(f"{s:.1%}" for s in d["inverse_share"] if s is not None) + ")"
+            sp = d.get("spearman")
+            L.append(f"| {p} | {d['table']} | {d['hidden']} / {d['maxout-units']} | {d['budget_minutes']:g} "
+                     f"({_f(d.get('trained_minutes'), '{:.3g}')}) | {_f(d.get('updates'), '{:,}')} | "
+                     f"{_f(d.get('valid_ppl'))} | {', '.join(f'{x:.2f}' for x in d['bleu'])} | {d['mean']:.2f} | "
+                     f"{d['delta']:+.2f} | {d['s_opt']:.2f} | {_p(d['p_value_all_runs'])} | {share} | "
+                     + (f"{sp['p(target|source)']:.2f} / {sp['lex(target|source)']:.2f}" if sp else "–") + " |")
+        L.append("")
+        t = a.get("test")
+        if t:
+            L += [f"Tested on {t['name']} ({t['sentences']} sentences) with the weights tuned on {arm}; signature "
+                  f"`{t['signature']}`:", "", "| system | BLEU per run | mean | gain | s_opt | p (all runs) |",
+                  "|---|---|---|---|---|---|"]
+            for s, d in t["systems"].items():
+                L.append(f"| {s} | {', '.join(f'{x:.2f}' for x in d['bleu'])} | {d['mean']:.2f} | "
+                         f"{_f(d.get('delta'), '{:+.2f}')} | {d['s_opt']:.2f} | {_p(d.get('p_value_all_runs'))} |")
+            L.append("")
+    if any(a["points"] for a in r["sets"].values()):
+        L += ["![gain against training minutes](gain-vs-minutes.png)", "",
+              "![gain against validation perplexity](gain-vs-perplexity.png)", ""]
+    L += ["## Networks", "", "| network | table | direction | hidden / maxout | checkpoints: minutes (trained), "
+          "updates, validation perplexity |", "|---|---|---|---|---|"]
+    for net, n in r["networks"].items():
+        cks = "; ".join(f"{m}: {c['minutes']:.3g} min, {c['updates']:,} updates, ppl {c['best_valid_ppl']:.2f}"
+                        for m, c in n["checkpoints"].items() if c) or "not trained yet"
+        L.append(f"| {net} | {n['table']} | {DIRECTIONS[n['inverse']]} | "
+                 f"{n['hidden']} / {n['maxout-units']} | {cks} |")
+    L += ["", "Cost of the stages run (minutes): " + (", ".join(f"{k} {v:g}" for k, v in r["cost_minutes"].items())
+                                                      or "none yet") + ".", ""]
+    return "\n".join(L) + "\n"
+
+
+def summary(r: dict) -> str:
+    lines = []
+    for arm, a in r["sets"].items():
+        lines.append(f"{arm}: baseline {a['baseline']['mean']:.2f}")
+        for p, d in a["points"].items():
+            lines.append(f"  {p:<28} {d['mean']:.2f} ({d['delta']:+.2f}, p = {_p(d['p_value_all_runs'])})")
+    if r["pending"]:
+        lines.append(f"{len(r['pending'])} stages pending")
+    return "\n".join(lines) or "no tuning set done yet"

@@ -1,0 +1,156 @@
+"""experiments/rnn_gain.py end to end on experiments/rnn_gain-small.ini: a system built from 2,000
+sentence pairs, tiny networks trained for seconds, two tuning sets (news on the system's tables,
+Hansard on the whole-table build with a test set), a pair of networks in both directions; then
+the report, a rerun that skips every stage, and the config's bad input refused before any stage."""
+import json
+import os
+import re
+
+import pytest
+
+from conftest import DATA, ROOT
+
+SMALL = ROOT / "experiments" / "rnn_gain-small.ini"
+
+
+def _run(work, *extra):
+    from experiments import rnn_gain
+    return rnn_gain.main(["--config", str(SMALL), "--work", str(work), "--report", str(work / "report"), "-q",
+                          *map(str, extra)])
+
+
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory):
+    if not (DATA / "train" / "hansard.en.gz").exists():
+        pytest.skip(f"no shared data at {DATA}")
+    work = tmp_path_factory.mktemp("rnn_gain-small")
+    return work, _run(work)
+
+
+def test_report_holds_every_point_of_every_tuning_set(small_study):
+    work, r = small_study
+    assert list(r["sets"]) == ["news", "hansard"]
+    news = r["sets"]["news"]
+    assert list(news["points"]) == ["system-16@0.05", "system-16@0.1", "whole-24@0.1", "whole-both"]
+    assert list(r["sets"]["hansard"]["points"]) == ["whole-24@0.1"]
+    for a in r["sets"].values():
+        assert a["sentences"] == 12 and a["signature"].startswith("nrefs:1|")
+        assert len(a["baseline"]["bleu"]) == 2
+        for p, d in a["points"].items():
+            assert len(d["bleu"]) == len(d["delta_per_run"]) == 2 and d["s_opt"] >= 0
+            assert d["delta"] == pytest.approx(d["mean"] - a["baseline"]["mean"])
+            assert 0 < d["p_value_all_runs"] <= 1 and d["ar_signature"].startswith("nrefs:1|ar:10000|")
+            assert all(0 <= s <= 1 for s in d["rnn_share"]) and d["valid_ppl"] > 1
+            assert -1 <= d["spearman"]["p(target|source)"] <= 1
+    # the pair's system has both columns, each with its own tuned weight
+    both = news["points"]["whole-both"]
+    assert both["kind"] == "pair" and len(both["inverse_share"]) == 2
+    tuned = json.loads((work / "sets" / "news" / "tune" / "whole_both" / "run1.json").read_text())
+    assert len(tuned["weights"]["TranslationModel0"]) == 7 and tuned["weights"]["TranslationModel0"][5] == 0.0
+    # the in-domain set is tested on its development test set, with the weights tuned on it
+    t = r["sets"]["hansard"]["test"]
+    assert t["name"] == "hansard-devtest" and t["sentences"] == 8
+    assert list(t["systems"]) == ["Baseline", "whole-24@0.1"]
+    assert 0 < t["systems"]["whole-24@0.1"]["p_value_all_runs"] <= 1
+    assert r["best"]["news"]["point"] in news["points"]
+    md = (work / "report" / "results.md").read_text()
+    assert "## Tuning set news" in md and "| whole-both | whole |" in md and "Tested on hansard-devtest" in md
+    for png in ("gain-vs-minutes.png", "gain-vs-perplexity.png"):
+        assert (work / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    shows = md.split("## What this run shows\n\n")[1].split("\n\n")[0]
+    assert shows.startswith("- news (12 sentences, the baseline ") and "per doubling of the training time" in shows
+
+
+def test_budgets_are_checkpoints_of_one_training_run(small_study):
+    """The second budget continues the first budget's run: more updates, the minutes summed."""
+    work, r = small_study
+    cks = r["networks"]["system-16"]["checkpoints"]
+    assert list(cks) == ["0.05", "0.1"]
+    assert cks["0.1"]["updates"] > cks["0.05"]["updates"] > 0
+    assert 0.1 <= cks["0.1"]["minutes"] < 0.2
+    assert r["sets"]["news"]["points"]["system-16@0.1"]["updates"] == cks["0.1"]["updates"]
+    # one run directory, continued; the shortlists shared by the networks of the whole table
+    nets = work / "networks"
+    assert sorted(p.name for p in nets.iterdir()) == ["system_16", "vocab-system-2000", "vocab-whole-2000",
+                                                      "whole_16_inverse", "whole_24"]
+
+
+def test_report_bleu_equals_sacrebleu_on_the_outputs(small_study):
+    import sacrebleu
+    from sacremoses import MosesDetokenizer, MosesDetruecaser
+    work, r = small_study
+    refs = (DATA / "dev" / "newstest2012.fr").read_text(encoding="utf-8").splitlines()[:12]
+    detok, detrue = MosesDetokenizer(lang="fr"), MosesDetruecaser()
+    for name, slug in (("Baseline", "baseline"), ("whole-24@0.1", "whole_24_0_1")):
+        scores = []
+        for k in (1, 2):
+            out = (work / "sets" / "news" / "test" / "dev" / slug / f"run{k}.out").read_text(encoding="utf-8")
+            hyps = [detok.detokenize(detrue.detruecase(h, return_str=True).split()) for h in out.splitlines()]
+            scores.append(sacrebleu.corpus_bleu(hyps, [refs]).score)
+        d = r["sets"]["news"]["baseline"] if name == "Baseline" else r["sets"]["news"]["points"][name]
+        assert d["bleu"] == pytest.approx(scores, abs=1e-9)
+
+
+def test_rerun_skips_every_stage(small_study):
+    work, r = small_study
+    again = _run(work)
+    assert all(rec.get("skipped") for rec in again["stages"])
+    assert json.loads(json.dumps(again["sets"])) == json.loads(json.dumps(r["sets"]))
+
+
+def _config(tmp_path, edit):
+    text = edit(SMALL.read_text())
+    p = tmp_path / "bad.ini"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("points = whole-24@0.1", "points = whole-24@60"),
+     r"bad\.ini: \[tuning hansard\] points: 'whole-24@60': whole-24 is trained to 0\.1 minutes only"),
+    (lambda t: t.replace("points = whole-24@0.1", "points = whole-48@0.1"),
+     r"bad\.ini: \[tuning hansard\] points: 'whole-48@0\.1': no \[network whole-48\]"),
+    (lambda t: t.replace("[network whole-16-inverse]\ntable = whole", "[network whole-16-inverse]\ntable = system"),
+     r"bad\.ini: \[pair whole-both\]: whole-24 learns from the whole table but whole-16-inverse from the system"),
+    (lambda t: t.replace("minutes = 0.05 0.1", "minutes = 0.1 0.1"),
+     r"bad\.ini: \[network system-16\]: minutes = '0\.1 0\.1'"),
+    (lambda t: t.replace("table = system\nminutes", "table = filtered\nminutes"),
+     r"bad\.ini: \[network system-16\]: table = 'filtered'"),
+    (lambda t: t.replace("seed = 1234", "seed = 1234\nbatchsize = 3"),
+     r"bad\.ini: \[network system-16\] \(or \[rnn\]\) batchsize: not an option of rescorer train"),
+    (lambda t: t.replace("[network whole-24]\n", "[network whole-24]\nmax-minutes = 5\n"),
+     r"bad\.ini: \[network whole-24\]: max-minutes and max-updates are set by the study"),
+    (lambda t: t.replace("runs = 2", "runs = 1"), r"bad\.ini: \[tuning\] runs = 1"),
+])
+def test_bad_config_is_refused_naming_the_key(tmp_path, edit, message):
+    from experiments.common import ConfigError
+    from experiments.rnn_gain import Study
+    with pytest.raises(ConfigError, match=message):
+        s = Study(_config(tmp_path, edit), str(DATA), str(tmp_path / "work"))
+        s.stages()
+
+
+def test_missing_table_and_uneven_tuning_set_are_refused_before_any_stage(tmp_path):
+    from experiments.common import ConfigError
+    from experiments.rnn_gain import Study
+    (tmp_path / "src.en").write_text("a b\nc d\n")
+    (tmp_path / "ref.fr").write_text("x y\n")
+    bad = _config(tmp_path, lambda t: t.replace("source = {whole}/corpus/newstest2012.tc.en",
+                                                f"source = {tmp_path}/src.en")
+                  .replace("reference = {whole}/corpus/newstest2012.tc.fr", f"reference = {tmp_path}/ref.fr")
+                  .replace("lines = 1-12\nsystem = system", "system = system"))
+    with pytest.raises(ConfigError, match=re.escape(f"[tuning news]: {tmp_path}/src.en has 2 lines but "
+                                                    f"{tmp_path}/ref.fr has 1")):
+        Study(bad, str(DATA), str(tmp_path / "work")).stages()
+    (tmp_path / "ref.fr").write_text("x y\nz\n")
+    raw = tmp_path / "raw.fr"
+    raw.write_text("X y\nZ\n")
+    missing = _config(tmp_path, lambda t: t.replace("source = {whole}/corpus/newstest2012.tc.en",
+                                                    f"source = {tmp_path}/src.en")
+                      .replace("reference = {whole}/corpus/newstest2012.tc.fr", f"reference = {tmp_path}/ref.fr")
+                      .replace("raw-reference = {data}/dev/newstest2012.fr", f"raw-reference = {raw}")
+                      .replace("lines = 1-12\nsystem = system", "system = system")
+                      .replace("ini = {whole}/model/moses.ini", f"ini = {tmp_path}/nowhere/moses.ini"))
+    with pytest.raises(ConfigError, match=re.escape(f"[system] ini = {tmp_path}/nowhere/moses.ini: no such file")):
+        Study(missing, str(DATA), str(tmp_path / "work")).stages()
+    assert not os.path.exists(tmp_path / "work" / "stamps")
