@@ -62,6 +62,9 @@ from experiments.table1_report import summary, write_report  # noqa: E402
 log = logging.getLogger("reproduce")
 
 FEATURES = {"rnn", "cslm", "wp"}
+# the files a released moses.ini needs, by role, and the feature of the ini that reads each
+ROLES = {"phrase-table": "TranslationModel0", "reordering-table": "LexicalReordering0", "lm": "LM0",
+         "cslm": "CSLM0"}
 # the config keys of [rnn] and [cslm] that are options of both training commands
 # the keys of [rnn] and [cslm] the experiment reads itself; every other key of those sections is an
 # option of the training command, spelled as its flag (OpenNMT's rule: config keys = flags)
@@ -608,11 +611,15 @@ class Experiment:
         groups, w0 = list(dec.layout.groups), dec.model.weights.copy()
         if "cslm" in feats and self.cslm_mode == "nbest":
             from rescorer.cslm import CSLMScorer
-            scorer = CSLMScorer.load(os.path.join(self.d["cslm"], "best.pt"))
+            scorer = CSLMScorer.load(self.cslm_model())
             dec = RescoredDecoder(dec, "CSLM0", scorer.score_sentences, standin=self.cslm_standin)
             groups = dec.groups
             w0 = dec.start_weights(w0, self.cslm_start_share, self.cslm_start_weight)
         return dec, groups, w0
+
+    def cslm_model(self) -> str:
+        """The CSLM the systems with it decode with."""
+        return os.path.join(self.d["cslm"], "best.pt")
 
     def tune_stage_name(self, sysname: str, k: int, bounds: str | None = None) -> str:
         return f"tune-{slug(sysname)}-{k}" + (f"-{bounds}-bounds" if bounds and bounds != self.bounds else "")
@@ -738,10 +745,15 @@ class Experiment:
                     x.set_feature_arg(feature, key, os.path.basename(x.feature(feature).get(key)))
                 if "CSLM0" in x.weights():
                     x.set_feature_arg("CSLM0", "path", "cslm.pt")
+                roles = {role: os.path.basename(x.feature(feature).get("path")) for role, feature in ROLES.items()
+                         if feature in {f.name for f in x.features()}}
+                if "cslm" in feats and self.cslm_mode == "nbest":
+                    roles["cslm"] = "cslm.pt"
                 head = [f"# {n}, MERT run {k} (seed {t['seed']}, bounds: {t['bounds']}): dev BLEU {t['dev_bleu']:.2f} "
                         f"(MERT's, tokenised) on {n_dev} sentences.",
                         "# Files by base name: point them at a test set's tables and the LM (rescorer ini set-table "
-                        "for the phrase table)."]
+                        "for the phrase table).",
+                        "# Files by role: " + " ".join(f"{role}={name}" for role, name in roles.items())]
                 if "rnn" in feats:
                     head.append("# phrase-table.rnn.gz: the filtered table scored by `rescorer score --model rnn.pt "
                                 "--unk-count` (columns 5 and 6: the RNN and the WP feature).")
@@ -893,12 +905,19 @@ class Experiment:
             records.append({"stage": "build", "seconds": round(time.time() - t, 1),
                             "skipped": all(r.get("skipped") for r in rep),
                             "peak_memory_mb": max(r.get("peak_memory_mb", 0) for r in rep)})
-        command = S.stage_command(__file__, ["--config", cfg.path, "--data", cfg.data, "--work", cfg.work,
-                                             "--report", cfg.report] + ([] if self.progress else ["-q"]))
-        records += S.run_stages(self.stages(), cfg.work, force, isolate=command)
+        records += self.run_stages(force)
         with atomic_write(os.path.join(cfg.work, "stages.json"), "w") as f:
             json.dump(records, f, indent=1)
         return records
+
+    def stage_args(self) -> list[str]:
+        """The options of this script by which a stage runs in a process of its own."""
+        cfg = self.cfg
+        return ["--config", cfg.path, "--data", cfg.data, "--work", cfg.work, "--report", cfg.report] + (
+            [] if self.progress else ["-q"])
+
+    def run_stages(self, force: bool = False) -> list[dict]:
+        return S.run_stages(self.stages(), self.cfg.work, force, isolate=S.stage_command(__file__, self.stage_args()))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -906,15 +925,32 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--add-test", nargs="+", action="append", default=[], metavar="NAME SRC REF [PT RT]",
                     help="a test set: tokenised source, raw reference, optionally its own filtered phrase and "
                          "reordering tables; kept for later runs (WORK/added-tests.json)")
+    ap.add_argument("--release", metavar="DIR",
+                    help="translate the --add-test sets with the release in DIR (the report directory of a run: "
+                         "models/ and moses/) alone, in a work directory of their own (default: the config's with "
+                         "-release appended); nothing is trained or tuned")
+    ap.add_argument("--lm", help="with --release: the LM the released inis need (default: the system's, else "
+                                 "built from [system] lm-text)")
     a = ap.parse_args(argv)
     from rescorer.runtime import setup_logging
     with errors_exit(log):  # our errors name the file and line
-        cfg = Config(a.config, a.data, a.work)
+        if a.lm and not a.release:
+            raise ConfigError("--lm goes with --release")
+        work = a.work
+        if a.release and not work:
+            work = Config(a.config, a.data).work + "-release"
+        cfg = Config(a.config, a.data, work)
+        if a.release:
+            cfg.report = os.path.join(cfg.work, "report")
         if a.report:
             cfg.report = os.path.abspath(a.report)
         os.makedirs(cfg.work, exist_ok=True)
         setup_logging(os.path.join(cfg.work, "reproduce.log"), extra=("reproduce",))
-        exp = Experiment(cfg, progress=not a.quiet)
+        if a.release:
+            from experiments.release import ReleaseExperiment
+            exp = ReleaseExperiment(cfg, a.release, a.lm, progress=not a.quiet)
+        else:
+            exp = Experiment(cfg, progress=not a.quiet)
         for spec in a.add_test:
             if len(spec) not in (3, 5):
                 raise ConfigError(f"--add-test {' '.join(spec)}: expected NAME SRC REF [PT RT]")

@@ -378,6 +378,79 @@ def test_release_holds_the_networks_in_fp16_and_every_tuned_ini(small_run):
                                            "models/target.vocab"}
 
 
+def _extra_set(work, tmp_path, first, last):
+    corpus = work / "build" / "corpus"
+    src, ref = tmp_path / "new.en", tmp_path / "new.fr"
+    src.write_text("\n".join((corpus / "newstest2012.tc.en").read_text().splitlines()[first:last]) + "\n")
+    ref.write_text("\n".join((DATA / "dev" / "newstest2012.fr").read_text().splitlines()[first:last]) + "\n")
+    return src, ref
+
+
+def test_a_new_test_set_is_translated_with_the_release_alone(small_run, tmp_path, capsys):
+    """--release: from the release's models and inis, the given tables and LM only, in a work
+    directory of its own: every system's every run decodes the set, as the run's own work
+    directory decodes it (same bytes), and the report's BLEU is rescorer evaluate's."""
+    from experiments import reproduce
+    from rescorer.cli import main as rescorer
+    work, r = small_run
+    model = work / "build" / "model"
+    src, ref = _extra_set(work, tmp_path, 14, 20)
+    tables = [model / "phrase-table.gz", model / "reordering-table.wbe-msd-bidirectional-fe.gz"]
+    rel_work = tmp_path / "release-work"
+    res = reproduce.main(["--config", str(SMALL), "--release", str(work / "report"), "--work", str(rel_work), "-q",
+                          "--add-test", "new", str(src), str(ref), *map(str, tables),
+                          "--lm", str(work / "build" / "lm" / "lm.fr.binary")])
+    ran = sorted(rec["stage"] for rec in res["stages"])
+    systems = ["baseline", "rnn", "cslm", "cslm_rnn", "cslm_rnn_wp"]
+    assert ran == sorted(["filter-new", "score-new"] + [f"ini-{s}-new" for s in systems]
+                         + [f"weights-{s}-{k}" for s in systems for k in (1, 2)] + [f"test-new-{s}" for s in systems])
+    t = res["tests"]["new"]
+    assert t["sentences"] == 6 and list(t["systems"]) == list(r["systems"])
+    assert all(len(d["bleu"]) == 2 for d in t["systems"].values())
+    assert all(0 < t["systems"][s]["p_value_all_runs"] <= 1 for s in t["systems"] if s != "Baseline")
+    md = (rel_work / "report" / "results.md").read_text()
+    assert "Test sets translated with the release in" in md and "| +CSLM+RNN+WP |" in md
+    # each run's ini points at the set's files
+    ini = (rel_work / "systems" / "cslm_rnn" / "new" / "run2.ini").read_text()
+    assert f"path={rel_work}/sets/new/phrase-table.rnn.gz" in ini and "lm.fr.binary" in ini
+    # the same outputs as the run's own work directory gives the same set (the set that
+    # test_a_test_set_added_later_runs_only_its_own_stages adds: skipped here when it ran)
+    _run(work, "--add-test", "extra", src, ref)
+    for s in systems:
+        for k in (1, 2):
+            assert ((rel_work / "test" / "new" / s / f"run{k}.out").read_bytes()
+                    == (work / "test" / "extra" / s / f"run{k}.out").read_bytes())
+    capsys.readouterr()
+    assert rescorer(["evaluate", "--input", str(rel_work / "test" / "new" / "cslm_rnn" / "run1.out"),
+                     "--ref", str(ref)]) == 0
+    printed = capsys.readouterr().out
+    assert float(re.search(r"BLEU = ([\d.]+)", printed).group(1)) == pytest.approx(
+        t["systems"]["+CSLM+RNN"]["bleu"][0], abs=0.005)
+
+
+def test_a_release_missing_a_file_its_inis_need_is_refused_naming_the_role(small_run, tmp_path):
+    import shutil
+    from experiments import reproduce
+    from experiments.common import ConfigError
+    from experiments.release import ReleaseExperiment
+    work, _ = small_run
+    rel = tmp_path / "release"
+    shutil.copytree(work / "report" / "models", rel / "models")
+    shutil.copytree(work / "report" / "moses", rel / "moses")
+    (rel / "models" / "cslm.pt").unlink()
+    src, ref = _extra_set(work, tmp_path, 14, 16)
+    cfg = reproduce.Config(str(SMALL), str(DATA), str(tmp_path / "w"))
+    with pytest.raises(ConfigError, match=re.escape(f"{rel}/moses/cslm/run1.ini: the cslm needs models/cslm.pt, "
+                                                    f"which the release {rel} does not have")):
+        ReleaseExperiment(cfg, str(rel))
+    shutil.copy(work / "report" / "models" / "cslm.pt", rel / "models" / "cslm.pt")
+    exp = ReleaseExperiment(reproduce.Config(str(SMALL), str(DATA), str(tmp_path / "w")), str(rel))
+    exp.add_test("new", str(src), str(ref))
+    with pytest.raises(ConfigError, match=r"table1-small\.ini: no system ini .* give --lm"):
+        exp.stages()
+    assert not (tmp_path / "w" / "stamps").exists()
+
+
 def test_contrast_runs_show_on_the_dev_set_what_the_bounds_change(small_run):
     work, r = small_run
     cb = r["contrast_bounds"]
