@@ -5,7 +5,7 @@ training data, training time, size, direction and the domain of the tuning set.
     python experiments/rnn_gain.py --config experiments/rnn_gain.ini [--report-only]
 
 A point of the study is one network checkpoint (the table it learned from, its size, the
-minutes it trained, its direction) on one tuning set.  The checkpoints of one network at
+updates it trained, its direction) on one tuning set.  The checkpoints of one network at
 several budgets are points of one learning curve: one training run, continued budget after
 budget.  Every point is measured as the Table 1 experiment measures a system, with its stages
 (``reproduce.Experiment``): the tuning set's table scored, MERT runs with their own seeds, the
@@ -18,14 +18,16 @@ Stages, cached under the work directory, skipped when done, resumable after kill
   whole build    (build_baseline.py's stages, in WORK/whole) the whole phrase table of the
                  system's training text, and the sets a whole-table system is tuned on
   vocab-TABLE-N  the N-word shortlists of a training table (system or whole)
-  NET.train-Mmin the network trained until M minutes (summed over resumes), continuing the
-                 budget before; its best checkpoint then is the point's network
+  NET.train-U    the network trained until U updates, continuing the budget before; its
+                 best checkpoint then is the point's network (budgets are counted in updates,
+                 not minutes: the same updates give the same network whatever else the
+                 machine runs; the report gives the minutes each took)
   SET.*          per tuning set, reproduce's stages: lm, filter-dev, ini-*, tune-*-K,
                  test-dev-* (the tuning set decoded with each run's weights), score-* (the
                  set's table scored by a point's network; a pair of networks adds a second
                  column), rnn-vs-table-* (the point's score against the table's four)
 
-The report (results.md, results.json, gain-vs-minutes.png, gain-vs-perplexity.png) is written
+The report (results.md, results.json, gain-vs-updates.png, gain-vs-perplexity.png) is written
 from the stages done so far; choices are made on the tuning sets only.
 """
 from __future__ import annotations
@@ -50,29 +52,43 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 log = logging.getLogger("rnn_gain")
 
 # the keys of [rnn] and [network NAME] the study reads itself; the others are `rescorer train` options
-NETWORK_KEYS = ("table", "minutes", "shortlist")
+NETWORK_KEYS = ("table", "updates", "shortlist")
 BASELINE = "Baseline"
 
 
-def point_name(net: str, minutes: float) -> str:
-    """'whole-500', 60 -> 'whole-500@60'"""
-    return f"{net}@{minutes:g}"
+def budget_text(updates: int) -> str:
+    """62000 -> '62k' (a budget as points and files name it)."""
+    return f"{updates // 1000}k" if updates % 1000 == 0 else str(updates)
 
 
-def parse_point(text: str, networks: dict, where: str) -> tuple[str, float]:
-    """'NET@MINUTES' of a known network and one of its budgets."""
-    net, at, m = text.partition("@")
+def parse_budget(text: str) -> int:
+    """'62k' or '62000' -> 62000; ValueError otherwise."""
+    t = text.strip().lower()
+    n = int(t[:-1]) * 1000 if t.endswith("k") else int(t)
+    if n <= 0:
+        raise ValueError(text)
+    return n
+
+
+def point_name(net: str, updates: int) -> str:
+    """'whole-500', 62000 -> 'whole-500@62k'"""
+    return f"{net}@{budget_text(updates)}"
+
+
+def parse_point(text: str, networks: dict, where: str) -> tuple[str, int]:
+    """'NET@UPDATES' of a known network and one of its budgets."""
+    net, at, u = text.partition("@")
     if net not in networks:
         raise ConfigError(f"{where}: {text!r}: no [network {net}] (networks: {', '.join(networks)})")
     try:
-        minutes = float(m)
+        updates = parse_budget(u)
     except ValueError:
-        raise ConfigError(f"{where}: {text!r}: expected NETWORK@MINUTES, e.g. {net}@"
-                          f"{networks[net]['minutes'][-1]:g}") from None
-    if minutes not in networks[net]["minutes"]:
+        raise ConfigError(f"{where}: {text!r}: expected NETWORK@UPDATES, e.g. {net}@"
+                          f"{budget_text(networks[net]['updates'][-1])}") from None
+    if updates not in networks[net]["updates"]:
         raise ConfigError(f"{where}: {text!r}: {net} is trained to "
-                          f"{', '.join(f'{x:g}' for x in networks[net]['minutes'])} minutes only")
-    return net, minutes
+                          f"{', '.join(budget_text(x) for x in networks[net]['updates'])} updates only")
+    return net, updates
 
 
 class Study:
@@ -127,7 +143,7 @@ class Study:
                 raise ConfigError(f"{where}: a network's name must be unique and have no '@'")
             keys = dict(defaults, **self.cp[sec])
             if "max-minutes" in keys or "max-updates" in keys:
-                raise ConfigError(f"{where}: max-minutes and max-updates are set by the study: give minutes = "
+                raise ConfigError(f"{where}: max-minutes and max-updates are set by the study: give updates = "
                                   "the budgets whose checkpoints are points")
             table = keys.get("table", "system").strip()
             if table not in ("system", "whole"):
@@ -136,14 +152,14 @@ class Study:
             if table == "whole" and not self.whole_build:
                 raise ConfigError(f"{where}: table = whole needs [whole] build = (a build_baseline.py config)")
             try:
-                minutes = sorted(float(x) for x in keys.get("minutes", "").split())
+                updates = sorted(parse_budget(x) for x in keys.get("updates", "").split())
             except ValueError:
-                raise ConfigError(f"{where}: minutes = {keys.get('minutes')!r}: expected numbers") from None
-            if not minutes or minutes[0] <= 0 or len(set(minutes)) != len(minutes):
-                raise ConfigError(f"{where}: minutes = {keys.get('minutes', '')!r}: the training budgets, distinct "
-                                  "positive minutes, e.g. 30 60 120")
+                updates = []
+            if not updates or len(set(updates)) != len(updates):
+                raise ConfigError(f"{where}: updates = {keys.get('updates', '')!r}: the training budgets in updates, "
+                                  "distinct positive numbers, e.g. 15k 31k 62k")
             inverse = keys.get("inverse", "").strip().lower() in ("true", "yes", "1")
-            out[name] = {"table": table, "minutes": minutes, "shortlist": int(keys.get("shortlist", 15000)),
+            out[name] = {"table": table, "updates": updates, "shortlist": int(keys.get("shortlist", 15000)),
                          "inverse": inverse, "options": keys,
                          "args": train_args(f"{self.path}: [{sec}] (or [rnn])", keys, "train", NETWORK_KEYS)}
         if not out:
@@ -191,7 +207,7 @@ class Study:
             for text in s.get("points", "all").split():
                 if text == "all":
                     points += [point_name(n, m) for n, net in self.networks.items() if not net["inverse"]
-                               for m in net["minutes"]]
+                               for m in net["updates"]]
                 elif text in self.pairs:
                     points.append(text)
                 else:
@@ -234,15 +250,15 @@ class Study:
         n = self.networks[net]
         return os.path.join(self.work, "networks", f"vocab-{n['table']}-{n['shortlist']}")
 
-    def checkpoint(self, net: str, minutes: float) -> str:
-        return os.path.join(self.net_dir(net), f"at-{minutes:g}min.pt")
+    def checkpoint(self, net: str, updates: int) -> str:
+        return os.path.join(self.net_dir(net), f"at-{budget_text(updates)}.pt")
 
     def table_of(self, net: str, system_table: str) -> str:
         return self.whole_table if self.networks[net]["table"] == "whole" else system_table
 
     def _network_stages(self, net: str, table: str) -> tuple[S.Stage, dict[float, S.Stage]]:
         """The shortlists of the network's table, and one stage per budget: training continued
-        to that many minutes, its best checkpoint copied to ``at-Mmin.pt`` (and ``.json``: its
+        to that many updates, its best checkpoint copied to ``at-U.pt`` (and ``.json``: its
         validation perplexity, updates and minutes)."""
         n = self.networks[net]
         d = self.net_dir(net)
@@ -253,16 +269,16 @@ class Study:
         run_dir = os.path.join(d, "run")
         out = {}
         prev = None
-        for m in n["minutes"]:
+        for m in n["updates"]:
             ins = [table, os.path.join(vocab, "target.vocab")] + ([prev] if prev else [])
             ck = self.checkpoint(net, m)
-            st = S.Stage(f"{slug(net)}.train-{m:g}min", ins, [ck, ck[:-3] + ".json"], None,
-                         {"options": opts, "minutes": m})
+            st = S.Stage(f"{slug(net)}.train-{budget_text(m)}", ins, [ck, ck[:-3] + ".json"], None,
+                         {"options": opts, "updates": m})
             st.run = self._train_run(st, table, vocab, run_dir, opts, m, first=prev is None)
             out[m], prev = st, ck
         return vst, out
 
-    def _train_run(self, st: S.Stage, table: str, vocab: str, run_dir: str, opts: list[str], minutes: float,
+    def _train_run(self, st: S.Stage, table: str, vocab: str, run_dir: str, opts: list[str], updates: int,
                    first: bool):
         def run():
             from rescorer.cli import main
@@ -275,12 +291,12 @@ class Study:
             summary = os.path.join(run_dir, "summary.json")
             if os.path.exists(summary):
                 with open(summary) as f:
-                    done = json.load(f)["minutes"]
-                if done > minutes + 1:
-                    raise RuntimeError(f"{st.name}: {run_dir} has trained {done:.1f} minutes, past this budget "
+                    done = json.load(f)["updates"]
+                if done > updates:
+                    raise RuntimeError(f"{st.name}: {run_dir} has made {done} updates, past this budget "
                                        "(run again with --force to train from the start)")
             if main(["train", "--phrase-table", table, "--vocab", vocab, "--out", run_dir, *opts,
-                     "--max-minutes", f"{minutes:g}"] + (["--resume"] if os.path.exists(last) else [])
+                     "--max-updates", str(updates)] + (["--resume"] if os.path.exists(last) else [])
                     + ([] if self.progress else ["-q"])) != 0:
                 raise RuntimeError(f"rescorer train failed ({st.name})")
             with open(summary) as f:
@@ -288,7 +304,7 @@ class Study:
             ck = self.checkpoint_of(st)
             with open(os.path.join(run_dir, "best.pt"), "rb") as f, atomic_write(ck, "wb") as g:
                 shutil.copyfileobj(f, g)
-            info = {"budget_minutes": minutes, "minutes": round(s["minutes"], 2), "updates": s["updates"],
+            info = {"budget_updates": updates, "minutes": round(s["minutes"], 2), "updates": s["updates"],
                     "best_valid_ppl": s["best_valid_ppl"], "stop": s.get("stop")}
             with atomic_write(ck[:-3] + ".json", "w") as f:
                 json.dump(info, f, indent=1)
@@ -445,11 +461,11 @@ class Study:
             trains[net] = self._network_stages(net, self.table_of(net, system_table))
         trained: set[tuple[str, float]] = set()
         pending_pairs = dict(self.pairs)
-        for m in sorted({m for n in self.networks.values() for m in n["minutes"]}):
+        for m in sorted({m for n in self.networks.values() for m in n["updates"]}):
             for net, (vst, by_m) in trains.items():
                 if m not in by_m:
                     continue
-                if m == self.networks[net]["minutes"][0] and vst.name not in {st.name for st in out}:
+                if m == self.networks[net]["updates"][0] and vst.name not in {st.name for st in out}:
                     out.append(vst)
                 out.append(by_m[m])
                 trained.add((net, m))

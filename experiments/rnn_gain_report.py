@@ -1,4 +1,4 @@
-"""The report of experiments/rnn_gain.py: results.md, results.json, gain-vs-minutes.png and
+"""The report of experiments/rnn_gain.py: results.md, results.json, gain-vs-updates.png and
 gain-vs-perplexity.png, written from the study's outputs only (the tuning sets decoded with each
 MERT run's weights, the tuning results, the networks' checkpoints).
 
@@ -24,6 +24,7 @@ from rescorer.plots import plt, save_figure
 
 from experiments.common import read_lines
 from experiments.reproduce import slug
+from experiments.rnn_gain import budget_text, parse_point, point_name
 from experiments.table1_report import _detok, _p, collapses
 
 BASELINE = "Baseline"
@@ -49,8 +50,8 @@ def _weights_share(tuned: dict, column: int) -> float | None:
     return abs(tm[column]) / l1 if l1 > 0 else None
 
 
-def _checkpoint_info(study, net: str, minutes: float) -> dict | None:
-    p = study.checkpoint(net, minutes)[:-3] + ".json"
+def _checkpoint_info(study, net: str, updates: int) -> dict | None:
+    p = study.checkpoint(net, updates)[:-3] + ".json"
     if not os.path.exists(p):
         return None
     with open(p) as f:
@@ -83,15 +84,15 @@ def _point_meta(study, point: str) -> dict:
     if point in study.pairs:
         (f, fm), (i, im) = study.pairs[point]
         info = _checkpoint_info(study, f, fm) or {}
-        return {"kind": "pair", "networks": [f"{f}@{fm:g}", f"{i}@{im:g}"], "network": f,
-                "table": study.networks[f]["table"], **network_size(study, f), "budget_minutes": fm,
+        return {"kind": "pair", "networks": [point_name(f, fm), point_name(i, im)], "network": f,
+                "table": study.networks[f]["table"], **network_size(study, f), "budget_updates": fm,
                 "valid_ppl": info.get("best_valid_ppl"), "trained_minutes": info.get("minutes"),
                 "updates": info.get("updates"),
                 "inverse_valid_ppl": (_checkpoint_info(study, i, im) or {}).get("best_valid_ppl")}
-    net, _, m = point.partition("@")
-    info = _checkpoint_info(study, net, float(m)) or {}
+    net, m = parse_point(point, study.networks, point)
+    info = _checkpoint_info(study, net, m) or {}
     return {"kind": "network", "network": net, "table": study.networks[net]["table"], **network_size(study, net),
-            "budget_minutes": float(m), "valid_ppl": info.get("best_valid_ppl"),
+            "budget_updates": m, "valid_ppl": info.get("best_valid_ppl"),
             "trained_minutes": info.get("minutes"), "updates": info.get("updates"),
             "stop_reason": info.get("stop")}
 
@@ -145,10 +146,10 @@ def _arm(study, arm: str, done: set) -> dict | None:
 
 
 def _slope(points: list[dict]) -> float | None:
-    """Least-squares change of the gain per doubling of the training minutes."""
+    """Least-squares change of the gain per doubling of the training updates."""
     if len(points) < 2:
         return None
-    x = np.log2([p["budget_minutes"] for p in points])
+    x = np.log2([p["budget_updates"] for p in points])
     y = np.array([p["delta"] for p in points])
     return float(np.polyfit(x, y, 1)[0])
 
@@ -159,7 +160,7 @@ def _curves(arm: dict) -> dict[str, list[dict]]:
     for p in arm["points"].values():
         if p["kind"] == "network":
             out.setdefault(p["network"], []).append(p)
-    return {n: sorted(ps, key=lambda p: p["budget_minutes"]) for n, ps in out.items()}
+    return {n: sorted(ps, key=lambda p: p["budget_updates"]) for n, ps in out.items()}
 
 
 def _paired_effect(curves: dict, nets: dict, differ: str, same: tuple[str, ...]) -> list[dict]:
@@ -172,11 +173,11 @@ def _paired_effect(curves: dict, nets: dict, differ: str, same: tuple[str, ...])
             pa, pb = curves[a][0], curves[b][0]
             if pa[differ] == pb[differ] or any(pa[k] != pb[k] for k in same):
                 continue
-            at_a = {p["budget_minutes"]: p for p in curves[a]}
-            common = [(at_a[p["budget_minutes"]], p) for p in curves[b] if p["budget_minutes"] in at_a]
+            at_a = {p["budget_updates"]: p for p in curves[a]}
+            common = [(at_a[p["budget_updates"]], p) for p in curves[b] if p["budget_updates"] in at_a]
             if common:
                 out.append({"a": a, "b": b, "differ": differ, "values": (pa[differ], pb[differ]),
-                            "budgets": [x["budget_minutes"] for x, _ in common],
+                            "budgets": [x["budget_updates"] for x, _ in common],
                             "difference": float(np.mean([y["delta"] - x["delta"] for x, y in common]))})
     return out
 
@@ -205,18 +206,19 @@ def findings(r: dict, alpha: float = 0.05) -> list[str]:
             sl = _slope(ps)
             ppl = [p["valid_ppl"] for p in ps]
             out.append(f"{arm}, {net} ({ps[0]['table']} table, {ps[0]['hidden']} hidden): from "
-                       f"{ps[0]['budget_minutes']:g} to {ps[-1]['budget_minutes']:g} minutes the gain goes from "
-                       f"{ps[0]['delta']:+.2f} to {ps[-1]['delta']:+.2f} ({sl:+.2f} per doubling of the training "
-                       f"time, least squares) while the validation perplexity goes from "
+                       f"{budget_text(ps[0]['budget_updates'])} to {budget_text(ps[-1]['budget_updates'])} updates "
+                       f"({_f(ps[0].get('trained_minutes'), '{:.0f}')} to {_f(ps[-1].get('trained_minutes'), '{:.0f}')} "
+                       f"minutes) the gain goes from {ps[0]['delta']:+.2f} to {ps[-1]['delta']:+.2f} ({sl:+.2f} per "
+                       "doubling of the training, least squares) while the validation perplexity goes from "
                        + (f"{ppl[0]:.1f} to {ppl[-1]:.1f}" if None not in ppl else "n/a") + ".")
-            effects.append(("training time", abs(ps[-1]["delta"] - ps[0]["delta"]),
-                            f"{net}, {ps[0]['budget_minutes']:g} to {ps[-1]['budget_minutes']:g} minutes"))
+            effects.append(("training (updates)", abs(ps[-1]["delta"] - ps[0]["delta"]),
+                            f"{net}, {budget_text(ps[0]['budget_updates'])} to {budget_text(ps[-1]['budget_updates'])} updates"))
         for differ, same, what in (("table", ("hidden", "maxout-units"), "training data"),
                                    ("hidden", ("table",), "size")):
             for e in _paired_effect(curves, {}, differ, same):
                 out.append(f"{arm}, {what}: {e['b']} ({e['values'][1]}) gains {e['difference']:+.2f} more than "
                            f"{e['a']} ({e['values'][0]}) on average over the budgets both have "
-                           f"({', '.join(f'{m:g}' for m in e['budgets'])} minutes).")
+                           f"({', '.join(budget_text(m) for m in e['budgets'])} updates).")
                 effects.append((what, abs(e["difference"]), f"{e['a']} against {e['b']}"))
         for p, d in pts.items():
             if d["kind"] == "pair" and d["networks"][0] in pts:
@@ -253,8 +255,8 @@ def findings(r: dict, alpha: float = 0.05) -> list[str]:
         sl = _slope(ps)
         if sl is not None:
             last = ps[-1]
-            out.append(f"{arm}: if {net}'s trend held, twice its largest budget ({2 * last['budget_minutes']:g} "
-                       f"minutes) would add {sl:+.2f} BLEU to its {last['delta']:+.2f} and four times "
+            out.append(f"{arm}: if {net}'s trend held, twice its largest budget ({budget_text(2 * last['budget_updates'])} "
+                       f"updates) would add {sl:+.2f} BLEU to its {last['delta']:+.2f} and four times "
                        f"{2 * sl:+.2f}; the trend rests on {len(ps)} budgets whose runs spread by s_opt up to "
                        f"{max(p['s_opt'] for p in ps):.2f}, so it is a guess, not a measurement.")
     shares = [s for a in r["sets"].values() for d in a["points"].values() for s in d["rnn_share"] if s is not None]
@@ -301,11 +303,11 @@ def write_report(study, records: list[dict]) -> dict:
     for net, n in study.networks.items():
         nets[net] = {"table": n["table"], "inverse": n["inverse"], **network_size(study, net),
                      "options": n["options"],
-                     "checkpoints": {f"{m:g}": _checkpoint_info(study, net, m) for m in n["minutes"]
-                                     if f"{slug(net)}.train-{m:g}min" in done}}
+                     "checkpoints": {budget_text(m): _checkpoint_info(study, net, m) for m in n["updates"]
+                                     if f"{slug(net)}.train-{budget_text(m)}" in done}}
     r = {"config": study.path, "machine": describe_machine(), "runs": study.runs,
          "tuning": dict(study.cp["tuning"]) if "tuning" in study.cp else {},
-         "networks": nets, "pairs": {p: [f"{n}@{m:g}" for n, m in v] for p, v in study.pairs.items()},
+         "networks": nets, "pairs": {p: [point_name(n, m) for n, m in v] for p, v in study.pairs.items()},
          "sets": {}, "stages": records, "pending": [rec["stage"] for rec in records if rec.get("pending")]}
     for arm in study.exps:
         a = _arm(study, arm, done)
@@ -318,7 +320,7 @@ def write_report(study, records: list[dict]) -> dict:
     with atomic_write(os.path.join(study.report, "results.json"), "w") as f:
         json.dump(r, f, indent=1, default=str)
     if any(a["points"] for a in r["sets"].values()):
-        plot_gain(r, "budget_minutes", "training minutes (log scale)", os.path.join(study.report, "gain-vs-minutes.png"))
+        plot_gain(r, "budget_updates", "training updates (log scale)", os.path.join(study.report, "gain-vs-updates.png"))
         plot_gain(r, "valid_ppl", "validation perplexity of the network", os.path.join(study.report,
                                                                                        "gain-vs-perplexity.png"))
     with atomic_write(os.path.join(study.report, "results.md"), "w") as f:
@@ -349,7 +351,7 @@ def plot_gain(r: dict, x_key: str, x_label: str, path: str) -> None:
         ax.axhline(0, color="grey", lw=1)
         ax.axhspan(-a["baseline"]["s_opt"], a["baseline"]["s_opt"], color="grey", alpha=0.12,
                    label="baseline's s_opt")
-        if x_key == "budget_minutes":
+        if x_key == "budget_updates":
             ax.set_xscale("log", base=2)
         ax.set_xlabel(x_label)
         ax.set_ylabel(f"BLEU gain over the baseline ({a['baseline']['mean']:.2f})")
@@ -388,7 +390,7 @@ def markdown(r: dict, study) -> str:
               f"Baseline: BLEU {', '.join(f'{x:.2f}' for x in b['bleu'])} (mean {b['mean']:.2f}, s_opt "
               f"{b['s_opt']:.2f}, s_sel {b['s_sel']:.2f}); MERT's tokenised BLEU "
               f"{', '.join(f'{x:.2f}' for x in b['mert_dev_bleu'])}. Signature: `{a['signature']}`.", "",
-              "| point | table | hidden / maxout | minutes (trained) | updates | valid ppl | BLEU per run | mean | "
+              "| point | table | hidden / maxout | updates | minutes | valid ppl | BLEU per run | mean | "
               "gain | s_opt | p (all runs) | RNN share of L1 | Spearman p(t\\|s) / lex(t\\|s) |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for p, d in a["points"].items():
@@ -397,8 +399,8 @@ def markdown(r: dict, study) -> str:
             if d.get("inverse_share"):
                 share += " (inverse " + ", ".join(f"{s:.1%}" for s in d["inverse_share"] if s is not None) + ")"
             sp = d.get("spearman")
-            L.append(f"| {p} | {d['table']} | {d['hidden']} / {d['maxout-units']} | {d['budget_minutes']:g} "
-                     f"({_f(d.get('trained_minutes'), '{:.3g}')}) | {_f(d.get('updates'), '{:,}')} | "
+            L.append(f"| {p} | {d['table']} | {d['hidden']} / {d['maxout-units']} | {_f(d.get('updates'), '{:,}')} | "
+                     f"{_f(d.get('trained_minutes'), '{:.3g}')} | "
                      f"{_f(d.get('valid_ppl'))} | {', '.join(f'{x:.2f}' for x in d['bleu'])} | {d['mean']:.2f} | "
                      f"{d['delta']:+.2f} | {d['s_opt']:.2f} | {_p(d['p_value_all_runs'])} | {share} | "
                      + (f"{sp['p(target|source)']:.2f} / {sp['lex(target|source)']:.2f}" if sp else "–") + " |")
@@ -413,12 +415,12 @@ def markdown(r: dict, study) -> str:
                          f"{_f(d.get('delta'), '{:+.2f}')} | {d['s_opt']:.2f} | {_p(d.get('p_value_all_runs'))} |")
             L.append("")
     if any(a["points"] for a in r["sets"].values()):
-        L += ["![gain against training minutes](gain-vs-minutes.png)", "",
+        L += ["![gain against training updates](gain-vs-updates.png)", "",
               "![gain against validation perplexity](gain-vs-perplexity.png)", ""]
-    L += ["## Networks", "", "| network | table | direction | hidden / maxout | checkpoints: minutes (trained), "
+    L += ["## Networks", "", "| network | table | direction | hidden / maxout | checkpoints: updates (minutes they took), "
           "updates, validation perplexity |", "|---|---|---|---|---|"]
     for net, n in r["networks"].items():
-        cks = "; ".join(f"{m}: {c['minutes']:.3g} min, {c['updates']:,} updates, ppl {c['best_valid_ppl']:.2f}"
+        cks = "; ".join(f"{m} ({c['minutes']:.3g} min): validation perplexity {c['best_valid_ppl']:.2f}"
                         for m, c in n["checkpoints"].items() if c) or "not trained yet"
         L.append(f"| {net} | {n['table']} | {DIRECTIONS[n['inverse']]} | "
                  f"{n['hidden']} / {n['maxout-units']} | {cks} |")

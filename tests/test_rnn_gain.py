@@ -31,8 +31,8 @@ def test_report_holds_every_point_of_every_tuning_set(small_study):
     work, r = small_study
     assert list(r["sets"]) == ["news", "hansard"]
     news = r["sets"]["news"]
-    assert list(news["points"]) == ["system-16@0.05", "system-16@0.1", "whole-24@0.1", "whole-both"]
-    assert list(r["sets"]["hansard"]["points"]) == ["whole-24@0.1"]
+    assert list(news["points"]) == ["system-16@10", "system-16@20", "whole-24@20", "whole-both"]
+    assert list(r["sets"]["hansard"]["points"]) == ["whole-24@20"]
     for a in r["sets"].values():
         assert a["sentences"] == 12 and a["signature"].startswith("nrefs:1|")
         assert len(a["baseline"]["bleu"]) == 2
@@ -50,25 +50,28 @@ def test_report_holds_every_point_of_every_tuning_set(small_study):
     # the in-domain set is tested on its development test set, with the weights tuned on it
     t = r["sets"]["hansard"]["test"]
     assert t["name"] == "hansard-devtest" and t["sentences"] == 8
-    assert list(t["systems"]) == ["Baseline", "whole-24@0.1"]
-    assert 0 < t["systems"]["whole-24@0.1"]["p_value_all_runs"] <= 1
+    assert list(t["systems"]) == ["Baseline", "whole-24@20"]
+    assert 0 < t["systems"]["whole-24@20"]["p_value_all_runs"] <= 1
     assert r["best"]["news"]["point"] in news["points"]
     md = (work / "report" / "results.md").read_text()
     assert "## Tuning set news" in md and "| whole-both | whole |" in md and "Tested on hansard-devtest" in md
-    for png in ("gain-vs-minutes.png", "gain-vs-perplexity.png"):
+    for png in ("gain-vs-updates.png", "gain-vs-perplexity.png"):
         assert (work / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     shows = md.split("## What this run shows\n\n")[1].split("\n\n")[0]
-    assert shows.startswith("- news (12 sentences, the baseline ") and "per doubling of the training time" in shows
+    assert shows.startswith("- news (12 sentences, the baseline ") and "per doubling of the training" in shows
 
 
 def test_budgets_are_checkpoints_of_one_training_run(small_study):
-    """The second budget continues the first budget's run: more updates, the minutes summed."""
+    """The second budget continues the first budget's run (the trainer's resume is exact: see
+    test_training): one run directory, the updates counted over both."""
     work, r = small_study
     cks = r["networks"]["system-16"]["checkpoints"]
-    assert list(cks) == ["0.05", "0.1"]
-    assert cks["0.1"]["updates"] > cks["0.05"]["updates"] > 0
-    assert 0.1 <= cks["0.1"]["minutes"] < 0.2
-    assert r["sets"]["news"]["points"]["system-16@0.1"]["updates"] == cks["0.1"]["updates"]
+    assert list(cks) == ["10", "20"]
+    assert (cks["10"]["updates"], cks["20"]["updates"]) == (10, 20)
+    assert cks["20"]["minutes"] > cks["10"]["minutes"] > 0
+    assert r["sets"]["news"]["points"]["system-16@20"]["updates"] == 20
+    summary = json.loads((work / "networks" / "system_16" / "run" / "summary.json").read_text())
+    assert summary["updates"] == 20
     # one run directory, continued; the shortlists shared by the networks of the whole table
     nets = work / "networks"
     assert sorted(p.name for p in nets.iterdir()) == ["system_16", "vocab-system-2000", "vocab-whole-2000",
@@ -81,7 +84,7 @@ def test_report_bleu_equals_sacrebleu_on_the_outputs(small_study):
     work, r = small_study
     refs = (DATA / "dev" / "newstest2012.fr").read_text(encoding="utf-8").splitlines()[:12]
     detok, detrue = MosesDetokenizer(lang="fr"), MosesDetruecaser()
-    for name, slug in (("Baseline", "baseline"), ("whole-24@0.1", "whole_24_0_1")):
+    for name, slug in (("Baseline", "baseline"), ("whole-24@20", "whole_24_20")):
         scores = []
         for k in (1, 2):
             out = (work / "sets" / "news" / "test" / "dev" / slug / f"run{k}.out").read_text(encoding="utf-8")
@@ -106,19 +109,19 @@ def _config(tmp_path, edit):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda t: t.replace("points = whole-24@0.1", "points = whole-24@60"),
-     r"bad\.ini: \[tuning hansard\] points: 'whole-24@60': whole-24 is trained to 0\.1 minutes only"),
-    (lambda t: t.replace("points = whole-24@0.1", "points = whole-48@0.1"),
-     r"bad\.ini: \[tuning hansard\] points: 'whole-48@0\.1': no \[network whole-48\]"),
+    (lambda t: t.replace("points = whole-24@20", "points = whole-24@60"),
+     r"bad\.ini: \[tuning hansard\] points: 'whole-24@60': whole-24 is trained to 20 updates only"),
+    (lambda t: t.replace("points = whole-24@20", "points = whole-48@20"),
+     r"bad\.ini: \[tuning hansard\] points: 'whole-48@20': no \[network whole-48\]"),
     (lambda t: t.replace("[network whole-16-inverse]\ntable = whole", "[network whole-16-inverse]\ntable = system"),
      r"bad\.ini: \[pair whole-both\]: whole-24 learns from the whole table but whole-16-inverse from the system"),
-    (lambda t: t.replace("minutes = 0.05 0.1", "minutes = 0.1 0.1"),
-     r"bad\.ini: \[network system-16\]: minutes = '0\.1 0\.1'"),
-    (lambda t: t.replace("table = system\nminutes", "table = filtered\nminutes"),
+    (lambda t: t.replace("updates = 10 20", "updates = 10 10"),
+     r"bad\.ini: \[network system-16\]: updates = '10 10'"),
+    (lambda t: t.replace("table = system\nupdates", "table = filtered\nupdates"),
      r"bad\.ini: \[network system-16\]: table = 'filtered'"),
     (lambda t: t.replace("seed = 1234", "seed = 1234\nbatchsize = 3"),
      r"bad\.ini: \[network system-16\] \(or \[rnn\]\) batchsize: not an option of rescorer train"),
-    (lambda t: t.replace("[network whole-24]\n", "[network whole-24]\nmax-minutes = 5\n"),
+    (lambda t: t.replace("[network whole-24]\n", "[network whole-24]\nmax-updates = 5\n"),
      r"bad\.ini: \[network whole-24\]: max-minutes and max-updates are set by the study"),
     (lambda t: t.replace("runs = 2", "runs = 1"), r"bad\.ini: \[tuning\] runs = 1"),
 ])
