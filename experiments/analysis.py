@@ -24,7 +24,7 @@ from rescorer.fileio import atomic_write  # noqa: E402
 from rescorer.generate import beam_search  # noqa: E402
 from rescorer.maps import embed_maps  # noqa: E402
 from rescorer.phrase_lists import compare, format_markdown  # noqa: E402
-from rescorer.runtime import resolve_device  # noqa: E402
+from rescorer.runtime import add_device_option, resolve_device  # noqa: E402
 from rescorer.scorer import PhraseScorer  # noqa: E402
 
 # frequent and rare, short and long, numbers, names, idioms; one the table lacks, one unknown word
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--words", type=int, default=1000)
     ap.add_argument("--phrases", type=int, default=2000)
-    ap.add_argument("--device", default="auto")
+    add_device_option(ap)
     ap.add_argument("-q", "--quiet", action="store_true")
     a = ap.parse_args(argv)
     sources = SOURCES

@@ -21,6 +21,7 @@ import numpy as np
 
 from rescorer import cli as rescorer_cli
 from rescorer.fileio import OutputExistsError, atomic_write, check_can_write
+from rescorer.runtime import add_device_option
 from rescorer.text import read_lines
 
 from .decoder import DecoderConfig, FeatureLayout
@@ -107,7 +108,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         g.add_argument("--cslm-name", default="CSLM0", help="the feature's name (default CSLM0)")
         g.add_argument("--cslm-standin", default="LM0", help="the search feature that stands in for the CSLM "
                                                              "(default LM0)")
-        g.add_argument("--device", default="auto", help="the CSLM's device: auto, cpu, cuda (default auto)")
+        add_device_option(g, "the CSLM's")
 
     d = sub.add_parser("decode", parents=[common], help="translate a tokenised file with a moses.ini",
                        description="Phrase-based decoding with the built-in decoder (or a real Moses): "
@@ -173,7 +174,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     cr.add_argument("--output", "--out", dest="out", required=True, help="n-best list with the new feature")
     cr.add_argument("--name", default="CSLM0", help="feature name (default CSLM0)")
     cr.add_argument("--overwrite", action="store_true")
-    cr.add_argument("--device", default="auto")
+    add_device_option(cr, "the CSLM's")
     cr.set_defaults(handler=cmd_cslm_rescore)
     rr = sub.add_parser("rerank", parents=[common], help="re-rank a Moses n-best list with a moses.ini's weights",
                         description="Recompute every hypothesis's total from its features and the weights of "

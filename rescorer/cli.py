@@ -17,7 +17,7 @@ from importlib.metadata import entry_points
 from typing import Callable
 
 from . import __version__
-from .runtime import BATCHINGS, PRECISIONS, TRAIN_PRECISIONS
+from .runtime import BATCHINGS, PRECISIONS, TRAIN_PRECISIONS, add_device_option
 from .text import read_lines
 
 log = logging.getLogger("rescorer")
@@ -144,7 +144,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="Adadelta (rho 0.95, eps 1e-6) as the paper (default), or Adam")
     t.add_argument("--lr", type=float, help="learning rate (default 1.0 for Adadelta, 1e-3 for Adam)")
     t.add_argument("--seed", type=int, default=1234)
-    t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    add_device_option(t)
     _add_model_sizes(t)
 
     s = sub.add_parser("score", parents=[common], help="add the model's score as a new column of a phrase table",
@@ -160,7 +160,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s.add_argument("--overwrite", action="store_true", help="replace an existing output")
     s.add_argument("--vocab", help="check that the model's vocabularies are the ones in this directory")
     s.add_argument("--chunk-lines", type=int, default=4096, help="lines scored at once (default 4096)")
-    s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda ...")
+    add_device_option(s)
     s.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (default, exact); bf16 (matrix products in bfloat16: faster only on CPUs with AMX "
                         "or AVX-512 BF16) or int8 (the matrices quantised, CPU: faster on AVX2 too, more with VNNI): "
@@ -196,7 +196,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="plain SGD as Schwenk's toolkit (default), Adam or Adadelta")
     c.add_argument("--lr", type=float, help="learning rate (default 0.1 for SGD, 1e-3 for Adam, 1.0 for Adadelta)")
     c.add_argument("--seed", type=int, default=1234)
-    c.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    add_device_option(c)
 
     cs = sub.add_parser("cslm-score", parents=[common], help="ln-probability of every sentence of a file under a CSLM",
                         description="Write ln p(sentence </s>) (natural log, as Moses's LM features) of each "
@@ -205,7 +205,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     cs.add_argument("--input", required=True, help="tokenised text, one sentence per line")
     cs.add_argument("--output", required=True, help="scores, one per line")
     cs.add_argument("--overwrite", action="store_true")
-    cs.add_argument("--device", default="auto")
+    add_device_option(cs)
 
     c.set_defaults(handler=cmd_cslm_train)
     cs.set_defaults(handler=cmd_cslm_score)
@@ -226,7 +226,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="leave targets with words outside the network's shortlist out of the RNN's ranking "
                         "(each such word is scored as [UNK])")
     n.add_argument("--format", choices=["md", "tsv"], default="md")
-    n.add_argument("--device", default="auto")
+    add_device_option(n)
     n.set_defaults(handler=cmd_inspect)
 
     g = sub.add_parser("generate", parents=[common], help="target phrases from the network alone (beam search)",
@@ -238,7 +238,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     g.add_argument("--beam", type=int, default=10, help="prefixes kept per step (default 10)")
     g.add_argument("-n", type=int, default=10, help="phrases to print (default 10)")
     g.add_argument("--max-len", type=int, default=10, help="longest phrase in words (default 10)")
-    g.add_argument("--device", default="auto")
+    add_device_option(g)
     g.set_defaults(handler=cmd_generate)
 
     m = sub.add_parser("embed", parents=[common], help="2-D maps (t-SNE) of the learned word embeddings and phrase summaries",
@@ -253,7 +253,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     m.add_argument("--phrases", type=int, default=2000, help="source phrases mapped (default 2000)")
     m.add_argument("--min-words", type=int, default=2, help="shortest phrase on the phrase map (default 2)")
     m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--device", default="auto")
+    add_device_option(m)
     m.set_defaults(handler=cmd_embed)
 
 

@@ -22,6 +22,12 @@ def default_device() -> "torch.device":
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def add_device_option(p, what: str = "") -> None:
+    """``--device`` of a command (read by ``resolve_device``); ``what``: whose device it is."""
+    p.add_argument("--device", default="auto",
+                   help=f"{what + ' ' if what else ''}device: auto (CUDA when present, default), cpu, cuda, cuda:1 ...")
+
+
 def resolve_device(name: str | None) -> "torch.device":
     import torch
     if name in (None, "", "auto"):
