@@ -17,6 +17,7 @@ from importlib.metadata import entry_points
 from typing import Callable
 
 from . import __version__
+from .config import CELLS, GATES, CSLMConfig, ModelConfig, TrainConfig
 from .runtime import BATCHINGS, PRECISIONS, TRAIN_PRECISIONS, add_device_option
 from .text import read_lines
 
@@ -41,12 +42,15 @@ processes.
 
 def _add_model_sizes(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("network sizes (defaults: the paper's)")
-    g.add_argument("--hidden", type=int, default=1000, help="units of the encoder and decoder (default 1000)")
-    g.add_argument("--rank", type=int, default=100,
-                   help="rank of the input and output word matrices = embedding size (default 100)")
-    g.add_argument("--maxout-units", type=int, default=500, help="maxout units of the deep output (default 500)")
-    g.add_argument("--maxout-pool", type=int, default=2, help="pieces per maxout unit (default 2)")
-    g.add_argument("--gate", choices=["reset-before", "reset-after"], default="reset-before",
+    m = ModelConfig
+    g.add_argument("--hidden", type=int, default=m.hidden, help=f"units of the encoder and decoder (default {m.hidden})")
+    g.add_argument("--rank", type=int, default=m.rank,
+                   help=f"rank of the input and output word matrices = embedding size (default {m.rank})")
+    g.add_argument("--maxout-units", type=int, default=m.maxout_units,
+                   help=f"maxout units of the deep output (default {m.maxout_units})")
+    g.add_argument("--maxout-pool", type=int, default=m.maxout_pool,
+                   help=f"pieces per maxout unit (default {m.maxout_pool})")
+    g.add_argument("--gate", choices=GATES, default=m.gate,
                    help="reset gate before the recurrent matrix, as the original code "
                         "(default), or after it, as the paper's appendix prints")
 
@@ -59,20 +63,22 @@ def _add_training_options(p: argparse.ArgumentParser, items: str, batch: int, he
     p.add_argument("--max-epochs", type=int, help="stop after this many passes over the data")
     p.add_argument("--max-updates", type=int, help="stop after this many minibatches")
     p.add_argument("--batch-size", type=int, default=batch, help=f"{items} per minibatch (default {batch})")
-    p.add_argument("--valid-every", type=int, default=1000,
-                   help="updates between validations (default 1000); 0: once per epoch, so that --patience "
+    d = TrainConfig
+    p.add_argument("--valid-every", type=int, default=d.valid_every,
+                   help=f"updates between validations (default {d.valid_every}); 0: once per epoch, so that --patience "
                         "counts epochs as the paper's CSLM training did")
-    p.add_argument("--valid-fraction", type=float, default=0.001,
-                   help=f"share of {held_out} held out for validation (default 0.001)")
-    p.add_argument("--patience", type=int, default=10,
-                   help="stop after this many validations without improvement (default 10)")
-    p.add_argument("--lr-decay", type=float, default=1.0, metavar="F",
+    p.add_argument("--valid-fraction", type=float, default=d.valid_fraction,
+                   help=f"share of {held_out} held out for validation (default {d.valid_fraction})")
+    p.add_argument("--patience", type=int, default=d.patience,
+                   help=f"stop after this many validations without improvement (default {d.patience})")
+    p.add_argument("--lr-decay", type=float, default=d.lr_decay, metavar="F",
                    help="multiply the learning rate by F when --lr-patience validations in a row have not "
                         "improved (torch's ReduceLROnPlateau; default 1: a constant learning rate)")
-    p.add_argument("--lr-patience", type=int, default=2, metavar="N",
-                   help="validations without improvement before each decay (default 2)")
-    p.add_argument("--checkpoint-minutes", type=float, default=10.0, help="save OUT/last.pt this often (default 10)")
-    p.add_argument("--precision", choices=TRAIN_PRECISIONS, default="fp32",
+    p.add_argument("--lr-patience", type=int, default=d.lr_patience, metavar="N",
+                   help=f"validations without improvement before each decay (default {d.lr_patience})")
+    p.add_argument("--checkpoint-minutes", type=float, default=d.checkpoint_minutes,
+                   help=f"save OUT/last.pt this often (default {d.checkpoint_minutes:g})")
+    p.add_argument("--precision", choices=TRAIN_PRECISIONS, default=d.precision,
                    help="fp32 (default); bf16: the matrix products of training in bfloat16 (torch.autocast) with "
                         "fp32 master weights and an fp32 validation, faster on CPUs with AVX-512 BF16 or AMX "
                         "(warned against elsewhere); the checkpoints are fp32 either way")
@@ -86,7 +92,6 @@ def _add_training_options(p: argparse.ArgumentParser, items: str, batch: int, he
 def _train_config(a: argparse.Namespace, **extra):
     """The TrainConfig of a training command: the options ``_add_training_options`` adds, the
     optimizer, learning rate and seed every training command has, and ``extra``."""
-    from .trainer import TrainConfig
     return TrainConfig(batch_size=a.batch_size, valid_every=a.valid_every, patience=a.patience,
                        lr_decay=a.lr_decay, lr_patience=a.lr_patience, checkpoint_minutes=a.checkpoint_minutes,
                        max_minutes=a.max_minutes, max_epochs=a.max_epochs, max_updates=a.max_updates,
@@ -130,20 +135,20 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     t.add_argument("--output", "--out", dest="out", required=True, help="run directory")
     t.add_argument("--inverse", action="store_true",
                    help="train on swapped pairs: the model gives p(source | target)")
-    _add_training_options(t, "pairs", 64, "the unique pairs")
-    t.add_argument("--buckets", type=int, default=16,
-                   help="shuffle buckets on disk; each must fit in memory (default 16)")
-    t.add_argument("--batching", choices=BATCHINGS, default="uniform",
+    _add_training_options(t, "pairs", TrainConfig.batch_size, "the unique pairs")
+    t.add_argument("--buckets", type=int, default=TrainConfig.buckets,
+                   help=f"shuffle buckets on disk; each must fit in memory (default {TrainConfig.buckets})")
+    t.add_argument("--batching", choices=BATCHINGS, default=TrainConfig.batching,
                    help="uniform (default): minibatches of uniformly drawn pairs, sorted by length in groups of "
                         "10 (GroundHog's); by-source: runs of up to --per-source targets of one source, scored "
                         "as prefix trees (the encoder once per source, each shared target prefix once): fewer "
                         "operations per pair, the same loss and gradients for the same minibatch")
-    t.add_argument("--per-source", type=int, default=16, metavar="N",
-                   help="by-source batching: at most N targets of one source in a run (default 16)")
-    t.add_argument("--optimizer", choices=["adadelta", "adam"], default="adadelta",
+    t.add_argument("--per-source", type=int, default=TrainConfig.per_source, metavar="N",
+                   help=f"by-source batching: at most N targets of one source in a run (default {TrainConfig.per_source})")
+    t.add_argument("--optimizer", choices=["adadelta", "adam"], default=TrainConfig.optimizer,
                    help="Adadelta (rho 0.95, eps 1e-6) as the paper (default), or Adam")
     t.add_argument("--lr", type=float, help="learning rate (default 1.0 for Adadelta, 1e-3 for Adam)")
-    t.add_argument("--seed", type=int, default=1234)
+    t.add_argument("--seed", type=int, default=TrainConfig.seed)
     add_device_option(t)
     _add_model_sizes(t)
 
@@ -170,7 +175,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="score with P processes on this machine (torchrun --standalone); under torchrun the "
                         "command is one rank of the job and this option is ignored (see the README)")
     v.set_defaults(handler=cmd_vocab)
-    t.add_argument("--cell", choices=["gru", "lstm", "tanh"], default="gru",
+    t.add_argument("--cell", choices=CELLS, default=ModelConfig.cell,
                    help="recurrent unit of encoder and decoder: the paper's gated unit (default), or an LSTM "
                         "or a plain tanh unit for comparison")
     t.set_defaults(handler=cmd_train)
@@ -187,15 +192,17 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                                     "(the RNN's target shortlist) or a directory holding target.vocab")
     cv.add_argument("--shortlist", type=int, help="make a shortlist of this size from the text (OUT/target.vocab)")
     c.add_argument("--output", "--out", dest="out", required=True, help="run directory")
-    c.add_argument("--order", type=int, default=7, help="n of the n-grams (default 7, the paper's)")
-    c.add_argument("--embed", type=int, default=512, help="projection size per context word (default 512)")
-    c.add_argument("--hidden", type=int, nargs="+", default=[1536, 1024],
-                   help="sizes of the rectified layers (default 1536 1024)")
+    cc = CSLMConfig
+    c.add_argument("--order", type=int, default=cc.order, help=f"n of the n-grams (default {cc.order}, the paper's)")
+    c.add_argument("--embed", type=int, default=cc.embed,
+                   help=f"projection size per context word (default {cc.embed})")
+    c.add_argument("--hidden", type=int, nargs="+", default=list(cc.hidden),
+                   help=f"sizes of the rectified layers (default {' '.join(map(str, cc.hidden))})")
     _add_training_options(c, "n-grams", 128, "the sentences")
     c.add_argument("--optimizer", choices=["sgd", "adam", "adadelta"], default="sgd",
                    help="plain SGD as Schwenk's toolkit (default), Adam or Adadelta")
     c.add_argument("--lr", type=float, help="learning rate (default 0.1 for SGD, 1e-3 for Adam, 1.0 for Adadelta)")
-    c.add_argument("--seed", type=int, default=1234)
+    c.add_argument("--seed", type=int, default=TrainConfig.seed)
     add_device_option(c)
 
     cs = sub.add_parser("cslm-score", parents=[common], help="ln-probability of every sentence of a file under a CSLM",
@@ -295,7 +302,6 @@ def _training_job(a: argparse.Namespace) -> bool:
 
 def cmd_train(a: argparse.Namespace) -> int:
     from . import distributed
-    from .model import ModelConfig
     from .runtime import resolve_device
     from .trainer import Trainer
     from .vocab import load_vocab_dir
@@ -375,7 +381,6 @@ def cmd_cslm_train(a: argparse.Namespace) -> int:
 
 
 def _cslm_train(a: argparse.Namespace, vocab, device) -> None:
-    from .cslm import CSLMConfig
     from .trainer import CSLMTrainer
     mcfg = CSLMConfig(len(vocab), a.order, a.embed, tuple(a.hidden))
     tcfg = _train_config(a)

@@ -27,34 +27,14 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from .checkpoint import load_cslm_checkpoint
+from .config import CSLMConfig  # noqa: F401  (also rescorer.cslm.CSLMConfig)
 from .vocab import EOS_ID, UNK_ID, Vocabulary
-
-
-@dataclass
-class CSLMConfig:
-    vocab: int                      # shortlist size, </s> and [UNK] included
-    order: int = 7                  # n: n-1 context words
-    embed: int = 512                # dimension of R w
-    hidden: tuple[int, ...] = (1536, 1024)
-    init: float = 0.01              # uniform [-init, init]
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["hidden"] = list(self.hidden)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CSLMConfig":
-        d = dict(d)
-        d["hidden"] = tuple(d["hidden"])
-        return cls(**d)
 
 
 class CSLM(nn.Module):

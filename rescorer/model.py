@@ -32,41 +32,12 @@ decoder, everything else unchanged (``c`` enters the decoder's input terms as ab
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-GATES = ("reset-before", "reset-after")
-CELLS = ("gru", "lstm", "tanh")
-
-
-@dataclass
-class ModelConfig:
-    src_vocab: int
-    tgt_vocab: int
-    hidden: int = 1000        # units in encoder and decoder
-    rank: int = 100           # low-rank factor of the input and output word matrices (= embedding size)
-    maxout_units: int = 500   # s has this many units ...
-    maxout_pool: int = 2      # ... each the max of this many pieces of s'
-    gate: str = "reset-before"
-    cell: str = "gru"         # the paper's gated unit; lstm and tanh for the ablation
-
-    def __post_init__(self) -> None:
-        if self.gate not in GATES:
-            raise ValueError(f"gate must be one of {GATES}, not {self.gate!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, not {self.cell!r}")
-        if self.cell != "gru" and self.gate != "reset-before":
-            raise ValueError(f"gate {self.gate!r} is a form of the gated unit; the {self.cell} cell has no reset gate")
-        for k in ("src_vocab", "tgt_vocab", "hidden", "rank", "maxout_units", "maxout_pool"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be positive")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
+from .config import CELLS, GATES, ModelConfig  # noqa: F401  (also rescorer.model.ModelConfig)
 
 def _normal_(w: Tensor) -> None:
     nn.init.normal_(w, 0.0, 0.01)  # N(0, 0.01^2), as the paper initialises every non-recurrent weight

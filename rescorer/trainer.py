@@ -24,7 +24,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Iterator
 
 import numpy as np
@@ -35,61 +35,14 @@ from tqdm import tqdm
 from . import data as pairdata
 from . import distributed, machine
 from .checkpoint import CheckpointError, check_vocab_matches, load_checkpoint, save_checkpoint
+from .config import DATA_SETTINGS, TrainConfig, TrainError  # noqa: F401  (importable from here too)
 from .fileio import atomic_write
 from .model import ModelConfig, RNNEncoderDecoder, pad
 from .plots import plot_curves
-from .runtime import BATCHINGS, TRAIN_PRECISIONS
 from .tree import ForestModel, PrefixForest
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    batch_size: int = 64
-    group: int = 10                 # batches read at once and sorted by length
-    optimizer: str = "adadelta"     # the paper's; "adam" converges faster on small budgets
-    lr: float | None = None         # default: 1.0 for Adadelta, 1e-3 for Adam
-    rho: float = 0.95               # Adadelta
-    eps: float = 1e-6
-    clip: float = 1.0               # gradient-norm clipping
-    valid_every: int = 1000         # updates between validations; 0: at the end of every epoch
-    patience: int = 10              # validations without improvement before stopping
-    lr_decay: float = 1.0           # learning rate times this on a plateau (ReduceLROnPlateau); 1: never
-    lr_patience: int = 2            # validations without improvement before each decay
-    checkpoint_minutes: float = 10.0
-    max_minutes: float | None = None
-    max_epochs: int | None = None
-    max_updates: int | None = None
-    valid_fraction: float = 0.001
-    buckets: int = 16
-    seed: int = 1234
-    inverse: bool = False
-    batching: str = "uniform"       # "uniform": length-sorted groups of uniformly drawn pairs (GroundHog's);
-                                    # "by-source": runs of targets of one source, scored as prefix trees
-    per_source: int = 16            # by-source: at most this many targets of one source in a run
-    precision: str = "fp32"         # "bf16": matrix products in bfloat16 (autocast), fp32 master weights
-
-    def check(self) -> None:
-        """Refuse values no run can use, naming the option, before any data is read."""
-        for key in ("batch_size", "group", "per_source", "buckets"):
-            if getattr(self, key) < 1:
-                raise TrainError(f"--{key.replace('_', '-')} {getattr(self, key)}: must be at least 1")
-        if self.batching not in BATCHINGS:
-            raise TrainError(f"--batching {self.batching!r}: one of {', '.join(BATCHINGS)}")
-        if self.precision not in TRAIN_PRECISIONS:
-            raise TrainError(f"--precision {self.precision!r}: one of {', '.join(TRAIN_PRECISIONS)}")
-        if not 0 < self.valid_fraction < 1:
-            raise TrainError(f"--valid-fraction {self.valid_fraction}: a share between 0 and 1")
-
-
-# what decides the order of the minibatches: a resumed run keeps its own
-DATA_SETTINGS = ("seed", "batch_size", "group", "valid_fraction", "buckets", "batching", "per_source")
-
-
-class TrainError(RuntimeError):
-    pass
 
 
 def evaluate(model: RNNEncoderDecoder, pairs: pairdata.Pairs, device: torch.device,
