@@ -304,7 +304,7 @@ class Study:
             ck = self.checkpoint_of(st)
             with open(os.path.join(run_dir, "best.pt"), "rb") as f, atomic_write(ck, "wb") as g:
                 shutil.copyfileobj(f, g)
-            info = {"budget_updates": updates, "minutes": round(s["minutes"], 2), "updates": s["updates"],
+            info = {"budget_updates": updates, "minutes": s["minutes"], "updates": s["updates"],
                     "best_valid_ppl": s["best_valid_ppl"], "stop": s.get("stop")}
             with atomic_write(ck[:-3] + ".json", "w") as f:
                 json.dump(info, f, indent=1)
