@@ -472,8 +472,8 @@ class Experiment:
             P.write_lines(f["source"], src)
             if f["own"]:
                 return {"sentences": len(src), "tables": "its own"}
-            n = filter_table(pt, src, f["pt"], overwrite=True)
-            m = filter_table(rt, src, f["rt"], overwrite=True)
+            n = filter_table(pt, src, f["pt"], overwrite=True, progress=self.progress)
+            m = filter_table(rt, src, f["rt"], overwrite=True, progress=self.progress)
             return {"sentences": len(src), "phrase_pairs": n, "reordering_lines": m}
         outs = [f["source"]] + ([] if f["own"] else [f["pt"], f["rt"]])
         ins = [s["source"]] + ([f["pt"], f["rt"]] if f["own"] else [pt, rt])

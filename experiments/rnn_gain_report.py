@@ -379,7 +379,10 @@ def markdown(r: dict, study) -> str:
          "randomization over all runs together. Measured on the set the weights were tuned on: the best setting is "
          "chosen there, never on a test set.", ""]
     if r["pending"]:
-        L += [f"**Interim report**: {len(r['pending'])} stages still pending (first: `{r['pending'][0]}`).", ""]
+        begun = [rec["stage"] for rec in r["stages"] if rec.get("started")]
+        L += [f"**Interim report** (`--report-only`), written while the run goes on: {len(r['pending'])} stages "
+              f"not done yet (next: `{r['pending'][0]}`" + (f"; begun: {', '.join(begun)}" if begun else "")
+              + "). Every number below comes from finished stages.", ""]
     L += ["## What this run shows", ""] + [f"- {x}" for x in r["findings"]] + [""]
     if r["best"]:
         L += ["Best setting per tuning set (largest mean gain there): " + "; ".join(

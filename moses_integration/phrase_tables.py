@@ -98,7 +98,8 @@ def _read_columns_line_by_line(name: str, wanted: set[bytes], n_scores: int
     return sources, targets, np.array(rows, dtype=np.float64).reshape(len(rows), n_scores)
 
 
-def filter_table(table: str, sentences: list[str], out: str, max_len: int = 7, overwrite: bool = False) -> int:
+def filter_table(table: str, sentences: list[str], out: str, max_len: int = 7, overwrite: bool = False,
+                 progress: bool = True) -> int:
     """Write the lines of ``table`` usable for ``sentences`` (gzipped when ``out`` ends in .gz)."""
     import gzip
     check_can_write(out, overwrite)
@@ -106,7 +107,7 @@ def filter_table(table: str, sentences: list[str], out: str, max_len: int = 7, o
     n = 0
     with atomic_write(out, "wb") as f:
         sink = gzip.GzipFile(fileobj=f, mode="wb", mtime=0) if out.endswith(".gz") else f
-        for lineno, raw in filtered_lines(table, wanted):
+        for lineno, raw in filtered_lines(table, wanted, progress):
             parse_line(raw, table, lineno)  # a bad line is an error here too
             sink.write(raw)
             n += 1
