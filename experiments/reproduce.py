@@ -782,15 +782,17 @@ class Experiment:
     def correlation_path(self) -> str:
         return os.path.join(self.d["sets"], "dev", "rnn-vs-table.json")
 
-    def _correlation_stage(self, f: dict) -> S.Stage:
+    def _correlation_stage(self, f: dict, out: str | None = None, columns: int = 6) -> S.Stage:
         """How the RNN score relates to the table's own scores on the dev set's scored table
-        (``table_correlations``): does it bring the decoder something the counts do not?"""
-        out = self.correlation_path()
+        ``f["scored"]`` (``table_correlations``, written to ``out``): does it bring the decoder
+        something the counts do not?  ``columns``: the scores per line of that table."""
+        out = out or self.correlation_path()
         st = S.Stage("rnn-vs-table-dev", [f["scored"]], [out], None)
 
         def run():
             from moses_integration.phrase_tables import read_columns, source_spans
-            src, tgt, scores = read_columns(f["scored"], source_spans(read_lines(f["source"])), 6, self.progress)
+            src, tgt, scores = read_columns(f["scored"], source_spans(read_lines(f["source"])), columns,
+                                            self.progress)
             c = table_correlations(src, scores)
             with atomic_write(out, "w") as fh:
                 json.dump(c, fh, indent=1)

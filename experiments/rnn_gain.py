@@ -46,7 +46,7 @@ from rescorer.fileio import atomic_write
 
 from experiments import build_baseline
 from experiments.common import ConfigError, arguments, errors_exit, read_lines, stage_records, vocab_stage
-from experiments.reproduce import Config, Experiment, parse_span, read_config, slug, table_correlations, train_args
+from experiments.reproduce import Config, Experiment, parse_span, read_config, slug, train_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 log = logging.getLogger("rnn_gain")
@@ -166,7 +166,7 @@ class Study:
             raise ConfigError(f"{self.path}: no [network NAME] section")
         return out
 
-    def _pairs(self) -> dict[str, tuple[tuple[str, float], tuple[str, float]]]:
+    def _pairs(self) -> dict[str, tuple[tuple[str, int], tuple[str, int]]]:
         """[pair NAME]: a network and one trained the other way, both columns in one system."""
         out = {}
         for sec in self.cp.sections():
@@ -176,7 +176,7 @@ class Study:
             nets = []
             for key in ("forward", "inverse"):
                 if key not in self.cp[sec]:
-                    raise ConfigError(f"{where}: needs {key} = NETWORK@MINUTES")
+                    raise ConfigError(f"{where}: needs {key} = NETWORK@UPDATES")
                 nets.append(parse_point(self.cp[sec][key], self.networks, f"{where} {key}"))
             (f, _), (i, _) = nets
             if self.networks[f]["inverse"] or not self.networks[i]["inverse"]:
@@ -301,7 +301,7 @@ class Study:
                 raise RuntimeError(f"rescorer train failed ({st.name})")
             with open(summary) as f:
                 s = json.load(f)
-            ck = self.checkpoint_of(st)
+            ck = st.outputs[0]
             with open(os.path.join(run_dir, "best.pt"), "rb") as f, atomic_write(ck, "wb") as g:
                 shutil.copyfileobj(f, g)
             info = {"budget_updates": updates, "minutes": s["minutes"], "updates": s["updates"],
@@ -310,10 +310,6 @@ class Study:
                 json.dump(info, f, indent=1)
             return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in info.items()}
         return run
-
-    @staticmethod
-    def checkpoint_of(st: S.Stage) -> str:
-        return st.outputs[0]
 
     # -- tuning sets -----------------------------------------------------------------------------
     def experiment(self, name: str) -> Experiment:
@@ -371,26 +367,12 @@ class Study:
         out.append(exp._ini_stage(point, frozenset({"rnn"}), ini, "dev", f, lm, columns=self.columns(point)))
         out += [exp._tune_stage(point, frozenset({"rnn"}), k) for k in range(1, self.runs + 1)]
         out.append(exp._test_stage("dev", exp.sets()["dev"], point, frozenset({"rnn"})))
-        out.append(self._correlation_stage(point, f, files["source"]))
+        out.append(exp._correlation_stage(f, self.correlation_path(files, point), self.columns(point)))
+        out[-1].name = f"rnn-vs-table-{slug(point)}"
         return out
 
     def correlation_path(self, files: dict, point: str) -> str:
         return os.path.join(files["dir"], f"rnn-vs-table.{slug(point)}.json")
-
-    def _correlation_stage(self, point: str, f: dict, source: str) -> S.Stage:
-        out = self.correlation_path(f, point)
-        ncol = self.columns(point)
-        st = S.Stage(f"rnn-vs-table-{slug(point)}", [f["scored"]], [out], None)
-
-        def run():
-            from moses_integration.phrase_tables import read_columns, source_spans
-            src, _, scores = read_columns(f["scored"], source_spans(read_lines(source)), ncol, self.progress)
-            c = table_correlations(src, scores)
-            with atomic_write(out, "w") as fh:
-                json.dump(c, fh, indent=1)
-            return {"spearman_direct": round(c["columns"]["p(target|source)"]["spearman"], 3)}
-        st.run = run
-        return st
 
     # -- the whole study ---------------------------------------------------------------------------
     def stages(self) -> list[S.Stage]:
@@ -459,7 +441,7 @@ class Study:
                 raise ConfigError(f"{self.path}: [network {net}] table = system: no [tuning NAME] decodes with the "
                                   "[system] tables (system = system)")
             trains[net] = self._network_stages(net, self.table_of(net, system_table))
-        trained: set[tuple[str, float]] = set()
+        trained: set[tuple[str, int]] = set()
         pending_pairs = dict(self.pairs)
         for m in sorted({m for n in self.networks.values() for m in n["updates"]}):
             for net, (vst, by_m) in trains.items():
