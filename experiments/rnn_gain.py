@@ -226,20 +226,48 @@ class Study:
             raise ConfigError(f"{self.path}: no [tuning NAME] section")
         return out
 
+    def on_build(self, name: str) -> bool:
+        """Whether a tuning set's system is one the whole-table build makes."""
+        ini = self.cp.get("system", "ini", fallback="")
+        return self.sets[name]["system"] == "whole" or (
+            bool(self.whole_build) and self.p(ini).startswith(self.whole_dir + os.sep) if ini.strip() else False)
+
     def check_sets(self) -> None:
-        """The sides of every tuning and test set that exists now have as many lines (a set of the
-        whole-table build exists once it has run)."""
+        """The sides of every tuning and test set that exists now have as many lines (a set the
+        whole-table build writes exists once it has run)."""
         for name, s in self.sets.items():
             pairs = [(s["source"], s["reference"]), (s["source"], s["raw-reference"])]
             if s["test"]:
                 pairs.append((s["test"]["source"], s["test"]["reference"]))
             for a, b in pairs:
-                if s["system"] == "whole" and not (os.path.exists(a) and os.path.exists(b)):
-                    continue
+                missing = [x for x in (a, b) if not os.path.exists(x)]
+                if missing and not self.built() and (s["system"] == "whole" or all(
+                        x.startswith(self.whole_dir + os.sep) for x in missing)):
+                    continue  # the whole-table build writes them
                 span = s["lines"] if a == s["source"] else s["test"]["lines"]
                 na, nb = len(read_lines(a, span)), len(read_lines(b, span))
                 if na != nb:
                     raise ConfigError(f"{self.path}: [tuning {name}]: {a} has {na} lines but {b} has {nb}")
+
+    # -- what a measurement depends on -----------------------------------------------------------
+    def _section(self, name: str, drop: tuple[str, ...] = ()) -> dict:
+        """A config section as written (paths with their placeholders, so that the same study on
+        another machine has the same settings)."""
+        return {k: v for k, v in self.cp[name].items() if k not in drop} if name in self.cp else {}
+
+    def baseline_settings(self, arm: str) -> dict:
+        """What the baseline of a tuning set depends on: the set, its system and the tuning."""
+        system = "system" if self.sets[arm]["system"] == "system" else "whole"
+        return {"set": self._section(f"tuning {arm}", ("points",)), "system": self._section(system),
+                "tuning": self._section("tuning")}
+
+    def point_settings(self, arm: str, point: str) -> dict:
+        """What a point's numbers depend on: its baseline's settings and each of its networks' own
+        (options, table, budget; not the other budgets of its curve)."""
+        nets = list(self.pairs[point]) if point in self.pairs else [parse_point(point, self.networks, point)]
+        return {**self.baseline_settings(arm),
+                "networks": [{"options": {k: v for k, v in self.networks[n]["options"].items() if k != "updates"},
+                              "table": self._section(self.networks[n]["table"]), "updates": m} for n, m in nets]}
 
     # -- networks ------------------------------------------------------------------------------
     def net_dir(self, net: str) -> str:
@@ -383,8 +411,7 @@ class Study:
         self.check_sets()
         # a set of the whole-table system has stages once that system is built (run() builds it
         # first; --report-only before then lists the other sets' stages)
-        self.exps = {name: self.experiment(name) for name, s in self.sets.items()
-                     if self.built() or s["system"] != "whole"}
+        self.exps = {name: self.experiment(name) for name in self.sets if self.built() or not self.on_build(name)}
         arms = {}
         system_table = None
         for name, exp in self.exps.items():
@@ -438,6 +465,8 @@ class Study:
         trains = {}
         for net, n in self.networks.items():
             if n["table"] == "system" and system_table is None:
+                if any(self.sets[a]["system"] == "system" for a in self.sets):
+                    continue  # the system is the whole-table build's: its networks are listed once it is built
                 raise ConfigError(f"{self.path}: [network {net}] table = system: no [tuning NAME] decodes with the "
                                   "[system] tables (system = system)")
             trains[net] = self._network_stages(net, self.table_of(net, system_table))

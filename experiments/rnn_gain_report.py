@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from rescorer.plots import plt, save_figure
 
 from experiments.common import read_lines
 from experiments.reproduce import slug
-from experiments.rnn_gain import budget_text, parse_point, point_name
+from experiments.rnn_gain import budget_text, parse_budget, parse_point, point_name
 from experiments.table1_report import _detok, _p, collapses
 
 BASELINE = "Baseline"
@@ -110,7 +111,7 @@ def _arm(study, arm: str, done: set) -> dict | None:
     refs = read_lines(s["raw-reference"], s["lines"])
     base, base_outs = _describe(study, arm, exp, BASELINE, refs)
     out = {"system": s["system"], "sentences": len(refs), "baseline": base,
-           "signature": corpus_bleu(base_outs[0], refs)[2], "points": {}}
+           "signature": corpus_bleu(base_outs[0], refs)[2], "settings": study.baseline_settings(arm), "points": {}}
     files = exp.set_files("dev", exp.cfg.dev, "", "")
     for point in s["points"]:
         if not finished(point):
@@ -118,6 +119,8 @@ def _arm(study, arm: str, done: set) -> dict | None:
         d, outs = _describe(study, arm, exp, point, refs)
         d.update(_point_meta(study, point))
         d["delta"] = d["mean"] - base["mean"]
+        d["baseline_mean"] = base["mean"]
+        d["settings"] = study.point_settings(arm, point)
         d["delta_per_run"] = [b - a for a, b in zip(base["bleu"], d["bleu"])]
         pooled = paired_test_all_runs(base_outs, outs, refs)
         d["p_value_all_runs"], d["ar_signature"] = pooled["p_value"], pooled["signature"]
@@ -143,6 +146,44 @@ def _arm(study, arm: str, done: set) -> dict | None:
             out["test"] = {"name": name, "sentences": len(trefs), "systems": per,
                            "signature": corpus_bleu(touts[BASELINE][0], trefs)[2]}
     return out
+
+
+def _same(a, b) -> bool:
+    return json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str))
+
+
+def carry_over(r: dict, previous: dict, study) -> None:
+    """Keep what an earlier report measured and this run's work directory no longer holds (a new
+    checkout has none of it): a tuning set's baseline when its settings are the same, and each
+    point whose settings are the same (the set, the system, the tuning, its networks' options and
+    budget), marked with the date of the report it comes from. A point keeps the gain and p-value
+    it was measured with, against the baseline it names; a point measured now is never replaced."""
+    when = previous.get("generated", "an earlier report")
+    for arm, pa in previous.get("sets", {}).items():
+        if arm not in study.sets:
+            continue
+        cur = r["sets"].get(arm)
+        if cur is None:
+            if not _same(pa.get("settings"), study.baseline_settings(arm)):
+                continue
+            cur = r["sets"][arm] = {**pa, "points": {}, "carried_from": pa.get("carried_from", when)}
+        for p, d in pa.get("points", {}).items():
+            if p in cur["points"] or p not in study.sets[arm]["points"]:
+                continue
+            if _same(d.get("settings"), study.point_settings(arm, p)):
+                cur["points"][p] = {**d, "carried_from": d.get("carried_from", when)}
+        order = study.sets[arm]["points"]
+        cur["points"] = {p: cur["points"][p] for p in order if p in cur["points"]}
+    r["sets"] = {a: r["sets"][a] for a in study.sets if a in r["sets"]}
+    for net, pn in previous.get("networks", {}).items():
+        n = r["networks"].get(net)
+        if n is None or not _same({k: v for k, v in pn.get("options", {}).items() if k != "updates"},
+                                  {k: v for k, v in n["options"].items() if k != "updates"}):
+            continue
+        for m, c in pn.get("checkpoints", {}).items():
+            if c and n["checkpoints"].get(m) is None and parse_budget(m) in study.networks[net]["updates"]:
+                n["checkpoints"][m] = {**c, "carried_from": c.get("carried_from", when)}
+        n["checkpoints"] = dict(sorted(n["checkpoints"].items(), key=lambda x: parse_budget(x[0])))
 
 
 def _slope(points: list[dict]) -> float | None:
@@ -305,7 +346,8 @@ def write_report(study, records: list[dict]) -> dict:
                      "options": n["options"],
                      "checkpoints": {budget_text(m): _checkpoint_info(study, net, m) for m in n["updates"]
                                      if f"{slug(net)}.train-{budget_text(m)}" in done}}
-    r = {"config": study.path, "machine": describe_machine(), "runs": study.runs,
+    r = {"config": study.path, "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+         "machine": describe_machine(), "runs": study.runs,
          "tuning": dict(study.cp["tuning"]) if "tuning" in study.cp else {},
          "networks": nets, "pairs": {p: [point_name(n, m) for n, m in v] for p, v in study.pairs.items()},
          "sets": {}, "stages": records, "pending": [rec["stage"] for rec in records if rec.get("pending")]}
@@ -313,6 +355,13 @@ def write_report(study, records: list[dict]) -> dict:
         a = _arm(study, arm, done)
         if a is not None:
             r["sets"][arm] = a
+    previous = os.path.join(study.report, "results.json")
+    if os.path.exists(previous):
+        try:
+            with open(previous) as f:
+                carry_over(r, json.load(f), study)
+        except ValueError as e:
+            raise ValueError(f"{previous}: not the JSON of a report ({e}): move it away to write a new one") from None
     r["best"] = best_setting(r)
     r["findings"] = findings(r)
     r["cost_minutes"] = costs(records)
@@ -389,10 +438,18 @@ def markdown(r: dict, study) -> str:
             f"{a}: {b['point']} ({b['delta']:+.2f}, p = {_p(b['p_value'])})" for a, b in r["best"].items()) + ".", ""]
     for arm, a in r["sets"].items():
         b = a["baseline"]
+        carried = [p for p, d in a["points"].items() if d.get("carried_from")]
         L += [f"## Tuning set {arm} ({a['sentences']} sentences; system: {a['system']} tables)", "",
               f"Baseline: BLEU {', '.join(f'{x:.2f}' for x in b['bleu'])} (mean {b['mean']:.2f}, s_opt "
               f"{b['s_opt']:.2f}, s_sel {b['s_sel']:.2f}); MERT's tokenised BLEU "
-              f"{', '.join(f'{x:.2f}' for x in b['mert_dev_bleu'])}. Signature: `{a['signature']}`.", "",
+              f"{', '.join(f'{x:.2f}' for x in b['mert_dev_bleu'])}. Signature: `{a['signature']}`."
+              + (f" Measured by the run of the report of {a['carried_from']} (its work directory is gone here)."
+                 if a.get("carried_from") else ""), ""]
+        if carried:
+            L += ["Points marked † were measured by an earlier run with the same settings (the report of "
+                  + ", ".join(sorted({a['points'][p]['carried_from'] for p in carried})) + "), against the "
+                  "baseline mean given beside them, and kept from that report.", ""]
+        L += [
               "| point | table | hidden / maxout | updates | minutes | valid ppl | BLEU per run | mean | "
               "gain | s_opt | p (all runs) | RNN share of L1 | Spearman p(t\\|s) / lex(t\\|s) |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -402,7 +459,8 @@ def markdown(r: dict, study) -> str:
             if d.get("inverse_share"):
                 share += " (inverse " + ", ".join(f"{s:.1%}" for s in d["inverse_share"] if s is not None) + ")"
             sp = d.get("spearman")
-            L.append(f"| {p} | {d['table']} | {d['hidden']} / {d['maxout-units']} | {_f(d.get('updates'), '{:,}')} | "
+            mark = f" † (baseline {d['baseline_mean']:.2f})" if d.get("carried_from") else ""
+            L.append(f"| {p}{mark} | {d['table']} | {d['hidden']} / {d['maxout-units']} | {_f(d.get('updates'), '{:,}')} | "
                      f"{_f(d.get('trained_minutes'), '{:.3g}')} | "
                      f"{_f(d.get('valid_ppl'))} | {', '.join(f'{x:.2f}' for x in d['bleu'])} | {d['mean']:.2f} | "
                      f"{d['delta']:+.2f} | {d['s_opt']:.2f} | {_p(d['p_value_all_runs'])} | {share} | "
@@ -423,10 +481,13 @@ def markdown(r: dict, study) -> str:
     L += ["## Networks", "", "| network | table | direction | hidden / maxout | checkpoints: updates (minutes they took), "
           "updates, validation perplexity |", "|---|---|---|---|---|"]
     for net, n in r["networks"].items():
-        cks = "; ".join(f"{m} ({c['minutes']:.3g} min): validation perplexity {c['best_valid_ppl']:.2f}"
+        cks = "; ".join(f"{m}{' †' if c.get('carried_from') else ''} ({c['minutes']:.3g} min): validation "
+                        f"perplexity {c['best_valid_ppl']:.2f}"
                         for m, c in n["checkpoints"].items() if c) or "not trained yet"
         L.append(f"| {net} | {n['table']} | {DIRECTIONS[n['inverse']]} | "
                  f"{n['hidden']} / {n['maxout-units']} | {cks} |")
+    if any(c and c.get("carried_from") for n in r["networks"].values() for c in n["checkpoints"].values()):
+        L += ["", "†: a checkpoint trained by an earlier run with the same options, kept from its report."]
     L += ["", "Cost of the stages run (minutes): " + (", ".join(f"{k} {v:g}" for k, v in r["cost_minutes"].items())
                                                       or "none yet") + ".", ""]
     return "\n".join(L) + "\n"

@@ -157,3 +157,32 @@ def test_missing_table_and_uneven_tuning_set_are_refused_before_any_stage(tmp_pa
     with pytest.raises(ConfigError, match=re.escape(f"[system] ini = {tmp_path}/nowhere/moses.ini: no such file")):
         Study(missing, str(DATA), str(tmp_path / "work")).stages()
     assert not os.path.exists(tmp_path / "work" / "stamps")
+
+
+def test_points_of_a_lost_work_directory_are_kept_from_the_report(small_study, tmp_path):
+    """A new checkout has no work directory: the report it writes keeps the points the committed
+    report measured with the same settings (marked), and drops those whose settings changed."""
+    import shutil
+    work, r = small_study
+    report = tmp_path / "report"
+    report.mkdir()
+    shutil.copy(work / "report" / "results.json", report / "results.json")
+    from experiments import rnn_gain
+    again = rnn_gain.main(["--config", str(SMALL), "--work", str(tmp_path / "new"), "--report", str(report), "-q",
+                           "--report-only"])
+    assert again["pending"] and list(again["sets"]) == ["news", "hansard"]
+    for arm, a in r["sets"].items():
+        kept = again["sets"][arm]
+        assert kept["carried_from"] == r["generated"] and kept["baseline"]["bleu"] == a["baseline"]["bleu"]
+        assert list(kept["points"]) == list(a["points"])
+        for p, d in kept["points"].items():
+            assert d["carried_from"] == r["generated"] and d["delta"] == a["points"][p]["delta"]
+    assert again["networks"]["whole-24"]["checkpoints"]["20"]["carried_from"] == r["generated"]
+    md = (report / "results.md").read_text()
+    assert "| whole-24@20 † (baseline " in md and "(its work directory is gone here)" in md
+    # a network whose options changed: its points are not the same measurement any more
+    changed = _config(tmp_path, lambda t: t.replace("[network whole-24]\n", "[network whole-24]\nlr = 0.5\n"))
+    third = rnn_gain.main(["--config", changed, "--work", str(tmp_path / "new"), "--report", str(report), "-q",
+                           "--report-only"])
+    assert list(third["sets"]["news"]["points"]) == ["system-16@10", "system-16@20"]
+    assert not third["networks"]["whole-24"]["checkpoints"]
