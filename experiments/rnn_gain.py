@@ -219,7 +219,13 @@ class Study:
                 test = {"name": s.get("test-name", "devtest").strip(), "source": self.p(s["test-source"]),
                         "reference": self.p(s["test-reference"]),
                         "lines": parse_span(s.get("test-lines"), f"{where} test-lines")}
-            out[name] = {"source": self.p(s["source"]), "reference": self.p(s["reference"]),
+            table1 = s.get("table1-report", "").strip()
+            if table1:
+                table1 = table1 if os.path.isabs(table1) else os.path.join(ROOT, table1)
+                if not os.path.exists(table1):
+                    raise ConfigError(f"{where}: table1-report = {s['table1-report']}: no such file")
+            out[name] = {"table1_report": table1 or None,
+                         "source": self.p(s["source"]), "reference": self.p(s["reference"]),
                          "raw-reference": self.p(s["raw-reference"]), "lines": parse_span(s.get("lines"), where),
                          "system": system, "points": list(dict.fromkeys(points)), "test": test}
         if not out:

@@ -24,7 +24,7 @@ from rescorer.machine import describe as describe_machine
 from rescorer.plots import plt, save_figure
 
 from experiments.common import read_lines
-from experiments.reproduce import slug
+from experiments.reproduce import read_config, slug
 from experiments.rnn_gain import budget_text, parse_budget, parse_point, point_name
 from experiments.table1_report import _detok, _p, collapses
 
@@ -186,6 +186,35 @@ def carry_over(r: dict, previous: dict, study) -> None:
         n["checkpoints"] = dict(sorted(n["checkpoints"].items(), key=lambda x: parse_budget(x[0])))
 
 
+def table1_reference(study, arm: str) -> dict | None:
+    """The dev BLEU of a Table 1 report's Baseline and +RNN when it was tuned on this tuning set
+    with this study's system and MERT settings (``table1-report =``): its network is one more
+    point of the system table's curve, measured with that report's runs."""
+    path = study.sets[arm].get("table1_report")
+    if not path:
+        return None
+    with open(path) as f:
+        t = json.load(f)
+    where = f"{study.path}: [tuning {arm}] table1-report = {os.path.relpath(path, ROOT_DIR)}"
+    cfg = read_config(t["config"] if os.path.isabs(t["config"]) else os.path.join(ROOT_DIR, t["config"]))
+    mine = study.cp[f"tuning {arm}"]
+    same = {"source": mine.get("source"), "reference": mine.get("reference"), "lines": mine.get("lines")}
+    theirs = {k: cfg.get("dev", k, fallback=None) for k in same}
+    keys = ("nbest", "max-iter", "restarts", "start", "bounds", "stack-size", "pop-limit")
+    differ = [f"[dev] {k}" for k in same if (same[k] or "").strip() != (theirs[k] or "").strip()]
+    differ += [f"[tuning] {k}" for k in keys if str(t["tuning"].get(k)) != str(study.cp["tuning"].get(k))]
+    differ += [f"[system] {k}" for k in ("ini",) if cfg.get("system", k, fallback=None) != study.cp.get("system", k)]
+    if study.sets[arm]["system"] != "system" or differ:
+        raise ValueError(f"{where}: that run was not tuned like this set ({', '.join(differ) or 'system'} differ)")
+    s = t["rnn"]["summary"]
+    base, rnn = t["dev"]["Baseline"], t["dev"]["+RNN"]
+    return {"report": os.path.relpath(path, ROOT_DIR), "runs": len(base["bleu"]), "baseline": base["bleu"],
+            "rnn": rnn["bleu"], "baseline_mean": base["mean"], "mean": rnn["mean"], "delta": rnn["mean"] - base["mean"],
+            "table": "system", "hidden": int(t["rnn"]["model"]["hidden"]),
+            "maxout-units": int(t["rnn"]["model"]["maxout_units"]), "budget_updates": s["updates"],
+            "updates": s["updates"], "trained_minutes": s["minutes"], "valid_ppl": s["best_valid_ppl"]}
+
+
 def _slope(points: list[dict]) -> float | None:
     """Least-squares change of the gain per doubling of the training updates."""
     if len(points) < 2:
@@ -300,6 +329,13 @@ def findings(r: dict, alpha: float = 0.05) -> list[str]:
                        f"updates) would add {sl:+.2f} BLEU to its {last['delta']:+.2f} and four times "
                        f"{2 * sl:+.2f}; the trend rests on {len(ps)} budgets whose runs spread by s_opt up to "
                        f"{max(p['s_opt'] for p in ps):.2f}, so it is a guess, not a measurement.")
+    for arm, a in r["sets"].items():
+        t = a.get("table1")
+        if t:
+            out.append(f"{arm}: Table 1's network ({t['table']} table, {t['hidden']} hidden, {t['updates']:,} updates in "
+                       f"{t['trained_minutes']:.0f} minutes, validation perplexity {t['valid_ppl']:.2f}) gained "
+                       f"{t['delta']:+.2f} over its baseline ({t['baseline_mean']:.2f}) here, over {t['runs']} MERT runs "
+                       f"of that report ({t['report']}).")
     shares = [s for a in r["sets"].values() for d in a["points"].values() for s in d["rnn_share"] if s is not None]
     if shares:
         out.append(f"MERT gives the RNN column {min(shares):.1%} to {max(shares):.1%} of the L1 norm of the weights "
@@ -355,6 +391,9 @@ def write_report(study, records: list[dict]) -> dict:
         a = _arm(study, arm, done)
         if a is not None:
             r["sets"][arm] = a
+            t1 = table1_reference(study, arm)
+            if t1:
+                a["table1"] = t1
     previous = os.path.join(study.report, "results.json")
     if os.path.exists(previous):
         try:
@@ -397,6 +436,11 @@ def plot_gain(r: dict, x_key: str, x_label: str, path: str) -> None:
         for name, p in a["points"].items():
             if p["kind"] == "pair" and p.get(x_key) is not None:
                 ax.plot([p[x_key]], [p["delta"]], "*", ms=12, label=f"{name} (both directions)")
+        t1 = a.get("table1")
+        if t1 and t1.get(x_key) is not None:
+            ax.plot([t1[x_key]], [t1["delta"]], "X", ms=9, color="black", label=f"Table 1's network ({t1['runs']} runs)")
+            ax.plot([t1[x_key]] * t1["runs"], [b - c for b, c in zip(t1["rnn"], t1["baseline"])], ".", color="black",
+                    alpha=0.5)
         ax.axhline(0, color="grey", lw=1)
         ax.axhspan(-a["baseline"]["s_opt"], a["baseline"]["s_opt"], color="grey", alpha=0.12,
                    label="baseline's s_opt")
@@ -466,6 +510,13 @@ def markdown(r: dict, study) -> str:
                      f"{d['delta']:+.2f} | {d['s_opt']:.2f} | {_p(d['p_value_all_runs'])} | {share} | "
                      + (f"{sp['p(target|source)']:.2f} / {sp['lex(target|source)']:.2f}" if sp else "–") + " |")
         L.append("")
+        t1 = a.get("table1")
+        if t1:
+            L += [f"Table 1's run on this set ({t1['report']}, {t1['runs']} MERT runs with the same settings; its "
+                  f"network: {t1['table']} table, {t1['hidden']} / {t1['maxout-units']}, {t1['updates']:,} updates in "
+                  f"{t1['trained_minutes']:.0f} minutes, validation perplexity {t1['valid_ppl']:.2f}): Baseline "
+                  f"{', '.join(f'{x:.2f}' for x in t1['baseline'])} (mean {t1['baseline_mean']:.2f}), +RNN "
+                  f"{', '.join(f'{x:.2f}' for x in t1['rnn'])} (mean {t1['mean']:.2f}): gain {t1['delta']:+.2f}.", ""]
         t = a.get("test")
         if t:
             L += [f"Tested on {t['name']} ({t['sentences']} sentences) with the weights tuned on {arm}; signature "

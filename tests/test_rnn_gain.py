@@ -186,3 +186,20 @@ def test_points_of_a_lost_work_directory_are_kept_from_the_report(small_study, t
                            "--report-only"])
     assert list(third["sets"]["news"]["points"]) == ["system-16@10", "system-16@20"]
     assert not third["networks"]["whole-24"]["checkpoints"]
+
+
+def test_table1_run_on_the_same_tuning_set_is_shown_beside_the_points(tmp_path):
+    from experiments.rnn_gain import Study
+    from experiments.rnn_gain_report import table1_reference
+    standard = ROOT / "experiments" / "rnn_gain.ini"
+    t1 = json.loads((ROOT / "experiments" / "results" / "table1" / "results.json").read_text())
+    ref = table1_reference(Study(str(standard), str(DATA), str(tmp_path)), "news")
+    assert ref["baseline"] == t1["dev"]["Baseline"]["bleu"] and ref["rnn"] == t1["dev"]["+RNN"]["bleu"]
+    assert ref["delta"] == pytest.approx(t1["dev"]["+RNN"]["mean"] - t1["dev"]["Baseline"]["mean"])
+    assert ref["updates"] == t1["rnn"]["summary"]["updates"] and ref["hidden"] == 500
+    # another tuning set or other MERT settings: not the same measurement, refused
+    changed = tmp_path / "changed.ini"
+    changed.write_text(standard.read_text().replace("lines = 1-1000\nsystem = system", "lines = 1-500\nsystem = system")
+                       .replace("restarts = 10", "restarts = 20"))
+    with pytest.raises(ValueError, match=r"table1-report = .*\[dev\] lines, \[tuning\] restarts differ"):
+        table1_reference(Study(str(changed), str(DATA), str(tmp_path)), "news")
