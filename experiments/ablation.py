@@ -27,7 +27,7 @@ import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from experiments.common import arguments, errors_exit, head_stage, vocab_stage  # noqa: E402
+from experiments.common import arguments, errors_exit, head_stage, markdown_table, vocab_stage  # noqa: E402
 from moses_integration import stages as S  # noqa: E402
 from rescorer.fileio import atomic_write  # noqa: E402
 from rescorer.machine import describe as describe_machine  # noqa: E402
@@ -278,32 +278,28 @@ def markdown(res: dict) -> str:
          f"Pairs: the unique pairs of `{os.path.basename(res['table'])}`; training: "
          + ", ".join(f"{k} {v}" for k, v in res["training"].items()) + ".", "",
          "Every cell has the GRU network's parameter count (its hidden size chosen to match) and the same "
-         "wall-time budget; the same shortlists, pairs, held-out slice and batches.", "",
-         f"| cell | hidden | parameters | updates | minutes | best validation perplexity | at equal time "
-         f"({res['equal_minutes']:.1f} min) | at equal updates ({res['equal_updates']:,}) |",
-         "|---|---|---|---|---|---|---|---|"]
-    for cell, c in res["cells"].items():
-        s = c["summary"]
-        L.append(f"| {cell} | {c['hidden']} | {c['parameters']:,} | {s['updates']:,} | {s['minutes']:.1f} | "
-                 f"{s['best_valid_ppl']:.2f} | {c['best_ppl_at_equal_minutes']:.2f} | {c['best_ppl_at_equal_updates']:.2f} |")
+         "wall-time budget; the same shortlists, pairs, held-out slice and batches.", ""]
+    L += markdown_table(["cell", "hidden", "parameters", "updates", "minutes", "best validation perplexity",
+                         f"at equal time ({res['equal_minutes']:.1f} min)", f"at equal updates ({res['equal_updates']:,})"],
+                        [[cell, c["hidden"], f"{c['parameters']:,}", f"{c['summary']['updates']:,}",
+                          f"{c['summary']['minutes']:.1f}", f"{c['summary']['best_valid_ppl']:.2f}",
+                          f"{c['best_ppl_at_equal_minutes']:.2f}", f"{c['best_ppl_at_equal_updates']:.2f}"]
+                         for cell, c in res["cells"].items()])
     L += ["", "## What this run shows", ""] + [f"- {x}" for x in findings(res)]
     L += ["", "![validation perplexity against updates and against minutes](curves.png)", "",
           "## The gradient reaching each encoder state", "",
           "Mean norm of dL/dh_t (L = -log p(y | x) of one pair) against the distance t from the end of the source, "
-          "over held-out pairs, at initialisation and after training (for the LSTM the state is [h; m]).", "",
-          "| cell | when | " + " | ".join(f"t={d}" for d in range(8)) + " |", "|---|---|" + "---|" * 8]
-    for cell, g in res["gradients"].items():
-        for when in ("initial", "trained"):
-            L.append(f"| {cell} | {when} | " + " | ".join(
-                f"{g[when][str(d)][0]:.3g}" if str(d) in g[when] else "" for d in range(8)) + " |")
+          "over held-out pairs, at initialisation and after training (for the LSTM the state is [h; m]).", ""]
+    L += markdown_table(["cell", "when"] + [f"t={d}" for d in range(8)],
+                        [[cell, when] + [f"{g[when][str(d)][0]:.3g}" if str(d) in g[when] else "" for d in range(8)]
+                         for cell, g in res["gradients"].items() for when in ("initial", "trained")])
     L += ["", "![gradient norm against distance](gradients.png)", "",
           "BLEU of each cell's score as the +RNN feature is not part of this run: it would need the test "
           "set's table scored with each cell and, for a fair comparison, MERT runs of each cell's own (the "
-          "Table 1 reproduction's +RNN weights were tuned for the score of a different network).", "",
-          "| stage | time | peak memory |", "|---|---|---|"]
-    for r in res["stages"]:
-        mem = r.get("peak_memory_mb")
-        L.append(f"| {r['stage']} | {r.get('seconds', 0) / 60:.1f} min | {'–' if mem is None else f'{mem:,} MB'} |")
+          "Table 1 reproduction's +RNN weights were tuned for the score of a different network).", ""]
+    L += markdown_table(["stage", "time", "peak memory"],
+                        [[r["stage"], f"{r.get('seconds', 0) / 60:.1f} min",
+                          "–" if r.get("peak_memory_mb") is None else f"{r['peak_memory_mb']:,} MB"] for r in res["stages"]])
     return "\n".join(L) + "\n"
 
 

@@ -38,6 +38,8 @@ from moses_integration.nbest import group_by_sentence, read_nbest  # noqa: E402
 from moses_integration.phrase_tables import filter_table  # noqa: E402
 from moses_integration.runner import find_moses  # noqa: E402
 from rescorer.fileio import atomic_write  # noqa: E402
+
+from experiments.common import markdown_table  # noqa: E402
 from rescorer.machine import describe as describe_machine  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -187,16 +189,17 @@ def report(rep: dict) -> str:
              f"Input: the first {rep['sentences']} sentences of `{rep['input']}`. Both decoders as users run them: "
              f"whole processes with loading, {rep['processes']} threads (Moses) or processes (built-in), cube pruning "
              "with pop limit 1000, stack 200, table-limit 20, distortion limit 6, the 1-best n-best list written. "
-             f"{repeats} runs each, alternating which goes first; the table gives the median wall time.", "",
-             "| system | built-in (s) | Moses (s) | speed vs Moses | peak MB built-in / Moses | best model score: higher / equal / lower | same 1-best |",
-             "|---|---|---|---|---|---|---|"]
+             f"{repeats} runs each, alternating which goes first; the table gives the median wall time.", ""]
+    rows = []
     for name, r in res.items():
         c, med = r["best_score"], r["median_wall_s"]
         peak = {k: max(x["peak_mb"] for x in v) for k, v in r["runs"].items()}
-        n = r["sentences"]
-        lines.append(f"| {name} | {med['builtin']:.1f} | {med['moses']:.1f} | **{r['speed_vs_moses']:.2f}x** | "
-                     f"{peak['builtin']} / {peak['moses']} | {c['higher']} / {c['equal']} / {c['lower']} "
-                     f"({100 * c['equal'] / n:.1f}% equal) | {c['same_translation']} |")
+        rows.append([name, f"{med['builtin']:.1f}", f"{med['moses']:.1f}", f"**{r['speed_vs_moses']:.2f}x**",
+                     f"{peak['builtin']} / {peak['moses']}",
+                     f"{c['higher']} / {c['equal']} / {c['lower']} ({100 * c['equal'] / r['sentences']:.1f}% equal)",
+                     c["same_translation"]])
+    lines += markdown_table(["system", "built-in (s)", "Moses (s)", "speed vs Moses", "peak MB built-in / Moses",
+                             "best model score: higher / equal / lower", "same 1-best"], rows)
     lines += ["", "Speed vs Moses is Moses's wall time over the built-in decoder's (above 1: faster). Peak memory "
               "is the largest resident set among a decoder's processes (the built-in decoder's workers are forked "
               "after loading and share its tables). Equal means within 1e-3 + 1e-5 |score|: Moses adds its scores in single precision and "

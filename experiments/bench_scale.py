@@ -37,6 +37,8 @@ from rescorer.model import ModelConfig, RNNEncoderDecoder  # noqa: E402
 from rescorer.score_table import plan_parts  # noqa: E402
 from rescorer.vocab import Vocabulary  # noqa: E402
 
+from experiments.common import markdown_table  # noqa: E402
+
 OUT = os.path.join(ROOT, "experiments", "results", "bench_scale")
 
 
@@ -144,14 +146,12 @@ def main() -> None:
           f"{n:,} contiguous pairs of the shared Moses baseline table; random weights, 15,000-word shortlists; "
           "the real `python -m rescorer score` command timed from start to the renamed output, and on a "
           "one-line table for its fixed cost (start-up: interpreter, torch, torchrun, the model); pairs/s "
-          "leaves that cost out. Every process count wrote the same bytes.", "",
-          "| hidden | processes | seconds | of which start | pairs/s once started | 100M pairs, 1 machine (h) "
-          "| 10 machines (h) | 100 machines (h) |",
-          "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        h = r["projected_100M_hours"]
-        md.append(f"| {r['hidden']} | {r['workers']} | {r['seconds']:.1f} | {r['start_seconds']:.1f} "
-                  f"| {r['pairs_per_s']:,.0f} | {h[1]} | {h[10]} | {h[100]} |")
+          "leaves that cost out. Every process count wrote the same bytes.", ""]
+    md += markdown_table(["hidden", "processes", "seconds", "of which start", "pairs/s once started",
+                          "100M pairs, 1 machine (h)", "10 machines (h)", "100 machines (h)"],
+                         [[r["hidden"], r["workers"], f"{r['seconds']:.1f}", f"{r['start_seconds']:.1f}",
+                           f"{r['pairs_per_s']:,.0f}", r["projected_100M_hours"][1], r["projected_100M_hours"][10],
+                           r["projected_100M_hours"][100]] for r in rows], align="r" * 8)
     for hidden in a.hidden:
         one = next((r for r in rows if r["hidden"] == hidden and r["workers"] == 1), None)
         for r in rows:

@@ -49,7 +49,7 @@ sys.path.insert(0, ROOT)
 if os.environ.get(TODAY_PACKAGE):
     sys.path.insert(0, os.environ[TODAY_PACKAGE])
 
-from experiments.common import arguments, errors_exit, head_stage, stage_records, vocab_stage  # noqa: E402
+from experiments.common import arguments, errors_exit, head_stage, markdown_table, stage_records, vocab_stage  # noqa: E402
 from moses_integration import stages as S  # noqa: E402
 from rescorer.fileio import atomic_write  # noqa: E402
 from rescorer.plots import plt, save_figure  # noqa: E402
@@ -554,44 +554,41 @@ def markdown(res: dict) -> str:
          f"{res['today_revision']}. The paths of a slot trained side by side, {res['threads']} thread each: "
          + "; ".join(" and ".join(s) for s in res["slots"]) + ". Only the paths of one slot shared the same "
          "machine load; a path of another slot is compared with today's reference across loads (the machine is "
-         "shared), so its ratio is less exact.", "",
-         "| path | options |", "|---|---|"]
-    L += [f"| {p} | `{o}` |" for p, o in res["paths"].items()]
+         "shared), so its ratio is less exact.", ""]
+    L += markdown_table(["path", "options"], [[p, f"`{o}`"] for p, o in res["paths"].items()])
     L += ["", "## What this run shows", ""] + [f"- {x}" for x in findings(res)]
     L += ["", "![validation perplexity against training minutes](curves.png)", ""]
     for net, r in res["networks"].items():
         L += [f"## {net} network ({r['model']['hidden']} hidden, rank {r['model']['rank']}, "
-              f"{r['model']['maxout_units']} maxout units)", "",
-              "| path | pairs/s | GFLOP/s | fp32 peak | bf16 peak | perplexity after "
-              f"{res['minutes']:g} min | minutes to {r['today']['reference_ppl']:.2f} | faster | updates |",
-              "|---|---|---|---|---|---|---|---|---|"]
-        for p, o in r.items():
-            if p == "model":
-                continue
+              f"{r['model']['maxout_units']} maxout units)", ""]
+        paths = {p: o for p, o in r.items() if p != "model"}
+        rows = []
+        for p, o in paths.items():
             mt = o["minutes_to_reference_ppl"]
-            L.append(f"| {p} | {o['pairs_per_s']:.0f} | {o['gflops']:.1f} | {o['fp32_peak_share']:.0%} | "
-                     + (f"{o['bf16_peak_share']:.0%}" if o["bf16_peak_share"] is not None else "–")
-                     + f" | {o['ppl_at_budget']:.2f} | {'not reached' if mt is None else f'{mt:.1f}'} | "
-                     + ("–" if o["speedup_to_reference"] is None else f"{o['speedup_to_reference']:.1f}x")
-                     + f" | {o['updates']:,} |")
-        L += ["", "Where a step's time goes (profile of a few steps, one thread):", "",
-              "| path | pairs/s | matrix-product GFLOP/s | FLOP per pair | batch | forward | backward | "
-              "clip + optimizer | heaviest operations (share of operator time) |", "|---|---|---|---|---|---|---|---|---|"]
-        for p, o in r.items():
-            if p == "model":
-                continue
+            rows.append([p, f"{o['pairs_per_s']:.0f}", f"{o['gflops']:.1f}", f"{o['fp32_peak_share']:.0%}",
+                         f"{o['bf16_peak_share']:.0%}" if o["bf16_peak_share"] is not None else "–",
+                         f"{o['ppl_at_budget']:.2f}", "not reached" if mt is None else f"{mt:.1f}",
+                         "–" if o["speedup_to_reference"] is None else f"{o['speedup_to_reference']:.1f}x",
+                         f"{o['updates']:,}"])
+        L += markdown_table(["path", "pairs/s", "GFLOP/s", "fp32 peak", "bf16 peak",
+                             f"perplexity after {res['minutes']:g} min",
+                             f"minutes to {r['today']['reference_ppl']:.2f}", "faster", "updates"], rows)
+        L += ["", "Where a step's time goes (profile of a few steps, one thread):", ""]
+        rows = []
+        for p, o in paths.items():
             pr = o["profile"]
             ph = pr["phases"]
-            L.append(f"| {p} | {pr['pairs_per_s']:.0f} | {pr['gflops']:.1f} | {pr['flops_per_pair'] / 1e6:.0f}M | "
-                     f"{ph['batch']:.0%} | {ph['forward']:.0%} | {ph['backward']:.0%} | {ph['clip and optimizer']:.0%} | "
-                     + ", ".join(f"{k} {v:.0%}" for k, v in pr["top_ops"][:5]) + " |")
+            rows.append([p, f"{pr['pairs_per_s']:.0f}", f"{pr['gflops']:.1f}", f"{pr['flops_per_pair'] / 1e6:.0f}M",
+                         f"{ph['batch']:.0%}", f"{ph['forward']:.0%}", f"{ph['backward']:.0%}",
+                         f"{ph['clip and optimizer']:.0%}", ", ".join(f"{k} {v:.0%}" for k, v in pr["top_ops"][:5])])
+        L += markdown_table(["path", "pairs/s", "matrix-product GFLOP/s", "FLOP per pair", "batch", "forward",
+                             "backward", "clip + optimizer", "heaviest operations (share of operator time)"], rows)
         L.append("")
     L += ["GFLOP/s count the matrix products each path really computes (forward and backward, the backward "
           "as twice the forward): a by-source batch encodes each distinct source once and steps each "
-          "distinct target prefix once, so it computes fewer per pair; pairs/s include the validations.", "",
-          "| stage | time |", "|---|---|"]
-    for rec in res["stages"]:
-        L.append(f"| {rec['stage']} | {rec.get('seconds', 0) / 60:.1f} min |")
+          "distinct target prefix once, so it computes fewer per pair; pairs/s include the validations.", ""]
+    L += markdown_table(["stage", "time"], [[rec["stage"], f"{rec.get('seconds', 0) / 60:.1f} min"]
+                                            for rec in res["stages"]])
     return "\n".join(L) + "\n"
 
 

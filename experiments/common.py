@@ -1,5 +1,5 @@
-"""What the experiments share: the paper's figures, reading a span of a text file's lines, the
-error of a bad config, the stages that cut a table and make shortlists, and the options every
+"""What the experiments share: the paper's figures, reading a span of a text file's lines, Markdown
+tables, the error of a bad config, the stages that cut a table and make shortlists, and the options every
 experiment script has."""
 from __future__ import annotations
 
@@ -18,6 +18,16 @@ PAPER = {  # Table 1 of the paper, BLEU on newstest2012+2013 (dev) and newstest2
     "CSLM + RNN + WP": (31.50, 34.54)}
 PAPER_OF = {frozenset(): "Baseline", frozenset({"rnn"}): "RNN", frozenset({"cslm", "rnn"}): "CSLM + RNN",
             frozenset({"cslm", "rnn", "wp"}): "CSLM + RNN + WP"}
+
+
+def markdown_table(header: list[str], rows, align: str | None = None) -> list[str]:
+    """A Markdown table's lines: the header, its rule (``align``: ``l`` or ``r`` per column, left
+    by default) and one line per row. Cells are written as given: a ``|`` inside one must be
+    escaped (``\\|``)."""
+    def line(cells) -> str:
+        return "|" + "|".join(f" {c} " if str(c) != "" else " " for c in cells) + "|"
+    rule = "|" + "".join("---:|" if a == "r" else "---|" for a in (align or "l" * len(header)))
+    return [line(header), rule] + [line(row) for row in rows]
 
 
 class ConfigError(ValueError):

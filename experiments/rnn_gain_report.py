@@ -23,7 +23,7 @@ from rescorer.fileio import atomic_write
 from rescorer.machine import describe as describe_machine
 from rescorer.plots import plt, save_figure
 
-from experiments.common import read_lines
+from experiments.common import markdown_table, read_lines
 from experiments.reproduce import read_config, slug
 from experiments.rnn_gain import budget_text, parse_budget, parse_point, point_name
 from experiments.table1_report import _detok, _p, collapses
@@ -458,6 +458,70 @@ def _f(v, fmt="{:.2f}") -> str:
     return "–" if v is None else fmt.format(v)
 
 
+def _md_arm(arm: str, a: dict) -> list[str]:
+    """A tuning set: its baseline, a row per point, Table 1's run on it, its test set."""
+    b = a["baseline"]
+    carried = [p for p, d in a["points"].items() if d.get("carried_from")]
+    L = [f"## Tuning set {arm} ({a['sentences']} sentences; system: {a['system']} tables)", "",
+         f"Baseline: BLEU {', '.join(f'{x:.2f}' for x in b['bleu'])} (mean {b['mean']:.2f}, s_opt "
+         f"{b['s_opt']:.2f}, s_sel {b['s_sel']:.2f}); MERT's tokenised BLEU "
+         f"{', '.join(f'{x:.2f}' for x in b['mert_dev_bleu'])}. Signature: `{a['signature']}`."
+         + (f" Measured by the run of the report of {a['carried_from']} (its work directory is gone here)."
+            if a.get("carried_from") else ""), ""]
+    if carried:
+        L += ["Points marked † were measured by an earlier run with the same settings (the report of "
+              + ", ".join(sorted({a['points'][p]['carried_from'] for p in carried})) + "), against the "
+              "baseline mean given beside them, and kept from that report.", ""]
+    rows = []
+    for p, d in a["points"].items():
+        sh = [s for s in d["rnn_share"] if s is not None]
+        share = f"{min(sh):.1%}–{max(sh):.1%}" if sh else "–"
+        if d.get("inverse_share"):
+            share += " (inverse " + ", ".join(f"{s:.1%}" for s in d["inverse_share"] if s is not None) + ")"
+        sp = d.get("spearman")
+        mark = f" † (baseline {d['baseline_mean']:.2f})" if d.get("carried_from") else ""
+        rows.append([f"{p}{mark}", d["table"], f"{d['hidden']} / {d['maxout-units']}", _f(d.get("updates"), "{:,}"),
+                     _f(d.get("trained_minutes"), "{:.3g}"), _f(d.get("valid_ppl")),
+                     ", ".join(f"{x:.2f}" for x in d["bleu"]), f"{d['mean']:.2f}", f"{d['delta']:+.2f}",
+                     f"{d['s_opt']:.2f}", _p(d["p_value_all_runs"]), share,
+                     f"{sp['p(target|source)']:.2f} / {sp['lex(target|source)']:.2f}" if sp else "–"])
+    L += markdown_table(["point", "table", "hidden / maxout", "updates", "minutes", "valid ppl", "BLEU per run", "mean",
+                         "gain", "s_opt", "p (all runs)", "RNN share of L1", "Spearman p(t\\|s) / lex(t\\|s)"], rows)
+    L.append("")
+    t1 = a.get("table1")
+    if t1:
+        L += [f"Table 1's run on this set ({t1['report']}, {t1['runs']} MERT runs with the same settings; its "
+              f"network: {t1['table']} table, {t1['hidden']} / {t1['maxout-units']}, {t1['updates']:,} updates in "
+              f"{t1['trained_minutes']:.0f} minutes, validation perplexity {t1['valid_ppl']:.2f}): Baseline "
+              f"{', '.join(f'{x:.2f}' for x in t1['baseline'])} (mean {t1['baseline_mean']:.2f}), +RNN "
+              f"{', '.join(f'{x:.2f}' for x in t1['rnn'])} (mean {t1['mean']:.2f}): gain {t1['delta']:+.2f}.", ""]
+    t = a.get("test")
+    if t:
+        L += [f"Tested on {t['name']} ({t['sentences']} sentences) with the weights tuned on {arm}; signature "
+              f"`{t['signature']}`:", ""]
+        L += markdown_table(["system", "BLEU per run", "mean", "gain", "s_opt", "p (all runs)"],
+                            [[s, ", ".join(f"{x:.2f}" for x in d["bleu"]), f"{d['mean']:.2f}",
+                              _f(d.get("delta"), "{:+.2f}"), f"{d['s_opt']:.2f}", _p(d.get("p_value_all_runs"))]
+                             for s, d in t["systems"].items()])
+        L.append("")
+    return L
+
+
+def _md_networks(r: dict) -> list[str]:
+    rows = []
+    for net, n in r["networks"].items():
+        cks = "; ".join(f"{m}{' †' if c.get('carried_from') else ''} ({c['minutes']:.3g} min): validation "
+                        f"perplexity {c['best_valid_ppl']:.2f}"
+                        for m, c in n["checkpoints"].items() if c) or "not trained yet"
+        rows.append([net, n["table"], DIRECTIONS[n["inverse"]], f"{n['hidden']} / {n['maxout-units']}", cks])
+    L = ["## Networks", ""] + markdown_table(["network", "table", "direction", "hidden / maxout",
+                                              "checkpoints: updates (minutes they took), updates, validation perplexity"],
+                                             rows)
+    if any(c and c.get("carried_from") for n in r["networks"].values() for c in n["checkpoints"].values()):
+        L += ["", "†: a checkpoint trained by an earlier run with the same options, kept from its report."]
+    return L
+
+
 def markdown(r: dict, study) -> str:
     L = ["# When does the RNN feature pay off?", "",
          f"Generated by `python experiments/rnn_gain.py --config {os.path.relpath(study.path, ROOT_DIR)}`; "
@@ -466,11 +530,11 @@ def markdown(r: dict, study) -> str:
     m = r["machine"]
     L += [f"Machine: {m['cpu']}, {m['cores']} cores, CPU features: {', '.join(m['features']) or 'none'}, "
           f"{m['memory_gib']} GiB, GPU: {m['gpu'] or 'none'}; Python {m['python']}, torch {m['torch']}.", "",
-         f"Each point: its network scores the tuning set's table, {r['runs']} MERT runs with their own seeds (as "
-         "Table 1), the tuning set decoded with each run's weights. BLEU: sacrebleu on detokenised output against "
-         "the raw reference; the gain is the mean over the runs minus the baseline's; p: sacrebleu's approximate "
-         "randomization over all runs together. Measured on the set the weights were tuned on: the best setting is "
-         "chosen there, never on a test set.", ""]
+          f"Each point: its network scores the tuning set's table, {r['runs']} MERT runs with their own seeds (as "
+          "Table 1), the tuning set decoded with each run's weights. BLEU: sacrebleu on detokenised output against "
+          "the raw reference; the gain is the mean over the runs minus the baseline's; p: sacrebleu's approximate "
+          "randomization over all runs together. Measured on the set the weights were tuned on: the best setting is "
+          "chosen there, never on a test set.", ""]
     if r["pending"]:
         begun = [rec["stage"] for rec in r["stages"] if rec.get("started")]
         L += [f"**Interim report** (`--report-only`), written while the run goes on: {len(r['pending'])} stages "
@@ -481,64 +545,11 @@ def markdown(r: dict, study) -> str:
         L += ["Best setting per tuning set (largest mean gain there): " + "; ".join(
             f"{a}: {b['point']} ({b['delta']:+.2f}, p = {_p(b['p_value'])})" for a, b in r["best"].items()) + ".", ""]
     for arm, a in r["sets"].items():
-        b = a["baseline"]
-        carried = [p for p, d in a["points"].items() if d.get("carried_from")]
-        L += [f"## Tuning set {arm} ({a['sentences']} sentences; system: {a['system']} tables)", "",
-              f"Baseline: BLEU {', '.join(f'{x:.2f}' for x in b['bleu'])} (mean {b['mean']:.2f}, s_opt "
-              f"{b['s_opt']:.2f}, s_sel {b['s_sel']:.2f}); MERT's tokenised BLEU "
-              f"{', '.join(f'{x:.2f}' for x in b['mert_dev_bleu'])}. Signature: `{a['signature']}`."
-              + (f" Measured by the run of the report of {a['carried_from']} (its work directory is gone here)."
-                 if a.get("carried_from") else ""), ""]
-        if carried:
-            L += ["Points marked † were measured by an earlier run with the same settings (the report of "
-                  + ", ".join(sorted({a['points'][p]['carried_from'] for p in carried})) + "), against the "
-                  "baseline mean given beside them, and kept from that report.", ""]
-        L += [
-              "| point | table | hidden / maxout | updates | minutes | valid ppl | BLEU per run | mean | "
-              "gain | s_opt | p (all runs) | RNN share of L1 | Spearman p(t\\|s) / lex(t\\|s) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for p, d in a["points"].items():
-            sh = [s for s in d["rnn_share"] if s is not None]
-            share = f"{min(sh):.1%}–{max(sh):.1%}" if sh else "–"
-            if d.get("inverse_share"):
-                share += " (inverse " + ", ".join(f"{s:.1%}" for s in d["inverse_share"] if s is not None) + ")"
-            sp = d.get("spearman")
-            mark = f" † (baseline {d['baseline_mean']:.2f})" if d.get("carried_from") else ""
-            L.append(f"| {p}{mark} | {d['table']} | {d['hidden']} / {d['maxout-units']} | {_f(d.get('updates'), '{:,}')} | "
-                     f"{_f(d.get('trained_minutes'), '{:.3g}')} | "
-                     f"{_f(d.get('valid_ppl'))} | {', '.join(f'{x:.2f}' for x in d['bleu'])} | {d['mean']:.2f} | "
-                     f"{d['delta']:+.2f} | {d['s_opt']:.2f} | {_p(d['p_value_all_runs'])} | {share} | "
-                     + (f"{sp['p(target|source)']:.2f} / {sp['lex(target|source)']:.2f}" if sp else "–") + " |")
-        L.append("")
-        t1 = a.get("table1")
-        if t1:
-            L += [f"Table 1's run on this set ({t1['report']}, {t1['runs']} MERT runs with the same settings; its "
-                  f"network: {t1['table']} table, {t1['hidden']} / {t1['maxout-units']}, {t1['updates']:,} updates in "
-                  f"{t1['trained_minutes']:.0f} minutes, validation perplexity {t1['valid_ppl']:.2f}): Baseline "
-                  f"{', '.join(f'{x:.2f}' for x in t1['baseline'])} (mean {t1['baseline_mean']:.2f}), +RNN "
-                  f"{', '.join(f'{x:.2f}' for x in t1['rnn'])} (mean {t1['mean']:.2f}): gain {t1['delta']:+.2f}.", ""]
-        t = a.get("test")
-        if t:
-            L += [f"Tested on {t['name']} ({t['sentences']} sentences) with the weights tuned on {arm}; signature "
-                  f"`{t['signature']}`:", "", "| system | BLEU per run | mean | gain | s_opt | p (all runs) |",
-                  "|---|---|---|---|---|---|"]
-            for s, d in t["systems"].items():
-                L.append(f"| {s} | {', '.join(f'{x:.2f}' for x in d['bleu'])} | {d['mean']:.2f} | "
-                         f"{_f(d.get('delta'), '{:+.2f}')} | {d['s_opt']:.2f} | {_p(d.get('p_value_all_runs'))} |")
-            L.append("")
+        L += _md_arm(arm, a)
     if any(a["points"] for a in r["sets"].values()):
         L += ["![gain against training updates](gain-vs-updates.png)", "",
               "![gain against validation perplexity](gain-vs-perplexity.png)", ""]
-    L += ["## Networks", "", "| network | table | direction | hidden / maxout | checkpoints: updates (minutes they took), "
-          "updates, validation perplexity |", "|---|---|---|---|---|"]
-    for net, n in r["networks"].items():
-        cks = "; ".join(f"{m}{' †' if c.get('carried_from') else ''} ({c['minutes']:.3g} min): validation "
-                        f"perplexity {c['best_valid_ppl']:.2f}"
-                        for m, c in n["checkpoints"].items() if c) or "not trained yet"
-        L.append(f"| {net} | {n['table']} | {DIRECTIONS[n['inverse']]} | "
-                 f"{n['hidden']} / {n['maxout-units']} | {cks} |")
-    if any(c and c.get("carried_from") for n in r["networks"].values() for c in n["checkpoints"].values()):
-        L += ["", "†: a checkpoint trained by an earlier run with the same options, kept from its report."]
+    L += _md_networks(r)
     L += ["", "Cost of the stages run (minutes): " + (", ".join(f"{k} {v:g}" for k, v in r["cost_minutes"].items())
                                                       or "none yet") + ".", ""]
     return "\n".join(L) + "\n"
