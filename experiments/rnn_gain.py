@@ -46,7 +46,8 @@ from rescorer.fileio import atomic_write
 
 from experiments import build_baseline
 from experiments.common import ConfigError, arguments, errors_exit, read_lines, stage_records, vocab_stage
-from experiments.reproduce import Config, Experiment, parse_span, read_config, slug, train_args
+from experiments.reproduce import Experiment
+from experiments.table1_config import Config, parse_span, read_config, slug, train_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 log = logging.getLogger("rnn_gain")

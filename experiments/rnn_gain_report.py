@@ -24,7 +24,7 @@ from rescorer.machine import describe as describe_machine
 from rescorer.plots import plt, save_figure
 
 from experiments.common import markdown_table, read_lines
-from experiments.reproduce import read_config, slug
+from experiments.table1_config import read_config, slug
 from experiments.rnn_gain import budget_text, parse_budget, parse_point, point_name
 from experiments.table1_report import _detok, _p, collapses
 

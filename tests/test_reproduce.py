@@ -13,6 +13,8 @@ import time
 import pytest
 
 from conftest import DATA, ROOT
+from experiments import table1_config, table1_stats
+from experiments.common import read_lines
 from moses_integration.cli import register as moses_register
 from rescorer.cli import build_parser, register
 
@@ -439,12 +441,12 @@ def test_a_release_missing_a_file_its_inis_need_is_refused_naming_the_role(small
     shutil.copytree(work / "report" / "moses", rel / "moses")
     (rel / "models" / "cslm.pt").unlink()
     src, ref = _extra_set(work, tmp_path, 14, 16)
-    cfg = reproduce.Config(str(SMALL), str(DATA), str(tmp_path / "w"))
+    cfg = table1_config.Config(str(SMALL), str(DATA), str(tmp_path / "w"))
     with pytest.raises(ConfigError, match=re.escape(f"{rel}/moses/cslm/run1.ini: the cslm needs models/cslm.pt, "
                                                     f"which the release {rel} does not have")):
         ReleaseExperiment(cfg, str(rel))
     shutil.copy(work / "report" / "models" / "cslm.pt", rel / "models" / "cslm.pt")
-    exp = ReleaseExperiment(reproduce.Config(str(SMALL), str(DATA), str(tmp_path / "w")), str(rel))
+    exp = ReleaseExperiment(table1_config.Config(str(SMALL), str(DATA), str(tmp_path / "w")), str(rel))
     exp.add_test("new", str(src), str(ref))
     with pytest.raises(ConfigError, match=r"table1-small\.ini: no system ini .* give --lm"):
         exp.stages()
@@ -482,7 +484,7 @@ def test_rnn_against_the_table_is_computed_on_the_dev_table(small_run):
 def test_table_correlations_against_a_direct_computation():
     import math
     import numpy as np
-    from experiments.reproduce import table_correlations
+    from experiments.table1_stats import table_correlations
     rng = np.random.default_rng(0)
     sources = ["a"] * 6 + ["b"] * 5 + ["c"] * 2
     scores = rng.uniform(0.01, 1.0, size=(13, 6))
@@ -511,13 +513,13 @@ def test_score_differences_reads_the_column_as_moses_and_names_a_short_table(tmp
         f.write(line.format("0.5") + line.format("0"))
     with gzip.open(approx, "wt") as f:
         f.write(line.format("0.25") + line.format("1e-50"))   # 1e-50: ln is -115, Moses reads -100
-    d = reproduce.score_differences(str(exact), str(approx))
+    d = table1_stats.score_differences(str(exact), str(approx))
     assert d["pairs"] == 2 and d["max_abs_diff"] == pytest.approx(math.log(2))
     assert d["mean_abs_diff"] == pytest.approx(math.log(2) / 2)
     with gzip.open(approx, "wt") as f:
         f.write(line.format("0.25"))
     with pytest.raises(ValueError, match=f"{approx}: ends at line 1"):
-        reproduce.score_differences(str(exact), str(approx))
+        table1_stats.score_differences(str(exact), str(approx))
 
 
 def test_mert_starts_the_cslm_with_a_share_of_the_standin_weight(small_run):
@@ -527,8 +529,8 @@ def test_mert_starts_the_cslm_with_a_share_of_the_standin_weight(small_run):
     import numpy as np
     from experiments import reproduce
     work, _ = small_run
-    exp = reproduce.Experiment(reproduce.Config(str(SMALL), None, str(work)), progress=False)
-    src = reproduce.read_lines(exp.set_files("dev", exp.cfg.dev, "", "")["source"])
+    exp = reproduce.Experiment(table1_config.Config(str(SMALL), None, str(work)), progress=False)
+    src = read_lines(exp.set_files("dev", exp.cfg.dev, "", "")["source"])
     _, groups_b, w_b = exp._decoder("Baseline", frozenset(), "dev", src[:2])
     _, groups_c, w_c = exp._decoder("+CSLM", frozenset({"cslm"}), "dev", src[:2])
     names = [g[0] for g in groups_c]
@@ -544,7 +546,9 @@ def test_mert_starts_the_cslm_with_a_share_of_the_standin_weight(small_run):
 def test_training_keys_are_the_commands_own_options(tmp_path):
     """[rnn] and [cslm] keys are the training commands' flags: a new option (batching) passes
     through without a list to update, a key that is no option is refused, naming it."""
-    from experiments.reproduce import ConfigError, Config, Experiment
+    from experiments.common import ConfigError
+    from experiments.reproduce import Experiment
+    from experiments.table1_config import Config
     text = (ROOT / "experiments" / "table1.ini").read_text()
     good = tmp_path / "good.ini"
     good.write_text(text.replace("[rnn]\n", "[rnn]\nbatching = by-source\nper-source = 8\ninverse = false\n", 1)
