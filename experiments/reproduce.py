@@ -46,8 +46,15 @@ import numpy as np
 
 from moses_integration import pipeline as P
 from moses_integration import stages as S
+from moses_integration.bleu import Reference
+from moses_integration.decoder import DecoderConfig, FeatureLayout
+from moses_integration.mert import default_ranges, one_best_bleu, tunable_mask, tune
 from moses_integration.moses_ini import MosesIni
+from moses_integration.phrase_tables import filter_table, read_columns, source_spans
+from moses_integration.runner import BuiltinDecoder, RescoredDecoder
+from rescorer import cli as rescorer_cli
 from rescorer.fileio import atomic_write
+from rescorer.runtime import setup_logging
 
 from experiments import build_baseline
 from experiments.common import ConfigError, arguments, errors_exit, read_lines, stage_records, vocab_stage
@@ -260,7 +267,6 @@ class Experiment:
 
     def _filter_stage(self, name: str, s: dict, f: dict, pt: str, rt: str) -> S.Stage:
         def run():
-            from moses_integration.phrase_tables import filter_table
             src = read_lines(s["source"], s["lines"])
             P.write_lines(f["source"], src)
             if f["own"]:
@@ -290,11 +296,10 @@ class Experiment:
     def _train(self, command: str, inputs: list[str], out: str, opts: list[str], resume: bool) -> dict:
         """``rescorer train`` or ``cslm-train``: continued where an interrupted attempt stopped
         (``resume``), else from scratch in an emptied directory."""
-        from rescorer.cli import main
         resume = resume and os.path.exists(os.path.join(out, "last.pt"))
         if not resume and os.path.exists(out):
             shutil.rmtree(out)
-        if main([command, *inputs, "--out", out] + opts + (["--resume"] if resume else [])
+        if rescorer_cli.main([command, *inputs, "--out", out] + opts + (["--resume"] if resume else [])
                 + ([] if self.progress else ["-q"])) != 0:
             raise RuntimeError(f"rescorer {command} failed")
         with open(os.path.join(out, "summary.json")) as f:
@@ -313,9 +318,8 @@ class Experiment:
                      {} if unk_count else {"unk-count": False})
 
         def run():
-            from rescorer.cli import main
             resume = st.resume and os.path.exists(f["scored"] + ".partial.json")
-            if main(["score", "--phrase-table", table, "--model", model, "--out", f["scored"]]
+            if rescorer_cli.main(["score", "--phrase-table", table, "--model", model, "--out", f["scored"]]
                     + (["--unk-count"] if unk_count else []) + ["--overwrite"]
                     + (["--precision", precision] if precision != "fp32" else [])
                     + (["--resume"] if resume else []) + ([] if self.progress else ["-q"])) != 0:
@@ -395,15 +399,13 @@ class Experiment:
     def _decoder(self, sysname: str, feats: frozenset, set_name: str, sentences: list[str], precision: str = "fp32"):
         """The decoder of a system on a set: the built-in decoder, wrapped by the CSLM's n-best
         rescoring in n-best mode; (decoder, feature groups, start weights)."""
-        from moses_integration.decoder import DecoderConfig
-        from moses_integration.runner import BuiltinDecoder, RescoredDecoder
         t = self.cfg.section("tuning")
         dcfg = DecoderConfig(stack_size=int(t.get("stack-size", 200)), pop_limit=int(t.get("pop-limit", 1000)))
         dec = BuiltinDecoder(self.system_ini(sysname, set_name, precision), sentences, dcfg, self.cfg.processes,
                              progress=self.progress)
         groups, w0 = list(dec.layout.groups), dec.model.weights.copy()
         if "cslm" in feats and self.cslm_mode == "nbest":
-            from rescorer.cslm import CSLMScorer
+            from rescorer.cslm import CSLMScorer  # torch: only in the stages that use it
             scorer = CSLMScorer.load(self.cslm_model())
             dec = RescoredDecoder(dec, "CSLM0", scorer.score_sentences, standin=self.cslm_standin)
             groups = dec.groups
@@ -451,8 +453,6 @@ class Experiment:
         st = S.Stage(self.tune_stage_name(sysname, k, bounds), ins, [out], None, dict(settings, seed=seed))
 
         def run():
-            from moses_integration.decoder import FeatureLayout
-            from moses_integration.mert import default_ranges, tunable_mask, tune
             src = read_lines(files["source"])
             refs = [r.split() for r in read_lines(self.cfg.dev["reference"], self.cfg.dev["lines"])]
             if len(refs) != len(src):
@@ -518,7 +518,7 @@ class Experiment:
                      isolated=False)
 
         def run():
-            from rescorer.checkpoint import export_checkpoint
+            from rescorer.checkpoint import export_checkpoint  # torch: only in this stage's process
             info = {}
             os.makedirs(paths["models"], exist_ok=True)
             for name, src in nets:
@@ -583,7 +583,6 @@ class Experiment:
         st = S.Stage("rnn-vs-table-dev", [f["scored"]], [out], None)
 
         def run():
-            from moses_integration.phrase_tables import read_columns, source_spans
             src, tgt, scores = read_columns(f["scored"], source_spans(read_lines(f["source"])), columns,
                                             self.progress)
             c = table_correlations(src, scores)
@@ -614,11 +613,7 @@ class Experiment:
                      compare={tuned: tuned_weights})
 
         def run():
-            from moses_integration.bleu import Reference
-            from moses_integration.decoder import DecoderConfig
-            from moses_integration.mert import one_best_bleu
-            from moses_integration.runner import BuiltinDecoder, RescoredDecoder
-            from rescorer.cslm import CSLMScorer
+            from rescorer.cslm import CSLMScorer  # torch: only in the stages that use it
             src = read_lines(files["source"])
             refs = [Reference(r.split()) for r in read_lines(self.cfg.dev["reference"], self.cfg.dev["lines"])]
             with open(tuned) as f:
@@ -670,7 +665,6 @@ class Experiment:
                      compare={p: tuned_weights for p in tuned})
 
         def run():
-            from moses_integration.runner import RescoredDecoder
             src = read_lines(files["source"])
             dec, groups, _ = self._decoder(sysname, feats, set_name, src, precision)
             for path, out in zip(tuned, outs):
@@ -727,7 +721,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lm", help="with --release: the LM the released inis need (default: the system's, else "
                                  "built from [system] lm-text)")
     a = ap.parse_args(argv)
-    from rescorer.runtime import setup_logging
     with errors_exit(log):  # our errors name the file and line
         if a.lm and not a.release:
             raise ConfigError("--lm goes with --release")
@@ -742,7 +735,7 @@ def main(argv: list[str] | None = None) -> dict:
         os.makedirs(cfg.work, exist_ok=True)
         setup_logging(os.path.join(cfg.work, "reproduce.log"), extra=("reproduce",))
         if a.release:
-            from experiments.release import ReleaseExperiment
+            from experiments.release import ReleaseExperiment  # it builds on this module
             exp = ReleaseExperiment(cfg, a.release, a.lm, progress=not a.quiet)
         else:
             exp = Experiment(cfg, progress=not a.quiet)

@@ -38,11 +38,14 @@ import logging
 import math
 import os
 import shutil
+import time
 
 import numpy as np
 
 from moses_integration import stages as S
+from rescorer import cli as rescorer_cli
 from rescorer.fileio import atomic_write
+from rescorer.runtime import setup_logging
 
 from experiments import build_baseline
 from experiments.common import ConfigError, arguments, errors_exit, read_lines, stage_records, vocab_stage
@@ -316,7 +319,6 @@ class Study:
     def _train_run(self, st: S.Stage, table: str, vocab: str, run_dir: str, opts: list[str], updates: int,
                    first: bool):
         def run():
-            from rescorer.cli import main
             last = os.path.join(run_dir, "last.pt")
             if first and not st.resume and os.path.exists(run_dir):
                 shutil.rmtree(run_dir)  # the first budget's settings changed: a new run
@@ -330,7 +332,7 @@ class Study:
                 if done > updates:
                     raise RuntimeError(f"{st.name}: {run_dir} has made {done} updates, past this budget "
                                        "(run again with --force to train from the start)")
-            if main(["train", "--phrase-table", table, "--vocab", vocab, "--out", run_dir, *opts,
+            if rescorer_cli.main(["train", "--phrase-table", table, "--vocab", vocab, "--out", run_dir, *opts,
                      "--max-updates", str(updates)] + (["--resume"] if os.path.exists(last) else [])
                     + ([] if self.progress else ["-q"])) != 0:
                 raise RuntimeError(f"rescorer train failed ({st.name})")
@@ -498,7 +500,6 @@ class Study:
     def run(self, force: bool = False) -> list[dict]:
         records = []
         if self.whole_build:
-            import time
             t = time.time()
             build = self.whole_build if os.path.isabs(self.whole_build) else os.path.join(ROOT, self.whole_build)
             sets = self.cp.get("whole", "sets", fallback=None)
@@ -518,8 +519,7 @@ class Study:
 def main(argv: list[str] | None = None) -> dict:
     ap = arguments(__doc__, os.path.join(ROOT, "experiments", "rnn_gain.ini"))
     a = ap.parse_args(argv)
-    from rescorer.runtime import setup_logging
-    from experiments.rnn_gain_report import summary, write_report
+    from experiments.rnn_gain_report import summary, write_report  # it builds on this module
     with errors_exit(log):
         study = Study(a.config, a.data, a.work, progress=not a.quiet)
         if a.report:

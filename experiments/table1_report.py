@@ -14,10 +14,12 @@ import json
 import math
 import os
 
+import kenlm
 import numpy as np
 
 from moses_integration import pipeline as P
-from moses_integration.evaluate import describe_runs, paired_test, paired_test_all_runs, postprocess
+from moses_integration.evaluate import corpus_bleu, describe_runs, paired_test, paired_test_all_runs, postprocess
+from moses_integration.mert import default_ranges
 from rescorer.fileio import atomic_write
 from rescorer.machine import describe as describe_machine
 from rescorer.plots import plt, save_figure
@@ -41,7 +43,6 @@ def _perplexities(exp, tok_ref: str | None, span, cslm_done: bool) -> dict:
     word and </s>)."""
     if not tok_ref:
         return {}
-    import kenlm
     sents = [line.split() for line in read_lines(tok_ref, span)]
     n = sum(len(s) + 1 for s in sents)
     out = {"tokens": n}
@@ -50,7 +51,7 @@ def _perplexities(exp, tok_ref: str | None, span, cslm_done: bool) -> dict:
     out["kenlm"] = 10 ** (-sum(lm.score(" ".join(s), bos=True, eos=True) for s in sents) / n)
     cslm = os.path.join(exp.d["cslm"], "best.pt")
     if cslm_done and os.path.exists(cslm):
-        from rescorer.cslm import CSLMScorer
+        from rescorer.cslm import CSLMScorer  # torch: only where it is needed
         scorer = CSLMScorer.load(cslm)
         out["cslm"] = math.exp(-float(scorer.score_sentences(sents).sum()) / n)
     return out
@@ -83,7 +84,6 @@ def _neural_weights(exp, systems: list[str]) -> dict:
 def _precision_check(exp, precision: str, sysname: str, lang: str) -> dict:
     """Test BLEU of the +RNN system, each run's fp32-tuned weights, with its table scored in fp32
     and in ``precision``; and how far the table's RNN scores moved."""
-    from moses_integration.evaluate import describe_runs
     out = {"precision": precision, "system": sysname, "tests": {}}
     for tname, t in exp.cfg.tests.items():
         refs = read_lines(t["reference"], t["lines"])
@@ -135,7 +135,6 @@ def feature_steps(systems: dict[str, list[str]]) -> list[tuple[str, str, str]]:
 
 def _negative(weights: dict) -> list[str]:
     """The log-probability weights (all but the penalties') below 0, as ``name[i]``."""
-    from moses_integration.mert import default_ranges
     groups = [(name, len(w), True) for name, w in weights.items()]
     lower, _ = default_ranges(groups)
     names = [f"{name}[{i}]" for name, w in weights.items() for i in range(len(w))]
@@ -211,7 +210,7 @@ def write_report(exp, records: list[dict]) -> dict:
     histories = {}
     for name, d in (("rnn", os.path.join(exp.d["rnn"], "run")), ("cslm", exp.d["cslm"])):
         if name in done and os.path.exists(os.path.join(d, "last.pt")):  # not a network still training
-            import torch
+            import torch  # only where it is needed
             h = torch.load(os.path.join(d, "last.pt"), map_location="cpu", weights_only=False)["trainer"]["history"]
             histories[name] = results[name]["curve"] = {
                 "updates": [u for u, _ in h["valid"]], "valid_ppl": [p for _, p in h["valid"]],
@@ -248,7 +247,6 @@ def write_report(exp, records: list[dict]) -> dict:
             steps.append({"feature": feat, "without": a, "with": b, "delta": per[b]["mean"] - per[a]["mean"],
                           "delta_per_run": [y - x for x, y in zip(per[a]["bleu"], per[b]["bleu"])],
                           "p_value_all_runs": p})
-        from moses_integration.evaluate import corpus_bleu
         results["tests"][tname] = {"sentences": len(refs), "systems": per, "feature_steps": steps,
                                    "signature": corpus_bleu(outs[base][0], refs)[2],
                                    "perplexity": _perplexities(exp, t.get("tokenised-reference"), t["lines"],

@@ -9,6 +9,9 @@ import math
 
 import numpy as np
 
+from moses_integration.decoder import moses_log, moses_logs
+from rescorer.phrase_table import open_binary
+
 def tuned_weights(path: str) -> dict:
     """The weights of a tuning result (what a test stage depends on; not the times it records)."""
     with open(path) as f:
@@ -28,9 +31,7 @@ def perturbed_start(w0: np.ndarray, tunable: np.ndarray, seed: int) -> np.ndarra
 def score_differences(fp32_table: str, other_table: str, column: int = 4) -> dict:
     """|differences| of the RNN column between two scorings of one table, line by line, as the
     decoder sees the column: max(ln x, -100), Moses's reading of a dense score."""
-    from moses_integration.decoder import moses_log
-    from rescorer.phrase_table import open_binary
-    from rescorer.scorer import difference_stats
+    from rescorer.scorer import difference_stats  # torch: only where it is needed
     exact, approx = [], []
     with open_binary(fp32_table) as a, open_binary(other_table) as b:
         for n, (x, y) in enumerate(itertools.zip_longest(a, b), 1):
@@ -51,8 +52,7 @@ def table_correlations(sources: list[str], scores: np.ndarray, rnn_column: int =
     Spearman correlation over all pairs, and Spearman within each source phrase's targets
     averaged over the sources with at least ``min_targets`` targets (how alike the two rank
     the candidates the decoder chooses among)."""
-    from scipy.stats import pearsonr, spearmanr
-    from moses_integration.decoder import moses_logs
+    from scipy.stats import pearsonr, spearmanr  # scipy: only for this statistic
     logs = moses_logs(np.asarray(scores, float))
     rnn = logs[:, rnn_column]
     order = np.argsort(np.asarray(sources, dtype=object), kind="stable")
