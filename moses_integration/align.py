@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import tempfile
 
+from .pipes import open_text
+
 Point = tuple[int, int]  # (source index, target index)
 
 NEIGHBOURS = ((-1, 0), (0, -1), (1, 0), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))
@@ -75,14 +77,13 @@ def eflomal_align(src_path: str, tgt_path: str, out_path: str, model: int = 3, n
     With ``progress``, eflomal reports its sampling iterations on stderr."""
     import eflomal
     from rescorer.fileio import atomic_write
-    from .extract import _open
     with tempfile.TemporaryDirectory() as tmp:
         fwd_path, rev_path = os.path.join(tmp, "fwd"), os.path.join(tmp, "rev")
-        with _open(src_path) as s, _open(tgt_path) as t:
+        with open_text(src_path) as s, open_text(tgt_path) as t:
             eflomal.Aligner(model=model, n_samplers=n_samplers).align(
                 s, t, links_filename_fwd=fwd_path, links_filename_rev=rev_path, quiet=not progress)
         n = 0
-        with _open(src_path) as s, _open(tgt_path) as t, open(fwd_path) as f, open(rev_path) as r, \
+        with open_text(src_path) as s, open_text(tgt_path) as t, open(fwd_path) as f, open(rev_path) as r, \
                 atomic_write(out_path, "w") as out:
             for ls, lt, lf, lr in zip(s, t, f, r):
                 out.write(format_points(grow_diag_final_and(len(ls.split()), len(lt.split()), parse_points(lf),

@@ -30,16 +30,15 @@ gzipped outputs are compressed by ``gzip`` processes beside the Python ones.
 """
 from __future__ import annotations
 
-import gzip
 import logging
 import os
-import shlex
 import shutil
-import subprocess
 import time
 from collections import Counter
 from itertools import zip_longest
 from typing import Iterable, Iterator
+
+from .pipes import gnu_sort, gzip_writer, open_text, sorting_writer
 
 log = logging.getLogger(__name__)
 
@@ -191,70 +190,6 @@ def lexical_weight(src: list[str], tgt: list[str], align: list[tuple[int, int]],
     return score
 
 
-# -- files -----------------------------------------------------------------------------------
-def _open(path: str, mode: str = "rt"):
-    return gzip.open(path, mode, encoding="utf-8", compresslevel=1) if path.endswith(".gz") else \
-        open(path, mode, encoding="utf-8")
-
-
-class _Pipe:
-    """A text file written through an external ``bash -c`` command's stdin (``gzip -1 >
-    FILE``, ``sort ... > FILE``): the command runs on another core while Python writes."""
-
-    def __init__(self, cmd: str, what: str):
-        self.cmd, self.what = cmd, what
-        self.proc = subprocess.Popen(["bash", "-c", cmd], stdin=subprocess.PIPE)
-        self.f = open(self.proc.stdin.fileno(), "w", encoding="utf-8", buffering=1 << 20, closefd=False)
-
-    def write(self, text: str) -> None:
-        self.f.write(text)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.f.close()
-        self.proc.stdin.close()
-        if self.proc.wait() != 0 and exc[0] is None:
-            raise RuntimeError(f"{self.what} failed ({self.cmd})")
-
-
-def _need(*tools: str) -> None:
-    for tool in tools:
-        if shutil.which(tool) is None:
-            raise RuntimeError(f"{tool} is needed to build the phrase tables")
-
-
-def _sort_cmd(tmp_dir: str, memory: str, threads: int) -> str:
-    """GNU sort in byte order (``LC_ALL=C``, as Moses sorts), on disk in ``tmp_dir``."""
-    return f"LC_ALL=C sort -S {memory} --parallel={threads} -T {shlex.quote(tmp_dir)}"
-
-
-def gnu_sort(inputs: list[str], output: str, tmp_dir: str, memory: str = "1G", threads: int = 2) -> None:
-    """``LC_ALL=C sort`` of text files (gzipped ones are read through ``gzip -dc``) into
-    ``output`` (gzipped if it ends in ``.gz``), on disk, as Moses sorts."""
-    _need("sort", "gzip", "bash")
-    files = " ".join(f"<(gzip -dc {shlex.quote(p)})" if p.endswith(".gz") else shlex.quote(p) for p in inputs)
-    tail = " | gzip -1" if output.endswith(".gz") else ""
-    cmd = (f"set -o pipefail; {_sort_cmd(tmp_dir, memory, threads)} {files}{tail} "
-           f"> {shlex.quote(output + '.tmp')}")
-    if subprocess.run(["bash", "-c", cmd]).returncode != 0:
-        raise RuntimeError(f"sorting {', '.join(inputs)} into {output} failed")
-    os.replace(output + ".tmp", output)
-
-
-def sorting_writer(output: str, tmp_dir: str, memory: str = "1G", threads: int = 1) -> _Pipe:
-    """A file object whose lines come out in ``output`` sorted as ``gnu_sort`` sorts them."""
-    _need("sort", "bash")
-    return _Pipe(f"{_sort_cmd(tmp_dir, memory, threads)} > {shlex.quote(output)}", f"sorting into {output}")
-
-
-def gzip_writer(output: str) -> _Pipe:
-    """A file object that writes ``output`` through ``gzip -1`` in its own process."""
-    _need("gzip", "bash")
-    return _Pipe(f"gzip -1 > {shlex.quote(output)}", f"writing {output}")
-
-
 def _fmt(x: float) -> str:
     return f"{x:.6g}"
 
@@ -348,7 +283,7 @@ def score_half(sorted_extract: str, output, lex: dict, inverse: bool, reordering
                 reordering.write(f"{first}{SEP}{sec}{SEP}{_reordering_probs(o, smoothing)}\n")
         done.clear()
 
-    with _open(sorted_extract) as inp:
+    with open_text(sorted_extract) as inp:
         for line in tqdm(inp, desc="scoring phrase pairs", unit=" lines", total=progress or None,
                          disable=not progress, mininterval=2.0):
             n_lines += 1
@@ -387,7 +322,7 @@ def consolidate(direct: str, inverse_by_src: str, output, progress: int = 0) -> 
     written to the file object ``output``."""
     n = 0
     from tqdm import tqdm
-    with _open(direct) as d, _open(inverse_by_src) as v:
+    with open_text(direct) as d, open_text(inverse_by_src) as v:
         for ld, lv in tqdm(zip_longest(d, v), desc="joining the two directions", unit=" pairs",
                            total=progress or None, disable=not progress, mininterval=2.0):
             if ld is None or lv is None:
@@ -454,7 +389,7 @@ def _extract_part(job) -> tuple[Counter, int, int]:
 def read_corpus(src_path: str, tgt_path: str, align_path: str):
     """(source words, target words, alignment points) of every line of three parallel files;
     a bad line stops with its file and line number."""
-    with _open(src_path) as fs, _open(tgt_path) as ft, _open(align_path) as fa:
+    with open_text(src_path) as fs, open_text(tgt_path) as ft, open_text(align_path) as fa:
         for n, (ls, lt, la) in enumerate(zip(fs, ft, fa), 1):
             src, tgt = ls.split(), lt.split()
             yield src, tgt, parse_alignment(la, len(src), len(tgt), f"{align_path}:{n}")
@@ -486,7 +421,7 @@ def build_tables(src_path: str, tgt_path: str, align_path: str, out_dir: str, ma
     n_sent, n_pairs = sum(r[1] for r in results), sum(r[2] for r in results)
     tot_f, tot_e = totals(joint)
     e_given_f, f_given_e = lexical_tables(joint, tot_f, tot_e)
-    with _open(os.path.join(work, "lex.e2f"), "wt") as a, _open(os.path.join(work, "lex.f2e"), "wt") as b:
+    with open_text(os.path.join(work, "lex.e2f"), "wt") as a, open_text(os.path.join(work, "lex.f2e"), "wt") as b:
         for (f, e) in sorted(joint):
             a.write(f"{e} {f} {e_given_f[(f, e)]:.7f}\n")   # Moses: target source w(e|f)
             b.write(f"{f} {e} {f_given_e[(f, e)]:.7f}\n")   # source target w(f|e)
