@@ -5,6 +5,7 @@ which is all MERT needs; both write Moses's n-best format.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing as mp
 import os
@@ -62,6 +63,10 @@ class BuiltinDecoder:
         if weights is not None:
             self.model.set_weights(weights)
         _MODEL = self.model
+        # what is alive now (the model and its tables) is left out of every later collection of the
+        # cyclic garbage collector, here and in the forked workers: the collections between
+        # sentences then look at the last sentence's objects only
+        gc.freeze()
         jobs = [(i, s, nbest, distinct) for i, s in enumerate(self.sentences)]
         out = [None] * len(jobs)
         bar = tqdm(total=len(jobs), desc="decoding", unit=" sent", disable=not progress, mininterval=1.0)
