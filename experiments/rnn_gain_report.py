@@ -119,6 +119,7 @@ def _arm(study, arm: str, done: set) -> dict | None:
         d, outs = _describe(study, arm, exp, point, refs)
         d.update(_point_meta(study, point))
         d["delta"] = d["mean"] - base["mean"]
+        d["mert_delta"] = float(np.mean(d["mert_dev_bleu"]) - np.mean(base["mert_dev_bleu"]))
         d["baseline_mean"] = base["mean"]
         d["settings"] = study.point_settings(arm, point)
         d["delta_per_run"] = [b - a for a, b in zip(base["bleu"], d["bleu"])]
@@ -189,7 +190,8 @@ def carry_over(r: dict, previous: dict, study) -> None:
 def table1_reference(study, arm: str) -> dict | None:
     """The dev BLEU of a Table 1 report's Baseline and +RNN when it was tuned on this tuning set
     with this study's system and MERT settings (``table1-report =``): its network is one more
-    point of the system table's curve, measured with that report's runs."""
+    point of the system table's curve, measured with that report's runs. That BLEU is MERT's own
+    (tokenised, the best iteration's), to be compared with the points' ``mert_delta``."""
     path = study.sets[arm].get("table1_report")
     if not path:
         return None
@@ -332,10 +334,15 @@ def findings(r: dict, alpha: float = 0.05) -> list[str]:
     for arm, a in r["sets"].items():
         t = a.get("table1")
         if t:
+            same = [f"{p} {d['mert_delta']:+.2f}" for p, d in a["points"].items()
+                    if d["kind"] == "network" and d["table"] == t["table"] and d["hidden"] == t["hidden"]
+                    and d.get("mert_delta") is not None]
             out.append(f"{arm}: Table 1's network ({t['table']} table, {t['hidden']} hidden, {t['updates']:,} updates in "
                        f"{t['trained_minutes']:.0f} minutes, validation perplexity {t['valid_ppl']:.2f}) gained "
-                       f"{t['delta']:+.2f} over its baseline ({t['baseline_mean']:.2f}) here, over {t['runs']} MERT runs "
-                       f"of that report ({t['report']}).")
+                       f"{t['delta']:+.2f} in MERT's tokenised BLEU over its baseline ({t['baseline_mean']:.2f}) here, "
+                       f"over {t['runs']} MERT runs of that report ({t['report']})"
+                       + (f"; this study's networks of that table and size, in the same measure: {', '.join(same)}"
+                          if same else "") + ".")
     shares = [s for a in r["sets"].values() for d in a["points"].values() for s in d["rnn_share"] if s is not None]
     if shares:
         out.append(f"MERT gives the RNN column {min(shares):.1%} to {max(shares):.1%} of the L1 norm of the weights "
@@ -436,11 +443,6 @@ def plot_gain(r: dict, x_key: str, x_label: str, path: str) -> None:
         for name, p in a["points"].items():
             if p["kind"] == "pair" and p.get(x_key) is not None:
                 ax.plot([p[x_key]], [p["delta"]], "*", ms=12, label=f"{name} (both directions)")
-        t1 = a.get("table1")
-        if t1 and t1.get(x_key) is not None:
-            ax.plot([t1[x_key]], [t1["delta"]], "X", ms=9, color="black", label=f"Table 1's network ({t1['runs']} runs)")
-            ax.plot([t1[x_key]] * t1["runs"], [b - c for b, c in zip(t1["rnn"], t1["baseline"])], ".", color="black",
-                    alpha=0.5)
         ax.axhline(0, color="grey", lw=1)
         ax.axhspan(-a["baseline"]["s_opt"], a["baseline"]["s_opt"], color="grey", alpha=0.12,
                    label="baseline's s_opt")
@@ -483,18 +485,22 @@ def _md_arm(arm: str, a: dict) -> list[str]:
         rows.append([f"{p}{mark}", d["table"], f"{d['hidden']} / {d['maxout-units']}", _f(d.get("updates"), "{:,}"),
                      _f(d.get("trained_minutes"), "{:.3g}"), _f(d.get("valid_ppl")),
                      ", ".join(f"{x:.2f}" for x in d["bleu"]), f"{d['mean']:.2f}", f"{d['delta']:+.2f}",
+                     _f(d.get("mert_delta"), "{:+.2f}"),
                      f"{d['s_opt']:.2f}", _p(d["p_value_all_runs"]), share,
                      f"{sp['p(target|source)']:.2f} / {sp['lex(target|source)']:.2f}" if sp else "–"])
     L += markdown_table(["point", "table", "hidden / maxout", "updates", "minutes", "valid ppl", "BLEU per run", "mean",
-                         "gain", "s_opt", "p (all runs)", "RNN share of L1", "Spearman p(t\\|s) / lex(t\\|s)"], rows)
+                         "gain", "gain in MERT's BLEU", "s_opt", "p (all runs)", "RNN share of L1",
+                         "Spearman p(t\\|s) / lex(t\\|s)"], rows)
     L.append("")
     t1 = a.get("table1")
     if t1:
         L += [f"Table 1's run on this set ({t1['report']}, {t1['runs']} MERT runs with the same settings; its "
               f"network: {t1['table']} table, {t1['hidden']} / {t1['maxout-units']}, {t1['updates']:,} updates in "
-              f"{t1['trained_minutes']:.0f} minutes, validation perplexity {t1['valid_ppl']:.2f}): Baseline "
-              f"{', '.join(f'{x:.2f}' for x in t1['baseline'])} (mean {t1['baseline_mean']:.2f}), +RNN "
-              f"{', '.join(f'{x:.2f}' for x in t1['rnn'])} (mean {t1['mean']:.2f}): gain {t1['delta']:+.2f}.", ""]
+              f"{t1['trained_minutes']:.0f} minutes, validation perplexity {t1['valid_ppl']:.2f}), in MERT's "
+              f"tokenised BLEU (that report keeps no detokenised dev output; compare with the column \"gain in "
+              f"MERT's BLEU\"): Baseline {', '.join(f'{x:.2f}' for x in t1['baseline'])} (mean "
+              f"{t1['baseline_mean']:.2f}), +RNN {', '.join(f'{x:.2f}' for x in t1['rnn'])} (mean {t1['mean']:.2f}): "
+              f"gain {t1['delta']:+.2f}.", ""]
     t = a.get("test")
     if t:
         L += [f"Tested on {t['name']} ({t['sentences']} sentences) with the weights tuned on {arm}; signature "

@@ -39,6 +39,7 @@ def test_report_holds_every_point_of_every_tuning_set(small_study):
         for p, d in a["points"].items():
             assert len(d["bleu"]) == len(d["delta_per_run"]) == 2 and d["s_opt"] >= 0
             assert d["delta"] == pytest.approx(d["mean"] - a["baseline"]["mean"])
+            assert d["mert_delta"] == pytest.approx(sum(d["mert_dev_bleu"]) / 2 - sum(a["baseline"]["mert_dev_bleu"]) / 2)
             assert 0 < d["p_value_all_runs"] <= 1 and d["ar_signature"].startswith("nrefs:1|ar:10000|")
             assert all(0 <= s <= 1 for s in d["rnn_share"]) and d["valid_ppl"] > 1
             assert -1 <= d["spearman"]["p(target|source)"] <= 1
