@@ -60,6 +60,11 @@ NETWORK_KEYS = ("table", "updates", "shortlist")
 BASELINE = "Baseline"
 
 
+def same_settings(a, b) -> bool:
+    """Whether two settings structures are equal as JSON stores them."""
+    return json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str))
+
+
 def budget_text(updates: int) -> str:
     """62000 -> '62k' (a budget as points and files name it)."""
     return f"{updates // 1000}k" if updates % 1000 == 0 else str(updates)
@@ -279,6 +284,42 @@ class Study:
                 "networks": [{"options": {k: v for k, v in self.networks[n]["options"].items() if k != "updates"},
                               "table": self._section(self.networks[n]["table"]), "updates": m} for n, m in nets]}
 
+    def carried_path(self) -> str:
+        return os.path.join(self.work, "carried.json")
+
+    def measured_here(self, arm: str, point: str) -> bool:
+        """Whether the work directory holds a point's measurement (every run's tuning and output)."""
+        exp = self.experiment(arm)
+        return all(os.path.exists(exp.tuned_path(point, k)) and os.path.exists(exp.output_path("dev", point, k))
+                   for k in range(1, self.runs + 1))
+
+    def carried_from_report(self) -> list[tuple[str, str]]:
+        """The (tuning set, point) pairs the report at ``self.report`` measured with the settings
+        they have now and the work directory does not hold (see ``rnn_gain_report.carry_over``)."""
+        path = os.path.join(self.report, "results.json")
+        if not os.path.exists(path):
+            return []
+        try:
+            with open(path) as f:
+                prev = json.load(f)
+        except ValueError as e:
+            raise ConfigError(f"{path}: not the JSON of a report ({e}): move it away to measure every point") from None
+        return [(arm, p) for arm, a in prev.get("sets", {}).items() if arm in self.sets
+                for p, d in a.get("points", {}).items()
+                if p in self.sets[arm]["points"] and same_settings(d.get("settings"), self.point_settings(arm, p))
+                and not self.measured_here(arm, p)]
+
+    def carried(self) -> set[tuple[str, str]]:
+        """The points not measured again: those the report held when this run began (``run``
+        writes them to the work directory, so that every stage process of the run, and the
+        reports written meanwhile, see the stage list the run began with)."""
+        path = self.carried_path()
+        if os.path.exists(path):  # (set, point, its settings then): a point whose settings changed since is measured
+            with open(path) as f:
+                return {(arm, p) for arm, p, was in json.load(f) if arm in self.sets and p in self.sets[arm]["points"]
+                        and same_settings(was, self.point_settings(arm, p))}
+        return set(self.carried_from_report())
+
     # -- networks ------------------------------------------------------------------------------
     def net_dir(self, net: str) -> str:
         return os.path.join(self.work, "networks", slug(net))
@@ -450,9 +491,11 @@ class Study:
                 st.name = f"{slug(arm)}.{st.name}"
             out.extend(stages)
 
+        carried = self.carried()
+
         def evaluate(point: str) -> None:
             for arm, a in arms.items():
-                if point not in self.sets[arm]["points"]:
+                if point not in self.sets[arm]["points"] or (arm, point) in carried:
                     continue
                 if not a["started"]:
                     add(arm, a["setup"])
@@ -479,11 +522,19 @@ class Study:
                 raise ConfigError(f"{self.path}: [network {net}] table = system: no [tuning NAME] decodes with the "
                                   "[system] tables (system = system)")
             trains[net] = self._network_stages(net, self.table_of(net, system_table))
+        # a budget is trained when a point still to measure needs it or a later budget of its run
+        needed: dict[str, int] = {}
+        for arm, s in self.sets.items():
+            for point in s["points"]:
+                if (arm, point) in carried:
+                    continue
+                for net, m in (self.pairs[point] if point in self.pairs else [parse_point(point, self.networks, point)]):
+                    needed[net] = max(needed.get(net, 0), m)
         trained: set[tuple[str, int]] = set()
         pending_pairs = dict(self.pairs)
         for m in sorted({m for n in self.networks.values() for m in n["updates"]}):
             for net, (vst, by_m) in trains.items():
-                if m not in by_m:
+                if m not in by_m or m > needed.get(net, 0):
                     continue
                 if m == self.networks[net]["updates"][0] and vst.name not in {st.name for st in out}:
                     out.append(vst)
@@ -497,7 +548,12 @@ class Study:
                         del pending_pairs[name]
         return out
 
-    def run(self, force: bool = False) -> list[dict]:
+    def run(self, force: bool = False, remeasure: bool = False) -> list[dict]:
+        """Every stage not done yet, the whole-table build first; the points the report already
+        holds with the same settings are not measured again (``remeasure``: they are)."""
+        with atomic_write(self.carried_path(), "w") as f:
+            json.dump([] if remeasure else [[arm, p, self.point_settings(arm, p)]
+                                            for arm, p in sorted(self.carried_from_report())], f)
         records = []
         if self.whole_build:
             t = time.time()
@@ -518,6 +574,9 @@ class Study:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = arguments(__doc__, os.path.join(ROOT, "experiments", "rnn_gain.ini"))
+    ap.add_argument("--remeasure", action="store_true",
+                    help="measure again the points the report already holds with the same settings (by default "
+                         "they are kept from it and their stages are not run)")
     a = ap.parse_args(argv)
     from experiments.rnn_gain_report import summary, write_report  # it builds on this module
     with errors_exit(log):
@@ -528,7 +587,7 @@ def main(argv: list[str] | None = None) -> dict:
         setup_logging(os.path.join(study.work, "rnn_gain.log"), extra=("rnn_gain", "reproduce"))
         if a.run_stage:
             return S.run_one_stage(study.stages(), a)
-        records = stage_records(study.stages, study.work, a, study.run)
+        records = stage_records(study.stages, study.work, a, lambda force: study.run(force, a.remeasure))
         if a.report_only and study.whole_build and not study.built():
             records.insert(0, {"stage": "whole-build", "pending": True})
         results = write_report(study, records)

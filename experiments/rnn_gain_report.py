@@ -25,7 +25,7 @@ from rescorer.plots import plt, save_figure
 
 from experiments.common import markdown_table, read_lines
 from experiments.table1_config import read_config, slug
-from experiments.rnn_gain import budget_text, parse_budget, parse_point, point_name
+from experiments.rnn_gain import budget_text, parse_budget, parse_point, point_name, same_settings
 from experiments.table1_report import _detok, _p, collapses
 
 BASELINE = "Baseline"
@@ -149,10 +149,6 @@ def _arm(study, arm: str, done: set) -> dict | None:
     return out
 
 
-def _same(a, b) -> bool:
-    return json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str))
-
-
 def carry_over(r: dict, previous: dict, study) -> None:
     """Keep what an earlier report measured and this run's work directory no longer holds (a new
     checkout has none of it): a tuning set's baseline when its settings are the same, and each
@@ -165,20 +161,20 @@ def carry_over(r: dict, previous: dict, study) -> None:
             continue
         cur = r["sets"].get(arm)
         if cur is None:
-            if not _same(pa.get("settings"), study.baseline_settings(arm)):
+            if not same_settings(pa.get("settings"), study.baseline_settings(arm)):
                 continue
             cur = r["sets"][arm] = {**pa, "points": {}, "carried_from": pa.get("carried_from", when)}
         for p, d in pa.get("points", {}).items():
             if p in cur["points"] or p not in study.sets[arm]["points"]:
                 continue
-            if _same(d.get("settings"), study.point_settings(arm, p)):
+            if same_settings(d.get("settings"), study.point_settings(arm, p)):
                 cur["points"][p] = {**d, "carried_from": d.get("carried_from", when)}
         order = study.sets[arm]["points"]
         cur["points"] = {p: cur["points"][p] for p in order if p in cur["points"]}
     r["sets"] = {a: r["sets"][a] for a in study.sets if a in r["sets"]}
     for net, pn in previous.get("networks", {}).items():
         n = r["networks"].get(net)
-        if n is None or not _same({k: v for k, v in pn.get("options", {}).items() if k != "updates"},
+        if n is None or not same_settings({k: v for k, v in pn.get("options", {}).items() if k != "updates"},
                                   {k: v for k, v in n["options"].items() if k != "updates"}):
             continue
         for m, c in pn.get("checkpoints", {}).items():

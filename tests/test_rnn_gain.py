@@ -181,12 +181,20 @@ def test_points_of_a_lost_work_directory_are_kept_from_the_report(small_study, t
     assert again["networks"]["whole-24"]["checkpoints"]["20"]["carried_from"] == r["generated"]
     md = (report / "results.md").read_text()
     assert "| whole-24@20 † (baseline " in md and "(its work directory is gone here)" in md
+    # a run on the new work directory measures none of them again: no network trained, no MERT run
+    full = rnn_gain.main(["--config", str(SMALL), "--work", str(tmp_path / "new"), "--report", str(report), "-q"])
+    assert [rec["stage"] for rec in full["stages"]] == ["whole-build"]
+    assert json.loads(json.dumps(full["sets"])) == json.loads(json.dumps(again["sets"]))
     # a network whose options changed: its points are not the same measurement any more
     changed = _config(tmp_path, lambda t: t.replace("[network whole-24]\n", "[network whole-24]\nlr = 0.5\n"))
     third = rnn_gain.main(["--config", changed, "--work", str(tmp_path / "new"), "--report", str(report), "-q",
                            "--report-only"])
     assert list(third["sets"]["news"]["points"]) == ["system-16@10", "system-16@20"]
     assert not third["networks"]["whole-24"]["checkpoints"]
+    # ... and are measured again, as any point with --remeasure: every network trained
+    pending = {rec["stage"] for rec in third["stages"] if rec.get("pending")}
+    assert {"whole_24.train-20", "news.score-whole_24_20", "hansard.tune-whole_24_20-1"} <= pending
+    assert "system_16.train-10" not in pending
 
 
 def test_table1_run_on_the_same_tuning_set_is_shown_beside_the_points(tmp_path):
