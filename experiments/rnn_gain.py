@@ -353,16 +353,18 @@ class Study:
             ck = self.checkpoint(net, m)
             st = S.Stage(f"{slug(net)}.train-{budget_text(m)}", ins, [ck, ck[:-3] + ".json"], None,
                          {"options": opts, "updates": m})
-            st.run = self._train_run(st, table, vocab, run_dir, opts, m, first=prev is None)
+            st.run = self._train_run(st, net, table, vocab, run_dir, opts, m, first=prev is None)
             out[m], prev = st, ck
         return vst, out
 
-    def _train_run(self, st: S.Stage, table: str, vocab: str, run_dir: str, opts: list[str], updates: int,
-                   first: bool):
+    def _train_run(self, st: S.Stage, net: str, table: str, vocab: str, run_dir: str, opts: list[str],
+                   updates: int, first: bool):
         def run():
             last = os.path.join(run_dir, "last.pt")
             if first and not st.resume and os.path.exists(run_dir):
                 shutil.rmtree(run_dir)  # the first budget's settings changed: a new run
+            if first and not os.path.exists(os.path.join(run_dir, "data")):
+                self._share_prepared_pairs(net, table, run_dir)
             elif not first and not os.path.exists(last):
                 raise RuntimeError(f"{st.name}: {last} is missing: the run the earlier budgets trained is gone "
                                    "(run again with --force)")
@@ -388,6 +390,30 @@ class Study:
                 json.dump(info, f, indent=1)
             return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in info.items()}
         return run
+
+    def _share_prepared_pairs(self, net: str, table: str, run_dir: str) -> None:
+        """Hard links to the pairs another network's run prepared from the same table (the
+        trainer's own check of their settings, its meta.json, decides whether it uses them or
+        prepares its own): the networks of one table do not read millions of lines each."""
+        for other in self.networks:
+            data = os.path.join(self.net_dir(other), "run", "data")
+            try:
+                with open(os.path.join(data, "meta.json")) as f:
+                    meta = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if (meta.get("table") != os.path.abspath(table) or data == os.path.join(run_dir, "data")
+                    or meta.get("inverse") != self.networks[net]["inverse"]
+                    or str(meta.get("seed")) != str(self.networks[net]["options"].get("seed", meta.get("seed")))):
+                continue
+            tmp = os.path.join(run_dir, "data.linking")
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+            for name in os.listdir(data):
+                os.link(os.path.join(data, name), os.path.join(tmp, name))
+            os.replace(tmp, os.path.join(run_dir, "data"))
+            log.info("%s: the pairs %s prepared, linked (the trainer checks their settings)", run_dir, data)
+            return
 
     # -- tuning sets -----------------------------------------------------------------------------
     def experiment(self, name: str) -> Experiment:

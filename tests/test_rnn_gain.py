@@ -212,3 +212,21 @@ def test_table1_run_on_the_same_tuning_set_is_shown_beside_the_points(tmp_path):
                        .replace("restarts = 10", "restarts = 20"))
     with pytest.raises(ValueError, match=r"table1-report = .*\[dev\] lines, \[tuning\] restarts differ"):
         table1_reference(Study(str(changed), str(DATA), str(tmp_path)), "news")
+
+
+def test_a_network_uses_the_pairs_another_network_of_its_table_prepared(small_study, tmp_path):
+    from experiments.rnn_gain import Study
+    work, _ = small_study
+    study = Study(str(SMALL), str(DATA), str(work))
+    for net, own in (("whole-24", "whole_24"), ("whole-16-inverse", "whole_16_inverse")):
+        run = tmp_path / own
+        run.mkdir()
+        study._share_prepared_pairs(net, study.whole_table, str(run))
+        theirs = work / "networks" / own / "run" / "data"   # the one of the same direction
+        assert sorted(p.name for p in (run / "data").iterdir()) == sorted(p.name for p in theirs.iterdir())
+        assert os.path.samefile(run / "data" / "meta.json", theirs / "meta.json")
+    # no network of the system's table in that direction has prepared pairs from another table
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    study._share_prepared_pairs("system-16", str(work / "no-such-table.gz"), str(alone))
+    assert not (alone / "data").exists()
