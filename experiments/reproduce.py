@@ -49,7 +49,7 @@ from moses_integration import stages as S
 from moses_integration.bleu import Reference
 from moses_integration.decoder import DecoderConfig, FeatureLayout
 from moses_integration.mert import default_ranges, one_best_bleu, tunable_mask, tune
-from moses_integration.moses_ini import MosesIni
+from moses_integration.moses_ini import MosesIni, format_weight
 from moses_integration.phrase_tables import filter_table, read_columns, source_spans
 from moses_integration.runner import BuiltinDecoder, RescoredDecoder
 from rescorer import cli as rescorer_cli
@@ -551,18 +551,18 @@ class Experiment:
                     head.append("# phrase-table.rnn.gz: the filtered table scored by `rescorer score --model rnn.pt "
                                 "--unk-count` (columns 5 and 6: the RNN and the WP feature).")
                 if "cslm" in feats and self.cslm_mode == "nbest":
-                    head.append(f"# CSLM0= {t['weights']['CSLM0'][0]:.6g}: the CSLM re-ranks the "
+                    head.append(f"# CSLM0= {format_weight(t['weights']['CSLM0'][0])}: the CSLM re-ranks the "
                                 f"{self.cfg.get('cslm', 'nbest', '100')}-best list with these weights; it is "
                                 "not a feature of the search (rescorer cslm-rescore --model cslm.pt, then "
                                 f"rescorer rerank --ini run{k}.ini --weights 'CSLM0= "
-                                f"{t['weights']['CSLM0'][0]:.6g}').")
+                                f"{format_weight(t['weights']['CSLM0'][0])}').")
                     if self.cslm_standin:
                         sw = t["weights"][self.cslm_standin][0] + t["weights"]["CSLM0"][0]
-                        head.append(f"# The n-best list comes from a search with {self.cslm_standin}= {sw:.6g} "
+                        head.append(f"# The n-best list comes from a search with {self.cslm_standin}= {format_weight(sw)} "
                                     f"(its weight plus CSLM0's, {self.cslm_standin} standing in for the CSLM): "
-                                    f"-weight-overwrite '{self.cslm_standin}= {sw:.6g}' for Moses.")
+                                    f"-weight-overwrite '{self.cslm_standin}= {format_weight(sw)}' for Moses.")
                         head.append(f"# All of it with the built-in decoder: rescorer decode --ini run{k}.ini --cslm "
-                                    f"cslm.pt --cslm-weight {t['weights']['CSLM0'][0]:.6g} --cslm-nbest "
+                                    f"cslm.pt --cslm-weight {format_weight(t['weights']['CSLM0'][0])} --cslm-nbest "
                                     f"{self.cfg.get('cslm', 'nbest', '100')} --cslm-standin {self.cslm_standin} "
                                     "--input IN --output OUT")
                 os.makedirs(os.path.dirname(self.released_ini(n, k)), exist_ok=True)

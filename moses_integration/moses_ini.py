@@ -182,7 +182,7 @@ class MosesIni:
         self._index()
 
     def set_weight_line(self, name: str, values: list[float]) -> None:
-        text = f"{name}= " + " ".join(_fmt(v) for v in values)
+        text = f"{name}= " + " ".join(format_weight(v) for v in values)
         i = self._find_weight(name)
         if i is None:
             self._insert_in_section("weight", text)
@@ -237,8 +237,16 @@ class MosesIni:
             self._index()
 
 
-def _fmt(v: float) -> str:
-    return f"{v:g}" if abs(v) >= 1e-4 or v == 0 else f"{v:.6g}"
+def format_weight(v: float) -> str:
+    """A weight as the ini writes it: the shortest text that reads back as the same float (an
+    integer without its point), so that decoding from the ini ranks exactly as decoding with the
+    weights it was written from."""
+    v = float(v)
+    if v == 0:
+        return "0"
+    if v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return repr(v)
 
 
 def count_dense_scores(table: str | os.PathLike) -> int:
