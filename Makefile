@@ -1,8 +1,9 @@
 # phrase-rescorer: `make demo` runs the main job, `make test` runs the tests.
 # Both set everything up first (a virtual environment in .venv, torch 2.13.0 CPU from
 # the local wheel, the rest from PyPI, KenLM's lmplz and build_binary built from the kenlm
-# source package, the decoder's search core compiled with Cython); set-up is redone only when
-# setup.cfg, setup.py or pyproject.toml change, the search core when search.py does.
+# source package, the decoder's search core and MERT's envelope sweep compiled with Cython); set-up
+# is redone only when setup.cfg, setup.py or pyproject.toml change, the compiled parts when their
+# sources do.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -20,9 +21,9 @@ $(VENV)/.installed: setup.cfg setup.py pyproject.toml
 	bash moses_integration/install_kenlm.sh $(VENV)
 	touch $@
 
-# the decoder's search core, compiled by Cython in place (pip install -e builds it too; this
-# rebuilds it when search.py changes)
-$(VENV)/.search-built: $(VENV)/.installed moses_integration/search.py
+# the compiled parts (the decoder's search core, MERT's envelope sweep), compiled by Cython in
+# place (pip install -e builds them too; this rebuilds them when their sources change)
+$(VENV)/.search-built: $(VENV)/.installed moses_integration/search.py moses_integration/envelope.py
 	$(BIN)/python setup.py --quiet build_ext --inplace
 	touch $@
 

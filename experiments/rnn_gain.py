@@ -243,9 +243,10 @@ class Study:
 
     def on_build(self, name: str) -> bool:
         """Whether a tuning set's system is one the whole-table build makes."""
-        ini = self.cp.get("system", "ini", fallback="")
-        return self.sets[name]["system"] == "whole" or (
-            bool(self.whole_build) and self.p(ini).startswith(self.whole_dir + os.sep) if ini.strip() else False)
+        if self.sets[name]["system"] == "whole":
+            return True
+        ini = self.cp.get("system", "ini", fallback="").strip()  # a [system] inside the build's directory
+        return bool(self.whole_build and ini) and self.p(ini).startswith(self.whole_dir + os.sep)
 
     def check_sets(self) -> None:
         """The sides of every tuning and test set that exists now have as many lines (a set the
@@ -279,10 +280,14 @@ class Study:
     def point_settings(self, arm: str, point: str) -> dict:
         """What a point's numbers depend on: its baseline's settings and each of its networks' own
         (options, table, budget; not the other budgets of its curve)."""
-        nets = list(self.pairs[point]) if point in self.pairs else [parse_point(point, self.networks, point)]
         return {**self.baseline_settings(arm),
                 "networks": [{"options": {k: v for k, v in self.networks[n]["options"].items() if k != "updates"},
-                              "table": self._section(self.networks[n]["table"]), "updates": m} for n, m in nets]}
+                              "table": self._section(self.networks[n]["table"]), "updates": m}
+                             for n, m in self.point_networks(point)]}
+
+    def point_networks(self, point: str) -> list[tuple[str, int]]:
+        """The (network, budget) of a point: one, or a pair's two (forward, inverse)."""
+        return list(self.pairs[point]) if point in self.pairs else [parse_point(point, self.networks, point)]
 
     def carried_path(self) -> str:
         return os.path.join(self.work, "carried.json")
@@ -365,7 +370,7 @@ class Study:
                 shutil.rmtree(run_dir)  # the first budget's settings changed: a new run
             if first and not os.path.exists(os.path.join(run_dir, "data")):
                 self._share_prepared_pairs(net, table, run_dir)
-            elif not first and not os.path.exists(last):
+            if not first and not os.path.exists(last):
                 raise RuntimeError(f"{st.name}: {last} is missing: the run the earlier budgets trained is gone "
                                    "(run again with --force)")
             summary = os.path.join(run_dir, "summary.json")
@@ -554,7 +559,7 @@ class Study:
             for point in s["points"]:
                 if (arm, point) in carried:
                     continue
-                for net, m in (self.pairs[point] if point in self.pairs else [parse_point(point, self.networks, point)]):
+                for net, m in self.point_networks(point):
                     needed[net] = max(needed.get(net, 0), m)
         trained: set[tuple[str, int]] = set()
         pending_pairs = dict(self.pairs)

@@ -25,7 +25,7 @@ from rescorer.plots import plt, save_figure
 
 from experiments.common import markdown_table, read_lines
 from experiments.table1_config import read_config, slug
-from experiments.rnn_gain import budget_text, parse_budget, parse_point, point_name, same_settings
+from experiments.rnn_gain import budget_text, parse_budget, point_name, same_settings
 from experiments.table1_report import _detok, _p, collapses
 
 BASELINE = "Baseline"
@@ -82,20 +82,18 @@ def _describe(study, arm: str, exp, sysname: str, refs: list[str]) -> tuple[dict
 
 
 def _point_meta(study, point: str) -> dict:
-    if point in study.pairs:
-        (f, fm), (i, im) = study.pairs[point]
-        info = _checkpoint_info(study, f, fm) or {}
-        return {"kind": "pair", "networks": [point_name(f, fm), point_name(i, im)], "network": f,
-                "table": study.networks[f]["table"], **network_size(study, f), "budget_updates": fm,
-                "valid_ppl": info.get("best_valid_ppl"), "trained_minutes": info.get("minutes"),
-                "updates": info.get("updates"),
-                "inverse_valid_ppl": (_checkpoint_info(study, i, im) or {}).get("best_valid_ppl")}
-    net, m = parse_point(point, study.networks, point)
+    nets = study.point_networks(point)
+    (net, m), inverse = nets[0], nets[1:]
     info = _checkpoint_info(study, net, m) or {}
-    return {"kind": "network", "network": net, "table": study.networks[net]["table"], **network_size(study, net),
-            "budget_updates": m, "valid_ppl": info.get("best_valid_ppl"),
-            "trained_minutes": info.get("minutes"), "updates": info.get("updates"),
-            "stop_reason": info.get("stop")}
+    out = {"kind": "pair" if inverse else "network", "network": net, "table": study.networks[net]["table"],
+           **network_size(study, net), "budget_updates": m, "valid_ppl": info.get("best_valid_ppl"),
+           "trained_minutes": info.get("minutes"), "updates": info.get("updates")}
+    if inverse:
+        out["networks"] = [point_name(n, u) for n, u in nets]
+        out["inverse_valid_ppl"] = (_checkpoint_info(study, *inverse[0]) or {}).get("best_valid_ppl")
+    else:
+        out["stop_reason"] = info.get("stop")
+    return out
 
 
 def _arm(study, arm: str, done: set) -> dict | None:

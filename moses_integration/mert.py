@@ -2,7 +2,9 @@
 
 * ``line_search``: along ``w + γ d`` each candidate's model score is a line in γ; the upper
   envelope of each sentence's lines says which candidate wins where; sweeping the
-  breakpoints of all sentences while summing BLEU statistics finds the exact best γ.
+  breakpoints of all sentences while summing BLEU statistics finds the exact best γ.  Along
+  one weight (what ``optimize`` searches) the envelopes are swept by compiled code
+  (``envelope.py``), otherwise by numpy over all sentences at once; both give the same numbers.
 * ``optimize``: coordinate line searches from the current weights and from random
   restarts, each repeated until BLEU stops improving (as Moses's ``mert`` does).
 * ``tune``: decode the tuning set to n-best lists with the current weights, add them to
@@ -24,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import envelope
 from .bleu import N_STATS, Reference, bleu, bleu_many, sentence_stats
 
 log = logging.getLogger(__name__)
@@ -86,27 +89,70 @@ class NBestPool:
 
 
 class PaddedPool:
-    """The pool as arrays padded to the longest list: features (S, N, D), statistics (S, N, K),
-    and which entries are real, so that a line search handles every sentence at once."""
+    """The pool as arrays: flat, sentence after sentence (features (T, D), statistics (T, K),
+    ``offsets`` of each sentence's part), and padded to the longest list (features (S, N, D),
+    statistics (S, N, K) and which entries are real) so that numpy handles every sentence at
+    once.  The compiled sweep along one weight (``envelope.sweep``) reads the flat arrays; the
+    padded ones are made when another line search first needs them."""
 
     def __init__(self, arrays: list[tuple[np.ndarray, np.ndarray]]):
-        S, N = len(arrays), max(len(F) for F, _ in arrays)
-        D, K = arrays[0][0].shape[1], arrays[0][1].shape[1]
-        self.F, self.St = np.zeros((S, N, D)), np.zeros((S, N, K))
-        self.valid = np.zeros((S, N), bool)
-        for i, (F, St) in enumerate(arrays):
-            self.F[i, :len(F)], self.St[i, :len(F)], self.valid[i, :len(F)] = F, St, True
+        self.sizes = np.array([len(F) for F, _ in arrays], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
+        self.flat_F = np.concatenate([np.asarray(F, float).reshape(len(F), -1) for F, _ in arrays])
+        self.flat_St = np.ascontiguousarray(np.concatenate([np.asarray(St, float).reshape(len(St), -1)
+                                                            for _, St in arrays]))
+        self._padded: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._orders: dict[tuple[int, float], np.ndarray] = {}
         self._slopes: dict[int, tuple] = {}
-        self._scores: tuple[bytes, np.ndarray] | None = None
+        self._flat_orders: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._scores: tuple[bytes, np.ndarray, np.ndarray] | None = None
+
+    def _pad(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._padded is None:
+            S, N = len(self.sizes), int(self.sizes.max(initial=1))
+            valid = np.arange(N)[None, :] < self.sizes[:, None]
+            F, St = np.zeros((S, N, self.flat_F.shape[1])), np.zeros((S, N, self.flat_St.shape[1]))
+            F[valid], St[valid] = self.flat_F, self.flat_St
+            self._padded = (F, St, valid)
+        return self._padded
+
+    @property
+    def F(self) -> np.ndarray:
+        return self._pad()[0]
+
+    @property
+    def St(self) -> np.ndarray:
+        return self._pad()[1]
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self._pad()[2]
 
     def scores(self, w: np.ndarray) -> np.ndarray:
-        """F w, -inf on padding; the last one is kept, since a coordinate ascent round makes
-        one line search per weight from the same w."""
+        """F w padded, -inf on padding; the last w's are kept, since a coordinate ascent round
+        makes one line search per weight from the same w.  The products are those of the padded
+        array, for every line search: the flat array's can differ in the last bit."""
         key = np.asarray(w, float).tobytes()
         if self._scores is None or self._scores[0] != key:
-            self._scores = (key, np.where(self.valid, self.F @ w, -np.inf))
+            self._scores = (key, np.where(self.valid, self.F @ w, -np.inf), None)
         return self._scores[1]
+
+    def flat_scores(self, w: np.ndarray) -> np.ndarray:
+        """F w on the flat arrays (the padded ones' numbers)."""
+        padded = self.scores(w)
+        if self._scores[2] is None:
+            self._scores = (self._scores[0], padded, padded[self.valid])
+        return self._scores[2]
+
+    def flat_slope_order(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The flat candidates sentence by sentence, each sentence's by F[:, k] (equal values in
+        candidate order), and F[:, k] in that order; sorted once per weight."""
+        o = self._flat_orders.get(k)
+        if o is None:
+            sentence = np.repeat(np.arange(len(self.sizes)), self.sizes)
+            order = np.lexsort((self.flat_F[:, k], sentence)).astype(np.int64)
+            o = self._flat_orders[k] = (order, self.flat_F[order, k])
+        return o
 
     def slope_groups(self, k: int) -> tuple:
         """Along weight k: per sentence, the candidates by slope F[:, :, k] (stable, padding last),
@@ -230,7 +276,7 @@ def _distinct_slope_lines(P: PaddedPool, a: np.ndarray, k: int):
 
 
 def _events(P: PaddedPool, w: np.ndarray, d: np.ndarray, lo: float = -math.inf, hi: float = math.inf,
-            prune: bool = True, slope_groups: bool = True):
+            prune: bool = True, slope_groups: bool = True, compiled: bool = True):
     """Statistics at γ = -inf and the breakpoints of every sentence's upper envelope of lines
     (F w) + γ (F d), with the change of statistics at each (with ``prune`` and a bounded
     range, of the envelope of the lines that matter in [lo, hi], see ``_prune``; along one
@@ -239,9 +285,14 @@ def _events(P: PaddedPool, w: np.ndarray, d: np.ndarray, lo: float = -math.inf, 
     Swept from γ = -inf for all sentences at once: the line of least slope (highest intercept
     among equal slopes) wins first; the next winner is the steeper line that crosses the current
     one first (the steepest of those crossing at the same point)."""
-    a = P.scores(w)
     axis = np.flatnonzero(d)
     unit = len(axis) == 1 and d[axis[0]] == 1.0  # along one weight: the slopes are a column of F
+    if unit and compiled and envelope.COMPILED and lo < hi:
+        # the whole envelope, sentence by sentence in compiled code: inside [lo, hi] it is the
+        # pruned one's, which is all ``line_search`` looks at
+        order, slopes = P.flat_slope_order(int(axis[0]))
+        return envelope.sweep(P.flat_scores(w)[order], slopes, order, P.offsets, P.flat_St)
+    a = P.scores(w)
     St = P.St
     if unit and slope_groups and not (prune and (lo > -math.inf or hi < math.inf)):
         a, b, v, order = _distinct_slope_lines(P, a, int(axis[0]))
@@ -281,14 +332,14 @@ def _events(P: PaddedPool, w: np.ndarray, d: np.ndarray, lo: float = -math.inf, 
 
 
 def line_search(arrays, w: np.ndarray, d: np.ndarray, lo: float = -math.inf,
-                hi: float = math.inf, prune: bool = True) -> tuple[float, float]:
+                hi: float = math.inf, prune: bool = True, compiled: bool = True) -> tuple[float, float]:
     """The γ in [lo, hi] maximising corpus BLEU of the 1-best along w + γ d (exact), and that BLEU.
 
     The 1-best list is constant between breakpoints of the sentences' envelopes; the corpus
     statistics of every interval are a running sum over the sorted breakpoints; the best
     interval that meets [lo, hi] wins and γ is the middle of their intersection.  ``prune``
     first drops the lines that cannot win inside the range (same result, less work)."""
-    start, xs, deltas = _events(_padded(arrays), w, d, lo, hi, prune)
+    start, xs, deltas = _events(_padded(arrays), w, d, lo, hi, prune, compiled=compiled)
     order = np.argsort(xs, kind="stable")
     xs = xs[order]
     stats = np.vstack([start, start + np.cumsum(deltas[order], axis=0)]) if len(xs) else start[None]
@@ -494,6 +545,9 @@ def tune(decode: Callable[[np.ndarray, int], list[list[tuple[list[str], np.ndarr
     weights and each iteration's optimised ones are scaled to an L1 norm of 1 over the tuned
     weights, as Moses's mert-moses.pl and ``mert`` do (``normalize_l1``): without it, the scale
     of the weights is free and can drift across iterations."""
+    if not envelope.COMPILED:
+        log.warning("MERT's envelope sweep (moses_integration/envelope.py) is not compiled: line searches run "
+                    "with numpy, slower; `make setup` compiles it")
     pool = NBestPool([Reference(r) for r in references])
     w_start = normalize_l1(w0, tunable) if normalize else w0
     w = w_start.astype(float).copy()

@@ -5,6 +5,7 @@ import sacrebleu
 
 from moses_integration.bleu import N_STATS, Reference, bleu, sentence_stats
 from moses_integration.bleu import bleu_many
+from moses_integration import envelope
 from moses_integration.mert import PaddedPool, _events, _prune, best_stats, line_search, optimize
 
 WORDS = "le la les un une de du maison chat bleu rouge est a".split()
@@ -121,7 +122,9 @@ def test_pruned_line_search_equals_the_full_one(seed):
     P = PaddedPool(arrays)  # one pool for all: along a weight, its slope orders are sorted once and kept
     for direction in (d, rng.normal(size=5)):  # along one weight (cached slope order), and any direction
         for lo, hi in ((-0.5, np.inf), (-np.inf, 0.8), (-0.5, 0.8), (0.0, np.inf), (-np.inf, np.inf)):
-            assert line_search(P, w, direction, lo, hi) == line_search(arrays, w, direction, lo, hi, prune=False)
+            want = line_search(arrays, w, direction, lo, hi, prune=False, compiled=False)
+            assert line_search(P, w, direction, lo, hi, compiled=False) == want
+            assert line_search(P, w, direction, lo, hi) == want  # along one weight: the compiled sweep
     a = PaddedPool(arrays).F @ w
     kept = _prune(a, PaddedPool(arrays).F @ d, PaddedPool(arrays).valid, PaddedPool(arrays).St, 0.0, np.inf)[2]
     assert kept.shape[1] < 40  # something was dropped
@@ -144,11 +147,41 @@ def test_lines_along_one_weight_give_the_events_of_the_full_sort(seed):
     for w in (rng.normal(size=4), np.array([1.0, 0.0, 0.0, 0.0]), rng.normal(size=4).round()):
         for k in range(4):
             d = np.eye(4)[k]
-            fast = _events(P, w, d)
-            full = _events(PaddedPool(arrays), w, d, prune=False, slope_groups=False)
+            fast = _events(P, w, d, compiled=False)
+            full = _events(PaddedPool(arrays), w, d, prune=False, slope_groups=False, compiled=False)
             for x, y in zip(fast, full):
                 assert np.array_equal(x, y)
-            assert line_search(P, w, d) == line_search(arrays, w, d)
+            assert line_search(P, w, d, compiled=False) == line_search(arrays, w, d, compiled=False)
+
+
+def _by_breakpoint(events):
+    start, xs, deltas = events
+    order = np.lexsort(tuple(deltas.T[::-1]) + (xs,))
+    return start, xs[order], deltas[order]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_compiled_sweep_gives_the_numpy_sweep_s_events(seed):
+    """The compiled sweep along one weight (sentence by sentence) finds the breakpoints and
+    changes of statistics of the numpy sweep (all sentences at once): the same numbers, in
+    another order; so every line search gives the same step and BLEU, bounded or not."""
+    assert envelope.COMPILED, "moses_integration/envelope.py is not compiled: run make setup"
+    rng = np.random.default_rng(40 + seed)
+    arrays = synthetic_pool(rng, n_sent=25, n_cand=60, dim=4)
+    for F, St in arrays:
+        F[:, :2] = F[:, :2].round()  # equal slopes, equal intercepts, triple crossings
+        F[:, 2] = F[:, 2].round(1)
+        F[10:20] = F[:10]
+        St += rng.integers(0, 3, size=St.shape)
+    arrays[3] = (arrays[3][0][:1], arrays[3][1][:1])  # a sentence with one candidate
+    P = PaddedPool(arrays)
+    for w in (rng.normal(size=4), np.array([1.0, 0.0, 0.0, 0.0]), rng.normal(size=4).round()):
+        for k in range(4):
+            d = np.eye(4)[k]
+            for x, y in zip(_by_breakpoint(_events(P, w, d)), _by_breakpoint(_events(P, w, d, compiled=False))):
+                assert np.array_equal(x, y)
+            for lo, hi in ((-np.inf, np.inf), (-0.5, np.inf), (-np.inf, 0.8), (-0.5, 0.8), (0.0, np.inf)):
+                assert line_search(P, w, d, lo, hi) == line_search(arrays, w, d, lo, hi, compiled=False)
 
 
 def test_optimize_keeps_weights_in_their_ranges():
