@@ -188,16 +188,16 @@ class ReleaseExperiment(Experiment):
                     raise ConfigError(f"--add-test {name}: the {role} {p} does not exist")
             s = dict(s, **{"phrase-table": None, "reordering-table": None})  # filtered here, whatever they are
             f = self.set_files(name, s, own_pt, own_rt)
-            stages.append(self._filter_stage(name, s, f, own_pt, own_rt))
+            stages.append(self.filter_stage(name, s, f, own_pt, own_rt))
             if need_rnn:
-                stages.append(self._score_stage(name, f, os.path.join(self.release_paths()["models"], "rnn.pt")))
+                stages.append(self.score_stage(name, f, os.path.join(self.release_paths()["models"], "rnn.pt")))
             for sysname, feats in self.cfg.systems.items():
                 stages.append(self._run_ini_stage(sysname, feats, name, f, lm))
         for (sysname, k) in self.runs_read:
             stages.append(self._weights_stage(sysname, k))
         for name, s in self.cfg.tests.items():
             for sysname, feats in self.cfg.systems.items():
-                stages.append(self._test_stage(name, s, sysname, feats))
+                stages.append(self.test_stage(name, s, sysname, feats))
         return stages
 
     def _weights_stage(self, sysname: str, k: int) -> S.Stage:

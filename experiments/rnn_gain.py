@@ -35,12 +35,10 @@ from __future__ import annotations
 import configparser
 import json
 import logging
-import math
 import os
 import shutil
 import time
 
-import numpy as np
 
 from moses_integration import stages as S
 from rescorer import cli as rescorer_cli
@@ -463,20 +461,20 @@ class Study:
             (f_net, f_m), (i_net, i_m) = self.pairs[point]
             fwd = self.scored(files, point_name(f_net, f_m))
             if point_name(f_net, f_m) not in self.sets[set_name]["points"]:
-                out.append(exp._score_stage(point_name(f_net, f_m), dict(files, scored=fwd),
+                out.append(exp.score_stage(point_name(f_net, f_m), dict(files, scored=fwd),
                                             self.checkpoint(f_net, f_m)))
                 out[-1].name = f"score-{slug(point_name(f_net, f_m))}"
-            out.append(exp._score_stage(point, dict(files, scored=self.scored(files, point)),
+            out.append(exp.score_stage(point, dict(files, scored=self.scored(files, point)),
                                         self.checkpoint(i_net, i_m), table=fwd, unk_count=False))
         else:
             net, m = parse_point(point, self.networks, point)
-            out.append(exp._score_stage(point, dict(files, scored=self.scored(files, point)), self.checkpoint(net, m)))
+            out.append(exp.score_stage(point, dict(files, scored=self.scored(files, point)), self.checkpoint(net, m)))
         out[-1].name = f"score-{slug(point)}"
         f = dict(files, scored=self.scored(files, point))
-        out.append(exp._ini_stage(point, frozenset({"rnn"}), ini, "dev", f, lm, columns=self.columns(point)))
-        out += [exp._tune_stage(point, frozenset({"rnn"}), k) for k in range(1, self.runs + 1)]
-        out.append(exp._test_stage("dev", exp.sets()["dev"], point, frozenset({"rnn"})))
-        out.append(exp._correlation_stage(f, self.correlation_path(files, point), self.columns(point)))
+        out.append(exp.ini_stage(point, frozenset({"rnn"}), ini, "dev", f, lm, columns=self.columns(point)))
+        out += [exp.tune_stage(point, frozenset({"rnn"}), k) for k in range(1, self.runs + 1)]
+        out.append(exp.test_stage("dev", exp.sets()["dev"], point, frozenset({"rnn"})))
+        out.append(exp.correlation_stage(f, self.correlation_path(files, point), self.columns(point)))
         out[-1].name = f"rnn-vs-table-{slug(point)}"
         return out
 
@@ -503,14 +501,14 @@ class Study:
             exp.lm_path = lm
             sets = exp.sets()
             files = {n: exp.set_files(n, s, pt, rt) for n, s in sets.items()}
-            setup += [exp._filter_stage(n, s, files[n], pt, rt) for n, s in sets.items()]
-            setup.append(exp._ini_stage(BASELINE, frozenset(), ini, "dev", files["dev"], lm))
-            setup += [exp._tune_stage(BASELINE, frozenset(), k) for k in range(1, self.runs + 1)]
-            setup.append(exp._test_stage("dev", sets["dev"], BASELINE, frozenset()))
+            setup += [exp.filter_stage(n, s, files[n], pt, rt) for n, s in sets.items()]
+            setup.append(exp.ini_stage(BASELINE, frozenset(), ini, "dev", files["dev"], lm))
+            setup += [exp.tune_stage(BASELINE, frozenset(), k) for k in range(1, self.runs + 1)]
+            setup.append(exp.test_stage("dev", sets["dev"], BASELINE, frozenset()))
             tests = [(n, s) for n, s in sets.items() if s["kind"] == "test"]
             for n, _ in tests:
-                setup.append(exp._ini_stage(BASELINE, frozenset(), ini, n, files[n], lm))
-                setup.append(exp._test_stage(n, sets[n], BASELINE, frozenset()))
+                setup.append(exp.ini_stage(BASELINE, frozenset(), ini, n, files[n], lm))
+                setup.append(exp.test_stage(n, sets[n], BASELINE, frozenset()))
             arms[name] = {"exp": exp, "setup": setup, "files": files, "ini": ini, "lm": lm, "tests": tests,
                           "started": False}
             if self.sets[name]["system"] == "system":
@@ -539,10 +537,10 @@ class Study:
                         raise ConfigError(f"{self.path}: [tuning {arm}]: a pair ({point}) is not tested on "
                                           "test-source yet")
                     net, m = parse_point(point, self.networks, point)
-                    st = exp._score_stage(n, f, self.checkpoint(net, m))
+                    st = exp.score_stage(n, f, self.checkpoint(net, m))
                     st.name = f"score-{slug(n)}-{slug(point)}"
-                    stages += [st, exp._ini_stage(point, frozenset({"rnn"}), a["ini"], n, f, a["lm"]),
-                               exp._test_stage(n, exp.sets()[n], point, frozenset({"rnn"}))]
+                    stages += [st, exp.ini_stage(point, frozenset({"rnn"}), a["ini"], n, f, a["lm"]),
+                               exp.test_stage(n, exp.sets()[n], point, frozenset({"rnn"}))]
                 add(arm, stages)
 
         trains = {}

@@ -12,7 +12,6 @@ it says what the feature lets MERT reach, and it is what the best setting is cho
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 

@@ -432,7 +432,6 @@ def test_a_new_test_set_is_translated_with_the_release_alone(small_run, tmp_path
 
 def test_a_release_missing_a_file_its_inis_need_is_refused_naming_the_role(small_run, tmp_path):
     import shutil
-    from experiments import reproduce
     from experiments.common import ConfigError
     from experiments.release import ReleaseExperiment
     work, _ = small_run
@@ -506,7 +505,6 @@ def test_table_correlations_against_a_direct_computation():
 def test_score_differences_reads_the_column_as_moses_and_names_a_short_table(tmp_path):
     import gzip
     import math
-    from experiments import reproduce
     line = "a ||| b ||| 0.1 0.2 0.3 0.4 {} 1 ||| 0-0 ||| 1 1 1\n"
     exact, approx = tmp_path / "exact.gz", tmp_path / "approx.gz"
     with gzip.open(exact, "wt") as f:
@@ -531,8 +529,8 @@ def test_mert_starts_the_cslm_with_a_share_of_the_standin_weight(small_run):
     work, _ = small_run
     exp = reproduce.Experiment(table1_config.Config(str(SMALL), None, str(work)), progress=False)
     src = read_lines(exp.set_files("dev", exp.cfg.dev, "", "")["source"])
-    _, groups_b, w_b = exp._decoder("Baseline", frozenset(), "dev", src[:2])
-    _, groups_c, w_c = exp._decoder("+CSLM", frozenset({"cslm"}), "dev", src[:2])
+    _, groups_b, w_b = exp.decoder("Baseline", frozenset(), "dev", src[:2])
+    _, groups_c, w_c = exp.decoder("+CSLM", frozenset({"cslm"}), "dev", src[:2])
     names = [g[0] for g in groups_c]
     assert names[-1] == "CSLM0" and [g[0] for g in groups_b] == names[:-1]
     lm = sum(n for _, n, _ in groups_c[:names.index("LM0")])   # LM0's place in the weight vector
