@@ -24,14 +24,14 @@ import json
 import logging
 import os
 
+from moses_integration import stages as S
+from rescorer.fileio import atomic_write
+from rescorer.machine import describe as describe_machine
+from rescorer.plots import plt, save_figure
+
+from experiments.common import arguments, errors_exit, head_stage, markdown_table, vocab_stage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from experiments.common import arguments, errors_exit, head_stage, markdown_table, vocab_stage  # noqa: E402
-from moses_integration import stages as S  # noqa: E402
-from rescorer.fileio import atomic_write  # noqa: E402
-from rescorer.machine import describe as describe_machine  # noqa: E402
-from rescorer.plots import plt, save_figure  # noqa: E402
 
 log = logging.getLogger("ablation")
 CELLS = ("gru", "lstm", "tanh")

@@ -18,14 +18,14 @@ import json
 import os
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from rescorer.fileio import atomic_write
+from rescorer.generate import beam_search
+from rescorer.maps import embed_maps
+from rescorer.phrase_lists import compare, format_markdown
+from rescorer.runtime import add_device_option, resolve_device
+from rescorer.scorer import PhraseScorer
 
-from rescorer.fileio import atomic_write  # noqa: E402
-from rescorer.generate import beam_search  # noqa: E402
-from rescorer.maps import embed_maps  # noqa: E402
-from rescorer.phrase_lists import compare, format_markdown  # noqa: E402
-from rescorer.runtime import add_device_option, resolve_device  # noqa: E402
-from rescorer.scorer import PhraseScorer  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # frequent and rare, short and long, numbers, names, idioms; one the table lacks, one unknown word
 SOURCES = ["the", "of the", "according to", "at least", "as well as", "at the end of the", "for the first time",

@@ -20,9 +20,8 @@ import time
 import numpy as np
 import torch
 
-
-from rescorer.cslm import CSLM, CSLMConfig, CSLMScorer, OutOfShortlist  # noqa: E402
-from rescorer.vocab import EOS, UNK, Vocabulary  # noqa: E402
+from rescorer.cslm import CSLM, CSLMConfig, CSLMScorer, OutOfShortlist
+from rescorer.vocab import EOS, UNK, Vocabulary
 
 
 def main() -> None:

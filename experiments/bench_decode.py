@@ -31,16 +31,15 @@ import sys
 import tempfile
 import time
 
+from moses_integration import pipeline
+from moses_integration.moses_ini import MosesIni
+from moses_integration.nbest import group_by_sentence, read_nbest
+from moses_integration.phrase_tables import filter_table
+from moses_integration.runner import find_moses
+from rescorer.fileio import atomic_write
+from rescorer.machine import describe as describe_machine
 
-from moses_integration import pipeline  # noqa: E402
-from moses_integration.moses_ini import MosesIni  # noqa: E402
-from moses_integration.nbest import group_by_sentence, read_nbest  # noqa: E402
-from moses_integration.phrase_tables import filter_table  # noqa: E402
-from moses_integration.runner import find_moses  # noqa: E402
-from rescorer.fileio import atomic_write  # noqa: E402
-
-from experiments.common import markdown_table  # noqa: E402
-from rescorer.machine import describe as describe_machine  # noqa: E402
+from experiments.common import markdown_table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED_MOSES = os.path.join(HERE, "..", "..", "shared", "tools", "moses", "moses")

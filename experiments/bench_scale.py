@@ -29,15 +29,15 @@ import time
 
 import torch
 
+from rescorer.checkpoint import save_checkpoint
+from rescorer.machine import describe as describe_machine
+from rescorer.model import ModelConfig, RNNEncoderDecoder
+from rescorer.score_table import plan_parts
+from rescorer.vocab import Vocabulary
+
+from experiments.common import markdown_table
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-
-from rescorer.checkpoint import save_checkpoint  # noqa: E402
-from rescorer.machine import describe as describe_machine  # noqa: E402
-from rescorer.model import ModelConfig, RNNEncoderDecoder  # noqa: E402
-from rescorer.score_table import plan_parts  # noqa: E402
-from rescorer.vocab import Vocabulary  # noqa: E402
-
-from experiments.common import markdown_table  # noqa: E402
 
 OUT = os.path.join(ROOT, "experiments", "results", "bench_scale")
 

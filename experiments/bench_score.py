@@ -31,13 +31,12 @@ import time
 import numpy as np
 import torch
 
-
-from rescorer.model import ModelConfig, RNNEncoderDecoder  # noqa: E402
-from rescorer.phrase_table import iter_table  # noqa: E402
-from rescorer.score_table import score_table  # noqa: E402
-from rescorer.scorer import PhraseScorer, difference_stats  # noqa: E402
-from rescorer.vocab import Vocabulary  # noqa: E402
-from rescorer.machine import cpu_features, cpu_name  # noqa: E402
+from rescorer.model import ModelConfig, RNNEncoderDecoder
+from rescorer.phrase_table import iter_table
+from rescorer.score_table import score_table
+from rescorer.scorer import PhraseScorer, difference_stats
+from rescorer.vocab import Vocabulary
+from rescorer.machine import cpu_features, cpu_name
 
 LINES: list[str] = []   # what the run printed, for the report
 

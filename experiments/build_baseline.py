@@ -20,10 +20,9 @@ import json
 import logging
 import os
 
-
-from moses_integration import pipeline as P  # noqa: E402
-from moses_integration import stages as S  # noqa: E402
-from rescorer.text import read_lines  # noqa: E402
+from moses_integration import pipeline as P
+from moses_integration import stages as S
+from rescorer.text import read_lines
 
 
 def corpus_spec(text: str) -> list[tuple[str, int | None]]:

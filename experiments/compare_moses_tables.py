@@ -26,8 +26,7 @@ import os
 import resource
 import time
 
-
-from moses_integration.extract import build_tables  # noqa: E402
+from moses_integration.extract import build_tables
 
 SEP = b" ||| "
 

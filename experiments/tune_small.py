@@ -16,10 +16,9 @@ import time
 
 import numpy as np
 
-
-from moses_integration.decoder import DecoderConfig  # noqa: E402
-from moses_integration.mert import default_ranges, tune  # noqa: E402
-from moses_integration.runner import BuiltinDecoder  # noqa: E402
+from moses_integration.decoder import DecoderConfig
+from moses_integration.mert import default_ranges, tune
+from moses_integration.runner import BuiltinDecoder
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ import numpy as np
 
 from rescorer.vocab import EOS_ID
 
-from .moses_ini import MosesIni, MosesIniError
+from .moses_ini import MosesIni
 from .search import COMPILED, Hyp, Option, Search, root_hyp, trellis_paths  # noqa: F401  (COMPILED: re-exported)
 
 

@@ -402,7 +402,6 @@ def build_tables(src_path: str, tgt_path: str, align_path: str, out_dir: str, ma
                  progress: bool = True, sort_memory: str = "1G", threads: int = 2) -> dict:
     """Moses's training steps 4-7 from a word-aligned corpus: ``lex.e2f``/``lex.f2e``,
     ``phrase-table.gz`` and ``reordering-table.wbe-msd-bidirectional-fe.gz`` in ``out_dir``."""
-    from tqdm import tqdm
     work = os.path.join(out_dir, "extract.tmp")
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)

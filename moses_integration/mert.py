@@ -365,7 +365,7 @@ def line_search(arrays, w: np.ndarray, d: np.ndarray, lo: float = -math.inf,
 
 
 def _climb(arrays: PaddedPool, w: np.ndarray, dims: np.ndarray, lower: np.ndarray, upper: np.ndarray,
-           max_rounds: int) -> tuple[np.ndarray, float]:
+           max_rounds: int, compiled: bool = True) -> tuple[np.ndarray, float]:
     """Coordinate ascent from w: the best single-weight line search step, until none helps."""
     cur = bleu(best_stats(arrays, w))
     for _ in range(max_rounds):
@@ -373,7 +373,7 @@ def _climb(arrays: PaddedPool, w: np.ndarray, dims: np.ndarray, lower: np.ndarra
         for k in dims:
             d = np.zeros_like(w)
             d[k] = 1.0
-            g, b = line_search(arrays, w, d, lower[k] - w[k], upper[k] - w[k])
+            g, b = line_search(arrays, w, d, lower[k] - w[k], upper[k] - w[k], compiled=compiled)
             if b > cur + 1e-6 and (step is None or b > step[1]):
                 step = (d * g, b)
         if step is None:
@@ -383,21 +383,22 @@ def _climb(arrays: PaddedPool, w: np.ndarray, dims: np.ndarray, lower: np.ndarra
     return w, cur
 
 
-_CLIMB_ARGS: tuple | None = None  # what forked workers share: (pool, dims, lower, upper, max_rounds)
+_CLIMB_ARGS: tuple | None = None  # what forked workers share: (pool, dims, lower, upper, max_rounds, compiled)
 
 
 def _climb_worker(w: np.ndarray) -> tuple[np.ndarray, float]:
     assert _CLIMB_ARGS is not None
-    P, dims, lower, upper, rounds = _CLIMB_ARGS
-    return _climb(P, w, dims, lower, upper, rounds)
+    return _climb(_CLIMB_ARGS[0], w, *_CLIMB_ARGS[1:])
 
 
 def optimize(arrays, w0: np.ndarray, tunable: np.ndarray, restarts: int = 20, seed: int = 0,
              max_rounds: int = 50, lower: np.ndarray | None = None, upper: np.ndarray | None = None,
-             extra_starts: list[np.ndarray] | None = None, processes: int = 1) -> tuple[np.ndarray, float]:
+             extra_starts: list[np.ndarray] | None = None, processes: int = 1,
+             compiled: bool = True) -> tuple[np.ndarray, float]:
     """Best weights found by coordinate line searches from w0, ``extra_starts`` and random
     restarts (uniform in [-1, 1] cut to the ranges), every weight kept in [lower, upper].
-    The starting points are shared out over ``processes`` forked workers."""
+    The starting points are shared out over ``processes`` forked workers.  ``compiled=False``:
+    numpy's line searches instead of the compiled sweep (the same numbers, slower)."""
     global _CLIMB_ARGS
     rng = np.random.default_rng(seed)
     arrays = _padded(arrays)
@@ -412,14 +413,14 @@ def optimize(arrays, w0: np.ndarray, tunable: np.ndarray, restarts: int = 20, se
         starts.append(w)
     if processes > 1 and len(starts) > 1:
         import multiprocessing as mp
-        _CLIMB_ARGS = (arrays, dims, lower, upper, max_rounds)
+        _CLIMB_ARGS = (arrays, dims, lower, upper, max_rounds, compiled)
         try:
             with mp.get_context("fork").Pool(min(processes, len(starts))) as workers:
                 results = workers.map(_climb_worker, starts, chunksize=1)
         finally:
             _CLIMB_ARGS = None
     else:
-        results = [_climb(arrays, w, dims, lower, upper, max_rounds) for w in starts]
+        results = [_climb(arrays, w, dims, lower, upper, max_rounds, compiled) for w in starts]
     best_w, best_b = starts[0].copy(), bleu(best_stats(arrays, starts[0]))
     for w, b in results:  # in start order, so the result does not depend on the processes
         if b > best_b + 1e-9:
@@ -479,6 +480,7 @@ def tunable_mask(groups: list[tuple[str, int, bool]]) -> np.ndarray:
 class TuneResult:
     weights: np.ndarray
     history: list[dict]
+    pool: NBestPool | None = None  # every candidate decoded, as the last optimisation saw them
 
 
 def _fingerprint(references: list[list[str]], w0: np.ndarray, tunable: np.ndarray, nbest: int,
@@ -561,7 +563,7 @@ def tune(decode: Callable[[np.ndarray, int], list[list[tuple[list[str], np.ndarr
         first, w, best, history = load_state(state, pool, fingerprint)
         log.info("resuming from %s: %d iterations done, pool %d", state, first - 1, pool.size())
         if history and history[-1].get("stop") == "n-best lists stopped growing":
-            return TuneResult(best[1], history)
+            return TuneResult(best[1], history, pool)
     for it in range(first, max_iter + 1):
         t0 = time.time()
         lists = decode(w, nbest)
@@ -571,7 +573,8 @@ def tune(decode: Callable[[np.ndarray, int], list[list[tuple[list[str], np.ndarr
         if dev > best[0]:
             best = (dev, w.copy())
         rec = {"iteration": it, "dev_bleu": dev, "new_candidates": new, "pool": pool.size(),
-               "weights": w.tolist(), "decode_seconds": round(t1 - t0, 1)}
+               "weights": w.tolist(), "decode_seconds": round(t1 - t0, 1),
+               "merge_seconds": round(time.time() - t1, 1)}
         if new == 0:
             rec["stop"] = "n-best lists stopped growing"
             history.append(rec)
@@ -582,7 +585,7 @@ def tune(decode: Callable[[np.ndarray, int], list[list[tuple[list[str], np.ndarr
         w_new, pool_bleu = optimize(pool.arrays(), w, tunable, restarts=restarts, seed=seed + it,
                                     lower=lower, upper=upper, extra_starts=[w_start, best[1]], processes=processes)
         rec["pool_bleu_after"] = pool_bleu
-        rec["optimise_seconds"] = round(time.time() - t1, 1)
+        rec["optimise_seconds"] = round(time.time() - t1, 1)  # with the merge
         history.append(rec)
         log.info("iteration %d: dev BLEU %.2f, %d new candidates (pool %d), optimised pool BLEU %.2f",
                  it, dev, new, pool.size(), pool_bleu)
@@ -599,4 +602,4 @@ def tune(decode: Callable[[np.ndarray, int], list[list[tuple[list[str], np.ndarr
                         "decode_seconds": round(time.time() - t0, 1)})
         if dev > best[0]:
             best = (dev, w.copy())
-    return TuneResult(best[1], history)
+    return TuneResult(best[1], history, pool)

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .config import CELLS, GATES, ModelConfig  # noqa: F401  (also rescorer.model.ModelConfig)
+from .config import ModelConfig  # noqa: F401  (also rescorer.model.ModelConfig)
 
 def _normal_(w: Tensor) -> None:
     nn.init.normal_(w, 0.0, 0.01)  # N(0, 0.01^2), as the paper initialises every non-recurrent weight

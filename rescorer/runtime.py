@@ -4,8 +4,12 @@ from __future__ import annotations
 import logging
 import os
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # torch is imported where it is used: the decoder's commands log through this module
+    import torch
 
 log = logging.getLogger("rescorer")
 

@@ -323,3 +323,34 @@ def test_pool_round_trips_through_flat_arrays():
     words, f = decode(np.ones(D), 1)[0][0]
     assert not again.add(0, words, f + 1e-7)  # the same candidate (features to 4 decimals)
     assert again.add(0, words, f + 1e-3)
+
+
+def test_bench_tune_times_both_optimisers_on_the_run_s_pool_and_reports_it():
+    """experiments/bench_tune.py: the final pool optimised by both paths (the same weights), and
+    its report rendered from the results structure alone."""
+    from experiments import bench_tune
+    from moses_integration.mert import NBestPool
+    rng = np.random.default_rng(7)
+    refs = [list(rng.choice(WORDS, rng.integers(4, 12))) for _ in range(20)]
+    pool = NBestPool([Reference(r) for r in refs])
+    for i in range(20):
+        for _ in range(12):
+            pool.add(i, list(rng.choice(WORDS, rng.integers(2, 14))), rng.normal(size=4).round(1))
+    w0 = np.full(4, 0.5)
+    lower, upper = np.zeros(4), np.full(4, np.inf)
+    cmp_ = bench_tune.compare_optimisers(pool, w0, w0 * 2, np.ones(4, bool), lower, upper, 3, 1, 1)
+    assert cmp_["same_weights"] and cmp_["same_bleu"] and cmp_["candidates"] == pool.size()
+    assert cmp_["speedup"] == pytest.approx(cmp_["numpy_seconds"] / cmp_["compiled_seconds"], rel=0.01)
+    its = [{"iteration": 1, "dev_bleu": 10.0, "pool": 240, "new_candidates": 240, "decode_seconds": 30.0,
+            "merge_seconds": 2.0, "optimise_seconds": 12.0},
+           {"iteration": 2, "dev_bleu": 11.0, "pool": 240, "new_candidates": 0, "decode_seconds": 28.0,
+            "merge_seconds": 1.0, "stop": "n-best lists stopped growing"}]
+    rep = {"command": "python experiments/bench_tune.py", "sentences": 20, "input": "x",
+           "machine": {"cpu": "CPU", "cores": 2, "features": ["avx2"]},
+           "settings": {"nbest": 100, "max_iter": 8, "restarts": 10, "seed": 1001, "processes": 2},
+           "load_seconds": 5.0, "load_average": [0.1, 0.2], "best_dev_bleu": 11.0, "iterations": its, "final_pool": cmp_,
+           "totals": {"tuning_seconds": 75.0, "decode_seconds": 58.0, "merge_seconds": 3.0, "optimise_seconds": 10.0,
+                      "other_seconds": 4.0}}
+    md = bench_tune.report(rep)
+    assert "**1.2 minutes** (within the 5-minute target)" in md and "| 1 | 10.00 | 240 | 240 | 30.0 | 2.0 | 10.0 |" in md
+    assert "the same weights: yes" in md
