@@ -38,29 +38,18 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
+import kenlm
 import numpy as np
 
 from rescorer.vocab import EOS_ID
 
+from . import search
+from .compiled import check_fresh
 from .moses_ini import MosesIni
+from .phrase_tables import read_columns, source_spans
 from .search import COMPILED, Hyp, Option, Search, root_hyp, trellis_paths  # noqa: F401  (COMPILED: re-exported)
 
-
-def _check_search_core() -> None:
-    """A compiled search core older than its source would silently run old code.  Checked for
-    in-place builds (``make setup``, ``pip install -e``: search.c lies beside), where search.py
-    is edited; an installed wheel has no search.c, and its files get the times of installation."""
-    from . import search
-    if COMPILED:
-        here = os.path.dirname(search.__file__)
-        src = os.path.join(here, "search.py")
-        if os.path.exists(os.path.join(here, "search.c")) and os.path.exists(src) \
-                and os.path.getmtime(src) > os.path.getmtime(search.__file__):
-            raise ImportError(f"{search.__file__} is older than {src}: rebuild it with `make setup` "
-                              "(or `python setup.py build_ext --inplace`)")
-
-
-_check_search_core()
+check_fresh(search)
 LN10 = math.log(10.0)
 FLOOR = -100.0
 UNKNOWN_PENALTY = FLOOR  # Moses: FloorScore(log(0))
@@ -99,7 +88,6 @@ def _pairs_digest(sources: list[str], targets: list[str]) -> bytes:
 
 def _reordering_scores(path: str, wanted: set[bytes]) -> tuple[bytes, np.ndarray]:
     """A reordering table's scores, and the digest of its (source, target) pairs in order."""
-    from .phrase_tables import read_columns
     src, tgt, scores = read_columns(path, wanted, 6, progress=False)
     return _pairs_digest(src, tgt), scores
 
@@ -175,7 +163,6 @@ class PhraseModel:
 
     def __init__(self, ini: MosesIni | str, sentences: list[str], config: DecoderConfig | None = None,
                  weights: dict[str, list[float]] | None = None, progress: bool = True):
-        import kenlm
         self.ini = ini if isinstance(ini, MosesIni) else MosesIni.read(ini)
         self.cfg = config or DecoderConfig()
         ini_dir = os.path.dirname(os.path.abspath(self.ini.path))
@@ -238,7 +225,7 @@ class PhraseModel:
             self.lm = kenlm.Model(_resolve(lm.get("path"), ini_dir))
         self.cslm = None
         if cslm is not None:
-            from rescorer.cslm import CSLMScorer
+            from rescorer.cslm import CSLMScorer  # torch: only a system with a CSLM feature needs it
             self.cslm = CSLMScorer.load(_resolve(cslm.get("path") or "", ini_dir))
         self.n_tm = n_tm
         with no_cyclic_gc():
@@ -252,7 +239,6 @@ class PhraseModel:
         keeps the best of them per source).  The reordering table is read by a forked process
         meanwhile, which hands back its scores, and a digest of its pairs to check they are the
         phrase table's in the same order."""
-        from .phrase_tables import read_columns, source_spans
         wanted = source_spans(sentences, self.cfg.max_phrase_length)
         reading = None
         if reordering is not None and "fork" in mp.get_all_start_methods():
@@ -352,7 +338,6 @@ class PhraseModel:
         """ln-probability of each phrase in isolation (no <s>): Moses's LM estimate for future costs."""
         if self.lm is None:
             return np.zeros(len(phrases))
-        import kenlm
         lm, State, cache = self.lm, kenlm.State, self._lm_cache
         null = State()
         lm.NullContextWrite(null)
@@ -416,7 +401,6 @@ class PhraseModel:
             return self._search(sentence, n, opts, self.future_costs(n, opts), nbest, distinct)
 
     def _search(self, sentence: str, n: int, opts: dict, fc: list, nbest: int, distinct: bool) -> list[Translation]:
-        import kenlm
         w = self.weights
         lm, cslm = self.lm, self.cslm
         search = Search(n, opts, fc, self.dl, self.cfg.max_phrase_length,

@@ -28,6 +28,9 @@ import numpy as np
 
 from . import envelope
 from .bleu import N_STATS, Reference, bleu, bleu_many, sentence_stats
+from .compiled import check_fresh
+
+check_fresh(envelope)
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,20 @@ import argparse
 import logging
 import os
 import sys
+from collections import Counter
 from importlib.metadata import entry_points
 from typing import Callable
 
 from . import __version__
 from .config import CELLS, GATES, CSLMConfig, ModelConfig, TrainConfig
-from .runtime import BATCHINGS, PRECISIONS, TRAIN_PRECISIONS, add_device_option
+from .fileio import atomic_write, check_can_write
+from .ngrams import iter_sentences
+from .runtime import BATCHINGS, PRECISIONS, TRAIN_PRECISIONS, add_device_option, resolve_device, setup_logging
 from .text import read_lines
+from .vocab import Vocabulary, count_table_words, load_vocab_dir
+
+# The commands import the modules that need torch (training, scoring, distributed jobs, checkpoints)
+# inside their handlers: the program starts without torch, and the decoder's commands never load it.
 
 log = logging.getLogger("rescorer")
 
@@ -265,8 +272,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def cmd_vocab(a: argparse.Namespace) -> int:
-    from .fileio import check_can_write
-    from .vocab import Vocabulary, count_table_words
     for name in ("source.vocab", "target.vocab"):
         check_can_write(os.path.join(a.out, name), a.overwrite)
     src, tgt, n = count_table_words(a.phrase_table, progress=not a.quiet)
@@ -284,7 +289,6 @@ def _training_job(a: argparse.Namespace) -> bool:
     """True when this process trains (alone or as one rank); False when ``--workers`` has started the
     ranks and they are done.  Logs go to OUT/train.log from rank 0 only."""
     from . import distributed
-    from .runtime import setup_logging
     if a.workers < 1:
         raise ValueError(f"--workers {a.workers}: give at least 1")
     if a.workers > 1 and not distributed.launched():
@@ -294,7 +298,6 @@ def _training_job(a: argparse.Namespace) -> bool:
     if distributed.this_rank().main:
         setup_logging(os.path.join(a.out, "train.log"), a.verbose)
     else:
-        import logging
         for name in ("rescorer", "moses_integration"):
             logging.getLogger(name).setLevel(logging.WARNING)
     return True
@@ -302,9 +305,7 @@ def _training_job(a: argparse.Namespace) -> bool:
 
 def cmd_train(a: argparse.Namespace) -> int:
     from . import distributed
-    from .runtime import resolve_device
     from .trainer import Trainer
-    from .vocab import load_vocab_dir
     tcfg = _train_config(a, buckets=a.buckets, inverse=a.inverse, batching=a.batching, per_source=a.per_source)
     tcfg.check()  # before any process starts or any data is read
     if not _training_job(a):
@@ -324,10 +325,8 @@ def cmd_train(a: argparse.Namespace) -> int:
 def cmd_score(a: argparse.Namespace) -> int:
     from . import distributed
     from .checkpoint import check_vocab_matches
-    from .runtime import resolve_device
     from .score_table import score_table, score_table_parts, unfinished_parts
     from .scorer import PhraseScorer
-    from .vocab import load_vocab_dir
     if a.workers < 1:
         raise ValueError(f"--workers {a.workers}: give at least 1")
     if a.workers > 1 and not distributed.launched():
@@ -356,9 +355,6 @@ def cmd_score(a: argparse.Namespace) -> int:
 
 def cmd_cslm_train(a: argparse.Namespace) -> int:
     from . import distributed
-    from .ngrams import iter_sentences
-    from .runtime import resolve_device
-    from .vocab import Vocabulary
     if not _training_job(a):
         return 0
     device = resolve_device(a.device)
@@ -366,7 +362,6 @@ def cmd_cslm_train(a: argparse.Namespace) -> int:
         if a.shortlist:
             path = os.path.join(a.out, "target.vocab")
             if rank.main and not (os.path.exists(path) and (a.resume or not a.overwrite)):
-                from collections import Counter
                 counts: Counter = Counter()
                 for _, _, words in iter_sentences(a.text):
                     counts.update(words)
@@ -391,12 +386,10 @@ def _cslm_train(a: argparse.Namespace, vocab, device) -> None:
 def cslm_scorer(a: argparse.Namespace):
     """The CSLM of ``--model`` on ``--device``, ready to score sentences."""
     from .cslm import CSLMScorer
-    from .runtime import resolve_device
     return CSLMScorer.load(a.model, resolve_device(a.device))
 
 
 def cmd_cslm_score(a: argparse.Namespace) -> int:
-    from .fileio import atomic_write, check_can_write
     check_can_write(a.output, a.overwrite)
     scorer = cslm_scorer(a)
     scores = scorer.score_sentences([line.split() for line in read_lines(a.input)])
@@ -410,7 +403,6 @@ def cmd_cslm_score(a: argparse.Namespace) -> int:
 
 
 def _scorer(a: argparse.Namespace):
-    from .runtime import resolve_device
     from .scorer import PhraseScorer
     return PhraseScorer.load(a.model, resolve_device(a.device))
 
@@ -454,7 +446,6 @@ def cmd_embed(a: argparse.Namespace) -> int:
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parse, set up logging, call the subcommand's handler; our errors become one line and exit 1."""
-    from .runtime import setup_logging
     a = parser.parse_args(argv)
     a.argv = list(sys.argv[1:] if argv is None else argv)  # for the ranks of --workers
     setup_logging(verbose=a.verbose)

@@ -354,3 +354,25 @@ def test_bench_tune_times_both_optimisers_on_the_run_s_pool_and_reports_it():
     md = bench_tune.report(rep)
     assert "**1.2 minutes** (within the 5-minute target)" in md and "| 1 | 10.00 | 240 | 240 | 30.0 | 2.0 | 10.0 |" in md
     assert "the same weights: yes" in md
+
+
+def test_a_compiled_part_older_than_its_source_is_refused(tmp_path):
+    """An in-place build (its .c beside it) older than the .py it was made from would run old
+    code: importing it fails, naming both files; a plain .py module or a wheel (no .c) passes."""
+    import os
+    import types
+    from moses_integration.compiled import check_fresh
+    so, py, c = (tmp_path / n for n in ("part.cpython-311-x86_64-linux-gnu.so", "part.py", "part.c"))
+    for f in (so, py, c):
+        f.write_text("")
+    os.utime(so, (1000, 1000))
+    os.utime(py, (2000, 2000))
+    mod = types.ModuleType("moses_integration.part")
+    mod.__file__, mod.COMPILED = str(so), True
+    with pytest.raises(ImportError, match=f"{so} is older than {py}"):
+        check_fresh(mod)
+    c.unlink()
+    check_fresh(mod)  # a wheel's
+    mod.__file__, mod.COMPILED = str(py), False
+    check_fresh(mod)  # the plain-Python fallback
+    assert envelope.COMPILED and check_fresh(envelope) is None
