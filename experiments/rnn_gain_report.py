@@ -308,9 +308,9 @@ def findings(r: dict, alpha: float = 0.05) -> list[str]:
                            + ", ".join(parts) + ".")
     if effects:
         top = max(effects, key=lambda e: e[1])
-        out.append("Of the factors measured, " + top[0] + f" moves the gain most ({top[1]:.2f} BLEU: {top[2]}); "
-                   + ", ".join(f"{w} {v:.2f}" for w, v, _ in sorted(effects, key=lambda e: -e[1])[1:4])
-                   + (" next." if len(effects) > 1 else "."))
+        rest = sorted(effects, key=lambda e: -e[1])[1:4]
+        out.append("Of the factors measured, " + top[0] + f" moves the gain most ({top[1]:.2f} BLEU: {top[2]})"
+                   + ("; " + ", ".join(f"{w} {v:.2f}" for w, v, _ in rest) + " next." if rest else "."))
     for arm, a in r["sets"].items():
         curves = _curves(a)
         if not curves:
