@@ -39,7 +39,6 @@ import os
 import shutil
 import time
 
-
 from moses_integration import stages as S
 from rescorer import cli as rescorer_cli
 from rescorer.fileio import atomic_write
@@ -561,8 +560,12 @@ class Study:
                     needed[net] = max(needed.get(net, 0), m)
         trained: set[tuple[str, int]] = set()
         pending_pairs = dict(self.pairs)
+        to_measure = {pn for arm, s in self.sets.items() for point in s["points"] if (arm, point) not in carried
+                      for pn in self.point_networks(point)}
         for m in sorted({m for n in self.networks.values() for m in n["updates"]}):
-            for net, (vst, by_m) in trains.items():
+            # within a budget, the networks with a point to measure there first: a network trained
+            # only for a later budget does not delay the answers this budget gives
+            for net, (vst, by_m) in sorted(trains.items(), key=lambda t: (t[0], m) not in to_measure):
                 if m not in by_m or m > needed.get(net, 0):
                     continue
                 if m == self.networks[net]["updates"][0] and vst.name not in {st.name for st in out}:

@@ -31,12 +31,16 @@ gzipped outputs are compressed by ``gzip`` processes beside the Python ones.
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
 import shutil
 import time
 from collections import Counter
 from itertools import zip_longest
 from typing import Iterable, Iterator
+
+import numpy as np
+from tqdm import tqdm
 
 from .pipes import gnu_sort, gzip_writer, open_text, sorting_writer
 
@@ -155,7 +159,6 @@ def totals(joint: Counter) -> tuple[Counter, Counter]:
 def lexical_tables(joint: Counter, tot_f: Counter, tot_e: Counter):
     """w(e|f) (``lex.e2f``) and w(f|e) (``lex.f2e``) as dicts keyed (f, e), as Moses's ``score``
     sees them: written with 7 decimals, read back into single-precision floats."""
-    import numpy as np
 
     def moses(x: float) -> float:
         return float(np.float32(round(x, 7)))
@@ -243,7 +246,6 @@ def score_half(sorted_extract: str, output, lex: dict, inverse: bool, reordering
     probabilities of each pair, p(o | f, e) = (count(o, f, e) + s) / (count(f, e) + 3 s), go
     there in the same pass.  ``progress``: the number of lines, for a progress bar.
     Returns (pairs, lines)."""
-    from tqdm import tqdm
     rows = lexical_rows(lex, inverse)
     empty: dict[str, float] = {}
     null_row = {w: r[NULL] for w, r in rows.items() if NULL in r}
@@ -321,7 +323,6 @@ def consolidate(direct: str, inverse_by_src: str, output, progress: int = 0) -> 
     """Join the two directions (both sorted by source then target) into Moses's table,
     written to the file object ``output``."""
     n = 0
-    from tqdm import tqdm
     with open_text(direct) as d, open_text(inverse_by_src) as v:
         for ld, lv in tqdm(zip_longest(d, v), desc="joining the two directions", unit=" pairs",
                            total=progress or None, disable=not progress, mininterval=2.0):
@@ -365,7 +366,6 @@ def _extract_part(job) -> tuple[Counter, int, int]:
     """Extraction over every ``parts``-th sentence pair from the ``k``-th: two files of extracted
     pairs (``f ||| e ||| alignment ||| orientations`` and ``e ||| f ||| alignment``) and the
     lexical counts."""
-    from tqdm import tqdm
     src_path, tgt_path, align_path, work, k, parts, max_len, progress = job
     joint: Counter = Counter()
     n_sent = n_pairs = 0
@@ -409,7 +409,6 @@ def build_tables(src_path: str, tgt_path: str, align_path: str, out_dir: str, ma
     parts = max(1, threads)
     jobs = [(src_path, tgt_path, align_path, work, k, parts, max_len, progress and k == 0) for k in range(parts)]
     if parts > 1:  # every k-th sentence pair in worker k, each writing its own files
-        import multiprocessing as mp
         with mp.get_context("fork").Pool(parts) as pool:
             results = pool.map(_extract_part, jobs, chunksize=1)
     else:
@@ -440,7 +439,6 @@ def build_tables(src_path: str, tgt_path: str, align_path: str, out_dir: str, ma
                    lambda: _score_inverse(work, f_given_e, sort_memory)]
     try:
         if threads > 1:  # the two directions are independent: one process each
-            import multiprocessing as mp
             with mp.get_context("fork").Pool(2) as pool:
                 results = pool.map(_run_job, range(2), chunksize=1)
         else:

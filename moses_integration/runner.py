@@ -46,7 +46,7 @@ class BuiltinDecoder:
         self.sentences, self.progress = sentences, progress
         if not COMPILED:
             log.warning("the decoder's search core (moses_integration/search.py) is not compiled: it runs as "
-                        "plain Python, about 2.8x slower; `make setup` compiles it")
+                        "plain Python, several times slower; `make setup` compiles it")
         self.model = PhraseModel(ini, sentences, config, progress=progress)
         self.processes = processes or os.cpu_count() or 1
 

@@ -12,11 +12,16 @@ logs its time and peak memory; with ``isolate`` each runs in a process of its ow
 """
 from __future__ import annotations
 
+import argparse
+import ctypes
 import json
 import logging
 import os
 import resource
+import signal
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -91,8 +96,6 @@ def peak_memory_mb() -> float:
 def die_with_parent() -> None:
     """Linux: this process gets SIGKILL when its parent dies (a killed run leaves no orphan)."""
     try:
-        import ctypes
-        import signal
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
@@ -103,7 +106,6 @@ def _run_isolated(st: Stage, argv: list[str]) -> tuple[dict, float]:
     (the record it wrote, its peak resident memory with that of the processes it waited for, MB).
     A new interpreter, not a fork: a forked child of a process whose torch has already run its
     thread pool can hang in its first parallel region."""
-    import tempfile
     fd, tmp = tempfile.mkstemp(prefix=f".stage-{st.name}.", suffix=".json")
     os.close(fd)
     sys.stdout.flush()
@@ -128,7 +130,6 @@ def stage_command(script: str, args: list[str]) -> Callable[[Stage], list[str]]:
 
 def add_stage_arguments(ap) -> None:
     """The options by which ``run_stages`` starts one stage in a process of its own (hidden)."""
-    import argparse
     ap.add_argument("--run-stage", help=argparse.SUPPRESS)
     ap.add_argument("--stage-record", help=argparse.SUPPRESS)
     ap.add_argument("--stage-resume", action="store_true", help=argparse.SUPPRESS)
@@ -174,7 +175,6 @@ class StageClock:
             self._write()
 
     def __enter__(self):
-        import threading
         self.t0 = time.time()
         self.stop = threading.Event()
         self._write()

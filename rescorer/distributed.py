@@ -12,11 +12,14 @@ import contextlib
 import datetime
 import logging
 import os
+import signal
 import sys
+import time
 from dataclasses import dataclass
 from typing import Iterator
 
 import torch
+import torch.distributed as dist
 
 log = logging.getLogger("rescorer")
 
@@ -58,7 +61,6 @@ TIMEOUT = datetime.timedelta(days=7)
 @contextlib.contextmanager
 def process_group(device: torch.device) -> Iterator[Rank]:
     """The job's process group for the ``with`` block (none when not launched as a job)."""
-    import torch.distributed as dist
     rank = this_rank()
     if not launched() or dist.is_initialized():
         yield rank
@@ -74,7 +76,6 @@ def process_group(device: torch.device) -> Iterator[Rank]:
 
 
 def barrier() -> None:
-    import torch.distributed as dist
     if dist.is_initialized():
         dist.barrier()
 
@@ -90,10 +91,8 @@ def run_workers(n: int, module: str, argv: list[str], what=lambda rank: "", outp
     cores are shared out between the ranks.  ``output``: the file the job writes last; when it
     was written by this job, a rank that fails afterwards (killed while exiting) leaves the job
     successful, with a warning."""
-    import signal
-    import time
     started = time.time()
-
+    # torchrun's own modules (elastic agent and all): only a --workers job loads them
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))

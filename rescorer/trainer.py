@@ -29,13 +29,16 @@ from typing import Iterator
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import data as pairdata
-from . import distributed, machine
-from .checkpoint import CheckpointError, check_vocab_matches, load_checkpoint, save_checkpoint
+from . import distributed, machine, ngrams
+from .checkpoint import (CheckpointError, check_vocab_matches, load_checkpoint, load_cslm_checkpoint,
+                         save_checkpoint, save_cslm_checkpoint)
 from .config import DATA_SETTINGS, TrainConfig, TrainError  # noqa: F401  (importable from here too)
+from .cslm import CSLM
 from .fileio import atomic_write
 from .model import ModelConfig, RNNEncoderDecoder, pad
 from .plots import plot_curves
@@ -231,7 +234,6 @@ class BaseTrainer:
             self.model.train()
             ppl = math.exp(nll / n)
         if self.rank.world > 1:
-            import torch.distributed as dist
             box = [ppl, self.elapsed]
             dist.broadcast_object_list(box, src=0)
             ppl, self.elapsed = box
@@ -264,7 +266,6 @@ class BaseTrainer:
         """Rank 0's answer, on every rank (the ranks' clocks differ)."""
         if self.rank.world == 1:
             return flag
-        import torch.distributed as dist
         t = torch.tensor([float(flag)], device=self.device if dist.get_backend() == "nccl" else "cpu")
         dist.broadcast(t, src=0)
         return bool(t.item())
@@ -471,21 +472,17 @@ class CSLMTrainer(BaseTrainer):
         super().__init__(out_dir, cfg, device, resume, overwrite, progress)
 
     def _new_model(self) -> torch.nn.Module:
-        from .cslm import CSLM
         return CSLM(self.model_cfg)
 
     def _load(self, path: str):
-        from .checkpoint import load_cslm_checkpoint
         ck = load_cslm_checkpoint(path, self.device)
         check_vocab_matches(path, ck["vocab"], self.vocab, "target")
         return ck["model"], ck["trainer"]
 
     def _save(self, path: str, trainer_state: dict | None) -> None:
-        from .checkpoint import save_cslm_checkpoint
         save_cslm_checkpoint(path, self.model, self.vocab, self.oos_counts, trainer_state)
 
     def _prepare_data(self) -> None:
-        from . import ngrams
         meta_path = os.path.join(self.data_dir, "meta.json")
         want = {"text": [os.path.abspath(p) for p in self.text], "seed": self.cfg.seed,
                 "valid_fraction": self.cfg.valid_fraction, "vocab": self.vocab.fingerprint()}
@@ -521,8 +518,7 @@ class CSLMTrainer(BaseTrainer):
 
     def _epoch_batches(self, epoch: int):
         """Positions of the n-grams of each minibatch (read by ``_batch_logp``)."""
-        from .ngrams import epoch_positions
-        return epoch_positions(len(self.train_stream), self.cfg.seed, epoch, self.cfg.batch_size)
+        return ngrams.epoch_positions(len(self.train_stream), self.cfg.seed, epoch, self.cfg.batch_size)
 
     def _share(self, batch, rank: int, world: int):
         return batch[rank::world], len(batch)
