@@ -23,11 +23,21 @@ import configparser
 import json
 import logging
 import os
+import shutil
+
+import torch
 
 from moses_integration import stages as S
+from rescorer import cli as rescorer_cli
+from rescorer.checkpoint import load_checkpoint
+from rescorer.data import Pairs, prepare
 from rescorer.fileio import atomic_write
+from rescorer.gradient_flow import hidden_for_parameters, parameter_count, state_gradient_norms
 from rescorer.machine import describe as describe_machine
+from rescorer.model import ModelConfig, RNNEncoderDecoder
 from rescorer.plots import plt, save_figure
+from rescorer.runtime import setup_logging
+from rescorer.vocab import load_vocab_dir
 
 from experiments.common import arguments, errors_exit, head_stage, markdown_table, vocab_stage
 
@@ -59,9 +69,6 @@ class Ablation:
     def model_config(self, cell: str):
         """The network of each cell: the GRU's from the config, the others' hidden size matched to
         the GRU network's parameter count."""
-        from rescorer.gradient_flow import hidden_for_parameters, parameter_count
-        from rescorer.model import ModelConfig
-        from rescorer.vocab import load_vocab_dir
         m = self.cp["model"]
         sv, tv = load_vocab_dir(self.vocab)
         gru = ModelConfig(len(sv), len(tv), hidden=m.getint("hidden", 256), rank=m.getint("rank", 100),
@@ -82,8 +89,6 @@ class Ablation:
         seed = t.getint("seed", 1234)
 
         def run_data():
-            from rescorer.data import prepare
-            from rescorer.vocab import load_vocab_dir
             sv, tv = load_vocab_dir(self.vocab)
             meta = prepare(self.table, sv, tv, self.pairs, seed=seed, progress=self.progress)
             return {"train_pairs": meta["train_pairs"], "valid_pairs": meta["valid_pairs"]}
@@ -100,11 +105,6 @@ class Ablation:
         n_pairs = self.cp.getint("analysis", "gradient-pairs", fallback=2000)
 
         def run_gradients():
-            import torch
-            from rescorer.checkpoint import load_checkpoint
-            from rescorer.data import Pairs
-            from rescorer.gradient_flow import state_gradient_norms
-            from rescorer.model import RNNEncoderDecoder
             valid = Pairs.load(os.path.join(self.pairs, "valid.npz"))
             res = {}
             for cell in self.cells:
@@ -130,8 +130,6 @@ class Ablation:
                      [os.path.join(d, "summary.json"), os.path.join(d, "best.pt")], None, {"options": opts})
 
         def run():
-            import shutil
-            from rescorer.cli import main
             cfg = self.model_config(cell)
             resume = st.resume and os.path.exists(os.path.join(d, "last.pt"))
             if not resume:
@@ -141,7 +139,7 @@ class Ablation:
             args = ["train", "--phrase-table", self.table, "--vocab", self.vocab, "--out", d, "--cell", cell,
                     "--hidden", str(cfg.hidden), "--rank", str(cfg.rank), "--maxout-units", str(cfg.maxout_units),
                     *opts] + (["--resume"] if resume else []) + ([] if self.progress else ["-q"])
-            if main(args) != 0:
+            if rescorer_cli.main(args) != 0:
                 raise RuntimeError(f"rescorer train --cell {cell} failed")
             with open(os.path.join(d, "summary.json")) as f:
                 s = json.load(f)
@@ -158,8 +156,6 @@ class Ablation:
 
 
 def write_report(ab: Ablation, records: list[dict]) -> dict:
-    import torch
-    from rescorer.gradient_flow import parameter_count
     res = {"config": ab.config, "machine": describe_machine(), "cells": {}, "stages": records,
            "training": dict(ab.cp["training"]), "table": ab.table if ab.lines else ab.source_table}
     for cell in ab.cells:
@@ -306,7 +302,6 @@ def markdown(res: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     ap = arguments(__doc__, os.path.join(ROOT, "experiments", "ablation.ini"), report_only=False)
     a = ap.parse_args(argv)
-    from rescorer.runtime import setup_logging
     with errors_exit(log):
         ab = Ablation(a.config, a.data, a.work, a.report, progress=not a.quiet)
         os.makedirs(ab.work, exist_ok=True)

@@ -18,10 +18,17 @@ import argparse
 import configparser
 import json
 import logging
+import multiprocessing as mp
 import os
+
+from sacremoses import MosesTruecaser
 
 from moses_integration import pipeline as P
 from moses_integration import stages as S
+from moses_integration.align import eflomal_align
+from moses_integration.extract import build_tables
+from moses_integration.prepare import clean_pair, train_truecaser
+from rescorer.fileio import atomic_write
 from rescorer.text import read_lines
 
 
@@ -83,7 +90,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for (prefix, n), path in zip(train, raw[lang]):
                 lines += read_lines(path, n)
             tok = P.preprocess(lines, lang, None, procs, desc=f"tokenising {lang}")
-            from moses_integration.prepare import train_truecaser
             train_truecaser(tok, tcm[lang] + ".tmp")
             os.replace(tcm[lang] + ".tmp", tcm[lang])
             P.write_lines(tc[lang], _truecase(tok, tcm[lang], procs, lang))
@@ -92,7 +98,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
                        {"train": d["train"], "lang": lang})
 
     def run_clean():
-        from moses_integration.prepare import clean_pair
         kept = 0
         s_lines, t_lines = read_lines(tc[src]), read_lines(tc[tgt])
         if len(s_lines) != len(t_lines):
@@ -104,13 +109,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return {"pairs_in": len(s_lines), "pairs_kept": kept}
 
     def run_align():
-        from moses_integration.align import eflomal_align
         n = eflomal_align(clean[src], clean[tgt], aligned, m.getint("eflomal-model", 3),
                           m.getint("eflomal-samplers", 2))
         return {"pairs": n}
 
     def run_tables():
-        from moses_integration.extract import build_tables
         return build_tables(clean[src], clean[tgt], aligned, model, max_len, threads=procs)
 
     set_outputs = [os.path.join(corpus, f"{os.path.basename(p)}.tc.{lang}") for p, _ in sets for lang in (src, tgt)]
@@ -141,7 +144,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return {"order": order, "size_mb": round(os.path.getsize(lm_bin) / 2**20, 1)}
 
     def run_ini():
-        from rescorer.fileio import atomic_write
         with atomic_write(ini, "w") as f:
             f.write(P.moses_ini_text(os.path.abspath(pt), os.path.abspath(reo), os.path.abspath(lm_bin), order))
         return None
@@ -169,7 +171,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 def _truecase(tokenised: list[str], model: str, procs: int, lang: str) -> list[str]:
     """Truecase tokenised lines with a Moses truecasing model (sacremoses), over worker processes."""
-    import multiprocessing as mp
     chunks = [tokenised[i:i + 5000] for i in range(0, len(tokenised), 5000)]
     if procs <= 1 or len(chunks) <= 1:
         return [line for c in chunks for line in _truecase_chunk((model, c))]
@@ -178,7 +179,6 @@ def _truecase(tokenised: list[str], model: str, procs: int, lang: str) -> list[s
 
 
 def _truecase_chunk(args):
-    from sacremoses import MosesTruecaser
     model, lines = args
     tc = MosesTruecaser(load_from=model)
     return [tc.truecase(line, return_str=True, use_known=True) if line.strip() else "" for line in lines]

@@ -25,7 +25,7 @@ from rescorer.runtime import add_device_option
 from rescorer.text import read_lines
 
 from .decoder import DecoderConfig, FeatureLayout
-from .evaluate import corpus_bleu, paired_bootstrap, postprocess
+from .evaluate import corpus_bleu, paired_test, postprocess
 from .mert import tunable_mask, tune, weight_ranges
 from .moses_ini import MosesIni, count_dense_scores
 from .nbest import add_feature, format_value, parse_features, rerank_file
@@ -157,7 +157,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                                    "sacrebleu against raw references; its signature is printed.")
     e.add_argument("--input", "--hyp", dest="hyp", required=True, help="decoder output (tokenised, truecased)")
     e.add_argument("--ref", required=True, help="raw reference text")
-    e.add_argument("--baseline", help="another system's output: paired bootstrap resampling against it")
+    e.add_argument("--baseline", help="another system's output: sacrebleu's paired bootstrap resampling against it")
     e.add_argument("--lang", default="fr", help="output language for detokenisation (default fr)")
     e.add_argument("--no-postprocess", action="store_true", help="score the output as it is")
     e.add_argument("--samples", type=int, default=1000, help="bootstrap samples (default 1000)")
@@ -328,10 +328,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         base = read_lines(a.baseline)
         if not a.no_postprocess:
             base = postprocess(base, a.lang)
-        r = paired_bootstrap(base, hyps, refs, a.samples)
-        lo, hi = r["system_95ci"]
-        print(f"paired bootstrap ({r['samples']} samples): baseline {r['baseline']:.2f}, system "
-              f"{r['system']:.2f} (95% CI {lo:.2f}-{hi:.2f}), p = {r['p_value']:.4f}")
+        r = paired_test(base, hyps, refs, "bs", a.samples)
+        print(f"sacrebleu's paired bootstrap ({a.samples} resamples): baseline {r['baseline']:.2f}, system "
+              f"{r['system']:.2f} (mean {r['system_mean']:.2f} +- {r['system_ci']:.2f}, 95%), p = {r['p_value']:.4f}"
+              f"\n{r['signature']}")
     return 0
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 from sacrebleu.metrics import BLEU
+from sacrebleu.significance import PairedTest, _bootstrap_resample
+from sacremoses import MosesDetokenizer, MosesDetruecaser
 
 
 def postprocess(lines: list[str], lang: str = "fr") -> list[str]:
-    from sacremoses import MosesDetokenizer, MosesDetruecaser
     detok, detrue = MosesDetokenizer(lang=lang), MosesDetruecaser()
     return [detok.detokenize(detrue.detruecase(line, return_str=True).split()) for line in lines]
 
@@ -27,38 +28,10 @@ def corpus_bleu(hyps: list[str], refs: list[str]) -> tuple[float, str, str]:
     return res.score, str(res), str(metric.get_signature())
 
 
-def paired_bootstrap(baseline: list[str], system: list[str], refs: list[str], n_samples: int = 1000,
-                     seed: int = 12345) -> dict:
-    """Koehn's paired bootstrap resampling (as sacrebleu's ``--paired-bs``): is ``system`` better?
-
-    Returns both BLEU scores, the system's mean and 95% interval over resamples, and the
-    p-value of the hypothesis that the system is not better than the baseline.
-    """
-    metric = BLEU()
-    s_base = np.array(metric._extract_corpus_statistics(baseline, [refs]), dtype=float)
-    s_sys = np.array(metric._extract_corpus_statistics(system, [refs]), dtype=float)
-    rng = np.random.default_rng(seed)
-    n = len(refs)
-    idx = rng.integers(0, n, size=(n_samples, n))
-    base_scores = np.array([metric._compute_score_from_stats(list(s_base[i].sum(0))).score for i in idx])
-    sys_scores = np.array([metric._compute_score_from_stats(list(s_sys[i].sum(0))).score for i in idx])
-    better = int((sys_scores - base_scores > 0).sum())
-    return {
-        "baseline": metric._compute_score_from_stats(list(s_base.sum(0))).score,
-        "system": metric._compute_score_from_stats(list(s_sys.sum(0))).score,
-        "system_mean": float(sys_scores.mean()),
-        "system_95ci": (float(np.percentile(sys_scores, 2.5)), float(np.percentile(sys_scores, 97.5))),
-        "p_value": (n_samples - better + 1) / (n_samples + 1),
-        "samples": n_samples,
-        "signature": str(metric.get_signature()),
-    }
-
-
 # -- several tuning runs per system (Clark et al., 2011, as MultEval reports them) -------------
 def bootstrap_sd(hyps: list[str], refs: list[str], n_samples: int = 1000) -> float:
     """s_sel: the standard deviation of BLEU over bootstrap resamples of the test set (one run),
     with sacrebleu's own resampler and seed (``SACREBLEU_SEED``, 12345 by default)."""
-    from sacrebleu.significance import _bootstrap_resample
     metric = BLEU()
     stats = metric._extract_corpus_statistics(hyps, [refs])
     _, scores = _bootstrap_resample(stats, metric, n_samples)
@@ -69,16 +42,19 @@ def paired_test(baseline: list[str], system: list[str], refs: list[str], test: s
                 n_samples: int = 0) -> dict:
     """sacrebleu's paired significance test of ``system`` against ``baseline`` (``ar``: approximate
     randomization, 10,000 trials by default; ``bs``: paired bootstrap, 1,000 resamples):
-    both scores, the p-value and the test's signature."""
-    from sacrebleu.significance import PairedTest
+    both scores, the p-value and the test's signature; the bootstrap adds the system's mean
+    over the resamples and the half-width of its 95% interval."""
     if not (len(baseline) == len(system) == len(refs)):
         raise ValueError(f"{len(baseline)} baseline lines, {len(system)} system lines, {len(refs)} references")
     sigs, scores = PairedTest([("baseline", baseline), ("system", system)], {"BLEU": BLEU()}, [refs],
                               test_type=test, n_samples=n_samples)()
     name = next(k for k in scores if k != "System")  # "BLEU", as sacrebleu names the metric
     base_res, sys_res = scores[name]
-    return {"baseline": base_res.score, "system": sys_res.score, "p_value": float(sys_res.p_value),
-            "signature": str(sigs[name])}
+    out = {"baseline": base_res.score, "system": sys_res.score, "p_value": float(sys_res.p_value),
+           "signature": str(sigs[name])}
+    if sys_res.mean is not None:  # the bootstrap's: the system's mean over resamples and its 95% interval
+        out.update(system_mean=float(sys_res.mean), system_ci=float(sys_res.ci))
+    return out
 
 
 def describe_runs(runs: list[list[str]], refs: list[str]) -> dict:

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import gzip
 import logging
+import multiprocessing as mp
 import os
 import shutil
 import subprocess
 import sys
+
+from tqdm import tqdm
+
+from rescorer.fileio import atomic_write
+
+from .prepare import Preprocessor
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +23,6 @@ log = logging.getLogger(__name__)
 # -- the steps ---------------------------------------------------------------------------------
 def _preprocess_chunk(args):
     lang, model, lines = args
-    from .prepare import Preprocessor
     p = Preprocessor(lang, model)
     return [p(line) if line.strip() else "" for line in lines]
 
@@ -24,9 +30,6 @@ def _preprocess_chunk(args):
 def preprocess(lines: list[str], lang: str, truecase_model: str | None, processes: int = 2,
                desc: str = "tokenising") -> list[str]:
     """Normalise, tokenise (and truecase) lines over ``processes`` workers, order kept."""
-    import multiprocessing as mp
-
-    from tqdm import tqdm
     chunk = 2000
     jobs = [(lang, truecase_model, lines[i:i + chunk]) for i in range(0, len(lines), chunk)]
     out: list[str] = []
@@ -44,7 +47,6 @@ def preprocess(lines: list[str], lang: str, truecase_model: str | None, processe
 
 
 def write_lines(path: str, lines) -> None:
-    from rescorer.fileio import atomic_write
     if path.endswith(".gz"):
         with atomic_write(path, "wb") as raw, gzip.open(raw, "wt", encoding="utf-8", compresslevel=3) as f:
             for line in lines:

@@ -15,6 +15,11 @@ import os
 from collections import Counter
 from typing import Iterable
 
+from tqdm import tqdm
+
+from .fileio import atomic_write
+from .phrase_table import iter_table
+
 EOS = "</s>"
 UNK = "[UNK]"
 EOS_ID = 0
@@ -64,7 +69,6 @@ class Vocabulary:
         return hashlib.sha1("\n".join(self.words).encode()).hexdigest()[:16]
 
     def save(self, path: str | os.PathLike) -> None:
-        from .fileio import atomic_write
         with atomic_write(path, "w") as f:
             for w, c in zip(self.words, self.counts):
                 f.write(f"{w}\t{c}\n")
@@ -90,8 +94,6 @@ class Vocabulary:
 
 def count_table_words(table: str | os.PathLike, progress: bool = True) -> tuple[Counter, Counter, int]:
     """Word counts of the source and target sides over the pairs of a phrase table."""
-    from tqdm import tqdm
-    from .phrase_table import iter_table
     src, tgt = Counter(), Counter()
     n = 0
     for pair in tqdm(iter_table(table), desc="counting words", unit=" pairs",
