@@ -99,7 +99,10 @@ def filtered_system(work: str, ini: str, src: list[str], table: str, reordering:
     return path
 
 
-def arguments(doc: str, sentences: int, work: str, input_file: str = "newstest2012.tc.en") -> argparse.ArgumentParser:
+def arguments(doc: str, sentences: int, work: str, out: str,
+              input_file: str = "newstest2012.tc.en") -> argparse.ArgumentParser:
+    """The options of the decoding benchmarks (this one and bench_tune): the system, its input,
+    the work directory and the report's directory."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("RESCORER_DATA", "../shared/data"))
     ap.add_argument("--input", default=input_file, help="source file in the data's moses-baseline/")
@@ -107,7 +110,18 @@ def arguments(doc: str, sentences: int, work: str, input_file: str = "newstest20
     ap.add_argument("--lm-lines", type=int, default=200000)
     ap.add_argument("--processes", type=int, default=os.cpu_count())
     ap.add_argument("--work", default=work)
+    ap.add_argument("--out", default=out, help=f"the report's directory (default {out})")
+    ap.add_argument("--report-only", action="store_true", help="write results.md again from --out's results.json")
     return ap
+
+
+def rewrite_report(out: str, report) -> None:
+    """results.md written again by ``report`` from the results.json in ``out``, and printed."""
+    with open(os.path.join(out, "results.json")) as f:
+        text = report(json.load(f))
+    with atomic_write(os.path.join(out, "results.md"), "w") as f:
+        f.write(text)
+    print(text)
 
 
 def run_timed(argv: list[str], stdin: str, stdout: str) -> dict:
@@ -210,20 +224,13 @@ def report(rep: dict) -> str:
 
 
 def main() -> None:
-    ap = arguments(__doc__, 600, "work/bench_decode", "newstest2013.tc.en")
+    ap = arguments(__doc__, 600, "work/bench_decode", "experiments/results/bench_decode", "newstest2013.tc.en")
     ap.add_argument("--table1", help="a Table 1 reproduction's work directory: adds its +RNN system")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--moses", default=None, help="a Moses binary (default: $MOSES, PATH, or ../shared/tools/moses)")
-    ap.add_argument("--out", default="experiments/results/bench_decode")
-    ap.add_argument("--report-only", action="store_true", help="write results.md again from --out's results.json")
     a = ap.parse_args()
     if a.report_only:
-        with open(os.path.join(a.out, "results.json")) as f:
-            text = report(json.load(f))
-        with atomic_write(os.path.join(a.out, "results.md"), "w") as f:
-            f.write(text)
-        print(text)
-        return
+        return rewrite_report(a.out, report)
     moses = find_moses(a.moses) or (os.path.abspath(SHARED_MOSES) if os.access(SHARED_MOSES, os.X_OK) else None)
     ini, src = build_system(a)
     systems = {"baseline": ini}

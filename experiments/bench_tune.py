@@ -31,7 +31,7 @@ from moses_integration.runner import BuiltinDecoder
 from rescorer.fileio import atomic_write
 from rescorer.machine import describe as describe_machine
 
-from experiments.bench_decode import arguments, build_system
+from experiments.bench_decode import arguments, build_system, rewrite_report
 from experiments.common import markdown_table
 from experiments.table1_stats import perturbed_start
 
@@ -94,21 +94,14 @@ def report(rep: dict) -> str:
 
 
 def main() -> None:
-    ap = arguments(__doc__, 1000, "work/bench_tune")
+    ap = arguments(__doc__, 1000, "work/bench_tune", "experiments/results/bench_tune")
     ap.add_argument("--max-iter", type=int, default=8)
     ap.add_argument("--nbest", type=int, default=100)
     ap.add_argument("--restarts", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1001, help="MERT's seed and the perturbed start's (Table 1's run 1)")
-    ap.add_argument("--out", default="experiments/results/bench_tune")
-    ap.add_argument("--report-only", action="store_true", help="write results.md again from --out's results.json")
     a = ap.parse_args()
     if a.report_only:
-        with open(os.path.join(a.out, "results.json")) as f:
-            text = report(json.load(f))
-        with atomic_write(os.path.join(a.out, "results.md"), "w") as f:
-            f.write(text)
-        print(text)
-        return
+        return rewrite_report(a.out, report)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     load_before = os.getloadavg()[0]
     ini_path, src = build_system(a)
