@@ -152,6 +152,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                         "operations per pair, the same loss and gradients for the same minibatch")
     t.add_argument("--per-source", type=int, default=TrainConfig.per_source, metavar="N",
                    help=f"by-source batching: at most N targets of one source in a run (default {TrainConfig.per_source})")
+    t.add_argument("--sampled-softmax", type=int, default=TrainConfig.sampled_softmax, metavar="K",
+                   help="train with a softmax over each minibatch's target words and K words drawn uniformly "
+                        "from the target shortlist (importance sampling, Jean et al. 2015) instead of all of "
+                        "it: fewer operations per target word; validation, checkpoints and 'rescorer score' "
+                        "keep the full softmax (default 0: the full softmax in training too)")
     t.add_argument("--optimizer", choices=["adadelta", "adam"], default=TrainConfig.optimizer,
                    help="Adadelta (rho 0.95, eps 1e-6) as the paper (default), or Adam")
     t.add_argument("--lr", type=float, help="learning rate (default 1.0 for Adadelta, 1e-3 for Adam)")
@@ -306,7 +311,8 @@ def _training_job(a: argparse.Namespace) -> bool:
 def cmd_train(a: argparse.Namespace) -> int:
     from . import distributed
     from .trainer import Trainer
-    tcfg = _train_config(a, buckets=a.buckets, inverse=a.inverse, batching=a.batching, per_source=a.per_source)
+    tcfg = _train_config(a, buckets=a.buckets, inverse=a.inverse, batching=a.batching, per_source=a.per_source,
+                         sampled_softmax=a.sampled_softmax)
     tcfg.check()  # before any process starts or any data is read
     if not _training_job(a):
         return 0

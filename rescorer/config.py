@@ -82,6 +82,8 @@ class TrainConfig:
                                     # "by-source": runs of targets of one source, scored as prefix trees
     per_source: int = 16            # by-source: at most this many targets of one source in a run
     precision: str = "fp32"         # "bf16": matrix products in bfloat16 (autocast), fp32 master weights
+    sampled_softmax: int = 0        # K > 0: training's softmax over the minibatch's target words and K
+                                    # words drawn uniformly from the shortlist (Jean et al., 2015)
 
     def check(self) -> None:
         """Refuse values no run can use, naming the option, before any data is read."""
@@ -92,6 +94,8 @@ class TrainConfig:
             raise TrainError(f"--batching {self.batching!r}: one of {', '.join(BATCHINGS)}")
         if self.precision not in TRAIN_PRECISIONS:
             raise TrainError(f"--precision {self.precision!r}: one of {', '.join(TRAIN_PRECISIONS)}")
+        if self.sampled_softmax < 0:
+            raise TrainError(f"--sampled-softmax {self.sampled_softmax}: a number of words, 0 for the full softmax")
         if not 0 < self.valid_fraction < 1:
             raise TrainError(f"--valid-fraction {self.valid_fraction}: a share between 0 and 1")
 

@@ -36,6 +36,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .config import ModelConfig  # noqa: F401  (also rescorer.model.ModelConfig)
 
@@ -261,17 +262,23 @@ class Decoder(nn.Module):
         H = self.hidden
         return torch.cat([x[..., :2 * H] + Cc[..., :2 * H], x[..., 2 * H:]], -1), Cc[..., 2 * H:]
 
-    def log_probs(self, h: Tensor, e_prev: Tensor, Oc: Tensor) -> Tensor:
-        """log p(y_t | y_<t, x) over the target shortlist, for states h'_t (N, state size)."""
+    def log_probs(self, h: Tensor, e_prev: Tensor, Oc: Tensor, candidates: Tensor | None = None) -> Tensor:
+        """log p(y_t | y_<t, x) over the target shortlist, for states h'_t (N, state size);
+        with ``candidates`` (sorted word ids), the softmax over those words only: the sampled
+        softmax of training (``rescorer.trainer``), column j for word ``candidates[j]``."""
         h = self.cell.output(h)
         s_prime = self.O_h(h) + self.O_y(e_prev) + Oc                          # s' = O_h h' + O_y e(y) + O_c c
         s = s_prime.view(-1, self.maxout_units, self.maxout_pool).amax(-1)   # s_i = max(s'_{2i-1}, s'_{2i})
-        logits = self.G_l(self.G_r(s))
+        if candidates is None:
+            logits = self.G_l(self.G_r(s))
+        else:                                                                # the rows of G_l of V' only
+            logits = F.linear(self.G_r(s), self.G_l.weight[candidates], self.G_l.bias[candidates])
         # softmax(G_l G_r s), normalised in float32 at least, also where the products run in bfloat16
         return torch.log_softmax(logits, -1, dtype=torch.promote_types(logits.dtype, torch.float32))
 
-    def forward(self, c: Tensor, tgt: Tensor, lengths: list[int]) -> Tensor:
-        """Teacher-forced log p(y | x) per pair (B,), for padded targets (B, T) ending in EOS."""
+    def forward(self, c: Tensor, tgt: Tensor, lengths: list[int], candidates: Tensor | None = None) -> Tensor:
+        """Teacher-forced log p(y | x) per pair (B,), for padded targets (B, T) ending in EOS;
+        ``candidates``: the softmax over those sorted word ids only, every target word among them."""
         B = tgt.shape[0]
         order = sorted(range(B), key=lambda i: -lengths[i])
         idx = torch.tensor(order, device=tgt.device)
@@ -287,8 +294,11 @@ class Decoder(nn.Module):
         rows = torch.cat([torch.arange(s.shape[0], device=tgt.device) for s in states])
         steps = torch.cat([torch.full((s.shape[0],), t, device=tgt.device, dtype=torch.long)
                            for t, s in enumerate(states)])
-        logp = self.log_probs(torch.cat(states, 0), e_prev[rows, steps], Oc[rows])
-        tok = logp.gather(1, y[rows, steps].unsqueeze(1)).squeeze(1)
+        logp = self.log_probs(torch.cat(states, 0), e_prev[rows, steps], Oc[rows], candidates)
+        y_live = y[rows, steps]
+        if candidates is not None:                                           # word id -> its column
+            y_live = torch.searchsorted(candidates, y_live)
+        tok = logp.gather(1, y_live.unsqueeze(1)).squeeze(1)
         per_sorted = tok.new_zeros(B).index_add_(0, rows, tok)
         return per_sorted.new_empty(B).index_copy_(0, idx, per_sorted)
 
@@ -302,8 +312,9 @@ class RNNEncoderDecoder(nn.Module):
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
 
-    def forward(self, src: Tensor, src_lengths: list[int], tgt: Tensor, tgt_lengths: list[int]) -> Tensor:
-        return self.decoder(self.encoder(src, src_lengths), tgt, tgt_lengths)
+    def forward(self, src: Tensor, src_lengths: list[int], tgt: Tensor, tgt_lengths: list[int],
+                candidates: Tensor | None = None) -> Tensor:
+        return self.decoder(self.encoder(src, src_lengths), tgt, tgt_lengths, candidates)
 
     def flops_per_token(self) -> dict[str, int]:
         return flops_per_token(self.cfg)

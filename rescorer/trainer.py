@@ -141,10 +141,16 @@ class BaseTrainer:
         """The minibatches of an epoch, a pure function of (seed, epoch)."""
         raise NotImplementedError
 
-    def _batch_logp(self, batch) -> tuple[torch.Tensor, int]:
+    def _batch_logp(self, batch, candidates: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         """Log-probability of each item of a batch (the loss is minus their mean) and the number
-        of predicted symbols; the network is called as ``self.net`` (DDP's wrapper under torchrun)."""
+        of predicted symbols; the network is called as ``self.net`` (DDP's wrapper under torchrun);
+        ``candidates``: the words of a sampled softmax (``_candidates``)."""
         raise NotImplementedError
+
+    def _candidates(self, batch) -> torch.Tensor | None:
+        """The words the softmax of a whole minibatch's step runs over (before the ranks share
+        it, so every rank uses the same); None: the full shortlist."""
+        return None
 
     def _share(self, batch, rank: int, world: int):
         """This rank's items of a minibatch, and the minibatch's size."""
@@ -202,7 +208,8 @@ class BaseTrainer:
             setattr(self.cfg, k, st["config"].get(k, getattr(TrainConfig, k)))
         self.model = model.to(self.device)
         self.model.train()
-        self.cfg.optimizer = st["config"]["optimizer"]
+        self.cfg.optimizer = st["config"]["optimizer"]  # the run's own way of training, as its batches
+        self.cfg.sampled_softmax = st["config"].get("sampled_softmax", 0)
         self.opt = self._optimizer()
         self.opt.load_state_dict(st["optimizer"])
         self.epoch, self.batch_in_epoch = st["epoch"], st["batch_in_epoch"]
@@ -307,15 +314,16 @@ class BaseTrainer:
             for _ in range(self.batch_in_epoch):  # skip what a resumed run has already seen
                 next(it)
             for batch in it:
+                candidates = self._candidates(batch)
                 with torch.autocast(self.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
                     if self.rank.world > 1:
                         # -sum / B over this rank's items, times the number of ranks: DDP's average of
                         # the ranks' gradients is then the gradient of the whole minibatch's mean loss
                         batch, size = self._share(batch, self.rank.rank, self.rank.world)
-                        logp, n_tok = self._batch_logp(batch)
+                        logp, n_tok = self._batch_logp(batch, candidates)
                         loss = -logp.float().sum() * (self.rank.world / size)
                     else:
-                        logp, n_tok = self._batch_logp(batch)
+                        logp, n_tok = self._batch_logp(batch, candidates)
                         loss = -logp.float().mean()
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -450,13 +458,28 @@ class Trainer(BaseTrainer):
             return (srcs[a:b], tgts[a:b]), len(srcs)
         return (srcs[rank::world], tgts[rank::world]), len(srcs)
 
-    def _batch_logp(self, batch):
+    def _candidates(self, batch):
+        """The sampled softmax's words V' (Jean et al., 2015): every target word of the minibatch
+        and ``sampled_softmax`` words drawn uniformly from the shortlist, sorted. With a uniform
+        proposal the importance weights' correction is the same for every word of V', so the
+        estimate of the full softmax's gradient is the softmax over V'. The draw is a function
+        of (seed, epoch, batch), as the batches are: a resumed run draws the same words."""
+        k = self.cfg.sampled_softmax
+        if not k:
+            return None
+        n = self.model_cfg.tgt_vocab
+        rng = np.random.default_rng((self.cfg.seed, self.epoch, self.batch_in_epoch))
+        words = np.concatenate([np.concatenate([np.asarray(t, dtype=np.int64) for t in batch[1]]),
+                                rng.choice(n, size=min(k, n), replace=False)])
+        return torch.from_numpy(np.unique(words)).to(self.device)
+
+    def _batch_logp(self, batch, candidates=None):
         srcs, tgts = batch
         if self.cfg.batching == "by-source":
-            return self.net(PrefixForest.build(srcs, tgts)), sum(len(t) for t in tgts)
+            return self.net(PrefixForest.build(srcs, tgts), candidates), sum(len(t) for t in tgts)
         s, sl = pad(srcs, self.device)
         t, tl = pad(tgts, self.device)
-        return self.net(s, sl, t, tl), sum(tl)
+        return self.net(s, sl, t, tl, candidates), sum(tl)
 
     def _evaluate(self) -> tuple[float, int]:
         return evaluate(self.model, self.valid, self.device)
@@ -523,7 +546,7 @@ class CSLMTrainer(BaseTrainer):
     def _share(self, batch, rank: int, world: int):
         return batch[rank::world], len(batch)
 
-    def _batch_logp(self, batch):
+    def _batch_logp(self, batch, candidates=None):
         ctx, words = self.train_stream.batch(batch, self.model.cfg.order)
         return self.net(torch.from_numpy(ctx).to(self.device), torch.from_numpy(words).to(self.device)), len(words)
 

@@ -105,11 +105,14 @@ class PrefixForest:
 
 
 def request_log_probs(model: RNNEncoderDecoder, forest: PrefixForest, device: torch.device,
-                      readout_rows: int | None = None, encoder_rows: int | None = None) -> Tensor:
+                      readout_rows: int | None = None, encoder_rows: int | None = None,
+                      candidates: Tensor | None = None) -> Tensor:
     """log p(``req_token`` | node) of each request of ``forest``, in the requests' order.
 
     ``readout_rows`` and ``encoder_rows`` bound how many softmax rows and source phrases are
-    computed at once (memory), without changing the result's meaning."""
+    computed at once (memory), without changing the result's meaning; ``candidates`` (sorted
+    word ids holding every requested token): the softmax over those words only (training's
+    sampled softmax)."""
     dec = model.decoder
     dtype = dec.embed.weight.dtype
     n_src = len(forest.sources)
@@ -151,20 +154,23 @@ def request_log_probs(model: RNNEncoderDecoder, forest: PrefixForest, device: to
     n_nodes = forest.n_nodes
     rows = readout_rows or n_nodes
     rn, rt = forest.req_node, torch.from_numpy(forest.req_token).to(device)
+    if candidates is not None:  # word id -> its column of the sampled softmax
+        rt = torch.searchsorted(candidates, rt)
     picked = []
     for a in range(0, n_nodes, rows):
         b = min(a + rows, n_nodes)
-        logp = dec.log_probs(states[a:b], e_prev[a:b], Oc[nsrc[a:b]])
+        logp = dec.log_probs(states[a:b], e_prev[a:b], Oc[nsrc[a:b]], candidates)
         lo, hi = np.searchsorted(rn, [a, b])
         picked.append(logp[torch.from_numpy(rn[lo:hi] - a).to(device), rt[lo:hi]])
     return torch.cat(picked)
 
 
 def forest_log_probs(model: RNNEncoderDecoder, forest: PrefixForest, device: torch.device,
-                     readout_rows: int | None = None, encoder_rows: int | None = None) -> Tensor:
+                     readout_rows: int | None = None, encoder_rows: int | None = None,
+                     candidates: Tensor | None = None) -> Tensor:
     """log p(target | source) of each pair of ``forest`` (n_pairs,), in the pairs' order: each
     request's log-probability summed into its pair."""
-    picked = request_log_probs(model, forest, device, readout_rows, encoder_rows)
+    picked = request_log_probs(model, forest, device, readout_rows, encoder_rows, candidates)
     pair = torch.from_numpy(forest.req_pair).to(device)
     return picked.new_zeros(forest.n_pairs).index_add_(0, pair, picked)
 
@@ -178,5 +184,6 @@ class ForestModel(nn.Module):
         self.model = model
         self.readout_rows = readout_rows
 
-    def forward(self, forest: PrefixForest) -> Tensor:
-        return forest_log_probs(self.model, forest, self.model.decoder.embed.weight.device, self.readout_rows)
+    def forward(self, forest: PrefixForest, candidates: Tensor | None = None) -> Tensor:
+        return forest_log_probs(self.model, forest, self.model.decoder.embed.weight.device, self.readout_rows,
+                                candidates=candidates)

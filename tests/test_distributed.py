@@ -166,7 +166,7 @@ def assert_same_training(a, b, tol=1e-5):
     assert va[-1][1] < va[0][1]   # the updates did train the network
 
 
-@pytest.mark.parametrize("batching", ["uniform", "by-source"])
+@pytest.mark.parametrize("batching", ["uniform", "by-source", "sampled"])
 def test_two_ranks_make_the_updates_of_one_process_and_resume_from_their_checkpoint(table_and_model, batching):
     """2 ranks with half of each minibatch of 16 make the updates one process makes with all 16;
     a 2-rank run stopped after 2 updates and resumed to 4 ends where the 1-process run does."""
@@ -175,7 +175,7 @@ def test_two_ranks_make_the_updates_of_one_process_and_resume_from_their_checkpo
         run_cli("vocab", "-q", "--phrase-table", table, "--size", 400, "--out", d / "vocab")
     common = ["train", "-q", "--phrase-table", table, "--vocab", d / "vocab", "--hidden", 16, "--rank", 8,
               "--maxout-units", 8, "--batch-size", 16, "--valid-fraction", 0.02, "--optimizer", "adam",
-              "--lr", 0.01, "--batching", batching]
+              "--lr", 0.01] + (["--sampled-softmax", 50] if batching == "sampled" else ["--batching", batching])
     one, two = d / f"one-{batching}", d / f"two-{batching}"
     run_cli(*common, "--out", one, "--max-updates", 4)
     r = run_cli(*common, "--out", two, "--max-updates", 2, "--workers", 2)

@@ -65,7 +65,9 @@ def _train(d, table, out, *extra):
 
 @pytest.mark.parametrize("optimizer,path", [("adadelta", []), ("adam", []),
                                             ("adam", ["--batching", "by-source", "--per-source", "4"]),
-                                            ("adam", ["--batching", "by-source", "--precision", "bf16"])])
+                                            ("adam", ["--batching", "by-source", "--precision", "bf16"]),
+                                            ("adam", ["--sampled-softmax", "20"]),
+                                            ("adam", ["--batching", "by-source", "--sampled-softmax", "20"])])
 def test_resume_continues_exactly(small_table, tmp_path, optimizer, path):
     d, table = small_table
     opts = ["--optimizer", optimizer, *path]
@@ -75,9 +77,11 @@ def test_resume_continues_exactly(small_table, tmp_path, optimizer, path):
     assert _train(d, table, tmp_path / "split", "--max-updates", "30", *opts) == 1
     # the run's own batching wins over the command line's: its batches must be the ones it would have seen
     assert _train(d, table, tmp_path / "split", "--max-updates", "30", "--optimizer", optimizer, "--resume",
-                  *[x for x in path if x != "--batching" and x != "by-source"]) == 0
+                  *[x for x in path if x not in ("--batching", "by-source", "--sampled-softmax", "20")]) == 0
     a = load_checkpoint(tmp_path / "straight" / "last.pt")
     b = load_checkpoint(tmp_path / "split" / "last.pt")
+    if "--sampled-softmax" in path:  # recorded in the checkpoint, and the run's own on resume
+        assert b["trainer"]["config"]["sampled_softmax"] == 20
     for (k, x), y in zip(a["model"].state_dict().items(), b["model"].state_dict().values()):
         assert torch.equal(x, y), k
     # the same validations, plus the one the interrupted run made when it stopped at 13

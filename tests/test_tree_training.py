@@ -57,6 +57,43 @@ def test_forest_log_probs_and_gradients_equal_each_pair_alone(gate, cell):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-11, msg=name)
 
 
+def test_sampled_softmax_is_the_softmax_over_its_words_and_the_full_one_over_all():
+    """The softmax over candidate words V': over every word it is the full softmax (both paths),
+    over fewer it is log_softmax of the full logits' V' columns, computed here independently."""
+    m = tiny_model("reset-before", torch.float64, scale=0.4)
+    srcs, tgts = ids(PAIRS)
+    s, sl = pad(srcs)
+    t, tl = pad(tgts)
+    forest = PrefixForest.build(srcs, tgts)
+    n = m.cfg.tgt_vocab
+    every = torch.arange(n)
+    torch.testing.assert_close(m(s, sl, t, tl, every), m(s, sl, t, tl), rtol=0, atol=1e-12)
+    torch.testing.assert_close(ForestModel(m)(forest, every), m(s, sl, t, tl), rtol=0, atol=1e-12)
+    words = sorted({w for x in tgts for w in x} | {0, n - 1})
+    assert len(words) < n
+    cand = torch.tensor(words)
+    # independently: each target word's full logit, normalised over the V' columns only
+    dec, c = m.decoder, m.encoder(s, sl)
+    expect = []
+    for i, y in enumerate(tgts):
+        h, _, Oc = dec.constants(c[i:i + 1])
+        x_prev = torch.zeros(1, m.cfg.rank, dtype=torch.float64)
+        total = 0.0
+        for w in y:
+            x, inside = dec.input_terms(x_prev, dec.C(c[i:i + 1]))
+            h = dec.cell.step(x, h, inside)
+            st = dec.cell.output(h)
+            sp = dec.O_h(st) + dec.O_y(x_prev) + Oc
+            logits = dec.G_l(dec.G_r(sp.view(1, -1, dec.maxout_pool).amax(-1)))[0]
+            total = total + logits[w] - torch.logsumexp(logits[cand], 0)
+            x_prev = dec.embed(torch.tensor([w]))
+        expect.append(total)
+    expect = torch.stack(expect)
+    torch.testing.assert_close(m(s, sl, t, tl, cand), expect, rtol=0, atol=1e-10)
+    torch.testing.assert_close(ForestModel(m)(forest, cand), expect, rtol=0, atol=1e-10)
+    assert torch.all(m(s, sl, t, tl, cand) > m(s, sl, t, tl))   # fewer words to share the mass with
+
+
 def test_forest_gradients_equal_finite_differences():
     m = tiny_model("reset-before", torch.float64, scale=0.3, hidden=4, rank=3, maxout=3)
     srcs, tgts = ids(PAIRS)
