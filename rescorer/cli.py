@@ -89,6 +89,11 @@ def _add_training_options(p: argparse.ArgumentParser, items: str, batch: int, he
                    help="fp32 (default); bf16: the matrix products of training in bfloat16 (torch.autocast) with "
                         "fp32 master weights and an fp32 validation, faster on CPUs with AVX-512 BF16 or AMX "
                         "(warned against elsewhere); the checkpoints are fp32 either way")
+    p.add_argument("--sampled-softmax", type=int, default=d.sampled_softmax, metavar="K",
+                   help="train with a softmax over each minibatch's target words and K words drawn uniformly "
+                        "from the shortlist (importance sampling, Jean et al. 2015) instead of all of it: fewer "
+                        "operations per predicted word; validation, checkpoints and scoring keep the full "
+                        "softmax (default 0: the full softmax in training too)")
     p.add_argument("--workers", type=int, default=1, metavar="P",
                    help="train with P processes on this machine (torchrun --standalone), each computing the "
                         "gradient of a share of every minibatch; under torchrun the command is one rank of the "
@@ -103,7 +108,7 @@ def _train_config(a: argparse.Namespace, **extra):
                        lr_decay=a.lr_decay, lr_patience=a.lr_patience, checkpoint_minutes=a.checkpoint_minutes,
                        max_minutes=a.max_minutes, max_epochs=a.max_epochs, max_updates=a.max_updates,
                        valid_fraction=a.valid_fraction, seed=a.seed, optimizer=a.optimizer, lr=a.lr,
-                       precision=a.precision, **extra)
+                       precision=a.precision, sampled_softmax=a.sampled_softmax, **extra)
 
 
 def build_parser(*registrars: Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None],
@@ -152,11 +157,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                         "operations per pair, the same loss and gradients for the same minibatch")
     t.add_argument("--per-source", type=int, default=TrainConfig.per_source, metavar="N",
                    help=f"by-source batching: at most N targets of one source in a run (default {TrainConfig.per_source})")
-    t.add_argument("--sampled-softmax", type=int, default=TrainConfig.sampled_softmax, metavar="K",
-                   help="train with a softmax over each minibatch's target words and K words drawn uniformly "
-                        "from the target shortlist (importance sampling, Jean et al. 2015) instead of all of "
-                        "it: fewer operations per target word; validation, checkpoints and 'rescorer score' "
-                        "keep the full softmax (default 0: the full softmax in training too)")
     t.add_argument("--optimizer", choices=["adadelta", "adam"], default=TrainConfig.optimizer,
                    help="Adadelta (rho 0.95, eps 1e-6) as the paper (default), or Adam")
     t.add_argument("--lr", type=float, help="learning rate (default 1.0 for Adadelta, 1e-3 for Adam)")
@@ -311,8 +311,7 @@ def _training_job(a: argparse.Namespace) -> bool:
 def cmd_train(a: argparse.Namespace) -> int:
     from . import distributed
     from .trainer import Trainer
-    tcfg = _train_config(a, buckets=a.buckets, inverse=a.inverse, batching=a.batching, per_source=a.per_source,
-                         sampled_softmax=a.sampled_softmax)
+    tcfg = _train_config(a, buckets=a.buckets, inverse=a.inverse, batching=a.batching, per_source=a.per_source)
     tcfg.check()  # before any process starts or any data is read
     if not _training_job(a):
         return 0

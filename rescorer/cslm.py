@@ -31,6 +31,7 @@ import os
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .checkpoint import load_cslm_checkpoint
 from .config import CSLMConfig  # noqa: F401  (also rescorer.cslm.CSLMConfig)
@@ -54,16 +55,21 @@ class CSLM(nn.Module):
         for p in self.parameters():
             nn.init.uniform_(p, -cfg.init, cfg.init)
 
-    def log_probs(self, ctx: torch.Tensor) -> torch.Tensor:
-        """ln p(. | h) over the shortlist for contexts ``ctx`` (B, n-1) of word ids, oldest first."""
+    def log_probs(self, ctx: torch.Tensor, candidates: torch.Tensor | None = None) -> torch.Tensor:
+        """ln p(. | h) over the shortlist for contexts ``ctx`` (B, n-1) of word ids, oldest first;
+        with ``candidates`` (sorted word ids), over those words only (training's sampled softmax)."""
         x = self.proj(ctx).flatten(1)                                # [R w_{t-6}; ...; R w_{t-1}]
-        logits = self.out(self.hidden(x))
+        if candidates is None:
+            logits = self.out(self.hidden(x))
+        else:                                                        # the rows of V of those words only
+            logits = F.linear(self.hidden(x), self.out.weight[candidates], self.out.bias[candidates])
         # softmax(V h2 + c), normalised in float32 at least, also where the products run in bfloat16
         return torch.log_softmax(logits, -1, dtype=torch.promote_types(logits.dtype, torch.float32))
 
-    def forward(self, ctx: torch.Tensor, word: torch.Tensor) -> torch.Tensor:
-        """ln p(word | ctx) for each row."""
-        return self.log_probs(ctx).gather(1, word[:, None]).squeeze(1)
+    def forward(self, ctx: torch.Tensor, word: torch.Tensor, candidates: torch.Tensor | None = None) -> torch.Tensor:
+        """ln p(word | ctx) for each row (``candidates``: normalised over those words, ``word`` among them)."""
+        col = word if candidates is None else torch.searchsorted(candidates, word)
+        return self.log_probs(ctx, candidates).gather(1, col[:, None]).squeeze(1)
 
 
 def contexts_of(ids: np.ndarray, starts: np.ndarray, positions: np.ndarray, order: int) -> np.ndarray:

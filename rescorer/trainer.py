@@ -152,6 +152,16 @@ class BaseTrainer:
         it, so every rank uses the same); None: the full shortlist."""
         return None
 
+    def _sampled_words(self, targets: np.ndarray, n: int) -> torch.Tensor:
+        """The sampled softmax's words V' (Jean et al., 2015): the minibatch's ``targets`` and
+        ``sampled_softmax`` words drawn uniformly from the ``n`` of the shortlist, sorted. With a
+        uniform proposal the importance weights' correction is the same for every word of V',
+        so the estimate of the full softmax's gradient is the softmax over V'. The draw is a
+        function of (seed, epoch, batch), as the batches are: a resumed run draws the same words."""
+        rng = np.random.default_rng((self.cfg.seed, self.epoch, self.batch_in_epoch))
+        drawn = rng.choice(n, size=min(self.cfg.sampled_softmax, n), replace=False)
+        return torch.from_numpy(np.unique(np.concatenate([targets, drawn]))).to(self.device)
+
     def _share(self, batch, rank: int, world: int):
         """This rank's items of a minibatch, and the minibatch's size."""
         raise NotImplementedError
@@ -459,19 +469,10 @@ class Trainer(BaseTrainer):
         return (srcs[rank::world], tgts[rank::world]), len(srcs)
 
     def _candidates(self, batch):
-        """The sampled softmax's words V' (Jean et al., 2015): every target word of the minibatch
-        and ``sampled_softmax`` words drawn uniformly from the shortlist, sorted. With a uniform
-        proposal the importance weights' correction is the same for every word of V', so the
-        estimate of the full softmax's gradient is the softmax over V'. The draw is a function
-        of (seed, epoch, batch), as the batches are: a resumed run draws the same words."""
-        k = self.cfg.sampled_softmax
-        if not k:
+        if not self.cfg.sampled_softmax:
             return None
-        n = self.model_cfg.tgt_vocab
-        rng = np.random.default_rng((self.cfg.seed, self.epoch, self.batch_in_epoch))
-        words = np.concatenate([np.concatenate([np.asarray(t, dtype=np.int64) for t in batch[1]]),
-                                rng.choice(n, size=min(k, n), replace=False)])
-        return torch.from_numpy(np.unique(words)).to(self.device)
+        return self._sampled_words(np.concatenate([np.asarray(t, dtype=np.int64) for t in batch[1]]),
+                                   self.model_cfg.tgt_vocab)
 
     def _batch_logp(self, batch, candidates=None):
         srcs, tgts = batch
@@ -546,9 +547,16 @@ class CSLMTrainer(BaseTrainer):
     def _share(self, batch, rank: int, world: int):
         return batch[rank::world], len(batch)
 
+    def _candidates(self, batch):
+        if not self.cfg.sampled_softmax:
+            return None
+        _, words = self.train_stream.batch(batch, self.model.cfg.order)
+        return self._sampled_words(words.astype(np.int64), self.model.cfg.vocab)
+
     def _batch_logp(self, batch, candidates=None):
         ctx, words = self.train_stream.batch(batch, self.model.cfg.order)
-        return self.net(torch.from_numpy(ctx).to(self.device), torch.from_numpy(words).to(self.device)), len(words)
+        return (self.net(torch.from_numpy(ctx).to(self.device), torch.from_numpy(words).to(self.device), candidates),
+                len(words))
 
     def _evaluate(self) -> tuple[float, int]:
         order = self.model.cfg.order

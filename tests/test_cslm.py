@@ -47,6 +47,17 @@ def test_equations_by_hand():
     assert torch.allclose(m.log_probs(ctx), want)
 
 
+def test_sampled_softmax_normalises_over_its_words_only():
+    m, vocab = tiny(order=3, dtype=torch.float64)
+    ctx, word = torch.tensor([[2, 5], [0, 0], [3, 1]]), torch.tensor([4, 1, 4])
+    every = torch.arange(len(vocab))
+    torch.testing.assert_close(m(ctx, word, every), m(ctx, word), rtol=0, atol=1e-12)
+    cand = torch.tensor([1, 3, 4])
+    z = m.out(m.hidden(m.proj(ctx).flatten(1)))                # the full logits, then V' columns only
+    want = z.gather(1, word[:, None])[:, 0] - torch.logsumexp(z[:, cand], 1)
+    torch.testing.assert_close(m(ctx, word, cand), want, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_probabilities_sum_to_one_for_any_context(seed):
     m, vocab = tiny(seed=seed)
@@ -150,14 +161,15 @@ def write_text(path, lines):
         f.write("\n".join(lines) + "\n")
 
 
-def test_training_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("softmax", [[], ["--batch-size", "4", "--sampled-softmax", "1"]])  # V' < the 8 words
+def test_training_resumes_exactly(tmp_path, softmax):
     from rescorer.cli import main
     rng = np.random.default_rng(0)
     lines = [" ".join(rng.choice(WORDS, rng.integers(2, 9))) for _ in range(400)]
     write_text(tmp_path / "text.gz", lines)
     args = ["cslm-train", "-q", "--text", str(tmp_path / "text.gz"), "--shortlist", "8", "--order", "4",
             "--embed", "8", "--hidden", "16", "12", "--valid-fraction", "0.05", "--valid-every", "20",
-            "--device", "cpu", "--optimizer", "adam", "--lr", "0.01"]
+            "--device", "cpu", "--optimizer", "adam", "--lr", "0.01", *softmax]
     assert main(args + ["--out", str(tmp_path / "a"), "--max-updates", "60"]) == 0
     assert main(args + ["--out", str(tmp_path / "b"), "--max-updates", "30"]) == 0
     assert main(args + ["--out", str(tmp_path / "b"), "--max-updates", "60", "--resume"]) == 0

@@ -186,12 +186,13 @@ def test_two_ranks_make_the_updates_of_one_process_and_resume_from_their_checkpo
     assert_same_training(one / "last.pt", two / "last.pt")
 
 
-def test_two_ranks_train_the_cslm_as_one_process(table_and_model, tmp_path):
+@pytest.mark.parametrize("softmax", [[], ["--sampled-softmax", 40]])
+def test_two_ranks_train_the_cslm_as_one_process(table_and_model, tmp_path, softmax):
     d, _, _, lines = table_and_model
     text = tmp_path / "fr.txt"
     text.write_text("".join(ln.split(b" ||| ")[1].decode() + "\n" for ln in lines))
     common = ["cslm-train", "-q", "--text", text, "--shortlist", 300, "--order", 3, "--embed", 8, "--hidden", 16,
-              "--batch-size", 32, "--valid-fraction", 0.05, "--optimizer", "adam", "--max-updates", 3]
+              "--batch-size", 32, "--valid-fraction", 0.05, "--optimizer", "adam", "--max-updates", 3, *softmax]
     run_cli(*common, "--out", tmp_path / "one")
     run_cli(*common, "--out", tmp_path / "two", "--workers", 2)
     assert (tmp_path / "one" / "target.vocab").read_bytes() == (tmp_path / "two" / "target.vocab").read_bytes()
