@@ -311,6 +311,12 @@ def findings(r: dict, alpha: float = 0.05) -> list[str]:
         rest = sorted(effects, key=lambda e: -e[1])[1:4]
         out.append("Of the factors measured, " + top[0] + f" moves the gain most ({top[1]:.2f} BLEU: {top[2]})"
                    + ("; " + ", ".join(f"{w} {v:.2f}" for w, v, _ in rest) + " next." if rest else "."))
+        # a difference of means smaller than the spread of single MERT runs is not yet an effect
+        spread = max([a["baseline"]["s_opt"] for a in r["sets"].values()]
+                     + [d["s_opt"] for a in r["sets"].values() for d in a["points"].values()])
+        if top[1] < spread:
+            out.append(f"That is less than the spread of the MERT runs themselves (s_opt up to {spread:.2f} over the "
+                       "baseline and the points): with these runs no factor is shown to move the gain yet.")
     for arm, a in r["sets"].items():
         curves = _curves(a)
         if not curves:

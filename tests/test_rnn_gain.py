@@ -242,3 +242,25 @@ def test_within_a_budget_the_networks_with_a_point_there_are_trained_first(small
     names = [st.name for st in Study(cfg, str(DATA), str(work)).stages()]
     assert names.index("whole_24.train-10") < names.index("news.score-whole_24_10") < names.index("system_16.train-10")
     assert names.index("system_16.train-10") < names.index("system_16.train-20") < names.index("news.score-system_16_20")
+
+
+def test_findings_weigh_the_factors_against_the_spread_of_the_mert_runs():
+    """Hand-made numbers: the training data's effect is the mean difference at the budgets both
+    networks have; smaller than the runs' own spread, it is said not to be shown yet."""
+    from experiments.rnn_gain_report import findings
+
+    def point(net, table, m, delta, s_opt):
+        return {"kind": "network", "network": net, "table": table, "hidden": 500, "maxout-units": 250,
+                "budget_updates": m, "trained_minutes": m / 600, "valid_ppl": 30.0, "delta": delta,
+                "p_value_all_runs": 0.3, "s_opt": s_opt, "rnn_share": [0.02, 0.03]}
+
+    def report(s_opt):
+        return {"sets": {"news": {"sentences": 1000, "baseline": {"mean": 11.8, "s_opt": 0.05}, "points": {
+            "system-500@15k": point("system-500", "system", 15000, 0.10, s_opt),
+            "system-500@31k": point("system-500", "system", 31000, 0.05, s_opt),
+            "whole-500@15k": point("whole-500", "whole", 15000, 0.40, s_opt)}}}}
+    text = " ".join(findings(report(0.10)))
+    assert "news, training data: whole-500 (whole) gains +0.30 more than system-500 (system)" in text
+    assert "training data moves the gain most (0.30 BLEU" in text and "not shown" not in text
+    text = " ".join(findings(report(0.35)))
+    assert "less than the spread of the MERT runs themselves (s_opt up to 0.35" in text
