@@ -312,12 +312,12 @@ def cmd_train(a: argparse.Namespace) -> int:
     from . import distributed
     from .trainer import Trainer
     tcfg = _train_config(a, buckets=a.buckets, inverse=a.inverse, batching=a.batching, per_source=a.per_source)
-    tcfg.check()  # before any process starts or any data is read
-    if not _training_job(a):
-        return 0
     src_vocab, tgt_vocab = load_vocab_dir(a.vocab)
     if a.inverse:
         src_vocab, tgt_vocab = tgt_vocab, src_vocab
+    tcfg.check(len(tgt_vocab))  # before any process starts or any data is read
+    if not _training_job(a):
+        return 0
     mcfg = ModelConfig(len(src_vocab), len(tgt_vocab), a.hidden, a.rank, a.maxout_units, a.maxout_pool, a.gate,
                        a.cell)
     device = resolve_device(a.device)
@@ -360,6 +360,7 @@ def cmd_score(a: argparse.Namespace) -> int:
 
 def cmd_cslm_train(a: argparse.Namespace) -> int:
     from . import distributed
+    _train_config(a).check(a.shortlist)  # before any process starts or any data is read (--vocab: by the trainer)
     if not _training_job(a):
         return 0
     device = resolve_device(a.device)

@@ -85,8 +85,9 @@ class TrainConfig:
     sampled_softmax: int = 0        # K > 0: training's softmax over the minibatch's target words and K
                                     # words drawn uniformly from the shortlist (Jean et al., 2015)
 
-    def check(self) -> None:
-        """Refuse values no run can use, naming the option, before any data is read."""
+    def check(self, softmax_words: int | None = None) -> None:
+        """Refuse values no run can use, naming the option, before any data is read
+        (``softmax_words``: the network's output shortlist, once known)."""
         for key in ("batch_size", "group", "per_source", "buckets"):
             if getattr(self, key) < 1:
                 raise TrainError(f"--{key.replace('_', '-')} {getattr(self, key)}: must be at least 1")
@@ -96,6 +97,9 @@ class TrainConfig:
             raise TrainError(f"--precision {self.precision!r}: one of {', '.join(TRAIN_PRECISIONS)}")
         if self.sampled_softmax < 0:
             raise TrainError(f"--sampled-softmax {self.sampled_softmax}: a number of words, 0 for the full softmax")
+        if softmax_words is not None and self.sampled_softmax >= softmax_words:
+            raise TrainError(f"--sampled-softmax {self.sampled_softmax}: not fewer than the {softmax_words} words of "
+                             "the shortlist it samples from (0: the full softmax)")
         if not 0 < self.valid_fraction < 1:
             raise TrainError(f"--valid-fraction {self.valid_fraction}: a share between 0 and 1")
 

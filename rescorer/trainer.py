@@ -77,7 +77,7 @@ class BaseTrainer:
 
     def __init__(self, out_dir: str, cfg: TrainConfig, device: torch.device, resume: bool = False,
                  overwrite: bool = False, progress: bool = True):
-        cfg.check()
+        cfg.check(self._softmax_words())
         self.rank = distributed.this_rank()
         self.out, self.cfg, self.device = out_dir, cfg, distributed.rank_device(device, self.rank)
         if cfg.precision == "bf16" and self.device.type == "cpu" and self.rank.main:
@@ -123,6 +123,10 @@ class BaseTrainer:
     def _new_model(self) -> torch.nn.Module:
         raise NotImplementedError
 
+    def _softmax_words(self) -> int:
+        """The size of the network's softmax (its output shortlist)."""
+        raise NotImplementedError
+
     def _load(self, path: str) -> tuple[torch.nn.Module, dict | None]:
         """The network of a checkpoint (checked against this run's vocabularies) and its trainer state."""
         raise NotImplementedError
@@ -159,7 +163,7 @@ class BaseTrainer:
         so the estimate of the full softmax's gradient is the softmax over V'. The draw is a
         function of (seed, epoch, batch), as the batches are: a resumed run draws the same words."""
         rng = np.random.default_rng((self.cfg.seed, self.epoch, self.batch_in_epoch))
-        drawn = rng.choice(n, size=min(self.cfg.sampled_softmax, n), replace=False)
+        drawn = rng.choice(n, size=self.cfg.sampled_softmax, replace=False)
         return torch.from_numpy(np.unique(np.concatenate([targets, drawn]))).to(self.device)
 
     def _share(self, batch, rank: int, world: int):
@@ -405,6 +409,9 @@ class Trainer(BaseTrainer):
     def _new_model(self) -> torch.nn.Module:
         return RNNEncoderDecoder(self.model_cfg)
 
+    def _softmax_words(self) -> int:
+        return self.model_cfg.tgt_vocab
+
     def _load(self, path: str):
         ck = load_checkpoint(path, self.device)
         check_vocab_matches(path, ck["src_vocab"], self.src_vocab, "source")
@@ -497,6 +504,9 @@ class CSLMTrainer(BaseTrainer):
 
     def _new_model(self) -> torch.nn.Module:
         return CSLM(self.model_cfg)
+
+    def _softmax_words(self) -> int:
+        return self.model_cfg.vocab
 
     def _load(self, path: str):
         ck = load_cslm_checkpoint(path, self.device)

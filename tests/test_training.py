@@ -82,6 +82,8 @@ def test_resume_continues_exactly(small_table, tmp_path, optimizer, path):
     b = load_checkpoint(tmp_path / "split" / "last.pt")
     if "--sampled-softmax" in path:  # recorded in the checkpoint, and the run's own on resume
         assert b["trainer"]["config"]["sampled_softmax"] == 20
+        valid = a["trainer"]["history"]["valid"]     # validated with the full softmax
+        assert valid[-1][1] < valid[0][1]
     for (k, x), y in zip(a["model"].state_dict().items(), b["model"].state_dict().values()):
         assert torch.equal(x, y), k
     # the same validations, plus the one the interrupted run made when it stopped at 13

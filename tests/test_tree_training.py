@@ -94,6 +94,29 @@ def test_sampled_softmax_is_the_softmax_over_its_words_and_the_full_one_over_all
     assert torch.all(m(s, sl, t, tl, cand) > m(s, sl, t, tl))   # fewer words to share the mass with
 
 
+def test_sampled_softmax_gradient_estimates_the_full_one():
+    """Averaged over draws of V' (the batch's target words and K uniform ones), the sampled
+    softmax's gradient points where the full softmax's does, the closer the more words it draws."""
+    m = tiny_model("reset-before", torch.float64, scale=0.4)
+    srcs, tgts = ids(PAIRS)
+    s, sl = pad(srcs)
+    t, tl = pad(tgts)
+    params = list(m.parameters())
+
+    def grad(cand=None):
+        return torch.cat([g.flatten() for g in torch.autograd.grad(-m(s, sl, t, tl, cand).mean(), params)])
+    full = grad()
+    n = m.cfg.tgt_vocab
+    targets = np.unique(np.concatenate([np.asarray(x) for x in tgts]))
+    rng = np.random.default_rng(0)
+    cosine = {}
+    for k in (2, n // 2):
+        mean = sum(grad(torch.from_numpy(np.unique(np.concatenate([targets, rng.choice(n, k, replace=False)]))))
+                   for _ in range(100)) / 100
+        cosine[k] = float(torch.nn.functional.cosine_similarity(mean, full, 0))
+    assert cosine[n // 2] > 0.99 and cosine[n // 2] > cosine[2] > 0.5, cosine
+
+
 def test_forest_gradients_equal_finite_differences():
     m = tiny_model("reset-before", torch.float64, scale=0.3, hidden=4, rank=3, maxout=3)
     srcs, tgts = ids(PAIRS)
@@ -163,6 +186,18 @@ def test_by_source_batches_cover_every_pair_once_and_share_sources(prepared):
     again = epoch(0)
     assert all(all(np.array_equal(a, b) for a, b in zip(x[1], y[1])) for x, y in zip(batches, again))
     assert [tuple(t) for _, ts in epoch(1) for t in ts] != [tuple(t) for _, ts in batches for t in ts]
+
+
+def test_a_sample_as_large_as_the_shortlist_is_refused_before_any_data_is_read(prepared, tmp_path, caplog):
+    d, table, _ = prepared
+    n = len(load_vocab_dir(str(d / "vocab"))[1])
+    rc = main(["train", "-q", "--phrase-table", str(table), "--vocab", str(d / "vocab"), "--out", str(tmp_path / "r"),
+               "--sampled-softmax", str(n)])
+    assert rc == 1 and f"--sampled-softmax {n}: not fewer than the {n} words of the shortlist" in caplog.text
+    assert not (tmp_path / "r").exists()
+    assert main(["train", "-q", "--phrase-table", str(table), "--vocab", str(d / "vocab"), "--out",
+                 str(tmp_path / "r"), "--sampled-softmax", "-2"]) == 1
+    assert "--sampled-softmax -2: a number of words" in caplog.text and not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("option,value", [("--batch-size", "-4"), ("--per-source", "0")])
