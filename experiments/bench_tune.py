@@ -10,14 +10,18 @@ decoder at pop limit 1000, stack 200).  Reports the time of loading, of decoding
 n-best lists into the pool and of optimising at every iteration, and the whole run's; then the
 optimisation of the final pool again with numpy's line search in place of the compiled sweep
 (``moses_integration/envelope.py``), same starts and seed: the speed-up of the compiled sweep
-measured in this run, and whether both give the same weights.  Writes ``results.md`` and
-``results.json`` to ``--out``, and WORK/tuned.ini.
+measured in this run, and whether both give the same weights; then the first
+``--profile-sentences`` decoded with the tuned weights under cProfile, the time of each part
+of a decode (translation options, future costs, the search, the n-best paths and their
+feature vectors).  Writes ``results.md`` and ``results.json`` to ``--out``, and WORK/tuned.ini.
 """
 from __future__ import annotations
 
+import cProfile
 import json
 import logging
 import os
+import pstats
 import sys
 import time
 
@@ -59,6 +63,36 @@ def compare_optimisers(pool: mert.NBestPool, w0: np.ndarray, w: np.ndarray, tuna
     return out
 
 
+# the parts of decoding one sentence: (label, the decoder's method, its time counted). The
+# compiled search and trellis paths are invisible to the profiler (Cython functions are not
+# profiled), so they are the own time of the Python methods that call them.
+DECODE_PARTS = (("translation options (table lookup, their scores)", "options", "cumulative"),
+                ("future costs", "future_costs", "cumulative"),
+                ("search (cube pruning, LM queries, recombination)", "_search", "own"),
+                ("n-best: trellis paths", "_nbest", "own"),
+                ("n-best: feature vectors of the paths", "_translation", "cumulative"))
+
+
+def profile_decode(model, sentences: list[str], nbest: int) -> dict:
+    """One process decoding ``sentences`` to ``nbest`` distinct translations under cProfile: the
+    seconds of each part of ``DECODE_PARTS`` and of the whole (the profiler's overhead is in
+    the Python parts only)."""
+    prof = cProfile.Profile()
+    t = time.perf_counter()
+    prof.enable()
+    for sent in sentences:
+        model.decode(sent, nbest=nbest, distinct=True)
+    prof.disable()
+    total = time.perf_counter() - t
+    stats = pstats.Stats(prof).stats
+    parts = {}
+    for label, name, counted in DECODE_PARTS:
+        parts[label] = round(sum(own if counted == "own" else cum
+                                 for (path, _, fn), (_, _, own, cum, _) in stats.items()
+                                 if fn == name and path.endswith(os.path.join("moses_integration", "decoder.py"))), 2)
+    return {"sentences": len(sentences), "nbest": nbest, "seconds": round(total, 2), "parts": parts}
+
+
 def report(rep: dict) -> str:
     """results.md from results.json."""
     mc, s, cmp_ = rep["machine"], rep["settings"], rep["final_pool"]
@@ -90,6 +124,17 @@ def report(rep: dict) -> str:
               f"compiled sweep {cmp_['compiled_seconds']:.1f} s, numpy's {cmp_['numpy_seconds']:.1f} s "
               f"(**{cmp_['speedup']:.1f}x**); the same weights: {'yes' if cmp_['same_weights'] else 'NO'}, "
               f"the same pool BLEU: {'yes' if cmp_['same_bleu'] else 'NO'} ({cmp_['pool_bleu']:.4f})."]
+    prof = rep.get("decode_profile")
+    if prof:
+        other = prof["seconds"] - sum(prof["parts"].values())
+        lines += ["", "## Where a decode's time goes", "",
+                  f"The first {prof['sentences']} sentences decoded to {prof['nbest']} distinct translations with "
+                  f"the tuned weights, in one process under cProfile ({prof['seconds']:.1f} s with the profiler's "
+                  "overhead):", ""]
+        lines += markdown_table(["part", "seconds", "share"],
+                                [[k, f"{v:.1f}", f"{100 * v / prof['seconds']:.0f}%"] for k, v in prof["parts"].items()]
+                                + [["the rest (freeing the search graph, the loop)", f"{other:.1f}",
+                                    f"{100 * other / prof['seconds']:.0f}%"]])
     return "\n".join(lines) + "\n"
 
 
@@ -99,6 +144,8 @@ def main() -> None:
     ap.add_argument("--nbest", type=int, default=100)
     ap.add_argument("--restarts", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1001, help="MERT's seed and the perturbed start's (Table 1's run 1)")
+    ap.add_argument("--profile-sentences", type=int, default=100,
+                    help="sentences decoded under the profiler after tuning (default 100; 0: none)")
     a = ap.parse_args()
     if a.report_only:
         return rewrite_report(a.out, report)
@@ -130,6 +177,8 @@ def main() -> None:
     totals["other_seconds"] = round(tuning - totals["decode_seconds"] - totals["merge_seconds"]
                                     - totals["optimise_seconds"], 1)
     final = compare_optimisers(res.pool, w0, res.weights, tunable, lower, upper, a.restarts, a.seed, a.processes)
+    dec.model.set_weights(res.weights)
+    prof = profile_decode(dec.model, src[:a.profile_sentences], a.nbest) if a.profile_sentences else None
     rep = {"command": "python experiments/bench_tune.py " + " ".join(sys.argv[1:]), "machine": describe_machine(),
            "sentences": len(src), "input": a.input,
            "settings": {"nbest": a.nbest, "max_iter": a.max_iter, "restarts": a.restarts, "seed": a.seed,
@@ -137,7 +186,8 @@ def main() -> None:
            "load_seconds": round(load, 1), "totals": totals, "target_seconds": TARGET_SECONDS,
            "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
            "best_dev_bleu": max(h["dev_bleu"] for h in its),
-           "iterations": [{k: v for k, v in h.items() if k != "weights"} for h in its], "final_pool": final}
+           "iterations": [{k: v for k, v in h.items() if k != "weights"} for h in its], "final_pool": final,
+           "decode_profile": prof}
     os.makedirs(a.out, exist_ok=True)
     with atomic_write(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(rep, f, indent=1)
