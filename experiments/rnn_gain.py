@@ -41,6 +41,8 @@ import time
 
 from moses_integration import stages as S
 from rescorer import cli as rescorer_cli
+from rescorer.cli import command_options
+from rescorer.model import ModelConfig, flops_per_token
 from rescorer.fileio import atomic_write
 from rescorer.runtime import setup_logging
 
@@ -483,7 +485,7 @@ class Study:
     # -- the whole study ---------------------------------------------------------------------------
     def stages(self) -> list[S.Stage]:
         """Every stage, in the order that answers first what costs least: the budgets from the
-        smallest, each network's checkpoint then evaluated on every tuning set that has it as a
+        least compute (``compute``), each network's checkpoint then evaluated on every tuning set that has it as a
         point, a tuning set's baseline just before its first point, a pair once both its
         networks are trained."""
         self.check_sets()
@@ -562,23 +564,31 @@ class Study:
         pending_pairs = dict(self.pairs)
         to_measure = {pn for arm, s in self.sets.items() for point in s["points"] if (arm, point) not in carried
                       for pn in self.point_networks(point)}
-        for m in sorted({m for n in self.networks.values() for m in n["updates"]}):
-            # within a budget, the networks with a point to measure there first: a network trained
-            # only for a later budget does not delay the answers this budget gives
-            for net, (vst, by_m) in sorted(trains.items(), key=lambda t: (t[0], m) not in to_measure):
-                if m not in by_m or m > needed.get(net, 0):
-                    continue
-                if m == self.networks[net]["updates"][0] and vst.name not in {st.name for st in out}:
-                    out.append(vst)
-                out.append(by_m[m])
-                trained.add((net, m))
-                if not self.networks[net]["inverse"]:
-                    evaluate(point_name(net, m))
-                for name, (f, i) in list(pending_pairs.items()):
-                    if f in trained and i in trained:
-                        evaluate(name)
-                        del pending_pairs[name]
+        # the budgets by their compute, the least first; at equal compute the networks with a point
+        # to measure there first: a network trained only for a later budget does not delay answers
+        budgets = sorted(((self.compute(net, m), (net, m) not in to_measure, net, m)
+                          for net in trains for m in self.networks[net]["updates"] if m <= needed.get(net, 0)))
+        for _, _, net, m in budgets:
+            vst, by_m = trains[net]
+            if m == self.networks[net]["updates"][0] and vst.name not in {st.name for st in out}:
+                out.append(vst)
+            out.append(by_m[m])
+            trained.add((net, m))
+            if not self.networks[net]["inverse"]:
+                evaluate(point_name(net, m))
+            for name, (f, i) in list(pending_pairs.items()):
+                if f in trained and i in trained:
+                    evaluate(name)
+                    del pending_pairs[name]
         return out
+
+    def compute(self, net: str, updates: int) -> float:
+        """A budget's training compute, for ordering: the pairs it trains on (updates times the
+        batch size) times the multiply-adds of a decoder step of the network's size."""
+        o, known = self.networks[net]["options"], command_options("train")
+        size = {k: int(o.get(k) or known[k].default) for k in ("hidden", "rank", "maxout-units", "batch-size")}
+        cfg = ModelConfig(15000, 15000, size["hidden"], size["rank"], size["maxout-units"])
+        return updates * size["batch-size"] * flops_per_token(cfg)["decoder_step"]
 
     def run(self, force: bool = False, remeasure: bool = False) -> list[dict]:
         """Every stage not done yet, the whole-table build first; the points the report already

@@ -40,6 +40,15 @@ def network_size(study, net: str) -> dict:
     return {k: int(o.get(k) or known[k].default) for k in ("hidden", "maxout-units")}
 
 
+def training_path(study, net: str) -> str:
+    """How a network was trained, beyond its table, size and direction: its options that differ
+    from [rnn]'s ("as [rnn]" when none do), so that two networks are compared only on one path."""
+    base = dict(study.cp["rnn"]) if "rnn" in study.cp else {}
+    skip = {"table", "updates", "shortlist", "hidden", "maxout-units", "inverse"}
+    diff = [f"--{k} {v}" for k, v in study.networks[net]["options"].items() if k not in skip and base.get(k) != v]
+    return " ".join(diff) or "as [rnn]"
+
+
 def _weights_share(tuned: dict, column: int) -> float | None:
     """|weight of the table's column| / L1 norm of the run's weights (the unknown-word penalty,
     fixed, left out)."""
@@ -85,7 +94,8 @@ def _point_meta(study, point: str) -> dict:
     (net, m), inverse = nets[0], nets[1:]
     info = _checkpoint_info(study, net, m) or {}
     out = {"kind": "pair" if inverse else "network", "network": net, "table": study.networks[net]["table"],
-           **network_size(study, net), "budget_updates": m, "valid_ppl": info.get("best_valid_ppl"),
+           **network_size(study, net), "path": training_path(study, net), "budget_updates": m,
+           "valid_ppl": info.get("best_valid_ppl"),
            "trained_minutes": info.get("minutes"), "updates": info.get("updates")}
     if inverse:
         out["networks"] = [point_name(n, u) for n, u in nets]
@@ -164,8 +174,9 @@ def carry_over(r: dict, previous: dict, study) -> None:
         for p, d in pa.get("points", {}).items():
             if p in cur["points"] or p not in study.sets[arm]["points"]:
                 continue
-            if same_settings(d.get("settings"), study.point_settings(arm, p)):
-                cur["points"][p] = {**d, "carried_from": d.get("carried_from", when)}
+            if same_settings(d.get("settings"), study.point_settings(arm, p)):  # its networks' options too
+                cur["points"][p] = {"path": training_path(study, study.point_networks(p)[0][0]), **d,
+                                    "carried_from": d.get("carried_from", when)}
         order = study.sets[arm]["points"]
         cur["points"] = {p: cur["points"][p] for p in order if p in cur["points"]}
     r["sets"] = {a: r["sets"][a] for a in study.sets if a in r["sets"]}
@@ -236,7 +247,7 @@ def _paired_effect(curves: dict, nets: dict, differ: str, same: tuple[str, ...])
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             pa, pb = curves[a][0], curves[b][0]
-            if pa[differ] == pb[differ] or any(pa[k] != pb[k] for k in same):
+            if pa[differ] == pb[differ] or any(pa.get(k) != pb.get(k) for k in same):
                 continue
             at_a = {p["budget_updates"]: p for p in curves[a]}
             common = [(at_a[p["budget_updates"]], p) for p in curves[b] if p["budget_updates"] in at_a]
@@ -278,8 +289,8 @@ def findings(r: dict, alpha: float = 0.05) -> list[str]:
                        + (f"{ppl[0]:.1f} to {ppl[-1]:.1f}" if None not in ppl else "n/a") + ".")
             effects.append(("training (updates)", abs(ps[-1]["delta"] - ps[0]["delta"]),
                             f"{net}, {budget_text(ps[0]['budget_updates'])} to {budget_text(ps[-1]['budget_updates'])} updates"))
-        for differ, same, what in (("table", ("hidden", "maxout-units"), "training data"),
-                                   ("hidden", ("table",), "size")):
+        for differ, same, what in (("table", ("hidden", "maxout-units", "path"), "training data"),
+                                   ("hidden", ("table", "path"), "size")):
             for e in _paired_effect(curves, {}, differ, same):
                 out.append(f"{arm}, {what}: {e['b']} ({e['values'][1]}) gains {e['difference']:+.2f} more than "
                            f"{e['a']} ({e['values'][0]}) on average over the budgets both have "
@@ -385,13 +396,14 @@ def write_report(study, records: list[dict]) -> dict:
     nets = {}
     for net, n in study.networks.items():
         nets[net] = {"table": n["table"], "inverse": n["inverse"], **network_size(study, net),
-                     "options": n["options"],
+                     "options": n["options"], "path": training_path(study, net),
                      "checkpoints": {budget_text(m): _checkpoint_info(study, net, m) for m in n["updates"]
                                      if f"{slug(net)}.train-{budget_text(m)}" in done}}
     r = {"config": study.path, "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
          "machine": describe_machine(), "runs": study.runs,
          "tuning": dict(study.cp["tuning"]) if "tuning" in study.cp else {},
          "networks": nets, "pairs": {p: [point_name(n, m) for n, m in v] for p, v in study.pairs.items()},
+         "rnn": dict(study.cp["rnn"]) if "rnn" in study.cp else {},
          "sets": {}, "stages": records, "pending": [rec["stage"] for rec in records if rec.get("pending")]}
     for arm in study.exps:
         a = _arm(study, arm, done)
@@ -518,10 +530,15 @@ def _md_networks(r: dict) -> list[str]:
         cks = "; ".join(f"{m}{' †' if c.get('carried_from') else ''} ({c['minutes']:.3g} min): validation "
                         f"perplexity {c['best_valid_ppl']:.2f}"
                         for m, c in n["checkpoints"].items() if c) or "not trained yet"
-        rows.append([net, n["table"], DIRECTIONS[n["inverse"]], f"{n['hidden']} / {n['maxout-units']}", cks])
-    L = ["## Networks", ""] + markdown_table(["network", "table", "direction", "hidden / maxout",
+        rows.append([net, n["table"], DIRECTIONS[n["inverse"]], f"{n['hidden']} / {n['maxout-units']}",
+                     f"`{n['path']}`" if n.get("path", "as [rnn]") != "as [rnn]" else "as [rnn]", cks])
+    L = ["## Networks", ""] + markdown_table(["network", "table", "direction", "hidden / maxout", "training path",
                                               "checkpoints: updates (minutes they took), updates, validation perplexity"],
                                              rows)
+    L += ["", "Training path: the `rescorer train` options beyond [rnn]'s (as [rnn]: "
+          + " ".join(f"--{k} {v}" for k, v in r.get("rnn", {}).items()) + "). An update is one minibatch of "
+          "--batch-size pairs (64 unless the path says otherwise). Factors are compared only between networks "
+          "of one path."]
     if any(c and c.get("carried_from") for n in r["networks"].values() for c in n["checkpoints"].values()):
         L += ["", "†: a checkpoint trained by an earlier run with the same options, kept from its report."]
     return L

@@ -232,16 +232,21 @@ def test_a_network_uses_the_pairs_another_network_of_its_table_prepared(small_st
     assert not (alone / "data").exists()
 
 
-def test_within_a_budget_the_networks_with_a_point_there_are_trained_first(small_study, tmp_path):
-    """system-16 is trained to 10 updates only on the way to its point at 20; whole-24 has a
-    point at 10: its training and that point's stages come before system-16's training to 10."""
+def test_budgets_are_trained_by_compute_and_at_equal_compute_a_point_to_measure_first(small_study, tmp_path):
+    """system-16 is trained to 10 updates only on the way to its point at 20; whole-24, made as
+    small, has a point at 10: its training and that point's stages come first. A larger network's
+    budget comes after a smaller one's of the same updates."""
     from experiments.rnn_gain import Study
     work, _ = small_study
-    cfg = _config(tmp_path, lambda t: t.replace("hidden = 24\nupdates = 20", "hidden = 24\nupdates = 10 20")
+    cfg = _config(tmp_path, lambda t: t.replace("hidden = 24\nupdates = 20", "hidden = 16\nupdates = 10 20")
                   .replace("points = all whole-both", "points = system-16@20 whole-24@10"))
     names = [st.name for st in Study(cfg, str(DATA), str(work)).stages()]
     assert names.index("whole_24.train-10") < names.index("news.score-whole_24_10") < names.index("system_16.train-10")
     assert names.index("system_16.train-10") < names.index("system_16.train-20") < names.index("news.score-system_16_20")
+    study = Study(str(SMALL), str(DATA), str(work))
+    assert study.compute("whole-24", 20) > study.compute("system-16", 20) == 2 * study.compute("system-16", 10)
+    names = [st.name for st in study.stages()]
+    assert names.index("system_16.train-20") < names.index("whole_24.train-20")
 
 
 def test_findings_weigh_the_factors_against_the_spread_of_the_mert_runs():
