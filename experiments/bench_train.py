@@ -42,6 +42,8 @@ import tarfile
 import tempfile
 import time
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the profile of today's path runs this script with today's rescorer package ahead of this one
 TODAY_PACKAGE = "BENCH_TRAIN_RESCORER"
@@ -306,13 +308,16 @@ def matmul_peaks(threads: int, n: int = 1024, seconds: float = 1.5) -> dict:
 
 
 # -- the work of a batch ---------------------------------------------------------------------------
-def batch_flops(model_cfg, srcs, tgts, by_source: bool) -> float:
+def batch_flops(model_cfg, srcs, tgts, by_source: bool, softmax_words: int | None = None) -> float:
     """Floating-point operations of the matrix products of one training step (forward and
     backward, the backward counted as twice the forward), as this path computes them: every pair
-    alone, or prefix trees (each distinct source encoded once, each distinct prefix one step)."""
+    alone, or prefix trees (each distinct source encoded once, each distinct prefix one step);
+    ``softmax_words``: a sampled softmax's output layer over that many words."""
     from rescorer.model import flops_per_token
     from rescorer.tree import PrefixForest
-    f = flops_per_token(model_cfg)
+    f = dict(flops_per_token(model_cfg))
+    if softmax_words is not None:  # G_l over V' rather than the shortlist
+        f["decoder_step"] += 2 * model_cfg.rank * (softmax_words - model_cfg.tgt_vocab)
     if by_source:
         forest = PrefixForest.build(srcs, tgts)
         enc = sum(len(s) for s in forest.sources) * f["encoder_step"] + len(forest.sources) * f["source_constants"]
@@ -347,11 +352,20 @@ def flops_of(bench: "Bench", net: str, path: str, first: int, count: int) -> tup
     """FLOPs and pairs of batches ``first`` .. ``first + count`` of a path's epoch 0."""
     cfg = model_config(bench, net)
     by_source = bench.bucket_by(path) == "source"
+    a = bench.options(path)
+    k = getattr(a, "sampled_softmax", 0)
     flops, pairs = 0.0, 0
-    for srcs, tgts in itertools.islice(path_batches(bench, path), first, first + count):
-        flops += batch_flops(cfg, srcs, tgts, by_source)
+    for i, (srcs, tgts) in enumerate(itertools.islice(path_batches(bench, path), first, first + count), first):
+        words = len(sampled_words(tgts, cfg.tgt_vocab, k, a.seed, i)) if k else None
+        flops += batch_flops(cfg, srcs, tgts, by_source, words)
         pairs += len(srcs)
     return flops, pairs
+
+
+def sampled_words(tgts, n: int, k: int, seed: int, batch: int):
+    """The words of a sampled softmax's step, as the trainer draws them (epoch 0)."""
+    from rescorer.trainer import softmax_words
+    return softmax_words(np.concatenate([np.asarray(t) for t in tgts]), n, k, seed, 0, batch)
 
 
 PROFILE_WARMUP, PROFILE_STEPS = 3, 12
@@ -375,16 +389,19 @@ def profile_path(bench: Bench, net: str, path: str, out: str) -> dict:
     if by_source:
         from rescorer.tree import ForestModel, PrefixForest
         forest_model = ForestModel(model)
-    it = path_batches(bench, path)
+    it = enumerate(path_batches(bench, path))
+    sample = getattr(a, "sampled_softmax", 0)
     phases = {"batch": 0.0, "forward": 0.0, "backward": 0.0, "clip and optimizer": 0.0}
 
     def step(timed: bool):
         t0 = time.perf_counter()
-        srcs, tgts = next(it)
+        i, (srcs, tgts) = next(it)
         batch = PrefixForest.build(srcs, tgts) if by_source else pad(srcs) + pad(tgts)
+        cand = torch.from_numpy(sampled_words(tgts, model.cfg.tgt_vocab, sample, a.seed, i)) if sample else None
         t1 = time.perf_counter()
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            logp = forest_model(batch) if by_source else model(*batch)
+            extra = () if cand is None else (cand,)   # today's network takes no candidates
+            logp = forest_model(batch, *extra) if by_source else model(*batch, *extra)
             loss = -logp.float().mean()
         t2 = time.perf_counter()
         opt.zero_grad(set_to_none=True)

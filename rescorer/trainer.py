@@ -48,6 +48,16 @@ from .vocab import Vocabulary
 log = logging.getLogger(__name__)
 
 
+def softmax_words(targets: np.ndarray, n: int, k: int, seed: int, epoch: int, batch: int) -> np.ndarray:
+    """The sampled softmax's words V' of one minibatch (Jean et al., 2015): its ``targets`` and
+    ``k`` words drawn uniformly from the ``n`` of the shortlist, sorted. With a uniform proposal
+    the importance weights' correction is the same for every word of V', so the estimate of the
+    full softmax's gradient is the softmax over V'. The draw is a function of (seed, epoch,
+    batch), as the batches are: a resumed run draws the same words."""
+    drawn = np.random.default_rng((seed, epoch, batch)).choice(n, size=k, replace=False)
+    return np.unique(np.concatenate([np.asarray(targets, dtype=np.int64), drawn]))
+
+
 def evaluate(model: RNNEncoderDecoder, pairs: pairdata.Pairs, device: torch.device,
              batch_size: int = 256) -> tuple[float, int]:
     """Total negative log-likelihood (nats) and number of target symbols of a pair set."""
@@ -157,14 +167,8 @@ class BaseTrainer:
         return None
 
     def _sampled_words(self, targets: np.ndarray, n: int) -> torch.Tensor:
-        """The sampled softmax's words V' (Jean et al., 2015): the minibatch's ``targets`` and
-        ``sampled_softmax`` words drawn uniformly from the ``n`` of the shortlist, sorted. With a
-        uniform proposal the importance weights' correction is the same for every word of V',
-        so the estimate of the full softmax's gradient is the softmax over V'. The draw is a
-        function of (seed, epoch, batch), as the batches are: a resumed run draws the same words."""
-        rng = np.random.default_rng((self.cfg.seed, self.epoch, self.batch_in_epoch))
-        drawn = rng.choice(n, size=self.cfg.sampled_softmax, replace=False)
-        return torch.from_numpy(np.unique(np.concatenate([targets, drawn]))).to(self.device)
+        return torch.from_numpy(softmax_words(targets, n, self.cfg.sampled_softmax, self.cfg.seed, self.epoch,
+                                              self.batch_in_epoch)).to(self.device)
 
     def _share(self, batch, rank: int, world: int):
         """This rank's items of a minibatch, and the minibatch's size."""

@@ -18,8 +18,8 @@ def test_small_training_benchmark_reports_every_path(moses_table, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path / "report" / "results.json").read_text())
     net = res["networks"]["tiny"]
-    assert set(net) == {"model", "today", "by-source", "by-source-bf16"}
-    for path in ("today", "by-source", "by-source-bf16"):
+    assert set(net) == {"model", "today", "by-source", "by-source-bf16", "by-source-sampled"}
+    for path in ("today", "by-source", "by-source-bf16", "by-source-sampled"):
         o = net[path]
         for key in ("pairs_per_s", "gflops", "fp32_peak_share", "reference_ppl", "minutes_to_reference_ppl"):
             assert key in o, (path, key)
@@ -30,11 +30,13 @@ def test_small_training_benchmark_reports_every_path(moses_table, tmp_path):
     assert net["today"]["minutes_to_reference_ppl"] == res["minutes"]
     # today's path ran today's trainer, which knew no batching option; the new ones ran the new trainer
     cfg = {p: json.loads((tmp_path / "work" / "runs" / "tiny" / p / "config.json").read_text())["train"]
-           for p in ("today", "by-source-bf16")}
+           for p in ("today", "by-source-bf16", "by-source-sampled")}
     assert "batching" not in cfg["today"]
     assert cfg["by-source-bf16"]["batching"] == "by-source" and cfg["by-source-bf16"]["precision"] == "bf16"
-    # the flops per pair of a by-source batch are fewer: the encoder and the shared prefixes once
-    assert net["by-source"]["flops_per_pair"] < net["today"]["flops_per_pair"]
+    assert cfg["by-source-sampled"]["sampled_softmax"] == 200
+    # the flops per pair of a by-source batch are fewer: the encoder and the shared prefixes once;
+    # a sampled softmax's fewer still (its output layer over V' only)
+    assert net["by-source-sampled"]["flops_per_pair"] < net["by-source"]["flops_per_pair"] < net["today"]["flops_per_pair"]
     md = (tmp_path / "report" / "results.md").read_text()
     assert "## What this run shows" in md and "tiny network: today's trainer reaches" in md
     assert "Where a step's time goes" in md and (tmp_path / "report" / "curves.png").stat().st_size > 10_000
