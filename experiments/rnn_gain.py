@@ -42,8 +42,8 @@ import time
 from moses_integration import stages as S
 from rescorer import cli as rescorer_cli
 from rescorer.cli import command_options
-from rescorer.model import ModelConfig, flops_per_token
 from rescorer.fileio import atomic_write
+from rescorer.model import ModelConfig, flops_per_token
 from rescorer.runtime import setup_logging
 
 from experiments import build_baseline
@@ -485,9 +485,9 @@ class Study:
     # -- the whole study ---------------------------------------------------------------------------
     def stages(self) -> list[S.Stage]:
         """Every stage, in the order that answers first what costs least: the budgets from the
-        least compute (``compute``), each network's checkpoint then evaluated on every tuning set that has it as a
-        point, a tuning set's baseline just before its first point, a pair once both its
-        networks are trained."""
+        least compute (``compute``), each network's checkpoint then evaluated on every tuning
+        set that has it as a point, a tuning set's baseline just before its first point, a pair
+        once both its networks are trained."""
         self.check_sets()
         # a set of the whole-table system has stages once that system is built (run() builds it
         # first; --report-only before then lists the other sets' stages)
@@ -582,13 +582,16 @@ class Study:
                     del pending_pairs[name]
         return out
 
+    def train_option(self, net: str, key: str) -> int:
+        """A network's numeric `rescorer train` option: its key, else the command's default."""
+        return int(self.networks[net]["options"].get(key) or command_options("train")[key].default)
+
     def compute(self, net: str, updates: int) -> float:
         """A budget's training compute, for ordering: the pairs it trains on (updates times the
         batch size) times the multiply-adds of a decoder step of the network's size."""
-        o, known = self.networks[net]["options"], command_options("train")
-        size = {k: int(o.get(k) or known[k].default) for k in ("hidden", "rank", "maxout-units", "batch-size")}
-        cfg = ModelConfig(15000, 15000, size["hidden"], size["rank"], size["maxout-units"])
-        return updates * size["batch-size"] * flops_per_token(cfg)["decoder_step"]
+        n = self.networks[net]["shortlist"]
+        cfg = ModelConfig(n, n, *(self.train_option(net, k) for k in ("hidden", "rank", "maxout-units")))
+        return updates * self.train_option(net, "batch-size") * flops_per_token(cfg)["decoder_step"]
 
     def run(self, force: bool = False, remeasure: bool = False) -> list[dict]:
         """Every stage not done yet, the whole-table build first; the points the report already

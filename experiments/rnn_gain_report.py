@@ -34,10 +34,7 @@ ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def network_size(study, net: str) -> dict:
     """Hidden and maxout units of a network: its keys, else `rescorer train`'s defaults."""
-    from rescorer.cli import command_options
-    known = command_options("train")
-    o = study.networks[net]["options"]
-    return {k: int(o.get(k) or known[k].default) for k in ("hidden", "maxout-units")}
+    return {k: study.train_option(net, k) for k in ("hidden", "maxout-units")}
 
 
 def training_path(study, net: str) -> str:

@@ -111,10 +111,14 @@ class Stream:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def words(self, positions: np.ndarray) -> np.ndarray:
+        """The word each n-gram at ``positions`` predicts."""
+        return np.asarray(self.ids[np.asarray(positions, dtype=np.int64)], np.int64)
+
     def batch(self, positions: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
         from .cslm import contexts_of
         positions = np.asarray(positions, dtype=np.int64)
-        return contexts_of(self.ids, self.starts, positions, order), np.asarray(self.ids[positions], np.int64)
+        return contexts_of(self.ids, self.starts, positions, order), self.words(positions)
 
 
 def epoch_positions(n: int, seed: int, epoch: int, batch_size: int) -> Iterator[np.ndarray]:

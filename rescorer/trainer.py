@@ -161,13 +161,17 @@ class BaseTrainer:
         ``candidates``: the words of a sampled softmax (``_candidates``)."""
         raise NotImplementedError
 
+    def _batch_targets(self, batch) -> np.ndarray:
+        """The word ids a minibatch predicts (what a sampled softmax must hold)."""
+        raise NotImplementedError
+
     def _candidates(self, batch) -> torch.Tensor | None:
         """The words the softmax of a whole minibatch's step runs over (before the ranks share
         it, so every rank uses the same); None: the full shortlist."""
-        return None
-
-    def _sampled_words(self, targets: np.ndarray, n: int) -> torch.Tensor:
-        return torch.from_numpy(softmax_words(targets, n, self.cfg.sampled_softmax, self.cfg.seed, self.epoch,
+        if not self.cfg.sampled_softmax:
+            return None
+        return torch.from_numpy(softmax_words(self._batch_targets(batch), self._softmax_words(),
+                                              self.cfg.sampled_softmax, self.cfg.seed, self.epoch,
                                               self.batch_in_epoch)).to(self.device)
 
     def _share(self, batch, rank: int, world: int):
@@ -479,11 +483,8 @@ class Trainer(BaseTrainer):
             return (srcs[a:b], tgts[a:b]), len(srcs)
         return (srcs[rank::world], tgts[rank::world]), len(srcs)
 
-    def _candidates(self, batch):
-        if not self.cfg.sampled_softmax:
-            return None
-        return self._sampled_words(np.concatenate([np.asarray(t, dtype=np.int64) for t in batch[1]]),
-                                   self.model_cfg.tgt_vocab)
+    def _batch_targets(self, batch):
+        return np.concatenate([np.asarray(t, dtype=np.int64) for t in batch[1]])
 
     def _batch_logp(self, batch, candidates=None):
         srcs, tgts = batch
@@ -561,11 +562,8 @@ class CSLMTrainer(BaseTrainer):
     def _share(self, batch, rank: int, world: int):
         return batch[rank::world], len(batch)
 
-    def _candidates(self, batch):
-        if not self.cfg.sampled_softmax:
-            return None
-        _, words = self.train_stream.batch(batch, self.model.cfg.order)
-        return self._sampled_words(words.astype(np.int64), self.model.cfg.vocab)
+    def _batch_targets(self, batch):
+        return self.train_stream.words(batch)
 
     def _batch_logp(self, batch, candidates=None):
         ctx, words = self.train_stream.batch(batch, self.model.cfg.order)
