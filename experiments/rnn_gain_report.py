@@ -132,8 +132,10 @@ def _arm(study, arm: str, done: set) -> dict | None:
         cp = study.correlation_path(files, point)
         if pre + f"rnn-vs-table-{slug(point)}" in done and os.path.exists(cp):
             with open(cp) as f:
-                cols = json.load(f)["columns"]
-            d["spearman"] = {c: v["spearman"] for c, v in cols.items()}
+                c = json.load(f)
+            d["spearman"] = {name: v["spearman"] for name, v in c["columns"].items()}
+            if "linear_fit" in c:
+                d["r2_within_source"] = c["linear_fit"]["within_source"]
         out["points"][point] = d
     if s["test"]:
         name = s["test"]["name"]
@@ -360,6 +362,12 @@ def findings(r: dict, alpha: float = 0.05) -> list[str]:
                    f"{min(s['p(target|source)'] for _, s in sp):.2f} to {max(s['p(target|source)'] for _, s in sp):.2f}"
                    f"; with lex(target|source): {min(s['lex(target|source)'] for _, s in sp):.2f} to "
                    f"{max(s['lex(target|source)'] for _, s in sp):.2f}.")
+    r2 = [d["r2_within_source"] for a in r["sets"].values() for d in a["points"].values() if "r2_within_source" in d]
+    if r2:
+        out.append(f"A weighting of the table's four scores and the target length explains {min(r2):.0%} to "
+                   f"{max(r2):.0%} of the RNN score's variance among a source's targets (R² within sources, over the "
+                   f"{len(r2)} points measured): what the log-linear model could already say; the rest is all the "
+                   "feature can add.")
     return out
 
 
@@ -495,11 +503,14 @@ def _md_arm(arm: str, a: dict) -> list[str]:
                      ", ".join(f"{x:.2f}" for x in d["bleu"]), f"{d['mean']:.2f}", f"{d['delta']:+.2f}",
                      _f(d.get("mert_delta"), "{:+.2f}"),
                      f"{d['s_opt']:.2f}", _p(d["p_value_all_runs"]), share,
-                     f"{sp['p(target|source)']:.2f} / {sp['lex(target|source)']:.2f}" if sp else "–"])
+                     f"{sp['p(target|source)']:.2f} / {sp['lex(target|source)']:.2f}" if sp else "–",
+                     _f(d.get("r2_within_source"))])
     L += markdown_table(["point", "table", "hidden / maxout", "updates", "minutes", "valid ppl", "BLEU per run", "mean",
                          "gain", "gain in MERT's BLEU", "s_opt", "p (all runs)", "RNN share of L1",
-                         "Spearman p(t\\|s) / lex(t\\|s)"], rows)
-    L.append("")
+                         "Spearman p(t\\|s) / lex(t\\|s)", "R² by the table's features"], rows)
+    L += ["", "R² by the table's features: of a least-squares fit of the RNN's log score on the table's four scores "
+          "and the target length, within each source's targets (each variable minus its source's mean): the share "
+          "of the score a weighting of the features the decoder already has could express.", ""]
     t1 = a.get("table1")
     if t1:
         L += [f"Table 1's run on this set ({t1['report']}, {t1['runs']} MERT runs with the same settings; its "

@@ -15,7 +15,7 @@ from rescorer.fileio import atomic_write
 
 from experiments.common import ConfigError, read_lines
 from experiments.table1_config import slug, train_args, variant
-from experiments.table1_stats import score_differences, table_correlations
+from experiments.table1_stats import score_differences, table_correlations, table_fit
 
 
 class NetworkStages:
@@ -115,17 +115,20 @@ class NetworkStages:
 
     def correlation_stage(self, f: dict, out: str | None = None, columns: int = 6) -> S.Stage:
         """How the RNN score relates to the table's own scores on the dev set's scored table
-        ``f["scored"]`` (``table_correlations``, written to ``out``): does it bring the decoder
-        something the counts do not?  ``columns``: the scores per line of that table."""
+        ``f["scored"]`` (``table_correlations``, and ``table_fit`` under "linear_fit", written to
+        ``out``): does it bring the decoder something the counts do not?  ``columns``: the scores
+        per line of that table."""
         out = out or self.correlation_path()
-        st = S.Stage("rnn-vs-table-dev", [f["scored"]], [out], None)
+        st = S.Stage("rnn-vs-table-dev", [f["scored"]], [out], None, {"measures": "correlations, linear fit"})
 
         def run():
             src, tgt, scores = read_columns(f["scored"], source_spans(read_lines(f["source"])), columns,
                                             self.progress)
             c = table_correlations(src, scores)
+            c["linear_fit"] = table_fit(src, tgt, scores)
             with atomic_write(out, "w") as fh:
                 json.dump(c, fh, indent=1)
-            return {"pairs": c["pairs"], "spearman_direct": round(c["columns"]["p(target|source)"]["spearman"], 3)}
+            return {"pairs": c["pairs"], "spearman_direct": round(c["columns"]["p(target|source)"]["spearman"], 3),
+                    "r2_within_source": round(c["linear_fit"]["within_source"], 3)}
         st.run = run
         return st

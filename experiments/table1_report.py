@@ -428,6 +428,11 @@ def findings(r: dict, base: str, alpha: float = 0.05) -> list[str]:
                    f"all pairs, {_f(x['spearman_within_source'])} within a source's targets)"
                    + (f"; the table's p(target|source) less ({direct['spearman']:.2f})" if direct and top !=
                       "p(target|source)" else "") + ".")
+        fit = r["rnn_vs_table"].get("linear_fit")
+        if fit:
+            out.append(f"A weighting of the table's four scores and the target length explains {fit['within_source']:.0%} "
+                       "of the RNN score's variance among a source's targets (R², least squares; lex(target|source) "
+                       f"alone {fit['lex_within_source']:.0%}): what the log-linear model could already say.")
     col = {s: collapses(runs) for s, runs in r["weights"].items()}
     if col:
         hit = [f"{s} {c['runs_with_collapse']} of {c['runs']}" for s, c in col.items() if c["runs_with_collapse"]]
@@ -595,9 +600,17 @@ def _md_rnn_vs_table(c: dict) -> list[str]:
          f"{c['min_targets']} targets). The paper's point is that the RNN, trained on the unique pairs "
          "without their counts, scores the linguistic regularity of a pair rather than its frequency: a "
          "correlation near 1 would mean the feature only repeats the table.", ""]
-    return L + markdown_table(["table score", "Pearson", "Spearman", "Spearman within a source's targets"],
-                              [[name.replace("|", "\\|"), f"{x['pearson']:.3f}", f"{x['spearman']:.3f}",
-                                _f(x["spearman_within_source"], "{:.3f}")] for name, x in c["columns"].items()])
+    L += markdown_table(["table score", "Pearson", "Spearman", "Spearman within a source's targets"],
+                        [[name.replace("|", "\\|"), f"{x['pearson']:.3f}", f"{x['spearman']:.3f}",
+                          _f(x["spearman_within_source"], "{:.3f}")] for name, x in c["columns"].items()])
+    fit = c.get("linear_fit")
+    if fit:
+        L += ["", "How much of the RNN score a weighting of features the decoder already has could express: the R² "
+              "of a least-squares fit of it on the four scores and the target phrase's length (the word penalty's "
+              f"count), within each source's targets (each variable minus its source's mean) {fit['within_source']:.3f}, "
+              f"with lex(target\\|source) alone {fit['lex_within_source']:.3f}; over all pairs (with a constant and "
+              f"the source's length) {fit['all_pairs']:.3f}. What is left, 1 − R², is all the feature can add."]
+    return L
 
 
 def _md_precision(pc: dict) -> list[str]:

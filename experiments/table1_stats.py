@@ -1,6 +1,6 @@
 """What the Table 1 experiment computes from its outputs besides BLEU: the weights of a tuning
 result, the perturbed start of a MERT run, the difference between two scorings of a table, and the
-RNN score's correlation with the table's own."""
+RNN score's correlation with the table's own and how much of it they explain."""
 from __future__ import annotations
 
 import itertools
@@ -71,3 +71,40 @@ def table_correlations(sources: list[str], scores: np.ndarray, rnn_column: int =
         out["columns"][name] = {"pearson": float(pearsonr(x, rnn)[0]), "spearman": float(spearmanr(x, rnn)[0]),
                                 "spearman_within_source": float(np.mean(within)) if within else None}
     return out
+
+
+def _r2(x: np.ndarray, y: np.ndarray) -> float:
+    """R² of the least-squares fit of ``y`` on the columns of ``x`` (which hold any constant)."""
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    resid = y - x @ coef
+    total = float(np.sum((y - y.mean()) ** 2))
+    return 1.0 - float(resid @ resid) / total if total > 0 else float("nan")
+
+
+def table_fit(sources: list[str], targets: list[str], scores: np.ndarray, rnn_column: int = 4) -> dict:
+    """How much of the RNN's log p(target|source) the log-linear model could already express with
+    the table's features: the R² of a least-squares fit of it on the table's four scores (as the
+    decoder reads them, max(ln x, -100)) and the target phrase's length in words (what the word
+    penalty counts).  ``within_source``: every variable minus its mean over the source phrase's
+    targets, so that only what ranks the candidates of one source span counts (a constant per
+    source does not change that choice); ``lex_within_source``: the same with lex(target|source)
+    alone; ``all_pairs``: over all pairs with a constant and the source's length as well (what
+    also weighs one segmentation of the sentence against another).  Near 1: a weighting of the
+    existing features says nearly all the RNN score says."""
+    logs = moses_logs(np.asarray(scores, float))
+    rnn = logs[:, rnn_column]
+    tlen = np.array([len(t.split()) for t in targets], float)
+    slen = np.array([len(s.split()) for s in sources], float)
+    _, group = np.unique(np.asarray(sources, dtype=object), return_inverse=True)
+    counts = np.bincount(group)
+
+    def centred(v: np.ndarray) -> np.ndarray:
+        return v - (np.bincount(group, weights=v) / counts)[group]
+
+    feats = np.column_stack([logs[:, :4], tlen])
+    within = np.column_stack([centred(c) for c in feats.T])
+    y = centred(rnn)
+    return {"pairs": int(len(rnn)), "regressors": list(TABLE_COLUMNS) + ["target length"],
+            "within_source": _r2(within, y),
+            "lex_within_source": _r2(within[:, [3]], y),
+            "all_pairs": _r2(np.column_stack([feats, slen, np.ones(len(rnn))]), rnn)}

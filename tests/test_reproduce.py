@@ -477,7 +477,11 @@ def test_rnn_against_the_table_is_computed_on_the_dev_table(small_run):
     assert c["pairs"] == len(lines) and c["sources"] == len({x.split(" ||| ")[0] for x in lines})
     assert set(c["columns"]) == {"p(source|target)", "lex(source|target)", "p(target|source)", "lex(target|source)"}
     assert all(-1 <= x["pearson"] <= 1 and -1 <= x["spearman"] <= 1 for x in c["columns"].values())
-    assert "## Does the RNN score repeat the phrase table's?" in (work / "report" / "results.md").read_text()
+    fit = c["linear_fit"]
+    assert fit["pairs"] == len(lines) and 0 <= fit["lex_within_source"] <= fit["within_source"] <= 1
+    text = (work / "report" / "results.md").read_text()
+    assert "## Does the RNN score repeat the phrase table's?" in text
+    assert f"within each source's targets (each variable minus its source's mean) {fit['within_source']:.3f}" in text
 
 
 def test_table_correlations_against_a_direct_computation():
@@ -500,6 +504,39 @@ def test_table_correlations_against_a_direct_computation():
         assert x["spearman"] == pytest.approx(np.corrcoef(ranks(logs[:, j]), ranks(logs[:, 4]))[0, 1])
         within = [np.corrcoef(ranks(logs[g, j]), ranks(logs[g, 4]))[0, 1] for g in (slice(0, 6), slice(6, 11))]
         assert x["spearman_within_source"] == pytest.approx(np.mean(within))
+
+
+def test_table_fit_against_an_independent_regression():
+    import math
+    import numpy as np
+    from sklearn.linear_model import LinearRegression
+    from experiments.table1_stats import table_fit
+    rng = np.random.default_rng(1)
+    sources = ["a b"] * 7 + ["c"] * 5 + ["d e f"] * 4
+    targets = [" ".join("w" * (k + 1) for k in range(rng.integers(1, 5))) for _ in sources]
+    scores = rng.uniform(0.01, 1.0, size=(16, 6))
+    scores[2, 1] = 0.0  # Moses reads a 0 as ln -> -100
+    fit = table_fit(sources, targets, scores)
+    logs = np.log(np.where(scores > 0, scores, math.exp(-100)))
+    tlen = np.array([len(t.split()) for t in targets], float)
+    feats = np.column_stack([logs[:, :4], tlen])
+    # within a source: each variable minus its source's mean, computed source by source
+    x, y = feats.copy(), logs[:, 4].copy()
+    for s in set(sources):
+        rows = [i for i, t in enumerate(sources) if t == s]
+        x[rows] -= feats[rows].mean(axis=0)
+        y[rows] -= logs[rows, 4].mean()
+    assert fit["within_source"] == pytest.approx(LinearRegression().fit(x, y).score(x, y))
+    assert fit["lex_within_source"] == pytest.approx(LinearRegression().fit(x[:, [3]], y).score(x[:, [3]], y))
+    slen = np.array([len(s.split()) for s in sources], float)
+    xa = np.column_stack([feats, slen])
+    assert fit["all_pairs"] == pytest.approx(LinearRegression().fit(xa, logs[:, 4]).score(xa, logs[:, 4]))
+    # an RNN score that is a weighting of lex(target|source) and the length plus a constant per
+    # source is explained entirely within sources
+    scores[:, 4] = np.exp(0.7 * logs[:, 3] - 0.3 * tlen + np.array([{"a b": 1.0, "c": -2.0, "d e f": 0.5}[s]
+                                                                    for s in sources]))
+    assert table_fit(sources, targets, scores)["within_source"] == pytest.approx(1.0)
+    assert table_fit(sources, targets, scores)["lex_within_source"] < 1.0
 
 
 def test_score_differences_reads_the_column_as_moses_and_names_a_short_table(tmp_path):

@@ -42,7 +42,7 @@ def test_report_holds_every_point_of_every_tuning_set(small_study):
             assert d["mert_delta"] == pytest.approx(sum(d["mert_dev_bleu"]) / 2 - sum(a["baseline"]["mert_dev_bleu"]) / 2)
             assert 0 < d["p_value_all_runs"] <= 1 and d["ar_signature"].startswith("nrefs:1|ar:10000|")
             assert all(0 <= s <= 1 for s in d["rnn_share"]) and d["valid_ppl"] > 1
-            assert -1 <= d["spearman"]["p(target|source)"] <= 1
+            assert -1 <= d["spearman"]["p(target|source)"] <= 1 and 0 <= d["r2_within_source"] <= 1
     # the pair's system has both columns, each with its own tuned weight
     both = news["points"]["whole-both"]
     assert both["kind"] == "pair" and len(both["inverse_share"]) == 2
