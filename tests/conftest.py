@@ -1,10 +1,15 @@
+import gzip
 import os
 import pathlib
+from collections import Counter
 
 import pytest
 import torch
 
+from rescorer.checkpoint import save_checkpoint
+from rescorer.cli import main
 from rescorer.model import ModelConfig, RNNEncoderDecoder
+from rescorer.phrase_table import parse_line
 from rescorer.vocab import EOS, UNK, Vocabulary
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -22,7 +27,6 @@ def moses_table():
 @pytest.fixture(scope="session")
 def real_lines(moses_table):
     """About 3,000 real lines from across the Moses baseline table (every 750th line, raw bytes)."""
-    import gzip
     out = []
     with gzip.open(moses_table, "rb") as f:
         for i, line in enumerate(f):
@@ -33,7 +37,6 @@ def real_lines(moses_table):
 
 def first_lines(table, n: int) -> list[bytes]:
     """The first ``n`` raw lines of a gzipped table (sources with all their targets, in order)."""
-    import gzip
     lines = []
     with gzip.open(table, "rb") as f:
         for line in f:
@@ -45,8 +48,6 @@ def first_lines(table, n: int) -> list[bytes]:
 
 def table_with_vocab(d, lines: list[bytes], size: int = 400):
     """``lines`` written as ``d/pt.gz`` and ``rescorer vocab`` of it in ``d/vocab``: the table."""
-    import gzip
-    from rescorer.cli import main
     table = d / "pt.gz"
     with gzip.open(table, "wb") as f:
         f.writelines(lines)
@@ -57,10 +58,6 @@ def table_with_vocab(d, lines: list[bytes], size: int = 400):
 def table_with_model(d, lines: list[bytes], size: int, hidden: int, rank: int, maxout: int):
     """``lines`` written as ``d/pt.gz`` and an untrained network over their ``size`` most frequent
     words per side saved as ``d/model.pt`` (seed 0): the input of the scoring tests."""
-    import gzip
-    from collections import Counter
-    from rescorer.checkpoint import save_checkpoint
-    from rescorer.phrase_table import parse_line
     table, model = d / "pt.gz", d / "model.pt"
     with gzip.open(table, "wb") as f:
         f.writelines(lines)
@@ -97,7 +94,6 @@ def tiny_model(gate="reset-before", dtype=torch.float32, scale=0.5, seed=0, hidd
 def check_finite_differences(m, loss, per_tensor: int = 4, seed: int = 0, eps: float = 1e-6) -> int:
     """Back-propagated gradients of ``loss()`` (float64) against central differences, in
     ``per_tensor`` random coordinates of every parameter tensor; the number checked."""
-    import pytest
     m.zero_grad()
     loss().backward()
     gen = torch.Generator().manual_seed(seed)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import DATA, ROOT, tiny_model, tiny_vocabs
+from experiments import ablation
 from rescorer.data import Pairs
 from rescorer.gradient_flow import hidden_for_parameters, parameter_count, state_gradient_norms
 from rescorer.model import ModelConfig
-
-from conftest import DATA, ROOT, tiny_model, tiny_vocabs
 
 
 
@@ -61,7 +61,6 @@ def test_equal_parameter_counts():
 def test_small_ablation_report(tmp_path):
     if not (DATA / "moses-baseline" / "phrase-table.gz").exists():
         pytest.skip(f"no shared data at {DATA}")
-    from experiments import ablation
     res = ablation.main(["--config", str(ROOT / "experiments" / "ablation-small.ini"), "--work", str(tmp_path),
                          "--report", str(tmp_path / "report"), "-q"])
     assert set(res["cells"]) == {"gru", "lstm", "tanh"}

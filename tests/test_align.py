@@ -1,4 +1,6 @@
 """grow-diag-final-and on small alignment matrices worked by hand."""
+import random
+
 import pytest
 
 from moses_integration.align import format_points, grow_diag_final_and, parse_points
@@ -24,7 +26,6 @@ def test_grow_diag_final_and_worked_examples(ns, nt, fwd, rev, want):
 
 
 def test_result_lies_between_intersection_and_union():
-    import random
     rnd = random.Random(0)
     for _ in range(200):
         ns, nt = rnd.randint(1, 8), rnd.randint(1, 8)

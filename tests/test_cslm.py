@@ -1,12 +1,21 @@
 """The CSLM: its equations, normalisation, scoring against a naive loop, gradients, n-best
 rescoring byte for byte, training and resume."""
 import gzip
+import json
 import math
+import shutil
+import subprocess
+import sys
 
+import kenlm
 import numpy as np
 import pytest
 import torch
 
+from conftest import DATA
+from moses_integration.nbest import read_nbest
+from rescorer.checkpoint import save_cslm_checkpoint
+from rescorer.cli import main
 from rescorer.cslm import CSLM, CSLMConfig, CSLMScorer, OutOfShortlist, contexts_of
 from rescorer.vocab import EOS, EOS_ID, UNK, UNK_ID, Vocabulary
 
@@ -134,9 +143,6 @@ NBEST = (
 
 
 def test_nbest_rescoring_keeps_every_other_byte(tmp_path):
-    from moses_integration.nbest import read_nbest
-    from rescorer.checkpoint import save_cslm_checkpoint
-    from rescorer.cli import main
     m, vocab = tiny()
     save_cslm_checkpoint(tmp_path / "cslm.pt", m, vocab, {"chien": 1})
     (tmp_path / "in.nbest").write_bytes(NBEST.encode())
@@ -163,7 +169,6 @@ def write_text(path, lines):
 
 @pytest.mark.parametrize("softmax", [[], ["--batch-size", "4", "--sampled-softmax", "1"]])  # V' < the 8 words
 def test_training_resumes_exactly(tmp_path, softmax):
-    from rescorer.cli import main
     rng = np.random.default_rng(0)
     lines = [" ".join(rng.choice(WORDS, rng.integers(2, 9))) for _ in range(400)]
     write_text(tmp_path / "text.gz", lines)
@@ -187,7 +192,6 @@ def test_training_resumes_exactly(tmp_path, softmax):
 
 
 def test_bad_text_names_file_and_line(tmp_path, caplog):
-    from rescorer.cli import main
     (tmp_path / "bad.txt").write_bytes(b"le chat\nla \xff table\n")
     assert main(["cslm-train", "-q", "--text", str(tmp_path / "bad.txt"), "--shortlist", "8",
                  "--out", str(tmp_path / "run"), "--device", "cpu"]) == 1
@@ -201,14 +205,8 @@ def test_small_cslm_on_french_text_against_kenlm(tmp_path):
     as far), against KenLM's modified Kneser-Ney model of the same order on the same lines, both over the whole
     vocabulary on 500 held-out lines of the same file.  It falls short of KenLM (the printed
     ratio; see the README), as Schwenk's CSLMs do before long training."""
-    import shutil
-    import subprocess
-    import sys
 
-    import kenlm
 
-    from conftest import DATA
-    from rescorer.cli import main
     src = DATA / "moses-baseline" / "train.clean.fr.gz"
     here = [str(p) for p in (tmp_path,)][0]
     lmplz = shutil.which("lmplz", path=f"{sys.prefix}/bin:{__import__('os').environ.get('PATH', '')}")
@@ -247,7 +245,6 @@ def test_learning_rate_decays_on_a_plateau_and_resumes_exactly(tmp_path, caplog)
     """--lr-decay 0.5 --lr-patience 2: the learning rate halves at every second validation in a row
     without a new best (recomputed here from the validation record), and a run stopped and resumed
     meanwhile ends with the same weights and the same learning rates."""
-    from rescorer.cli import main
     rng = np.random.default_rng(2)
     write_text(tmp_path / "text.gz", [" ".join(rng.choice(WORDS, rng.integers(2, 9))) for _ in range(400)])
     # a learning rate far too high for Adam, so that validations stop improving
@@ -280,8 +277,6 @@ def test_learning_rate_decays_on_a_plateau_and_resumes_exactly(tmp_path, caplog)
 
 
 def test_validation_once_per_epoch(tmp_path):
-    import json
-    from rescorer.cli import main
     rng = np.random.default_rng(1)
     write_text(tmp_path / "text.gz", [" ".join(rng.choice(WORDS, rng.integers(2, 9))) for _ in range(300)])
     assert main(["cslm-train", "-q", "--text", str(tmp_path / "text.gz"), "--shortlist", "8", "--order", "3",

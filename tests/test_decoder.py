@@ -6,16 +6,25 @@ scoring, reordering by the orientation definitions) and compared with the decode
 hypothesis and with every line of its n-best list.
 """
 import gzip
+import importlib.util
 import itertools
 import math
+import os
 
+import kenlm
 import numpy as np
 import pytest
+import torch
 
-kenlm = pytest.importorskip("kenlm")
-
-from moses_integration.decoder import DecoderConfig, PhraseModel  # noqa: E402
-from moses_integration.nbest import parse_line  # noqa: E402
+from moses_integration import decoder, search
+from moses_integration.decoder import DecoderConfig, PhraseModel
+from moses_integration.nbest import parse_line
+from moses_integration.phrase_tables import _read_columns_line_by_line, read_columns
+from rescorer.checkpoint import save_cslm_checkpoint
+from rescorer.cli import main
+from rescorer.cslm import CSLM, CSLMConfig
+from rescorer.phrase_table import PhraseTableError
+from rescorer.vocab import EOS, UNK, Vocabulary
 
 SRC = ["a", "b", "c", "d", "e"]
 TGT = ["x", "y", "z", "w", "v"]
@@ -46,10 +55,6 @@ def write_arpa(path, rng):
 
 def write_cslm(path, seed):
     """A tiny CSLM whose shortlist holds x, y, z (w, v and passed-through words fall outside)."""
-    import torch
-    from rescorer.checkpoint import save_cslm_checkpoint
-    from rescorer.cslm import CSLM, CSLMConfig
-    from rescorer.vocab import EOS, UNK, Vocabulary
     vocab = Vocabulary([EOS, UNK, "x", "y", "z"])
     torch.manual_seed(seed)
     m = CSLM(CSLMConfig(len(vocab), order=3, embed=4, hidden=(6,)))
@@ -198,7 +203,6 @@ def test_unknown_words_pass_through_with_penalty(tmp_path):
 def test_search_core_is_compiled():
     """`make setup` compiles moses_integration/search.py with Cython; run as plain Python it
     gives the same translations (the tests above pass either way), only slower."""
-    from moses_integration import decoder, search
     assert decoder.COMPILED and search.__file__.endswith(".so"), (
         f"{search.__file__} is not compiled: run `make setup` or `python setup.py build_ext --inplace`")
 
@@ -207,9 +211,6 @@ def test_search_core_is_compiled():
 def test_plain_python_search_equals_the_compiled_one(tmp_path, monkeypatch, seed, with_lr):
     """search.py run by Python (as where it is not compiled) gives the same n-best lists, also
     for a sentence longer than 64 words (coverage bit sets wider than a machine word)."""
-    import importlib.util
-    import os
-    from moses_integration import decoder
     src = os.path.join(os.path.dirname(decoder.__file__), "search.py")
     spec = importlib.util.spec_from_file_location("search_as_python", src)
     plain = importlib.util.module_from_spec(spec)
@@ -231,7 +232,6 @@ def test_plain_python_search_equals_the_compiled_one(tmp_path, monkeypatch, seed
 
 
 def test_decode_input_errors_name_file_and_line(tmp_path, caplog):
-    from rescorer.cli import main
     ini = make_model(tmp_path, 5)
     bad = tmp_path / "bad.en"
     bad.write_bytes(b"a e\na \xff e\n")
@@ -248,8 +248,6 @@ def test_table_columns_in_bulk_equal_line_by_line_and_name_the_bad_line(tmp_path
     """read_columns parses the scores in bulk; a line NumPy cannot read in bulk (here a score
     written 1_000, which Python's float reads) is read line by line to the same columns, and a
     bad line is named with its file and number, whatever is wrong with it."""
-    from moses_integration.phrase_tables import _read_columns_line_by_line, read_columns
-    from rescorer.phrase_table import PhraseTableError
     lines = [b"a ||| x y ||| 0.5 0.25 1e-3 ||| 0-0 ||| 1 1 1\n", b"a b ||| z ||| 1 0.125 0.75\n",
              b"c ||| w ||| 0.1 0.2 0.3 ||| 0-0\n", b"zz ||| q ||| 1 1 1\n"]
     wanted = {b"a", b"a b", b"c"}

@@ -15,13 +15,14 @@ import time
 import pytest
 import torch
 
-from rescorer.cli import main
+from conftest import ROOT, first_lines
 from rescorer.checkpoint import save_checkpoint, save_cslm_checkpoint
+from rescorer.cli import main
 from rescorer.cslm import CSLM, CSLMConfig
+from rescorer.fileio import atomic_write
 from rescorer.model import ModelConfig, RNNEncoderDecoder
 from rescorer.vocab import load_vocab_dir
-
-from conftest import ROOT, first_lines
+from test_decoder import make_model
 
 BAD_LINE = 300
 
@@ -41,7 +42,6 @@ def kit(tmp_path_factory, moses_table):
                     sv, tv, inverse=False)
     save_cslm_checkpoint(d / "cslm.pt", CSLM(CSLMConfig(len(tv), order=3, embed=4, hidden=(8,))), tv, {})
     (d / "good.txt").write_bytes(b"".join(ln.split(b" ||| ")[1] + b"\n" for ln in lines))
-    from test_decoder import make_model
     (d / "sys").mkdir()
     ini = make_model(d / "sys", 5)
     (d / "in.en").write_text("a b\nc d\na c b\n")
@@ -179,7 +179,6 @@ def test_outputs_are_not_replaced_unasked(kit, caplog):
 def test_outputs_get_the_permissions_open_would_give(tmp_path):
     """An output written through a temporary file is as readable as one open() would make (the
     temporary file is made private, 0600; the output must not stay so on a shared machine)."""
-    from rescorer.fileio import atomic_write
     old = os.umask(0o022)
     try:
         for umask, want in ((0o022, 0o644), (0o027, 0o640)):

@@ -4,12 +4,13 @@ import gzip
 import numpy as np
 import pytest
 
+from conftest import tiny_model, tiny_vocabs
+from experiments import analysis
 from rescorer.checkpoint import save_checkpoint
 from rescorer.cli import main
 from rescorer.generate import beam_search
+from rescorer.maps import display_label, write_map
 from rescorer.scorer import PhraseScorer
-
-from conftest import tiny_model, tiny_vocabs
 
 TABLE = [("the house", "la maison", 0.6), ("the house", "maison", 0.3), ("the house", "la maison bleue", 0.05),
          ("the house", "un chat", 0.01), ("a cat", "un chat", 0.7), ("a cat", "chat", 0.2),
@@ -99,7 +100,6 @@ def test_embed_writes_maps_and_every_coordinate(files):
 
 
 def test_map_labels_undo_moses_escapes_and_draw_a_dollar(tmp_path):
-    from rescorer.maps import display_label, write_map
     assert display_label("l&apos;") == "l'" and display_label("&#124; &amp; &#91;x&#93;") == "| & [x]"
     assert display_label("$ 5") == r"\$ 5"
     labels = ["$", "l&apos;", "&quot;", "5 $", "a"]   # a raw $ would start matplotlib's math text
@@ -109,7 +109,6 @@ def test_map_labels_undo_moses_escapes_and_draw_a_dollar(tmp_path):
 
 
 def test_analysis_script_writes_the_three_views(files, tmp_path):
-    from experiments import analysis
     srcs = tmp_path / "sources.txt"
     srcs.write_text("the house\na cat\nblue cat\n")
     res = analysis.main(["--model", str(files / "model.pt"), "--phrase-table", str(files / "pt.gz"),

@@ -1,11 +1,17 @@
 """BLEU statistics against sacrebleu; MERT's exact line search against a dense grid."""
+import os
+import types
+
 import numpy as np
 import pytest
 import sacrebleu
 
+from experiments import bench_tune
+from moses_integration import envelope
 from moses_integration.bleu import N_STATS, Reference, bleu, sentence_stats
 from moses_integration.bleu import bleu_many
-from moses_integration import envelope
+from moses_integration.compiled import check_fresh
+from moses_integration.mert import NBestPool, default_ranges, normalize_l1, tune, weight_ranges
 from moses_integration.mert import PaddedPool, _events, _prune, best_stats, line_search, optimize
 
 WORDS = "le la les un une de du maison chat bleu rouge est a".split()
@@ -195,8 +201,6 @@ def test_optimize_keeps_weights_in_their_ranges():
 
 
 def test_default_ranges_and_range_options():
-    from moses_integration.mert import default_ranges
-    from moses_integration.mert import weight_ranges
     groups = [("LexicalReordering0", 6, True), ("Distortion0", 1, True), ("LM0", 1, True),
               ("UnknownWordPenalty0", 1, False), ("WordPenalty0", 1, True), ("PhrasePenalty0", 1, True),
               ("TranslationModel0", 5, True)]
@@ -238,7 +242,6 @@ def _without_times(history):
 def test_tune_resumes_where_it_stopped(tmp_path):
     """Interrupted during iteration 3 and resumed from its state file, tuning ends exactly as
     an uninterrupted run: same weights, same log; a state of another run is refused."""
-    from moses_integration.mert import tune
     decode, refs, D = _synthetic_decoder()
     w0, tunable = np.full(D, 0.2), np.ones(D, bool)
     kw = dict(nbest=4, max_iter=4, restarts=3, seed=1)
@@ -277,7 +280,6 @@ def test_tune_normalises_like_moses_when_asked(tmp_path):
     """normalize=True: the starting weights and every iteration's optimised ones have an L1 norm
     of 1 over the tuned weights (as Moses's mert writes them); an untuned weight keeps its value;
     a state saved without normalisation is not resumed with it."""
-    from moses_integration.mert import normalize_l1, tune
     decode, refs, D = _synthetic_decoder(seed=2)
     w0, tunable = np.array([0.5, -2.0, 1.0, 0.3, 4.0]), np.array([True, True, True, True, False])
     np.testing.assert_allclose(normalize_l1(w0, tunable), [0.5 / 3.8, -2 / 3.8, 1 / 3.8, 0.3 / 3.8, 4.0])
@@ -296,7 +298,6 @@ def test_every_decode_asks_for_the_n_best_lists():
     """The last decode of a run (the weights of the last iteration) asks for n-best lists too:
     a decoder that re-ranks its n-best lists (the CSLM's n-best rescoring) needs them to give
     the 1-best whose dev BLEU is logged and compared."""
-    from moses_integration.mert import tune
     decode, refs, D = _synthetic_decoder(seed=4)
     asked = []
 
@@ -308,7 +309,6 @@ def test_every_decode_asks_for_the_n_best_lists():
 
 
 def test_pool_round_trips_through_flat_arrays():
-    from moses_integration.mert import NBestPool
     decode, refs, D = _synthetic_decoder(seed=3, S=4)
     pool = NBestPool([Reference(r) for r in refs])
     for i, cands in enumerate(decode(np.ones(D), 10)):
@@ -328,8 +328,6 @@ def test_pool_round_trips_through_flat_arrays():
 def test_bench_tune_times_both_optimisers_on_the_run_s_pool_and_reports_it():
     """experiments/bench_tune.py: the final pool optimised by both paths (the same weights), and
     its report rendered from the results structure alone."""
-    from experiments import bench_tune
-    from moses_integration.mert import NBestPool
     rng = np.random.default_rng(7)
     refs = [list(rng.choice(WORDS, rng.integers(4, 12))) for _ in range(20)]
     pool = NBestPool([Reference(r) for r in refs])
@@ -359,9 +357,6 @@ def test_bench_tune_times_both_optimisers_on_the_run_s_pool_and_reports_it():
 def test_a_compiled_part_older_than_its_source_is_refused(tmp_path):
     """An in-place build (its .c beside it) older than the .py it was made from would run old
     code: importing it fails, naming both files; a plain .py module or a wheel (no .c) passes."""
-    import os
-    import types
-    from moses_integration.compiled import check_fresh
     so, py, c = (tmp_path / n for n in ("part.cpython-311-x86_64-linux-gnu.so", "part.py", "part.c"))
     for f in (so, py, c):
         f.write_text("")

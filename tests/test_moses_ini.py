@@ -4,10 +4,9 @@ import shutil
 
 import pytest
 
+from conftest import DATA
 from moses_integration.moses_ini import MosesIni, MosesIniError, count_dense_scores
 from rescorer.cli import main
-
-from conftest import DATA
 
 BASELINE_INI = DATA / "moses-baseline" / "moses.ini"
 
@@ -98,7 +97,6 @@ def test_cli_points_the_table_at_the_scored_file(ini_path, tmp_path):
 
 
 def test_cli_adds_and_removes_a_feature_idempotently(tmp_path):
-    from rescorer.cli import main
     base = tmp_path / "moses.ini"
     base.write_text("[feature]\nWordPenalty\nKENLM name=LM0 factor=0 path=lm.bin order=5\n\n[weight]\n"
                     "WordPenalty0= -1\nLM0= 0.5\n")

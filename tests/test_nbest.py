@@ -3,6 +3,7 @@ import pytest
 
 from moses_integration.nbest import (NBestError, append_feature, group_by_sentence, parse_line, read_nbest,
                                      rerank, weighted_total)
+from rescorer.cli import main
 
 NBEST = (
     "0 ||| la maison bleue ||| LexicalReordering0= -1.2 0 0 0 0 0 Distortion0= 0 LM0= -12.5 WordPenalty0= -3 "
@@ -77,7 +78,6 @@ TranslationModel0= 0.2 0.2 0.2 0.2
 
 
 def _cli(*args):
-    from rescorer.cli import main
     return main([str(a) for a in args])
 
 

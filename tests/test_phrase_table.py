@@ -1,5 +1,6 @@
 """Phrase-table lines: parsing, appending a column, and errors that name file and line."""
 import gzip
+import math
 
 import pytest
 
@@ -29,7 +30,6 @@ def test_keeps_optional_fields_byte_for_byte():
 
 
 def test_format_prob_is_what_moses_logs_back():
-    import math
     for lp in (-0.1, -5.0, -85.3, -300.0):
         v = float(format_prob(lp))
         assert math.log(v) == pytest.approx(lp, abs=1e-5)

@@ -4,12 +4,20 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
+import time
 
 import pytest
+from sacremoses import MosesDetokenizer, MosesDetruecaser, MosesPunctNormalizer
 
 from conftest import DATA, ROOT
+from experiments import build_baseline
+from moses_integration import stages as S
+from moses_integration.decoder import DecoderConfig, PhraseModel
+from moses_integration.prepare import Preprocessor, clean_pair, train_truecaser
+from rescorer.text import read_lines
 
 RAW = DATA / "train" / "news2008-2011.en.gz"
 
@@ -27,10 +35,7 @@ def test_tokenise_then_detokenise_returns_the_sentence(lang):
     """Measured on 500 news sentences: English 98% come back unchanged; French 82%, because
     Moses's French detokeniser puts a space before : ; ? ! (French typography) - without those
     spaces 97%.  The rest: 'R&D', 'yr/yr' and the like are split and not joined again."""
-    import re
 
-    from moses_integration.prepare import Preprocessor
-    from sacremoses import MosesDetokenizer, MosesPunctNormalizer
     lines = sample(lang)
     prep, norm, detok = Preprocessor(lang), MosesPunctNormalizer(lang=lang), MosesDetokenizer(lang=lang)
     tok = [prep.tokenize(s) for s in lines]
@@ -50,7 +55,6 @@ def test_preparation_reproduces_moses_on_hansard(lang):
     Hansard lines: the lines Moses's scripts made from them (the baseline's train.clean) come out
     (measured: 997/1000 English, 992/1000 French; the others are long lines clean-corpus-n dropped
     and lines ending in a quote)."""
-    from moses_integration.prepare import Preprocessor
     base = DATA / "moses-baseline"
     with gzip.open(DATA / "train" / f"hansard.{lang}.gz", "rt", encoding="utf-8") as f:
         raw = [next(f).rstrip("\n") for _ in range(1000)]
@@ -64,8 +68,6 @@ def test_preparation_reproduces_moses_on_hansard(lang):
 
 
 def test_own_truecaser_round_trip(tmp_path):
-    from moses_integration.prepare import Preprocessor, train_truecaser
-    from sacremoses import MosesDetruecaser
     lines = sample("en", 2000)
     pre = Preprocessor("en")
     tok = [pre.tokenize(s) for s in lines]
@@ -81,14 +83,12 @@ def test_own_truecaser_round_trip(tmp_path):
 
 
 def test_clean_corpus_rules():
-    from moses_integration.prepare import clean_pair
     assert clean_pair("a b", "x y z")
     assert not clean_pair("", "x") and not clean_pair("a " * 81, "x " * 80)
     assert clean_pair("a " * 9, "x") and not clean_pair("a " * 10, "x")   # ratio 9
 
 
 def test_raw_text_that_is_not_utf8_names_file_and_line(tmp_path):
-    from rescorer.text import read_lines
     path = tmp_path / "corpus.en.gz"
     with gzip.open(path, "wb") as f:
         f.write("first line\nsecond é\n".encode() + b"bad \xe9 byte\n")
@@ -99,8 +99,6 @@ def test_raw_text_that_is_not_utf8_names_file_and_line(tmp_path):
 
 @pytest.mark.skipif(not RAW.exists(), reason="no shared data")
 def test_pipeline_on_2000_pairs_makes_a_system_the_decoder_uses(tmp_path):
-    from experiments import build_baseline
-    from moses_integration.decoder import DecoderConfig, PhraseModel
     if not (shutil.which("lmplz") or os.access(os.path.join(os.path.dirname(sys.executable), "lmplz"), os.X_OK)):
         pytest.skip("lmplz not installed: run 'make setup'")
     work = tmp_path / "work"
@@ -126,7 +124,6 @@ def test_pipeline_on_2000_pairs_makes_a_system_the_decoder_uses(tmp_path):
 
 
 def test_stages_compare_inputs_by_content_not_by_modification_time(tmp_path):
-    from moses_integration import stages as S
     src, out = tmp_path / "in.txt", tmp_path / "out.txt"
     src.write_text("le chat\n")
     runs = []
@@ -154,8 +151,6 @@ def test_stages_compare_inputs_by_content_not_by_modification_time(tmp_path):
 
 
 def test_stage_status_runs_nothing_and_a_resumed_stage_counts_its_interrupted_run(tmp_path):
-    import time
-    from moses_integration import stages as S
     src, mid, out = tmp_path / "in.txt", tmp_path / "mid.txt", tmp_path / "out.txt"
     src.write_text("le chat\n")
     calls = []

@@ -1,18 +1,21 @@
 """What the project writes, loaded by a real Moses (../shared/tools/moses/moses, or $MOSES): a
 table scored with `rescorer score --unk-count` and a moses.ini patched by `rescorer ini`; Moses's
 n-best lines against the built-in decoder's on the same model."""
+import argparse
+import json
 import os
 import subprocess
 
 import numpy as np
 import pytest
 
-from rescorer.cli import main
+from conftest import ROOT, tiny_model, tiny_vocabs
+from experiments import bench_decode
 from moses_integration.decoder import DecoderConfig, PhraseModel
 from moses_integration.nbest import group_by_sentence, read_nbest
+from moses_integration.runner import MosesDecoder
 from rescorer.checkpoint import save_checkpoint
-
-from conftest import ROOT, tiny_model, tiny_vocabs
+from rescorer.cli import main
 
 MOSES = os.environ.get("MOSES") or str(ROOT.parent / "shared" / "tools" / "moses" / "moses")
 
@@ -98,8 +101,6 @@ def test_moses_loads_the_scored_table_and_agrees_with_the_builtin_decoder(scored
 def test_bench_decode_runs_both_decoders_and_compares_their_best_scores(scored_system, tmp_path):
     """experiments/bench_decode.py's measurement on the tiny system: both decoders as whole
     processes at equal settings, and the per-sentence comparison of their best model scores."""
-    import argparse
-    from experiments import bench_decode
     d = scored_system
     sents = (d / "in.en").read_text().splitlines()
     a = argparse.Namespace(work=str(tmp_path), processes=1, repeats=2)
@@ -118,8 +119,6 @@ def test_tune_through_moses_completes_an_iteration_without_moses_log(scored_syst
     """``tune --moses-bin``: MERT takes its n-best lists from the real Moses, whose own log stays
     out of the output under -q; the tuned ini loads in Moses.  A Moses that fails shows the end
     of its log in the error."""
-    import json
-    from moses_integration.runner import MosesDecoder
     d = scored_system
     (tmp_path / "ref.fr").write_text("la maison est bleue\nun chat est bleue\nle chat\n")
     out = tmp_path / "tuned.ini"

@@ -1,29 +1,48 @@
 """experiments/reproduce.py end to end on experiments/table1-small.ini: a system built from 2,000
 sentence pairs, tiny networks, 2 MERT runs per system, 8 test sentences; then the report, a
 rerun that skips every stage, a test set added later, and a kill -9 in the middle of MERT."""
+import gzip
 import json
+import math
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+import sacrebleu
+import torch
+from sacrebleu.metrics import BLEU
+from sacrebleu.significance import PairedTest
+from sacremoses import MosesDetokenizer, MosesDetruecaser
+from sklearn.linear_model import LinearRegression
 
 from conftest import DATA, ROOT
+from experiments import reproduce
 from experiments import table1_config, table1_stats
+from experiments.common import ConfigError
 from experiments.common import read_lines
+from experiments.release import ReleaseExperiment
+from experiments.reproduce import Experiment
+from experiments.table1_config import Config
+from experiments.table1_report import collapses, feature_steps, findings
+from experiments.table1_stats import table_correlations, table_fit
 from moses_integration.cli import register as moses_register
+from moses_integration.moses_ini import MosesIni
+from rescorer.checkpoint import load_checkpoint, load_cslm_checkpoint
 from rescorer.cli import build_parser, register
+from rescorer.cli import main as rescorer
 
 
 SMALL = ROOT / "experiments" / "table1-small.ini"
 
 
 def _run(work, *extra):
-    from experiments import reproduce
     return reproduce.main(["--config", str(SMALL), "--work", str(work), "--report", str(work / "report"), "-q",
                            *map(str, extra)])
 
@@ -94,7 +113,6 @@ def test_report_holds_every_system_run_and_test(small_run):
 def test_report_only_runs_nothing_and_reports_the_finished_systems(small_run, tmp_path, capsys):
     """While a run goes on, --report-only writes the report of the stages done so far: a system
     whose tuning is not complete, and the contrast runs, are left out and listed as pending."""
-    from experiments import reproduce
     work, r = small_run
     stamps = work / "stamps"
     pending = ["tune-cslm_rnn_wp-2", "test-newstest2012_tail-cslm_rnn_wp", "tune-cslm_rnn-1-positive-bounds"]
@@ -135,7 +153,6 @@ def test_report_only_runs_nothing_and_reports_the_finished_systems(small_run, tm
 def test_each_mert_run_starts_from_its_own_weights(small_run):
     """start = perturbed: the runs of a system start apart (each weight times a factor in [1/2, 2])
     and so end apart; the untuned unknown-word penalty keeps its weight."""
-    import numpy as np
     work, r = small_run
     for slug in ("baseline", "rnn"):
         runs = [json.loads((work / "tune" / slug / f"run{k}.json").read_text()) for k in (1, 2)]
@@ -153,8 +170,6 @@ def test_each_mert_run_starts_from_its_own_weights(small_run):
 def test_int8_table_is_decoded_with_the_fp32_weights_and_reported(small_run):
     """[rnn] check-precision = int8: the +RNN system's test table scored in int8, decoded with
     every run's fp32-tuned weights; the score differences recomputed from the two tables."""
-    import gzip
-    import math
     work, r = small_run
     pc = r["precision_check"]
     assert pc["precision"] == "int8" and pc["system"] == "+RNN"
@@ -180,9 +195,6 @@ def test_int8_table_is_decoded_with_the_fp32_weights_and_reported(small_run):
 def test_report_bleu_equals_sacrebleu_on_the_outputs(small_run):
     """BLEU, its mean, s_opt and the difference recomputed from the decoder's raw outputs with
     sacremoses and sacrebleu directly."""
-    import numpy as np
-    import sacrebleu
-    from sacremoses import MosesDetokenizer, MosesDetruecaser
     work, r = small_run
     refs = (DATA / "dev" / "newstest2012.fr").read_text(encoding="utf-8").splitlines()[12:20]
     detok, detrue = MosesDetokenizer(lang="fr"), MosesDetruecaser()
@@ -200,7 +212,6 @@ def test_report_bleu_equals_sacrebleu_on_the_outputs(small_run):
 
 
 def test_collapses_are_iterations_below_half_the_runs_best():
-    from experiments.table1_report import collapses
     runs = [{"dev_bleu_per_iteration": [10.0, 1.5, 12.0, 13.0], "word_penalty_per_iteration": [-1.0, -9.0, -3.0, -2.0]},
             {"dev_bleu_per_iteration": [11.0, 12.0], "word_penalty_per_iteration": [-2.5, -2.0]},
             # a poor start (the first iteration decodes with the start weights) is not MERT collapsing
@@ -215,7 +226,6 @@ def test_findings_are_sentences_made_from_the_reports_numbers():
     0.05, a difference within the tuning runs' spread said so, the paper's gain beside it, what
     each feature adds, the sum of the single-feature gains against the combined one, the neural
     weights' shares of the L1 norm, and the collapses."""
-    from experiments.table1_report import findings
 
     def sysd(delta, p, s_opt):
         return {"mean": 20 + delta, "delta": delta, "s_opt": s_opt, "p_value_all_runs": p}
@@ -242,7 +252,6 @@ def test_findings_are_sentences_made_from_the_reports_numbers():
 
 
 def test_feature_steps_pair_the_systems_one_added_feature_apart():
-    from experiments.table1_report import feature_steps
     systems = {"Baseline": [], "+RNN": ["rnn"], "+CSLM": ["cslm"], "+CSLM+RNN": ["cslm", "rnn"],
                "+CSLM+RNN+WP": ["cslm", "rnn", "wp"]}
     assert feature_steps(systems) == [("Baseline", "+RNN", "rnn"), ("Baseline", "+CSLM", "cslm"),
@@ -254,8 +263,6 @@ def test_feature_steps_pair_the_systems_one_added_feature_apart():
 def test_what_each_feature_adds_against_sacrebleu_on_the_runs_together(small_run):
     """The RNN on top of the CSLM: the difference of means and sacrebleu's paired approximate
     randomization on both systems' runs concatenated, computed here from the outputs."""
-    from sacrebleu.significance import PairedTest
-    from sacrebleu.metrics import BLEU
     work, r = small_run
     t = r["tests"]["newstest2012-tail"]
     step = next(x for x in t["feature_steps"] if x["without"] == "+CSLM" and x["with"] == "+CSLM+RNN")
@@ -336,9 +343,6 @@ def test_kill_9_during_mert_then_resume_gives_the_same_report(small_run):
 
 
 def test_release_holds_the_networks_in_fp16_and_every_tuned_ini(small_run):
-    import torch
-    from moses_integration.moses_ini import MosesIni
-    from rescorer.checkpoint import load_checkpoint, load_cslm_checkpoint
     work, r = small_run
     rel = work / "report"
     for name, load in (("rnn", load_checkpoint), ("cslm", load_cslm_checkpoint)):
@@ -392,8 +396,6 @@ def test_a_new_test_set_is_translated_with_the_release_alone(small_run, tmp_path
     """--release: from the release's models and inis, the given tables and LM only, in a work
     directory of its own: every system's every run decodes the set, as the run's own work
     directory decodes it (same bytes), and the report's BLEU is rescorer evaluate's."""
-    from experiments import reproduce
-    from rescorer.cli import main as rescorer
     work, r = small_run
     model = work / "build" / "model"
     src, ref = _extra_set(work, tmp_path, 14, 20)
@@ -431,9 +433,6 @@ def test_a_new_test_set_is_translated_with_the_release_alone(small_run, tmp_path
 
 
 def test_a_release_missing_a_file_its_inis_need_is_refused_naming_the_role(small_run, tmp_path):
-    import shutil
-    from experiments.common import ConfigError
-    from experiments.release import ReleaseExperiment
     work, _ = small_run
     rel = tmp_path / "release"
     shutil.copytree(work / "report" / "models", rel / "models")
@@ -469,7 +468,6 @@ def test_contrast_runs_show_on_the_dev_set_what_the_bounds_change(small_run):
 
 
 def test_rnn_against_the_table_is_computed_on_the_dev_table(small_run):
-    import gzip
     work, r = small_run
     c = r["rnn_vs_table"]
     with gzip.open(work / "sets" / "dev" / "phrase-table.rnn.gz", "rt") as f:
@@ -485,9 +483,6 @@ def test_rnn_against_the_table_is_computed_on_the_dev_table(small_run):
 
 
 def test_table_correlations_against_a_direct_computation():
-    import math
-    import numpy as np
-    from experiments.table1_stats import table_correlations
     rng = np.random.default_rng(0)
     sources = ["a"] * 6 + ["b"] * 5 + ["c"] * 2
     scores = rng.uniform(0.01, 1.0, size=(13, 6))
@@ -507,10 +502,6 @@ def test_table_correlations_against_a_direct_computation():
 
 
 def test_table_fit_against_an_independent_regression():
-    import math
-    import numpy as np
-    from sklearn.linear_model import LinearRegression
-    from experiments.table1_stats import table_fit
     rng = np.random.default_rng(1)
     sources = ["a b"] * 7 + ["c"] * 5 + ["d e f"] * 4
     targets = [" ".join("w" * (k + 1) for k in range(rng.integers(1, 5))) for _ in sources]
@@ -540,8 +531,6 @@ def test_table_fit_against_an_independent_regression():
 
 
 def test_score_differences_reads_the_column_as_moses_and_names_a_short_table(tmp_path):
-    import gzip
-    import math
     line = "a ||| b ||| 0.1 0.2 0.3 0.4 {} 1 ||| 0-0 ||| 1 1 1\n"
     exact, approx = tmp_path / "exact.gz", tmp_path / "approx.gz"
     with gzip.open(exact, "wt") as f:
@@ -561,8 +550,6 @@ def test_mert_starts_the_cslm_with_a_share_of_the_standin_weight(small_run):
     """n-best mode with LM0 standing in for the CSLM: CSLM0 starts at [cslm] start-share of LM0's
     start weight and LM0 at the rest, so the search starts from the weights of the system without
     the CSLM (before each run's perturbation)."""
-    import numpy as np
-    from experiments import reproduce
     work, _ = small_run
     exp = reproduce.Experiment(table1_config.Config(str(SMALL), None, str(work)), progress=False)
     src = read_lines(exp.set_files("dev", exp.cfg.dev, "", "")["source"])
@@ -581,9 +568,6 @@ def test_mert_starts_the_cslm_with_a_share_of_the_standin_weight(small_run):
 def test_training_keys_are_the_commands_own_options(tmp_path):
     """[rnn] and [cslm] keys are the training commands' flags: a new option (batching) passes
     through without a list to update, a key that is no option is refused, naming it."""
-    from experiments.common import ConfigError
-    from experiments.reproduce import Experiment
-    from experiments.table1_config import Config
     text = (ROOT / "experiments" / "table1.ini").read_text()
     good = tmp_path / "good.ini"
     good.write_text(text.replace("[rnn]\n", "[rnn]\nbatching = by-source\nper-source = 8\ninverse = false\n", 1)

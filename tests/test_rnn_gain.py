@@ -5,16 +5,22 @@ the report, a rerun that skips every stage, and the config's bad input refused b
 import json
 import os
 import re
+import shutil
 
 import pytest
+import sacrebleu
+from sacremoses import MosesDetokenizer, MosesDetruecaser
 
 from conftest import DATA, ROOT
+from experiments import rnn_gain
+from experiments.common import ConfigError
+from experiments.rnn_gain import Study
+from experiments.rnn_gain_report import findings, table1_reference
 
 SMALL = ROOT / "experiments" / "rnn_gain-small.ini"
 
 
 def _run(work, *extra):
-    from experiments import rnn_gain
     return rnn_gain.main(["--config", str(SMALL), "--work", str(work), "--report", str(work / "report"), "-q",
                           *map(str, extra)])
 
@@ -80,8 +86,6 @@ def test_budgets_are_checkpoints_of_one_training_run(small_study):
 
 
 def test_report_bleu_equals_sacrebleu_on_the_outputs(small_study):
-    import sacrebleu
-    from sacremoses import MosesDetokenizer, MosesDetruecaser
     work, r = small_study
     refs = (DATA / "dev" / "newstest2012.fr").read_text(encoding="utf-8").splitlines()[:12]
     detok, detrue = MosesDetokenizer(lang="fr"), MosesDetruecaser()
@@ -127,16 +131,12 @@ def _config(tmp_path, edit):
     (lambda t: t.replace("runs = 2", "runs = 1"), r"bad\.ini: \[tuning\] runs = 1"),
 ])
 def test_bad_config_is_refused_naming_the_key(tmp_path, edit, message):
-    from experiments.common import ConfigError
-    from experiments.rnn_gain import Study
     with pytest.raises(ConfigError, match=message):
         s = Study(_config(tmp_path, edit), str(DATA), str(tmp_path / "work"))
         s.stages()
 
 
 def test_missing_table_and_uneven_tuning_set_are_refused_before_any_stage(tmp_path):
-    from experiments.common import ConfigError
-    from experiments.rnn_gain import Study
     (tmp_path / "src.en").write_text("a b\nc d\n")
     (tmp_path / "ref.fr").write_text("x y\n")
     bad = _config(tmp_path, lambda t: t.replace("source = {whole}/corpus/newstest2012.tc.en",
@@ -163,12 +163,10 @@ def test_missing_table_and_uneven_tuning_set_are_refused_before_any_stage(tmp_pa
 def test_points_of_a_lost_work_directory_are_kept_from_the_report(small_study, tmp_path):
     """A new checkout has no work directory: the report it writes keeps the points the committed
     report measured with the same settings (marked), and drops those whose settings changed."""
-    import shutil
     work, r = small_study
     report = tmp_path / "report"
     report.mkdir()
     shutil.copy(work / "report" / "results.json", report / "results.json")
-    from experiments import rnn_gain
     again = rnn_gain.main(["--config", str(SMALL), "--work", str(tmp_path / "new"), "--report", str(report), "-q",
                            "--report-only"])
     assert again["pending"] and list(again["sets"]) == ["news", "hansard"]
@@ -198,8 +196,6 @@ def test_points_of_a_lost_work_directory_are_kept_from_the_report(small_study, t
 
 
 def test_table1_run_on_the_same_tuning_set_is_shown_beside_the_points(tmp_path):
-    from experiments.rnn_gain import Study
-    from experiments.rnn_gain_report import table1_reference
     standard = ROOT / "experiments" / "rnn_gain.ini"
     t1 = json.loads((ROOT / "experiments" / "results" / "table1" / "results.json").read_text())
     ref = table1_reference(Study(str(standard), str(DATA), str(tmp_path)), "news")
@@ -215,7 +211,6 @@ def test_table1_run_on_the_same_tuning_set_is_shown_beside_the_points(tmp_path):
 
 
 def test_a_network_uses_the_pairs_another_network_of_its_table_prepared(small_study, tmp_path):
-    from experiments.rnn_gain import Study
     work, _ = small_study
     study = Study(str(SMALL), str(DATA), str(work))
     for net, own in (("whole-24", "whole_24"), ("whole-16-inverse", "whole_16_inverse")):
@@ -236,7 +231,6 @@ def test_budgets_are_trained_by_compute_and_at_equal_compute_a_point_to_measure_
     """system-16 is trained to 10 updates only on the way to its point at 20; whole-24, made as
     small, has a point at 10: its training and that point's stages come first. A larger network's
     budget comes after a smaller one's of the same updates."""
-    from experiments.rnn_gain import Study
     work, _ = small_study
     cfg = _config(tmp_path, lambda t: t.replace("hidden = 24\nupdates = 20", "hidden = 16\nupdates = 10 20")
                   .replace("points = all whole-both", "points = system-16@20 whole-24@10"))
@@ -252,7 +246,6 @@ def test_budgets_are_trained_by_compute_and_at_equal_compute_a_point_to_measure_
 def test_findings_weigh_the_factors_against_the_spread_of_the_mert_runs():
     """Hand-made numbers: the training data's effect is the mean difference at the budgets both
     networks have; smaller than the runs' own spread, it is said not to be shown yet."""
-    from experiments.rnn_gain_report import findings
 
     def point(net, table, m, delta, s_opt):
         return {"kind": "network", "network": net, "table": table, "hidden": 500, "maxout-units": 250,

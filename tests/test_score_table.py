@@ -5,14 +5,17 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
+from conftest import table_with_model, tiny_model
+from conftest import tiny_vocabs
+from rescorer.checkpoint import CheckpointError, load_checkpoint
 from rescorer.checkpoint import save_checkpoint
 from rescorer.cli import main
 from rescorer.phrase_table import parse_line
+from rescorer.score_table import score_table
 from rescorer.scorer import PhraseScorer
 from rescorer.vocab import Vocabulary
-
-from conftest import table_with_model, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,6 @@ def test_score_adds_columns_and_keeps_every_other_field(table_and_model, real_li
 
 @pytest.mark.parametrize("name", ["out.gz", "out.txt"])
 def test_interrupted_resume_gives_identical_bytes(table_and_model, name):
-    from rescorer.score_table import score_table
     d, table, model = table_and_model
     scorer = PhraseScorer.load(model, "cpu")
     whole, part = d / ("whole-" + name), d / ("part-" + name)
@@ -74,7 +76,6 @@ def test_does_not_overwrite_without_being_asked(table_and_model, caplog):
 
 
 def test_resume_with_other_settings_is_refused(table_and_model, caplog):
-    from rescorer.score_table import score_table
     d, table, model = table_and_model
     out = d / "other.gz"
     score_table(PhraseScorer.load(model, "cpu"), str(table), str(out), model_path=str(model),
@@ -113,16 +114,13 @@ def test_not_a_model_is_an_error(tmp_path, table_and_model, caplog):
 
 
 def test_weights_that_do_not_fit_the_vocabulary(tmp_path, caplog):
-    import torch
     m = tiny_model()
-    from conftest import tiny_vocabs
     sv, tv = tiny_vocabs()
     path = tmp_path / "m.pt"
     save_checkpoint(path, m, sv, tv, inverse=False)
     ck = torch.load(path, weights_only=False)
     ck["tgt_vocab"] = ck["tgt_vocab"] + ["extra"]
     torch.save(ck, path)
-    from rescorer.checkpoint import CheckpointError, load_checkpoint
     with pytest.raises(CheckpointError, match="do not match the network"):
         load_checkpoint(path)
 
@@ -157,7 +155,6 @@ def test_truncated_gzip_names_file_and_line(table_and_model, caplog):
 
 
 def test_int8_scoring_from_the_command_line_and_no_resume_across_precisions(table_and_model, caplog):
-    from rescorer.score_table import score_table
     d, table, model = table_and_model
     out8, out32 = d / "int8.gz", d / "fp32.gz"
     assert run("--phrase-table", table, "--model", model, "--out", out8, "--precision", "int8") == 0

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_model, tiny_vocabs
+from rescorer.int8 import int8_copy
+from rescorer.model import ModelConfig, RNNEncoderDecoder
 from rescorer.model import pad
 from rescorer.scorer import PhraseScorer
 from rescorer.vocab import EOS, UNK, Vocabulary
-
-from conftest import tiny_model, tiny_vocabs
 
 
 def alone(m, sv, tv, src, tgt):
@@ -43,7 +44,6 @@ def test_probabilities_of_all_targets_sum_to_at_most_one():
     sv = Vocabulary([EOS, UNK, "a", "b"])
     tv = Vocabulary([EOS, UNK, "x", "y"])
     torch.manual_seed(0)
-    from rescorer.model import ModelConfig, RNNEncoderDecoder
     m = RNNEncoderDecoder(ModelConfig(len(sv), len(tv), hidden=6, rank=4, maxout_units=3)).double()
     with torch.no_grad():
         for p in m.parameters():
@@ -104,7 +104,6 @@ def test_reduced_precision_scores_stay_close_to_fp32(gate, precision):
 
 
 def test_int8_quantises_every_matrix_and_refuses_other_cells():
-    from rescorer.int8 import int8_copy
     q = int8_copy(tiny_model())
     float_mats = [n for n, p in q.named_parameters() if p.dim() == 2 and "embed" not in n]
     assert float_mats == []                                 # only the embeddings stay float

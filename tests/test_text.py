@@ -1,6 +1,7 @@
 """Reading text: one newline rule for every command (LF and CRLF files read as the same lines)."""
 import gzip
 
+from rescorer.cli import main
 from rescorer.text import read_lines, strip_newline
 
 
@@ -16,7 +17,6 @@ def test_lf_and_crlf_files_read_as_the_same_lines(tmp_path):
 
 
 def test_a_command_reads_a_crlf_hypothesis_as_its_lf_copy(tmp_path, capsys):
-    from rescorer.cli import main
     ref = tmp_path / "ref.txt"
     ref.write_text("le chat est sur la table .\nla maison est bleue .\n")
     hyp_lf, hyp_crlf = tmp_path / "lf.txt", tmp_path / "crlf.txt"

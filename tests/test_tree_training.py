@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import check_finite_differences, table_with_vocab, tiny_model, tiny_vocabs
 from rescorer import data as pairdata
 from rescorer import machine
+from rescorer.checkpoint import load_cslm_checkpoint
 from rescorer.cli import main
+from rescorer.cslm import CSLM, CSLMConfig
 from rescorer.model import pad
 from rescorer.tree import ForestModel, PrefixForest, forest_log_probs
 from rescorer.vocab import load_vocab_dir
-
-from conftest import check_finite_differences, table_with_vocab, tiny_model, tiny_vocabs
 
 PAIRS = [("the house is", "la maison"), ("the house is", "la maison est"), ("the house is", "la chat"),
          ("a cat", "un chat est bleue"), ("the house is", "un"), ("a cat", "un chat"), ("blue", "bleue"),
@@ -223,8 +224,6 @@ def test_bf16_without_the_instructions_warns_naming_the_option_and_what_the_cpu_
 
 
 def test_cslm_trains_in_bf16_with_fp32_log_probabilities(tmp_path):
-    from rescorer.checkpoint import load_cslm_checkpoint
-    from rescorer.cslm import CSLM, CSLMConfig
     torch.manual_seed(0)
     m = CSLM(CSLMConfig(50, order=3, embed=8, hidden=(16,)))
     ctx, word = torch.randint(0, 50, (12, 2)), torch.randint(0, 50, (12,))

@@ -1,17 +1,27 @@
 """The built-in decoder and MERT on real data: the Moses baseline tables, a KenLM model built
 here with lmplz from the shared French text, and 80 sentences of newstest2012."""
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 
+import kenlm
+import numpy as np
 import pytest
-
-from moses_integration.moses_ini import MosesIni
-from rescorer.cli import main
+import torch
 
 from conftest import DATA
+from moses_integration.decoder import DecoderConfig, PhraseModel
+from moses_integration.moses_ini import MosesIni
+from moses_integration.nbest import group_by_sentence, read_nbest
+from moses_integration.phrase_tables import filter_table
+from rescorer.checkpoint import save_cslm_checkpoint
+from rescorer.cli import main
+from rescorer.cslm import CSLM, CSLMConfig, CSLMScorer, OutOfShortlist
+from rescorer.vocab import EOS, UNK, Vocabulary
+from test_real_moses import MOSES
 
 BASE = DATA / "moses-baseline"
 
@@ -42,7 +52,6 @@ def real_system(tmp_path_factory):
     (d / "dev.en").write_text("\n".join(src) + "\n")
     (d / "dev.fr").write_text("\n".join(ref) + "\n")
     # the tables filtered to the tuning set, as mert-moses.pl does first
-    from moses_integration.phrase_tables import filter_table
     filter_table(str(BASE / "phrase-table.gz"), src, str(d / "pt.gz"))
     filter_table(str(BASE / "reordering-table.wbe-msd-bidirectional-fe.gz"), src, str(d / "reo.gz"))
     ini = MosesIni.read(BASE / "moses.ini")
@@ -54,9 +63,6 @@ def real_system(tmp_path_factory):
 
 
 def test_lm_feature_equals_kenlm_full_sentence_score(real_system):
-    import math
-    import kenlm
-    from moses_integration.decoder import DecoderConfig, PhraseModel
     d = real_system
     sents = (d / "dev.en").read_text().splitlines()[:5]
     model = PhraseModel(str(d / "moses.ini"), sents, DecoderConfig(pop_limit=200, stack_size=50))
@@ -73,7 +79,6 @@ def test_decode_and_evaluate_on_real_data(real_system, capsys):
                  str(d / "out.fr"), "--n-best-list", str(d / "nbest"), "10", "--threads", "2",
                  "--pop-limit", "300", "--stack-size", "50", "--segmentation"]) == 0
     assert len((d / "out.fr").read_text().splitlines()) == 80
-    from moses_integration.nbest import group_by_sentence, read_nbest
     lists = list(group_by_sentence(read_nbest(d / "nbest")))
     assert len(lists) == 80 and all(1 <= len(x) <= 10 for x in lists)
     # evaluation on detokenised output with sacrebleu, and the bootstrap against itself
@@ -123,16 +128,11 @@ def test_tuning_raises_dev_bleu_on_real_data(real_system, capsys):
 
 
 def _layout(d):
-    from moses_integration.decoder import PhraseModel
     return PhraseModel(str(d / "moses.ini"), ["a"]).layout.groups
 
 
 def _tiny_cslm(d, path):
     """An untrained CSLM over the words of the dev references, saved at ``path``."""
-    import torch
-    from rescorer.checkpoint import save_cslm_checkpoint
-    from rescorer.cslm import CSLM, CSLMConfig
-    from rescorer.vocab import EOS, UNK, Vocabulary
     words = sorted({w for line in (d / "dev.fr").read_text().split("\n") for w in line.split()})[:3000]
     vocab = Vocabulary([EOS, UNK] + words)
     torch.manual_seed(0)
@@ -144,9 +144,6 @@ def _tiny_cslm(d, path):
 def test_decode_with_a_cslm_feature_in_parallel(real_system, tmp_path):
     """The CSLM inside the search on real tables, two worker processes: every n-best line's CSLM0
     equals the whole-sentence score of its text."""
-    import numpy as np
-    from moses_integration.nbest import read_nbest
-    from rescorer.cslm import CSLMScorer, OutOfShortlist
     d = real_system
     model, vocab = _tiny_cslm(d, tmp_path / "cslm.pt")
     assert main(["ini", "add-feature", "--ini", str(d / "moses.ini"), "--line",
@@ -170,9 +167,6 @@ def test_tune_and_decode_with_the_cslm_by_nbest_rescoring(real_system, tmp_path,
     whose [weight] section Moses can still read.  ``decode --cslm``: each n-best line's CSLM0 is
     the CSLM's score of its text, its total the weighted sum, and the 1-best is what ``rerank``
     picks from those lists with the tuned ini and CSLM0's weight."""
-    import numpy as np
-    from moses_integration.nbest import read_nbest
-    from rescorer.cslm import CSLMScorer, OutOfShortlist
     d = real_system
     model, vocab = _tiny_cslm(d, tmp_path / "cslm.pt")
     cslm = tmp_path / "cslm.pt"
@@ -228,7 +222,6 @@ def test_tune_and_decode_with_the_cslm_by_nbest_rescoring(real_system, tmp_path,
 def test_tune_through_moses_with_the_cslm_by_nbest_rescoring(real_system, tmp_path):
     """``tune --moses-bin --cslm``: the real Moses makes the n-best lists, with LM0 standing in
     for the CSLM, and they are rescored and re-ranked as with the built-in decoder."""
-    from test_real_moses import MOSES
     if not os.access(MOSES, os.X_OK):
         pytest.skip(f"no Moses binary at {MOSES} (set MOSES)")
     d = real_system
