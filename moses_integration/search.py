@@ -429,27 +429,43 @@ def trellis_paths(finals: list, n: cython.int, distinct: cython.bint, max_explor
     hypothesis for one of its arcs (the recombined alternatives), at a cost of the score they
     differ by.  A derivation is kept as (its parent's path, position, arc) and spelled out
     only when popped.  Returns up to n (hypotheses in order, score), best first; with
-    ``distinct``, one per target string.  At most ``max_explored`` derivations are popped."""
+    ``distinct``, one per target string.  At most ``max_explored`` derivations are popped.
+
+    The derivations are taken best first, ties in the order they were made.  The deviations of
+    one popped path are made together and most are never taken, so they are not all queued:
+    they are sorted once (by score, then the order they were made in) and only the best one not
+    yet taken waits in the queue for its path; taking it queues the next.  As each path's first
+    remaining deviation is the best of its own, the queue's first is the best of all of them:
+    the same derivations in the same order as queueing every deviation, with a queue of about
+    the derivations taken rather than the ones made."""
     heap: list = []
     counter: cython.longlong = 0
     explored: cython.int = 0
     p: cython.int
     pos: cython.int
-    changed: cython.int
+    bi: cython.Py_ssize_t
     neg: cython.double
     h: Hyp
     a: Hyp
     for h in finals:
-        heap.append((-h.score, counter, None, 0, h, -1))
+        heap.append((-h.score, counter, None, 0, h, None, 0))
         counter += 1
     heapq.heapify(heap)
     out: list = []
     seen: set = set()
     while heap and len(out) < n and explored < max_explored:
-        neg, _, parent, pos, h, changed = heapq.heappop(heap)
+        neg, _, parent, pos, h, block, bi = heapq.heappop(heap)
+        if block is not None and bi + 1 < len(block):  # its path's next deviation takes its place
+            nxt = block[bi + 1]
+            heapq.heappush(heap, (nxt[0], nxt[1], parent, nxt[2], nxt[3], block, bi + 1))
         explored += 1
         # the path from the final hypothesis backwards (index 0 = the final hypothesis)
-        rev: list = (parent[:pos] if parent is not None else []) + [h] + h.path()[::-1][1:]
+        rev: list = parent[:pos] if parent is not None else []
+        rev.append(h)
+        x = h.prev
+        while cython.cast(Hyp, x).prev is not None:
+            rev.append(x)
+            x = cython.cast(Hyp, x).prev
         if distinct:
             words = []
             for p in range(len(rev) - 1, -1, -1):
@@ -460,12 +476,17 @@ def trellis_paths(finals: list, n: cython.int, distinct: cython.bint, max_explor
                 out.append((rev[::-1], -neg))
         else:
             out.append((rev[::-1], -neg))
-        for p in range(changed + 1, len(rev)):
+        # its deviations: at the positions after the one this derivation changed
+        devs: list = []
+        for p in range(pos + 1 if parent is not None else 0, len(rev)):
             h = rev[p]
             if h.arcs is not None:
                 for a in h.arcs:
-                    heapq.heappush(heap, (neg + h.score - a.score, counter, rev, p, a, p))
+                    devs.append((neg + h.score - a.score, counter, p, a))
                     counter += 1
+        if devs:
+            devs.sort()  # (score, order made): the order is unique, so the rest is never compared
+            heapq.heappush(heap, (devs[0][0], devs[0][1], rev, devs[0][2], devs[0][3], devs, 0))
     return out
 
 

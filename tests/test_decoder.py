@@ -6,6 +6,7 @@ scoring, reordering by the orientation definitions) and compared with the decode
 hypothesis and with every line of its n-best list.
 """
 import gzip
+import heapq
 import importlib.util
 import itertools
 import math
@@ -229,6 +230,59 @@ def test_plain_python_search_equals_the_compiled_one(tmp_path, monkeypatch, seed
         assert [(t.words, t.segmentation) for t in b] == [(t.words, t.segmentation) for t in a]
         np.testing.assert_allclose([t.score for t in b], [t.score for t in a], atol=1e-9)
         np.testing.assert_allclose(np.array([t.features for t in b]), np.array([t.features for t in a]), atol=1e-9)
+
+
+def _every_deviation_queued(finals, n, distinct, max_explored):
+    """Moses's trellis paths with every deviation of a popped path put in the queue at once
+    (the plain form of search.trellis_paths): the order it must reproduce, ties included."""
+    heap = [(-h.score, i, None, 0, h, -1) for i, h in enumerate(finals)]
+    heapq.heapify(heap)
+    counter, explored, out, seen = len(heap), 0, [], set()
+    while heap and len(out) < n and explored < max_explored:
+        neg, _, parent, pos, h, changed = heapq.heappop(heap)
+        explored += 1
+        rev = (parent[:pos] if parent is not None else []) + [h] + h.path()[::-1][1:]
+        words = tuple(w for x in rev[::-1] for w in x.option.target)
+        if not distinct or words not in seen:
+            seen.add(words)
+            out.append((rev[::-1], -neg))
+        for p in range(changed + 1, len(rev)):
+            for a in rev[p].arcs or ():
+                heapq.heappush(heap, (neg + rev[p].score - a.score, counter, rev, p, a, p))
+                counter += 1
+    return out
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_trellis_paths_equal_queueing_every_deviation(tmp_path, monkeypatch, tied):
+    """The n-best paths (which hypotheses, in which order, with which scores) are those of the
+    plain algorithm, also when many paths tie (only the word and phrase penalties weighted) and
+    when the bound on explored paths ends the search."""
+    ini = make_model(tmp_path, 3)
+    sentences = ["a b c d", "d c b a c", "b a d c a b"]
+    model = PhraseModel(str(ini), sentences, DecoderConfig(pop_limit=100, stack_size=50))
+    if tied:
+        w = np.zeros(model.layout.size)
+        w[model.layout.slices()["WordPenalty0"]] = 1.0
+        w[model.layout.slices()["PhrasePenalty0"]] = 1.0
+        model.set_weights(w)
+    seen = []
+
+    def spy(finals, n, distinct, max_explored):
+        seen.append(finals)
+        return search.trellis_paths(finals, n, distinct, max_explored)
+    monkeypatch.setattr(decoder, "trellis_paths", spy)
+    compared = ties = 0
+    for s in sentences:
+        model.decode(s)
+        for n, distinct, bound in ((30, False, 1500), (30, True, 1500), (30, True, 12), (500, False, 25000)):
+            got = search.trellis_paths(seen[-1], n, distinct, bound)
+            want = _every_deviation_queued(seen[-1], n, distinct, bound)
+            assert [([id(h) for h in path], score) for path, score in got] == \
+                [([id(h) for h in path], score) for path, score in want]
+            compared += len(got)
+            ties += sum(a[1] == b[1] for a, b in zip(got, got[1:]))
+    assert compared > 300 and (ties > 100 if tied else True)
 
 
 def test_decode_input_errors_name_file_and_line(tmp_path, caplog):
