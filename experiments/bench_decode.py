@@ -39,7 +39,7 @@ from moses_integration.runner import find_moses
 from rescorer.fileio import atomic_write
 from rescorer.machine import describe as describe_machine
 
-from experiments.common import markdown_table
+from experiments.common import markdown_table, write_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED_MOSES = os.path.join(HERE, "..", "..", "shared", "tools", "moses", "moses")
@@ -118,7 +118,8 @@ def arguments(doc: str, sentences: int, work: str, out: str,
 def rewrite_report(out: str, report) -> None:
     """results.md written again by ``report`` from the results.json in ``out``, and printed."""
     with open(os.path.join(out, "results.json")) as f:
-        text = report(json.load(f))
+        results = json.load(f)
+    text = report(results)
     with atomic_write(os.path.join(out, "results.md"), "w") as f:
         f.write(text)
     print(text)
@@ -242,15 +243,9 @@ def main() -> None:
     if not moses:
         print("no real Moses here (give --moses or set MOSES to compare)")
         return
-    os.makedirs(a.out, exist_ok=True)
     rep = {"command": "python experiments/bench_decode.py " + " ".join(sys.argv[1:]), "moses": moses,
            "machine": describe_machine(), "sentences": a.sentences, "input": a.input, "processes": a.processes, "systems": res}
-    with atomic_write(os.path.join(a.out, "results.json"), "w") as f:
-        json.dump(rep, f, indent=1)
-    text = report(rep)
-    with atomic_write(os.path.join(a.out, "results.md"), "w") as f:
-        f.write(text)
-    print(text)
+    print(write_results(a.out, rep, report, default=None))
 
 
 if __name__ == "__main__":

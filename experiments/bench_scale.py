@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import os
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from rescorer.model import ModelConfig, RNNEncoderDecoder
 from rescorer.score_table import plan_parts
 from rescorer.vocab import Vocabulary
 
-from experiments.common import markdown_table
+from experiments.common import markdown_table, write_results
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -134,12 +133,16 @@ def main() -> None:
     big = 100_000_000
     for r in rows:
         serial = big / plan_rate + (big / join_rate if r["workers"] > 1 else 0)
-        r["projected_100M_hours"] = {m: round((serial + big / (m * r["pairs_per_s"])) / 3600, 1) for m in (1, 10, 100)}
-    os.makedirs(a.out, exist_ok=True)
+        r["projected_100M_hours"] = {str(m): round((serial + big / (m * r["pairs_per_s"])) / 3600, 1) for m in (1, 10, 100)}
     report = {"machine": machine, "pairs": n, "plan_lines_per_s": round(plan_rate), "join_lines_per_s": round(join_rate),
               "rows": rows, "command": " ".join(["python experiments/bench_scale.py"] + sys.argv[1:])}
-    with open(os.path.join(a.out, "results.json"), "w") as f:
-        json.dump(report, f, indent=1)
+    print(write_results(a.out, report, markdown, default=None), end="")
+
+
+def markdown(report: dict) -> str:
+    """The report's Markdown, from its results structure."""
+    machine, n, rows = report["machine"], report["pairs"], report["rows"]
+    plan_rate, join_rate = report["plan_lines_per_s"], report["join_lines_per_s"]
     md = ["# Scoring cost by network size and process count", "",
           f"Made by `{report['command']}` on {machine['cpu']} ({machine['cores']} cores; CPU features: "
           f"{', '.join(machine['features']) or 'none of AVX2/AVX-512/AMX listed'}), torch {machine['torch']}.", "",
@@ -150,9 +153,9 @@ def main() -> None:
     md += markdown_table(["hidden", "processes", "seconds", "of which start", "pairs/s once started",
                           "100M pairs, 1 machine (h)", "10 machines (h)", "100 machines (h)"],
                          [[r["hidden"], r["workers"], f"{r['seconds']:.1f}", f"{r['start_seconds']:.1f}",
-                           f"{r['pairs_per_s']:,.0f}", r["projected_100M_hours"][1], r["projected_100M_hours"][10],
-                           r["projected_100M_hours"][100]] for r in rows], align="r" * 8)
-    for hidden in a.hidden:
+                           f"{r['pairs_per_s']:,.0f}", r["projected_100M_hours"]["1"], r["projected_100M_hours"]["10"],
+                           r["projected_100M_hours"]["100"]] for r in rows], align="r" * 8)
+    for hidden in dict.fromkeys(r["hidden"] for r in rows):
         one = next((r for r in rows if r["hidden"] == hidden and r["workers"] == 1), None)
         for r in rows:
             if one and r["hidden"] == hidden and r["workers"] > 1:
@@ -162,9 +165,7 @@ def main() -> None:
     md += ["", f"Planning the parts reads {plan_rate:,.0f} lines/s and joining them copies {join_rate:,.0f} lines/s; "
            "both happen once per job, on one machine, and are in the projections, which otherwise assume "
            "the measured rate on every machine (parts are independent; only the file system is shared)."]
-    with open(os.path.join(a.out, "results.md"), "w") as f:
-        f.write("\n".join(md) + "\n")
-    print("\n".join(md))
+    return "\n".join(md) + "\n"
 
 
 if __name__ == "__main__":

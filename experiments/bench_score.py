@@ -38,6 +38,8 @@ from rescorer.scorer import PhraseScorer, difference_stats
 from rescorer.vocab import Vocabulary
 from rescorer.machine import cpu_features, cpu_name
 
+from experiments.common import write_results
+
 LINES: list[str] = []   # what the run printed, for the report
 
 
@@ -310,18 +312,17 @@ def main() -> None:
 
 
 def write_report(out: str, results: dict) -> None:
-    import json
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1, default=float)
+    write_results(out, results, markdown, default=float)
+
+
+def markdown(results: dict) -> str:
     md = ["# Scoring speed: the prefix-tree scorer against a naive one, and reduced precision", "",
           f"Made by `{results['command']}`. Every number below was measured in that one run; "
           "the methods are described at the top of `experiments/bench_score.py`. The paper-size network has "
           "random weights: its speed is that of a trained one, but its output distributions are nearly uniform, "
           "so its score differences between precisions say nothing; those of the trained model (with `--model`) "
           "do.", "", "```"] + LINES + ["```"]
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write("\n".join(md) + "\n")
+    return "\n".join(md) + "\n"
 
 
 if __name__ == "__main__":

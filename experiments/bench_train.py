@@ -51,7 +51,8 @@ sys.path.insert(0, ROOT)
 if os.environ.get(TODAY_PACKAGE):
     sys.path.insert(0, os.environ[TODAY_PACKAGE])
 
-from experiments.common import arguments, errors_exit, head_stage, markdown_table, stage_records, vocab_stage  # noqa: E402
+from experiments.common import (  # noqa: E402
+    arguments, errors_exit, head_stage, markdown_table, stage_records, vocab_stage, write_results)
 from moses_integration import stages as S  # noqa: E402
 from rescorer.fileio import atomic_write  # noqa: E402
 from rescorer.plots import plt, save_figure  # noqa: E402
@@ -611,13 +612,8 @@ def markdown(res: dict) -> str:
 
 def write_report(bench: Bench, records: list[dict]) -> dict:
     res = collect(bench, records)
-    os.makedirs(bench.report, exist_ok=True)
-    with atomic_write(os.path.join(bench.report, "results.json"), "w") as f:
-        json.dump(res, f, indent=1)
-    if res["networks"]:
-        plot(res, os.path.join(bench.report, "curves.png"))
-    with atomic_write(os.path.join(bench.report, "results.md"), "w") as f:
-        f.write(markdown(res))
+    write_results(bench.report, res, markdown, default=None,
+                  plots=lambda r, out: plot(r, os.path.join(out, "curves.png")) if r["networks"] else None)
     return res
 
 

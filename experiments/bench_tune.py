@@ -18,7 +18,6 @@ feature vectors).  Writes ``results.md`` and ``results.json`` to ``--out``, and 
 from __future__ import annotations
 
 import cProfile
-import json
 import logging
 import os
 import pstats
@@ -32,11 +31,10 @@ from moses_integration.decoder import DecoderConfig
 from moses_integration.mert import default_ranges, tune
 from moses_integration.moses_ini import MosesIni
 from moses_integration.runner import BuiltinDecoder
-from rescorer.fileio import atomic_write
 from rescorer.machine import describe as describe_machine
 
 from experiments.bench_decode import arguments, build_system, rewrite_report
-from experiments.common import markdown_table
+from experiments.common import markdown_table, write_results
 from experiments.table1_stats import perturbed_start
 
 TARGET_SECONDS = 300  # a MERT run of 1,000 sentences within 5 minutes on 2 cores
@@ -188,13 +186,7 @@ def main() -> None:
            "best_dev_bleu": max(h["dev_bleu"] for h in its),
            "iterations": [{k: v for k, v in h.items() if k != "weights"} for h in its], "final_pool": final,
            "decode_profile": prof}
-    os.makedirs(a.out, exist_ok=True)
-    with atomic_write(os.path.join(a.out, "results.json"), "w") as f:
-        json.dump(rep, f, indent=1)
-    text = report(rep)
-    with atomic_write(os.path.join(a.out, "results.md"), "w") as f:
-        f.write(text)
-    print(text)
+    print(write_results(a.out, rep, report, default=None))
     ini = MosesIni.read(ini_path)
     sl = dec.layout.slices()
     ini.set_weights({n: list(res.weights[sl[n]]) for n, _, _ in groups if n in ini.weights()})

@@ -1,14 +1,16 @@
 """What the experiments share: the paper's figures, reading a span of a text file's lines, Markdown
-tables, the error of a bad config, the stages that cut a table and make shortlists, and the options every
-experiment script has."""
+tables, a report directory written from one results structure, the error of a bad config, the stages
+that cut a table and make shortlists, and the options every experiment script has."""
 from __future__ import annotations
 
 import argparse
 import contextlib
 import gzip
 import itertools
+import json
 import logging
 import os
+from typing import Callable
 
 from moses_integration import stages as S
 from rescorer.fileio import atomic_write
@@ -28,6 +30,23 @@ def markdown_table(header: list[str], rows, align: str | None = None) -> list[st
         return "|" + "|".join(f" {c} " if str(c) != "" else " " for c in cells) + "|"
     rule = "|" + "".join("---:|" if a == "r" else "---|" for a in (align or "l" * len(header)))
     return [line(header), rule] + [line(row) for row in rows]
+
+
+def write_results(out: str, results: dict, render: Callable[[dict], str],
+                  plots: Callable[[dict, str], None] | None = None, default: Callable | None = str) -> str:
+    """A report directory from one results structure: ``results.json`` (``default`` turns what JSON
+    does not know into something it does), the figures ``plots(results, out)`` draws, and
+    ``results.md`` rendered from the structure by ``render``, each file written through a temporary
+    one; returns the Markdown."""
+    os.makedirs(out, exist_ok=True)
+    with atomic_write(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1, default=default)
+    if plots is not None:
+        plots(results, out)
+    text = render(results)
+    with atomic_write(os.path.join(out, "results.md"), "w") as f:
+        f.write(text)
+    return text
 
 
 class ConfigError(ValueError):

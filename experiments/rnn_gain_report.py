@@ -18,11 +18,10 @@ import time
 import numpy as np
 
 from moses_integration.evaluate import corpus_bleu, describe_runs, paired_test_all_runs
-from rescorer.fileio import atomic_write
 from rescorer.machine import describe as describe_machine
 from rescorer.plots import plt, save_figure
 
-from experiments.common import markdown_table, read_lines
+from experiments.common import markdown_table, read_lines, write_results
 from experiments.table1_config import read_config, slug
 from experiments.rnn_gain import budget_text, parse_budget, point_name, same_settings
 from experiments.table1_report import _detok, _p, collapses
@@ -320,7 +319,7 @@ def findings(r: dict, alpha: float = 0.05) -> list[str]:
         top = max(effects, key=lambda e: e[1])
         rest = sorted(effects, key=lambda e: -e[1])[1:4]
         out.append("Of the factors measured, " + top[0] + f" moves the gain most ({top[1]:.2f} BLEU: {top[2]})"
-                   + ("; " + ", ".join(f"{w} {v:.2f}" for w, v, _ in rest) + " next." if rest else "."))
+                   + ("; " + ", ".join(f"{w} {v:.2f} ({where})" for w, v, where in rest) + " next." if rest else "."))
         # a difference of means smaller than the spread of single MERT runs is not yet an effect
         spread = max([a["baseline"]["s_opt"] for a in r["sets"].values()]
                      + [d["s_opt"] for a in r["sets"].values() for d in a["points"].values()])
@@ -427,16 +426,15 @@ def write_report(study, records: list[dict]) -> dict:
     r["best"] = best_setting(r)
     r["findings"] = findings(r)
     r["cost_minutes"] = costs(records)
-    os.makedirs(study.report, exist_ok=True)
-    with atomic_write(os.path.join(study.report, "results.json"), "w") as f:
-        json.dump(r, f, indent=1, default=str)
-    if any(a["points"] for a in r["sets"].values()):
-        plot_gain(r, "budget_updates", "training updates (log scale)", os.path.join(study.report, "gain-vs-updates.png"))
-        plot_gain(r, "valid_ppl", "validation perplexity of the network", os.path.join(study.report,
-                                                                                       "gain-vs-perplexity.png"))
-    with atomic_write(os.path.join(study.report, "results.md"), "w") as f:
-        f.write(markdown(r))
+    write_results(study.report, r, markdown, plots)
     return r
+
+
+def plots(r: dict, out: str) -> None:
+    """The gain against training updates and against validation perplexity, once a point is measured."""
+    if any(a["points"] for a in r["sets"].values()):
+        plot_gain(r, "budget_updates", "training updates (log scale)", os.path.join(out, "gain-vs-updates.png"))
+        plot_gain(r, "valid_ppl", "validation perplexity of the network", os.path.join(out, "gain-vs-perplexity.png"))
 
 
 def plot_gain(r: dict, x_key: str, x_label: str, path: str) -> None:

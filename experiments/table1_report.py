@@ -20,12 +20,11 @@ import numpy as np
 from moses_integration import pipeline as P
 from moses_integration.evaluate import corpus_bleu, describe_runs, paired_test, paired_test_all_runs, postprocess
 from moses_integration.mert import default_ranges
-from rescorer.fileio import atomic_write
 from rescorer.machine import describe as describe_machine
 from rescorer.plots import plt, save_figure
 from rescorer.text import read_lines as text_lines_of
 
-from experiments.common import PAPER, PAPER_OF, markdown_table, read_lines
+from experiments.common import PAPER, PAPER_OF, markdown_table, read_lines, write_results
 
 
 def _detok(path: str, lang: str) -> list[str]:
@@ -267,16 +266,16 @@ def write_report(exp, records: list[dict]) -> dict:
     if exp.cslm_modes_system() and os.path.exists(exp.modes_path()):
         with open(exp.modes_path()) as f:
             results["cslm_modes"] = json.load(f)
-    os.makedirs(cfg.report, exist_ok=True)
-    with atomic_write(os.path.join(cfg.report, "results.json"), "w") as f:
-        json.dump(results, f, indent=1, default=str)
-    if results["dev"]:
-        plot(results, os.path.join(cfg.report, "results.png"))
-    if histories:
-        plot_training(results, os.path.join(cfg.report, "networks.png"))
-    with atomic_write(os.path.join(cfg.report, "results.md"), "w") as f:
-        f.write(markdown(results))
+    write_results(cfg.report, results, markdown, lambda r, out: plots(r, out, bool(histories)))
     return results
+
+
+def plots(r: dict, out: str, training: bool) -> None:
+    """BLEU per system (once the dev set is measured) and, with ``training``, the networks' curves."""
+    if r["dev"]:
+        plot(r, os.path.join(out, "results.png"))
+    if training:
+        plot_training(r, os.path.join(out, "networks.png"))
 
 
 def summary(r: dict, report_dir: str) -> str:
