@@ -315,6 +315,14 @@ def findings(r: dict, alpha: float = 0.05) -> list[str]:
             if parts:
                 out.append(f"{a}, tested on {t['name']} (the baseline {t['systems'][BASELINE]['mean']:.2f}): "
                            + ", ".join(parts) + ".")
+            # a gain on the tuning set that the held-out set does not show may be MERT's fit to it
+            for s, d in t["systems"].items():
+                dev = r["sets"][a]["points"].get(s)
+                if s != BASELINE and dev and dev["delta"] > 0 and d["delta"] < dev["delta"] / 2:
+                    out.append(f"{a}: {s} gains {dev['delta']:+.2f} on the set it was tuned on but "
+                               f"{d['delta']:+.2f} on {t['name']}, held out (p = {_p(d['p_value_all_runs'])}): "
+                               "the held-out set does not confirm it, and the tuning set's gain may be MERT's "
+                               "fit to that set.")
     if effects:
         top = max(effects, key=lambda e: e[1])
         rest = sorted(effects, key=lambda e: -e[1])[1:4]
