@@ -118,8 +118,7 @@ def arguments(doc: str, sentences: int, work: str, out: str,
 def rewrite_report(out: str, report) -> None:
     """results.md written again by ``report`` from the results.json in ``out``, and printed."""
     with open(os.path.join(out, "results.json")) as f:
-        results = json.load(f)
-    text = report(results)
+        text = report(json.load(f))
     with atomic_write(os.path.join(out, "results.md"), "w") as f:
         f.write(text)
     print(text)

@@ -46,6 +46,11 @@ def score_differences(fp32_table: str, other_table: str, column: int = 4) -> dic
 TABLE_COLUMNS = ("p(source|target)", "lex(source|target)", "p(target|source)", "lex(target|source)")
 
 
+def source_ids(sources: list[str]) -> np.ndarray:
+    """Each pair's source phrase as a number: its rank among the distinct source phrases."""
+    return np.unique(np.asarray(sources, dtype=object), return_inverse=True)[1]
+
+
 def table_correlations(sources: list[str], scores: np.ndarray, rnn_column: int = 4, min_targets: int = 5) -> dict:
     """The RNN's log p(target|source) (column ``rnn_column`` of a scored table) against each of the
     table's four scores, as the decoder sees them (Moses's max(ln x, -100)): Pearson and
@@ -55,12 +60,12 @@ def table_correlations(sources: list[str], scores: np.ndarray, rnn_column: int =
     from scipy.stats import pearsonr, spearmanr  # scipy: only for this statistic
     logs = moses_logs(np.asarray(scores, float))
     rnn = logs[:, rnn_column]
-    order = np.argsort(np.asarray(sources, dtype=object), kind="stable")
-    src_sorted = np.asarray(sources, dtype=object)[order]
-    starts = np.flatnonzero(np.r_[True, src_sorted[1:] != src_sorted[:-1]])
-    ends = np.r_[starts[1:], len(order)]
-    groups = [order[a:b] for a, b in zip(starts, ends) if b - a >= min_targets]
-    out = {"pairs": int(len(rnn)), "sources": int(len(starts)), "sources_with_enough_targets": len(groups),
+    ids = source_ids(sources)
+    order = np.argsort(ids, kind="stable")
+    counts = np.bincount(ids)
+    ends = np.cumsum(counts)
+    groups = [order[a:b] for a, b in zip(ends - counts, ends) if b - a >= min_targets]
+    out = {"pairs": int(len(rnn)), "sources": int(len(counts)), "sources_with_enough_targets": len(groups),
            "min_targets": min_targets, "columns": {}}
     for j, name in enumerate(TABLE_COLUMNS):
         x = logs[:, j]
@@ -95,7 +100,7 @@ def table_fit(sources: list[str], targets: list[str], scores: np.ndarray, rnn_co
     rnn = logs[:, rnn_column]
     tlen = np.array([len(t.split()) for t in targets], float)
     slen = np.array([len(s.split()) for s in sources], float)
-    _, group = np.unique(np.asarray(sources, dtype=object), return_inverse=True)
+    group = source_ids(sources)
     counts = np.bincount(group)
 
     def centred(v: np.ndarray) -> np.ndarray:
