@@ -9,6 +9,7 @@ what happens between (the stacks) is here.
 Scores are Moses's: a hypothesis's ``score`` is the weighted sum of its feature values so far,
 ``future`` the estimate of the rest (Moses's future cost), and stacks are ordered by their sum.
 """
+import array
 import heapq
 import math
 
@@ -126,6 +127,7 @@ class Search:
     dl: cython.int
     L: cython.int
     opts: dict
+    opts_at: list   # the options of span [s, e) at s * (n + 1) + e, or None
     fc: list
     fut_cache: dict
     lm: object
@@ -157,6 +159,10 @@ class Search:
         lm_caches: dict = {}
         lr_ids: dict = {}
         o: Option
+        self.opts_at = [None] * ((n + 1) * (n + 1))
+        for (s, e), olist in opts.items():
+            if olist:
+                self.opts_at[s * (n + 1) + e] = olist
         for olist in opts.values():
             for o in olist:
                 caches = lm_caches.get(o.target)
@@ -282,12 +288,15 @@ class Search:
             stack[k] = h
             return
         o: Hyp = old
-        if h.score > o.score:
-            h.arcs = (o.arcs or []) + [o]
-            o.arcs = None
+        arcs: list = o.arcs
+        if arcs is None:
+            arcs = o.arcs = []
+        if h.score > o.score:  # h takes o's place and its arcs, o last among them
+            arcs.append(o)
+            h.arcs, o.arcs = arcs, None
             stack[k] = h
         else:
-            o.arcs = (o.arcs or []) + [h]
+            arcs.append(h)
 
     @cython.cfunc
     def register_edges(self, hyps: list, edges: list) -> cython.void:
@@ -301,6 +310,7 @@ class Search:
         first_gap: cython.int
         ncov: cython.int
         h: Hyp
+        opts_at: list = self.opts_at
         by_cov: dict = {}
         for h in hyps:
             g = by_cov.get(h.coverage)
@@ -321,8 +331,8 @@ class Search:
                 for e in range(s + 1, min(s + L, n) + 1):
                     if cov >> (e - 1) & 1:
                         break
-                    olist = self.opts.get((s, e))
-                    if not olist:
+                    olist = opts_at[s * (n + 1) + e]
+                    if olist is None:
                         continue
                     # Moses: starting right of the first gap, the jump back must stay in the limit
                     if dl >= 0 and s != first_gap and abs(e - first_gap) > dl:
@@ -431,33 +441,38 @@ def trellis_paths(finals: list, n: cython.int, distinct: cython.bint, max_explor
     only when popped.  Returns up to n (hypotheses in order, score), best first; with
     ``distinct``, one per target string.  At most ``max_explored`` derivations are popped.
 
-    The derivations are taken best first, ties in the order they were made.  The deviations of
-    one popped path are made together and most are never taken, so they are not all queued:
-    they are sorted once (by score, then the order they were made in) and only the best one not
-    yet taken waits in the queue for its path; taking it queues the next.  As each path's first
-    remaining deviation is the best of its own, the queue's first is the best of all of them:
-    the same derivations in the same order as queueing every deviation, with a queue of about
-    the derivations taken rather than the ones made."""
+    The derivations are taken best first, ties in the order they were made (the final
+    hypotheses first, then each popped path's deviations by position and arc).  The deviations
+    of one popped path are made together and most are never taken, so they are not all queued:
+    they are kept in arrays (``_Deviations``), sorted once, and only the best one not yet taken
+    waits in the queue for its path; taking it queues the next.  As each path's first remaining
+    deviation is the best of its own, the queue's first is the best of all of them: the same
+    derivations in the same order as queueing every deviation, with a queue of about the
+    derivations taken rather than the ones made."""
     heap: list = []
-    counter: cython.longlong = 0
     explored: cython.int = 0
+    blocks: cython.longlong = 0
     p: cython.int
     pos: cython.int
     bi: cython.Py_ssize_t
+    j: cython.Py_ssize_t
     neg: cython.double
     h: Hyp
-    a: Hyp
-    for h in finals:
-        heap.append((-h.score, counter, None, 0, h, None, 0))
-        counter += 1
+    devs: _Deviations
+    i: cython.Py_ssize_t
+    for i in range(len(finals)):
+        h = finals[i]
+        heap.append((-h.score, -1, i, None, 0, h, None, 0))
     heapq.heapify(heap)
     out: list = []
     seen: set = set()
     while heap and len(out) < n and explored < max_explored:
-        neg, _, parent, pos, h, block, bi = heapq.heappop(heap)
-        if block is not None and bi + 1 < len(block):  # its path's next deviation takes its place
-            nxt = block[bi + 1]
-            heapq.heappush(heap, (nxt[0], nxt[1], parent, nxt[2], nxt[3], block, bi + 1))
+        neg, _, _, parent, pos, h, block, bi = heapq.heappop(heap)
+        if block is not None and bi + 1 < cython.cast(_Deviations, block).size:
+            devs = block  # its path's next deviation takes its place
+            j = devs.order[bi + 1]
+            heapq.heappush(heap, (devs.cost[j], devs.number, j, parent, devs.position[j],
+                                  cython.cast(Hyp, parent[devs.position[j]]).arcs[devs.arc[j]], devs, bi + 1))
         explored += 1
         # the path from the final hypothesis backwards (index 0 = the final hypothesis)
         rev: list = parent[:pos] if parent is not None else []
@@ -477,17 +492,104 @@ def trellis_paths(finals: list, n: cython.int, distinct: cython.bint, max_explor
         else:
             out.append((rev[::-1], -neg))
         # its deviations: at the positions after the one this derivation changed
-        devs: list = []
-        for p in range(pos + 1 if parent is not None else 0, len(rev)):
+        devs = _Deviations(rev, pos + 1 if parent is not None else 0, neg, blocks)
+        if devs.size:
+            blocks += 1
+            j = devs.order[0]
+            heapq.heappush(heap, (devs.cost[j], devs.number, j, rev, devs.position[j],
+                                  cython.cast(Hyp, rev[devs.position[j]]).arcs[devs.arc[j]], devs, 0))
+    return out
+
+
+@cython.final
+@cython.cclass
+class _Deviations:
+    """The deviations of one path ``rev`` (final hypothesis first) at positions ``first`` on, in
+    the order they are made (by position, then arc): the cost of each (``neg`` + the score the
+    hypothesis and its arc differ by), its position and arc, and ``order``, their indices by
+    cost, ties in the order made.  ``number`` orders paths' deviations made at equal cost."""
+    size = cython.declare(cython.Py_ssize_t)
+    number = cython.declare(cython.longlong)
+    cost = cython.declare(cython.double[:])
+    position = cython.declare(cython.int[:])
+    arc = cython.declare(cython.int[:])
+    order = cython.declare(cython.int[:])
+
+    def __init__(self, rev: list, first: cython.int, neg: cython.double, number: cython.longlong):
+        p: cython.int
+        k: cython.int
+        m: cython.Py_ssize_t = 0
+        base: cython.double
+        h: Hyp
+        a: Hyp
+        for p in range(first, len(rev)):
+            arcs = cython.cast(Hyp, rev[p]).arcs
+            if arcs is not None:
+                m += len(arcs)
+        self.size, self.number = m, number
+        if m == 0:
+            return
+        self.cost = array.array("d", bytes(8 * m))
+        self.position = array.array("i", bytes(4 * m))
+        self.arc = array.array("i", bytes(4 * m))
+        m = 0
+        for p in range(first, len(rev)):
             h = rev[p]
             if h.arcs is not None:
-                for a in h.arcs:
-                    devs.append((neg + h.score - a.score, counter, p, a))
-                    counter += 1
-        if devs:
-            devs.sort()  # (score, order made): the order is unique, so the rest is never compared
-            heapq.heappush(heap, (devs[0][0], devs[0][1], rev, devs[0][2], devs[0][3], devs, 0))
-    return out
+                base = neg + h.score
+                for k in range(len(h.arcs)):
+                    a = h.arcs[k]
+                    self.cost[m] = base - a.score
+                    self.position[m], self.arc[m] = p, k
+                    m += 1
+        self.order = array.array("i", range(m))
+        _sort_by(self.cost, self.order, array.array("i", bytes(4 * m)), m)
+
+
+@cython.cfunc
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def _sort_by(key: cython.double[:], idx: cython.int[:], tmp: cython.int[:], m: cython.Py_ssize_t) -> cython.void:
+    """Sort the indices idx[:m] by key, ties in their order (a bottom-up merge sort)."""
+    width: cython.Py_ssize_t = 1
+    lo: cython.Py_ssize_t
+    mid: cython.Py_ssize_t
+    hi: cython.Py_ssize_t
+    i: cython.Py_ssize_t
+    j: cython.Py_ssize_t
+    k: cython.Py_ssize_t
+    src: cython.int[:] = idx
+    dst: cython.int[:] = tmp
+    in_tmp: cython.bint = False  # whether the sorted run is in tmp
+    while width < m:
+        lo = 0
+        while lo < m:
+            mid = min(lo + width, m)
+            hi = min(lo + 2 * width, m)
+            i, j, k = lo, mid, lo
+            while i < mid and j < hi:
+                if key[src[j]] < key[src[i]]:
+                    dst[k] = src[j]
+                    j += 1
+                else:
+                    dst[k] = src[i]
+                    i += 1
+                k += 1
+            while i < mid:
+                dst[k] = src[i]
+                i += 1
+                k += 1
+            while j < hi:
+                dst[k] = src[j]
+                j += 1
+                k += 1
+            lo = hi
+        src, dst = dst, src
+        in_tmp = not in_tmp
+        width *= 2
+    if in_tmp:
+        for i in range(m):
+            idx[i] = src[i]
 
 
 @cython.cfunc
