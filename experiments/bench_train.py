@@ -44,18 +44,13 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# the profile of today's path runs this script with today's rescorer package ahead of this one
-TODAY_PACKAGE = "BENCH_TRAIN_RESCORER"
-sys.path.insert(0, ROOT)
-if os.environ.get(TODAY_PACKAGE):
-    sys.path.insert(0, os.environ[TODAY_PACKAGE])
-
-from experiments.common import (  # noqa: E402
+from experiments.common import (
     arguments, errors_exit, head_stage, markdown_table, stage_records, vocab_stage, write_results)
-from moses_integration import stages as S  # noqa: E402
-from rescorer.fileio import atomic_write  # noqa: E402
-from rescorer.plots import plt, save_figure  # noqa: E402
+from moses_integration import stages as S
+from rescorer.fileio import atomic_write
+from rescorer.plots import plt, save_figure
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 log = logging.getLogger("bench_train")
 # the last commit whose trainer had only uniform batches: the `today` path
@@ -128,7 +123,7 @@ class Bench:
     def options(self, path: str) -> argparse.Namespace:
         """A path's `rescorer train` options as its own trainer's parser reads them (defaults
         included; today's parser has no --batching, --per-source or --precision)."""
-        from rescorer.cli import build_parser, register  # the path's package: see TODAY_PACKAGE
+        from rescorer.cli import build_parser, register  # the package this process runs: see env()
         return build_parser(register).parse_args(["train", "--phrase-table", self.table_used, "--vocab", self.vocab,
                                                   "--output", self.work, *self.common, *self.paths[path]])
 
@@ -143,12 +138,11 @@ class Bench:
         return self.today_src if path == "today" else ROOT
 
     def env(self, path: str) -> dict:
+        """The environment of a path's processes: its source tree ahead of the installed package
+        (the editable install's finder comes after PYTHONPATH), one thread count."""
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
         env["PYTHONPATH"] = os.pathsep.join([self.source(path)]
                                             + [p for p in [os.environ.get("PYTHONPATH")] if p])
-        env.pop(TODAY_PACKAGE, None)
-        if path == "today":
-            env[TODAY_PACKAGE] = self.today_src
         return env
 
     def train_command(self, net: str, path: str) -> list[str]:

@@ -2,6 +2,7 @@
 role across the commands of both packages."""
 import argparse
 import os
+import re
 import subprocess
 import sys
 
@@ -70,3 +71,24 @@ def test_both_entry_points_offer_the_same_commands_and_options():
         b = subprocess.run([sys.executable, "-m", "rescorer", *args], capture_output=True, text=True)
         assert a.returncode == b.returncode == 0, (a.stderr, b.stderr)
         assert a.stdout == b.stdout, args
+
+
+def test_readme_layout_names_every_module():
+    """The README's layout section names each module and script of the three packages (by file
+    name, or as bench_*.py, table1*.ini and the like), and no file that is not there."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    layout = text[text.index("## Layout"):]
+    layout = layout[:layout.index("\n## ", 3) if "\n## " in layout[3:] else len(layout)]
+    named = set(re.findall(r"[\w*]+\.(?:py|sh|ini)", layout))
+    patterns = [re.compile("^" + re.escape(n).replace(r"\*", ".*") + "$") for n in named]
+    for package in ("rescorer", "moses_integration", "experiments"):
+        files = [f for f in os.listdir(os.path.join(root, package))
+                 if f.endswith((".py", ".sh")) and f != "__init__.py"]
+        missing = [f for f in files if not any(p.match(f) for p in patterns)]
+        assert not missing, f"README's layout does not name {package}/{missing}"
+    every = {f for package in ("rescorer", "moses_integration", "experiments")
+             for f in os.listdir(os.path.join(root, package))}
+    gone = [n for n in named if "*" not in n and n not in every]
+    assert not gone, f"README's layout names files that are not there: {gone}"
