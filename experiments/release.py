@@ -30,7 +30,7 @@ from moses_integration.moses_ini import MosesIni
 from rescorer.fileio import atomic_write
 
 from experiments.common import ConfigError
-from experiments.reproduce import Experiment
+from experiments.table1_experiment import Experiment
 from experiments.table1_config import ROLES, slug
 
 _HEAD = re.compile(r"# (?P<system>.+), MERT run (?P<run>\d+) \(seed (?P<seed>\d+), bounds: (?P<bounds>\w+)\): "

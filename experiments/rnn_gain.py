@@ -8,7 +8,7 @@ A point of the study is one network checkpoint (the table it learned from, its s
 updates it trained, its direction) on one tuning set.  The checkpoints of one network at
 several budgets are points of one learning curve: one training run, continued budget after
 budget.  Every point is measured as the Table 1 experiment measures a system, with its stages
-(``reproduce.Experiment``): the tuning set's table scored, MERT runs with their own seeds, the
+(``table1_experiment.Experiment``): the tuning set's table scored, MERT runs with their own seeds, the
 tuning set decoded with each run's weights; the baseline's runs are shared by all points of a
 tuning set.  The systems decode with their own tables filtered to the set: only what the
 network learns from changes.
@@ -48,7 +48,9 @@ from rescorer.runtime import setup_logging
 
 from experiments import build_baseline
 from experiments.common import ConfigError, arguments, errors_exit, read_lines, stage_records, vocab_stage
-from experiments.reproduce import Experiment
+from experiments.rnn_gain_points import BASELINE, budget_text, parse_budget, parse_point, point_name, same_settings
+from experiments.rnn_gain_report import summary, write_report
+from experiments.table1_experiment import Experiment
 from experiments.table1_config import Config, parse_span, read_config, slug, train_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,47 +58,6 @@ log = logging.getLogger("rnn_gain")
 
 # the keys of [rnn] and [network NAME] the study reads itself; the others are `rescorer train` options
 NETWORK_KEYS = ("table", "updates", "shortlist")
-BASELINE = "Baseline"
-
-
-def same_settings(a, b) -> bool:
-    """Whether two settings structures are equal as JSON stores them."""
-    return json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str))
-
-
-def budget_text(updates: int) -> str:
-    """62000 -> '62k' (a budget as points and files name it)."""
-    return f"{updates // 1000}k" if updates % 1000 == 0 else str(updates)
-
-
-def parse_budget(text: str) -> int:
-    """'62k' or '62000' -> 62000; ValueError otherwise."""
-    t = text.strip().lower()
-    n = int(t[:-1]) * 1000 if t.endswith("k") else int(t)
-    if n <= 0:
-        raise ValueError(text)
-    return n
-
-
-def point_name(net: str, updates: int) -> str:
-    """'whole-500', 62000 -> 'whole-500@62k'"""
-    return f"{net}@{budget_text(updates)}"
-
-
-def parse_point(text: str, networks: dict, where: str) -> tuple[str, int]:
-    """'NET@UPDATES' of a known network and one of its budgets."""
-    net, at, u = text.partition("@")
-    if net not in networks:
-        raise ConfigError(f"{where}: {text!r}: no [network {net}] (networks: {', '.join(networks)})")
-    try:
-        updates = parse_budget(u)
-    except ValueError:
-        raise ConfigError(f"{where}: {text!r}: expected NETWORK@UPDATES, e.g. {net}@"
-                          f"{budget_text(networks[net]['updates'][-1])}") from None
-    if updates not in networks[net]["updates"]:
-        raise ConfigError(f"{where}: {text!r}: {net} is trained to "
-                          f"{', '.join(budget_text(x) for x in networks[net]['updates'])} updates only")
-    return net, updates
 
 
 class Study:
@@ -623,7 +584,6 @@ def main(argv: list[str] | None = None) -> dict:
                     help="measure again the points the report already holds with the same settings (by default "
                          "they are kept from it and their stages are not run)")
     a = ap.parse_args(argv)
-    from experiments.rnn_gain_report import summary, write_report  # it builds on this module
     with errors_exit(log):
         study = Study(a.config, a.data, a.work, progress=not a.quiet)
         if a.report:

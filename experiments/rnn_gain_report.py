@@ -23,10 +23,9 @@ from rescorer.plots import plt, save_figure
 
 from experiments.common import markdown_table, read_lines, write_results
 from experiments.table1_config import read_config, slug
-from experiments.rnn_gain import budget_text, parse_budget, point_name, same_settings
+from experiments.rnn_gain_points import BASELINE, budget_text, parse_budget, point_name, same_settings
 from experiments.table1_report import _detok, _p, collapses
 
-BASELINE = "Baseline"
 DIRECTIONS = {False: "p(target\\|source)", True: "p(source\\|target)"}  # escaped for a Markdown table
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

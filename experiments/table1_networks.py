@@ -1,7 +1,7 @@
 """The Table 1 experiment's networks: the RNN Encoder-Decoder and the CSLM trained
 (``rnn``, ``cslm``), the sets' tables scored by the RNN (``score-SET``, also in reduced
 precision) and the RNN score against the table's own (``rnn-vs-table-dev``).  A part of
-``reproduce.Experiment``."""
+``table1_experiment.Experiment``."""
 from __future__ import annotations
 
 import json

@@ -1,6 +1,6 @@
 """The Table 1 experiment's release (``release``): the networks in fp16, their shortlists and
 every run's tuned moses.ini beside the report, enough to translate other test sets without
-the work directory (``experiments/release.py`` does that).  A part of ``reproduce.Experiment``."""
+the work directory (``experiments/release.py`` does that).  A part of ``table1_experiment.Experiment``."""
 from __future__ import annotations
 
 import json

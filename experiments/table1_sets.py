@@ -1,6 +1,6 @@
 """The Table 1 experiment's system and sets: the system's files (and the LM stage when it has
 none), the tuning and test sets, their tables filtered to them (``filter-SET``) and every
-system's moses.ini per set (``ini-SYSTEM-SET``).  A part of ``reproduce.Experiment``."""
+system's moses.ini per set (``ini-SYSTEM-SET``).  A part of ``table1_experiment.Experiment``."""
 from __future__ import annotations
 
 import os
@@ -15,7 +15,7 @@ from experiments.table1_config import slug, variant
 
 
 class SetStages:
-    """The system, its sets, their filtered tables and the systems' inis (``reproduce.Experiment``
+    """The system, its sets, their filtered tables and the systems' inis (``table1_experiment.Experiment``
     holds the config ``cfg``, the work directories ``d`` and ``progress``)."""
 
     def system(self) -> tuple[MosesIni, str, str, str, list[S.Stage]]:

@@ -1,7 +1,7 @@
 """The Table 1 experiment's tuning and testing: a system's decoder (the CSLM by n-best rescoring
 or in the search), its MERT runs (``tune-SYSTEM-K``, contrast runs with other bounds), every
 run's weights decoding each test set (``test-SET-SYSTEM``) and the CSLM's two modes compared
-on the dev set (``cslm-modes-dev``).  A part of ``reproduce.Experiment``."""
+on the dev set (``cslm-modes-dev``).  A part of ``table1_experiment.Experiment``."""
 from __future__ import annotations
 
 import json

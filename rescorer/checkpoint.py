@@ -21,7 +21,7 @@ class CheckpointError(ValueError):
     pass
 
 
-def _read(name: str, fmt: str | tuple[str, ...], wrong_format: str) -> dict:
+def read_payload(name: str, fmt: str | tuple[str, ...], wrong_format: str) -> dict:
     """The payload of a checkpoint file, checked to be of format ``fmt`` (or one of them)."""
     if not os.path.exists(name):
         raise CheckpointError(f"{name}: no such model file")
@@ -52,7 +52,7 @@ def save_checkpoint(path: str | os.PathLike, model: RNNEncoderDecoder, src_vocab
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and check a checkpoint; returns its fields with ``model`` built and on ``device``."""
     name = os.fspath(path)
-    payload = _read(name, FORMAT, "not a phrase-rescorer RNN Encoder-Decoder checkpoint")
+    payload = read_payload(name, FORMAT, "not a phrase-rescorer RNN Encoder-Decoder checkpoint")
     cfg = ModelConfig(**payload["config"])
     src_vocab, tgt_vocab = Vocabulary(payload["src_vocab"]), Vocabulary(payload["tgt_vocab"])
     if (len(src_vocab), len(tgt_vocab)) != (cfg.src_vocab, cfg.tgt_vocab):
@@ -96,30 +96,13 @@ def save_cslm_checkpoint(path: str | os.PathLike, model, vocab: Vocabulary, oos_
         torch.save(payload, f)
 
 
-def load_cslm_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
-    from .cslm import CSLM, CSLMConfig
-    name = os.fspath(path)
-    payload = _read(name, CSLM_FORMAT, "not a phrase-rescorer CSLM checkpoint")
-    cfg = CSLMConfig.from_dict(payload["config"])
-    vocab = Vocabulary(payload["vocab"])
-    if len(vocab) != cfg.vocab:
-        raise CheckpointError(f"{name}: a vocabulary of {len(vocab)} words for a CSLM over {cfg.vocab}")
-    model = CSLM(cfg)
-    try:
-        model.load_state_dict(payload["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{name}: weights do not fit the configuration: {e}") from None
-    payload["model"], payload["config"], payload["vocab"] = model.to(device), cfg, vocab
-    return payload
-
-
 def export_checkpoint(path: str | os.PathLike, out: str | os.PathLike, dtype: torch.dtype = torch.float16) -> dict:
     """A copy of a checkpoint (RNN Encoder-Decoder or CSLM) to publish: its floating-point weights
     stored in ``dtype`` and no trainer state (optimizer moments, history), so it can score and
     generate but not resume training.  The loaders widen the weights back to float32 (the
     networks always compute in float32).  Returns the number of parameters and the file's size."""
     name = os.fspath(path)
-    payload = _read(name, (FORMAT, CSLM_FORMAT), "neither an RNN Encoder-Decoder nor a CSLM checkpoint")
+    payload = read_payload(name, (FORMAT, CSLM_FORMAT), "neither an RNN Encoder-Decoder nor a CSLM checkpoint")
     payload["model"] = {k: v.to(dtype) if v.is_floating_point() else v for k, v in payload["model"].items()}
     payload["trainer"] = None
     with atomic_write(out, "wb") as f:

@@ -27,14 +27,15 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checkpoint import load_cslm_checkpoint
-from .config import CSLMConfig  # noqa: F401  (also rescorer.cslm.CSLMConfig)
+from .checkpoint import CSLM_FORMAT, CheckpointError, read_payload
+from .config import CSLMConfig
 from .vocab import EOS_ID, UNK_ID, Vocabulary
 
 
@@ -70,6 +71,24 @@ class CSLM(nn.Module):
         """ln p(word | ctx) for each row (``candidates``: normalised over those words, ``word`` among them)."""
         col = word if candidates is None else torch.searchsorted(candidates, word)
         return self.log_probs(ctx, candidates).gather(1, col[:, None]).squeeze(1)
+
+
+def load_cslm_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """A CSLM checkpoint's payload (``rescorer.checkpoint.save_cslm_checkpoint``), its ``model``,
+    ``config`` and ``vocab`` made objects, the model on ``device``."""
+    name = os.fspath(path)
+    payload = read_payload(name, CSLM_FORMAT, "not a phrase-rescorer CSLM checkpoint")
+    cfg = CSLMConfig.from_dict(payload["config"])
+    vocab = Vocabulary(payload["vocab"])
+    if len(vocab) != cfg.vocab:
+        raise CheckpointError(f"{name}: a vocabulary of {len(vocab)} words for a CSLM over {cfg.vocab}")
+    model = CSLM(cfg)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{name}: weights do not fit the configuration: {e}") from None
+    payload["model"], payload["config"], payload["vocab"] = model.to(device), cfg, vocab
+    return payload
 
 
 def contexts_of(ids: np.ndarray, starts: np.ndarray, positions: np.ndarray, order: int) -> np.ndarray:

@@ -35,10 +35,10 @@ from tqdm import tqdm
 
 from . import data as pairdata
 from . import distributed, machine, ngrams
-from .checkpoint import (CheckpointError, check_vocab_matches, load_checkpoint, load_cslm_checkpoint,
+from .checkpoint import (CheckpointError, check_vocab_matches, load_checkpoint,
                          save_checkpoint, save_cslm_checkpoint)
 from .config import DATA_SETTINGS, TrainConfig, TrainError  # noqa: F401  (importable from here too)
-from .cslm import CSLM
+from .cslm import CSLM, load_cslm_checkpoint
 from .fileio import atomic_write
 from .model import ModelConfig, RNNEncoderDecoder, pad
 from .plots import plot_curves

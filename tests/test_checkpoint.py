@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from rescorer.checkpoint import (CheckpointError, export_checkpoint, load_checkpoint, load_cslm_checkpoint,
-                                 save_checkpoint, save_cslm_checkpoint)
-from rescorer.cslm import CSLM, CSLMConfig, CSLMScorer, OutOfShortlist
+from rescorer.checkpoint import (CheckpointError, export_checkpoint, load_checkpoint, save_checkpoint,
+                                 save_cslm_checkpoint)
+from rescorer.cslm import CSLM, CSLMConfig, CSLMScorer, OutOfShortlist, load_cslm_checkpoint
 from rescorer.scorer import PhraseScorer
 from rescorer.vocab import EOS, UNK, Vocabulary
 

@@ -1,6 +1,7 @@
 """The `rescorer` program's options: one program whichever way it is started, and one spelling per
 role across the commands of both packages."""
 import argparse
+import ast
 import os
 import re
 import subprocess
@@ -92,3 +93,46 @@ def test_readme_layout_names_every_module():
              for f in os.listdir(os.path.join(root, package))}
     gone = [n for n in named if "*" not in n and n not in every]
     assert not gone, f"README's layout names files that are not there: {gone}"
+
+
+def _project_imports(root: str) -> dict[str, set[str]]:
+    """Each module of the three packages and the project modules it imports (anywhere in it)."""
+    packages = ("rescorer", "moses_integration", "experiments")
+    modules = {f"{p}.{f[:-3]}": os.path.join(root, p, f) for p in packages
+               for f in os.listdir(os.path.join(root, p)) if f.endswith(".py") and f != "__init__.py"}
+    graph = {}
+    for name, path in modules.items():
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        package = name.split(".")[0]
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = f"{package}.{node.module}" if node.level and node.module else package if node.level \
+                    else node.module
+                deps |= {base} | {f"{base}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+        graph[name] = {d for d in deps if d in modules and d != name}
+    return graph
+
+
+def test_imports_point_one_way_without_cycles():
+    """experiments -> moses_integration -> rescorer, never back, and no module imports one that
+    imports it back (directly or through others), function-level imports included."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    graph = _project_imports(root)
+    floor = {"rescorer": 0, "moses_integration": 1, "experiments": 2}
+    upward = [(m, d) for m, ds in graph.items() for d in ds if floor[d.split(".")[0]] > floor[m.split(".")[0]]]
+    assert not upward, upward
+
+    def reaches(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for d in graph[todo.pop()] - seen:
+                seen.add(d)
+                todo.append(d)
+        return seen
+
+    cycles = sorted(m for m in graph if m in reaches(m))
+    assert not cycles, f"modules in an import cycle: {cycles}"

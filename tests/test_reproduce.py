@@ -28,15 +28,16 @@ from experiments import table1_config, table1_stats
 from experiments.common import ConfigError
 from experiments.common import read_lines
 from experiments.release import ReleaseExperiment
-from experiments.reproduce import Experiment
+from experiments.table1_experiment import Experiment
 from experiments.table1_config import Config
 from experiments.table1_report import collapses, feature_steps, findings
 from experiments.table1_stats import table_correlations, table_fit
 from moses_integration.cli import register as moses_register
 from moses_integration.moses_ini import MosesIni
-from rescorer.checkpoint import load_checkpoint, load_cslm_checkpoint
+from rescorer.checkpoint import load_checkpoint
 from rescorer.cli import build_parser, register
 from rescorer.cli import main as rescorer
+from rescorer.cslm import load_cslm_checkpoint
 
 
 SMALL = ROOT / "experiments" / "table1-small.ini"
@@ -551,7 +552,7 @@ def test_mert_starts_the_cslm_with_a_share_of_the_standin_weight(small_run):
     start weight and LM0 at the rest, so the search starts from the weights of the system without
     the CSLM (before each run's perturbation)."""
     work, _ = small_run
-    exp = reproduce.Experiment(table1_config.Config(str(SMALL), None, str(work)), progress=False)
+    exp = Experiment(table1_config.Config(str(SMALL), None, str(work)), progress=False)
     src = read_lines(exp.set_files("dev", exp.cfg.dev, "", "")["source"])
     _, groups_b, w_b = exp.decoder("Baseline", frozenset(), "dev", src[:2])
     _, groups_c, w_c = exp.decoder("+CSLM", frozenset({"cslm"}), "dev", src[:2])

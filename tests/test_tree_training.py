@@ -10,9 +10,8 @@ import torch
 from conftest import check_finite_differences, table_with_vocab, tiny_model, tiny_vocabs
 from rescorer import data as pairdata
 from rescorer import machine
-from rescorer.checkpoint import load_cslm_checkpoint
 from rescorer.cli import main
-from rescorer.cslm import CSLM, CSLMConfig
+from rescorer.cslm import CSLM, CSLMConfig, load_cslm_checkpoint
 from rescorer.model import pad
 from rescorer.tree import ForestModel, PrefixForest, forest_log_probs
 from rescorer.vocab import load_vocab_dir
