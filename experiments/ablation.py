@@ -19,7 +19,6 @@ The report (ablation.md, results.json, curves.png, gradients.png) goes to [work]
 """
 from __future__ import annotations
 
-import configparser
 import json
 import logging
 import os
@@ -39,9 +38,9 @@ from rescorer.plots import plt, save_figure
 from rescorer.runtime import setup_logging
 from rescorer.vocab import load_vocab_dir
 
-from experiments.common import arguments, errors_exit, head_stage, markdown_table, vocab_stage
+from experiments.common import (ROOT, arguments, data_dir, errors_exit, head_stage, markdown_table, read_config,
+                                vocab_stage)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 log = logging.getLogger("ablation")
 CELLS = ("gru", "lstm", "tanh")
@@ -50,11 +49,9 @@ CELLS = ("gru", "lstm", "tanh")
 class Ablation:
     def __init__(self, config: str, data: str | None = None, work: str | None = None, report: str | None = None,
                  progress: bool = True):
-        cp = configparser.ConfigParser(inline_comment_prefixes=("#",), interpolation=None)
-        if not cp.read(config):
-            raise ValueError(f"{config}: no such config file")
+        cp = read_config(config)
         self.config, self.cp, self.progress = config, cp, progress
-        self.data = os.path.abspath(data or os.environ.get("RESCORER_DATA") or os.path.join(ROOT, "..", "shared", "data"))
+        self.data = data_dir(data)
         self.work = os.path.abspath(work or cp.get("work", "dir", fallback="work/ablation"))
         self.report = os.path.abspath(report or cp.get("work", "report", fallback=os.path.join(self.work, "report")))
         self.source_table = os.path.abspath(cp.get("data", "phrase-table").format(data=self.data))

@@ -25,7 +25,8 @@ from rescorer.phrase_lists import compare, format_markdown
 from rescorer.runtime import add_device_option, resolve_device
 from rescorer.scorer import PhraseScorer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from experiments.common import ROOT
+
 
 # frequent and rare, short and long, numbers, names, idioms; one the table lacks, one unknown word
 SOURCES = ["the", "of the", "according to", "at least", "as well as", "at the end of the", "for the first time",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections import Counter
 
 import numpy as np
 import torch
@@ -23,10 +24,12 @@ import torch
 from rescorer.cslm import CSLM, CSLMConfig, CSLMScorer, OutOfShortlist
 from rescorer.vocab import EOS, UNK, Vocabulary
 
+from experiments.common import data_dir
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.environ.get("RESCORER_DATA", "../shared/data"))
+    ap.add_argument("--data", default=data_dir())
     ap.add_argument("--sentences", type=int, default=40)
     ap.add_argument("--variants", type=int, default=50)
     ap.add_argument("--shortlist", type=int, default=16000)
@@ -36,7 +39,6 @@ def main() -> None:
     ref = os.path.join(a.data, "moses-baseline", "newstest2012.tc.fr")
     with open(ref, encoding="utf-8") as f:
         sents = [line.split() for line in f.read().splitlines()[:a.sentences]]
-    from collections import Counter
     counts = Counter(w for s in sents for w in s)
     words = [w for w, _ in counts.most_common()]
     vocab = Vocabulary([EOS, UNK] + words + [f"<filler{i}>" for i in range(a.shortlist - 2 - len(words))])

@@ -39,7 +39,7 @@ from moses_integration.runner import find_moses
 from rescorer.fileio import atomic_write
 from rescorer.machine import describe as describe_machine
 
-from experiments.common import markdown_table, write_results
+from experiments.common import data_dir, markdown_table, write_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED_MOSES = os.path.join(HERE, "..", "..", "shared", "tools", "moses", "moses")
@@ -104,7 +104,7 @@ def arguments(doc: str, sentences: int, work: str, out: str,
     """The options of the decoding benchmarks (this one and bench_tune): the system, its input,
     the work directory and the report's directory."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.environ.get("RESCORER_DATA", "../shared/data"))
+    ap.add_argument("--data", default=data_dir())
     ap.add_argument("--input", default=input_file, help="source file in the data's moses-baseline/")
     ap.add_argument("--sentences", type=int, default=sentences)
     ap.add_argument("--lm-lines", type=int, default=200000)

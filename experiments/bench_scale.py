@@ -25,18 +25,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 
 import torch
 
 from rescorer.checkpoint import save_checkpoint
 from rescorer.machine import describe as describe_machine
 from rescorer.model import ModelConfig, RNNEncoderDecoder
+from rescorer.phrase_table import iter_table
 from rescorer.score_table import plan_parts
 from rescorer.vocab import Vocabulary
 
-from experiments.common import markdown_table, write_results
+from experiments.common import ROOT, data_dir, markdown_table, write_results
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 OUT = os.path.join(ROOT, "experiments", "results", "bench_scale")
 
@@ -55,9 +56,7 @@ def real_slice(src: str, out: str, n: int, skip: int = 1_000_000) -> int:
 
 
 def shortlists(table: str, size: int = 15000) -> tuple[Vocabulary, Vocabulary]:
-    from collections import Counter
 
-    from rescorer.phrase_table import iter_table
     src, tgt = Counter(), Counter()
     for p in iter_table(table):
         src.update(p.source_words)
@@ -84,7 +83,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=60000)
     ap.add_argument("--hidden", type=int, nargs="+", default=[500, 1000])
     ap.add_argument("--workers", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}))
-    ap.add_argument("--data", default=os.environ.get("RESCORER_DATA", os.path.join(ROOT, "..", "shared", "data")))
+    ap.add_argument("--data", default=data_dir())
     ap.add_argument("--out", default=OUT, help="report directory (default experiments/results/bench_scale)")
     a = ap.parse_args()
     machine = describe_machine()

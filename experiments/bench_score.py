@@ -27,6 +27,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ from rescorer.scorer import PhraseScorer, difference_stats
 from rescorer.vocab import Vocabulary
 from rescorer.machine import cpu_features, cpu_name
 
-from experiments.common import write_results
+from experiments.common import data_dir, write_results
 
 LINES: list[str] = []   # what the run printed, for the report
 
@@ -119,7 +120,6 @@ def table_shape(path: str) -> dict:
 
 def vocab_of(words, size: int = 15000) -> Vocabulary:
     """The sample's own words, padded with dummy entries to the paper's shortlist size."""
-    from collections import Counter
     v = Vocabulary.from_counts(Counter(words), size)
     return Vocabulary(v.words + [f"pad{i}" for i in range(size - len(v))])
 
@@ -243,7 +243,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sources", type=int, default=150, help="source phrases of the synthetic table")
     ap.add_argument("--real", action="store_true", help="also a slice of the shared Moses baseline table")
-    ap.add_argument("--data", default=os.environ.get("RESCORER_DATA", "../shared/data"))
+    ap.add_argument("--data", default=data_dir())
     ap.add_argument("--hidden", type=int, default=1000)
     ap.add_argument("--precision", nargs="+", default=[], choices=["bf16", "int8"],
                     help="also score with these precisions (speed against fp32 and naive, score differences)")

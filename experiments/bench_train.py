@@ -30,7 +30,6 @@ The report (results.md, results.json, curves.png) goes to [work] report.
 from __future__ import annotations
 
 import argparse
-import configparser
 import itertools
 import json
 import logging
@@ -44,13 +43,16 @@ import time
 
 import numpy as np
 
+# The rescorer modules a stage uses are imported inside it: a path's stages run in processes whose
+# PYTHONPATH puts that path's source tree first (today's trainer is an older commit's rescorer, without
+# the modules made since), so this module imports at its top only what every tree has.
 from experiments.common import (
-    arguments, errors_exit, head_stage, markdown_table, stage_records, vocab_stage, write_results)
+    ROOT, arguments, data_dir, errors_exit, head_stage, markdown_table, read_config, stage_records, vocab_stage,
+    write_results)
 from moses_integration import stages as S
 from rescorer.fileio import atomic_write
 from rescorer.plots import plt, save_figure
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 log = logging.getLogger("bench_train")
 # the last commit whose trainer had only uniform batches: the `today` path
@@ -66,11 +68,9 @@ def _opts(text: str) -> list[str]:
 class Bench:
     def __init__(self, config: str, data: str | None = None, work: str | None = None, report: str | None = None,
                  progress: bool = True):
-        cp = configparser.ConfigParser(inline_comment_prefixes=("#",), interpolation=None)
-        if not cp.read(config):
-            raise ConfigError(f"{config}: no such config file")
+        cp = read_config(config)
         self.config, self.cp, self.progress = os.path.abspath(config), cp, progress
-        self.data = os.path.abspath(data or os.environ.get("RESCORER_DATA") or os.path.join(ROOT, "..", "shared", "data"))
+        self.data = data_dir(data)
         self.work = os.path.abspath(work or cp.get("work", "dir", fallback="work/bench_train"))
         self.report = os.path.abspath(report or cp.get("work", "report", fallback=os.path.join(self.work, "report")))
         self.table = os.path.abspath(cp.get("data", "phrase-table").format(data=self.data))

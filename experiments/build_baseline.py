@@ -15,11 +15,11 @@ WORK/report.json with the time and peak memory of each stage.
 from __future__ import annotations
 
 import argparse
-import configparser
 import json
 import logging
 import multiprocessing as mp
 import os
+import time
 
 from sacremoses import MosesTruecaser
 
@@ -30,6 +30,8 @@ from moses_integration.extract import build_tables
 from moses_integration.prepare import clean_pair, train_truecaser
 from rescorer.fileio import atomic_write
 from rescorer.text import read_lines
+
+from experiments.common import ROOT, data_dir, read_config
 
 
 def corpus_spec(text: str) -> list[tuple[str, int | None]]:
@@ -48,6 +50,16 @@ def raw_file(data: str, prefix: str, lang: str) -> str:
     raise FileNotFoundError(f"{os.path.join(data, prefix)}.{lang}(.gz): no such file")
 
 
+def build(config: str, work: str, data: str, sets: str | None = None, progress: bool = True) -> dict:
+    """The build of ``config`` in ``work`` (its stages skipped when done) as one stage record of
+    an experiment that builds its system first: seconds, whether every stage was skipped, peak memory."""
+    t = time.time()
+    rep = main(["--config", config if os.path.isabs(config) else os.path.join(ROOT, config), "--work", work,
+                "--data", data] + (["--sets", sets] if sets is not None else []) + ([] if progress else ["-q"]))
+    return {"seconds": round(time.time() - t, 1), "skipped": all(r.get("skipped") for r in rep),
+            "peak_memory_mb": max(r.get("peak_memory_mb", 0) for r in rep)}
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "baseline.ini"))
@@ -56,12 +68,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--sets", help="the tuning and test sets to prepare, instead of the config's [data] sets "
                                    "(prefixes under the data directory, ':N' keeps the first N lines)")
     ap.add_argument("--force", action="store_true", help="run every stage again")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
-    cfg = configparser.ConfigParser(inline_comment_prefixes=("#",))
-    if not cfg.read(a.config):
-        raise SystemExit(f"{a.config}: no such config file")
+    cfg = read_config(a.config)
     d, m = cfg["data"], cfg["model"]
-    data = a.data or d.get("dir") or os.environ.get("RESCORER_DATA", "../shared/data")
+    data = data_dir(a.data, d.get("dir"))
     work = a.work or cfg["work"].get("dir", "work/baseline")
     procs = cfg["work"].getint("processes", os.cpu_count() or 1)
     src, tgt = d.get("source", "en"), d.get("target", "fr")
@@ -114,7 +125,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return {"pairs": n}
 
     def run_tables():
-        return build_tables(clean[src], clean[tgt], aligned, model, max_len, threads=procs)
+        return build_tables(clean[src], clean[tgt], aligned, model, max_len, progress=not a.quiet, threads=procs)
 
     set_outputs = [os.path.join(corpus, f"{os.path.basename(p)}.tc.{lang}") for p, _ in sets for lang in (src, tgt)]
 

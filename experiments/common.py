@@ -4,6 +4,7 @@ that cut a table and make shortlists, and the options every experiment script ha
 from __future__ import annotations
 
 import argparse
+import configparser
 import contextlib
 import gzip
 import itertools
@@ -14,6 +15,9 @@ from typing import Callable
 
 from moses_integration import stages as S
 from rescorer.fileio import atomic_write
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")  # the data beside the project
 
 PAPER = {  # Table 1 of the paper, BLEU on newstest2012+2013 (dev) and newstest2014 (test)
     "Baseline": (30.64, 33.30), "RNN": (31.20, 33.87), "CSLM + RNN": (31.48, 34.64),
@@ -69,7 +73,7 @@ def read_lines(path: str, span: tuple[int, int] | None = None) -> list[str]:
 def head_stage(source: str, out: str, lines: int) -> S.Stage:
     """The first ``lines`` lines of a phrase table, gzipped (a small experiment's table)."""
     def run():
-        from rescorer.phrase_table import open_binary
+        from rescorer.phrase_table import open_binary  # imported here, as read_lines's import above
         with open_binary(source) as f, atomic_write(out, "wb") as raw, \
                 gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as g:
             for line in itertools.islice(f, lines):
@@ -88,6 +92,25 @@ def vocab_stage(table: str, vocab_dir: str, size: int) -> S.Stage:
         return {"size": size}
     return S.Stage("vocab", [table], [os.path.join(vocab_dir, f"{side}.vocab") for side in ("source", "target")],
                    run, {"size": size})
+
+
+def data_dir(*given: str | None) -> str:
+    """The data directory, absolute: the first of ``given`` that is set (a --data option, a
+    config's key), else $RESCORER_DATA, else the shared data beside the project."""
+    for d in given:
+        if d:
+            return os.path.abspath(d)
+    return os.path.abspath(os.environ.get("RESCORER_DATA") or SHARED_DATA)
+
+
+def read_config(path: str) -> configparser.ConfigParser:
+    """An experiment's config file, its keys and section names as written (system names keep
+    their case), ``#`` starting a comment anywhere, no interpolation."""
+    cp = configparser.ConfigParser(inline_comment_prefixes=("#",), interpolation=None)
+    cp.optionxform = str
+    if not cp.read(path):
+        raise ConfigError(f"{path}: no such config file")
+    return cp
 
 
 def arguments(doc: str, config: str, report_only: bool = True) -> argparse.ArgumentParser:

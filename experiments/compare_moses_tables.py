@@ -25,8 +25,11 @@ import json
 import os
 import resource
 import time
+from collections import Counter
 
-from moses_integration.extract import build_tables
+from moses_integration.extract import build_tables, count_links, lexical_tables, lexical_weight, read_corpus, totals
+
+from experiments.common import data_dir
 
 SEP = b" ||| "
 
@@ -81,9 +84,7 @@ def compare(ours: str, moses: str, fields: list[tuple[int, str]], examples: int 
 
 
 def lexical_check(base: str, every: int) -> None:
-    from collections import Counter
 
-    from moses_integration.extract import count_links, lexical_tables, lexical_weight, read_corpus, totals
     joint: Counter = Counter()
     for src, tgt, al in read_corpus(os.path.join(base, "train.clean.en.gz"), os.path.join(base, "train.clean.fr.gz"),
                                     os.path.join(base, "aligned.grow-diag-final-and.gz")):
@@ -108,7 +109,7 @@ def lexical_check(base: str, every: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.environ.get("RESCORER_DATA", "../shared/data"))
+    ap.add_argument("--data", default=data_dir())
     ap.add_argument("--work", default="work/moses_check")
     ap.add_argument("--lexical", action="store_true", help="only the quick check of the lexical weights")
     ap.add_argument("--every", type=int, default=7)

@@ -41,9 +41,9 @@ import os
 from moses_integration import stages as S
 from rescorer.runtime import setup_logging
 
-from experiments.common import ConfigError, arguments, errors_exit, stage_records
+from experiments.common import ROOT, ConfigError, arguments, errors_exit, stage_records
 from experiments.release import ReleaseExperiment
-from experiments.table1_config import ROOT, Config
+from experiments.table1_config import Config
 from experiments.table1_experiment import Experiment
 from experiments.table1_report import summary, write_report
 

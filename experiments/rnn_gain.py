@@ -22,7 +22,7 @@ Stages, cached under the work directory, skipped when done, resumable after kill
                  best checkpoint then is the point's network (budgets are counted in updates,
                  not minutes: the same updates give the same network whatever else the
                  machine runs; the report gives the minutes each took)
-  SET.*          per tuning set, reproduce's stages: lm, filter-dev, ini-*, tune-*-K,
+  SET.*          per tuning set, the Table 1 experiment's stages: lm, filter-dev, ini-*, tune-*-K,
                  test-dev-* (the tuning set decoded with each run's weights), score-* (the
                  set's table scored by a point's network; a pair of networks adds a second
                  column), rnn-vs-table-* (the point's score against the table's four)
@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import shutil
-import time
 
 from moses_integration import stages as S
 from rescorer import cli as rescorer_cli
@@ -47,13 +46,13 @@ from rescorer.model import ModelConfig, flops_per_token
 from rescorer.runtime import setup_logging
 
 from experiments import build_baseline
-from experiments.common import ConfigError, arguments, errors_exit, read_lines, stage_records, vocab_stage
+from experiments.common import (ROOT, ConfigError, arguments, errors_exit, read_lines, read_config, stage_records,
+                                vocab_stage)
 from experiments.rnn_gain_points import BASELINE, budget_text, parse_budget, parse_point, point_name, same_settings
 from experiments.rnn_gain_report import summary, write_report
 from experiments.table1_experiment import Experiment
-from experiments.table1_config import Config, parse_span, read_config, slug, train_args
+from experiments.table1_config import Config, parse_span, slug, train_args
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 log = logging.getLogger("rnn_gain")
 
 # the keys of [rnn] and [network NAME] the study reads itself; the others are `rescorer train` options
@@ -562,14 +561,8 @@ class Study:
                                             for arm, p in sorted(self.carried_from_report())], f)
         records = []
         if self.whole_build:
-            t = time.time()
-            build = self.whole_build if os.path.isabs(self.whole_build) else os.path.join(ROOT, self.whole_build)
-            sets = self.cp.get("whole", "sets", fallback=None)
-            rep = build_baseline.main(["--config", build, "--work", self.whole_dir, "--data", self.data]
-                                      + (["--sets", sets] if sets is not None else []))
-            records.append({"stage": "whole-build", "seconds": round(time.time() - t, 1),
-                            "skipped": all(r.get("skipped") for r in rep),
-                            "peak_memory_mb": max(r.get("peak_memory_mb", 0) for r in rep)})
+            records.append({"stage": "whole-build", **build_baseline.build(
+                self.whole_build, self.whole_dir, self.data, self.cp.get("whole", "sets", fallback=None), self.progress)})
         command = S.stage_command(__file__, ["--config", self.path, "--data", self.data, "--work", self.work,
                                              "--report", self.report] + ([] if self.progress else ["-q"]))
         records += S.run_stages(self.stages(), self.work, force, isolate=command)

@@ -7,9 +7,10 @@ import configparser
 import os
 import re
 
-from experiments.common import ConfigError
+from rescorer.cli import command_options
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from experiments.common import ConfigError, data_dir, read_config
+
 
 FEATURES = {"rnn", "cslm", "wp"}
 # the files a released moses.ini needs, by role, and the feature of the ini that reads each
@@ -36,16 +37,6 @@ def parse_span(text: str | None, where: str) -> tuple[int, int] | None:
     return int(m[1]), int(m[2])
 
 
-def read_config(path: str) -> configparser.ConfigParser:
-    """An experiment's config file, its keys and section names as written (system names keep
-    their case), ``#`` starting a comment anywhere."""
-    cp = configparser.ConfigParser(inline_comment_prefixes=("#",), interpolation=None)
-    cp.optionxform = str
-    if not cp.read(path):
-        raise ConfigError(f"{path}: no such config file")
-    return cp
-
-
 class Config:
     """The experiment's settings (see experiments/table1.ini); paths may use {data}, {work} and
     {build} (the work directory of the system built from raw text)."""
@@ -58,8 +49,7 @@ class Config:
         if cp is None:
             cp = read_config(path)
         self.path, self.cp = path, cp
-        self.data = os.path.abspath(data or cp.get("data", "dir", fallback="") or
-                                    os.environ.get("RESCORER_DATA") or os.path.join(ROOT, "..", "shared", "data"))
+        self.data = data_dir(data, cp.get("data", "dir", fallback=""))
         self.work = os.path.abspath(work or cp.get("work", "dir", fallback="work/table1"))
         self.build = cp.get("system", "build", fallback="").strip() or None
         self.processes = cp.getint("work", "processes", fallback=os.cpu_count() or 1)
@@ -122,7 +112,6 @@ def train_args(where: str, r: dict, command: str, own_keys: tuple[str, ...] = ()
     """Command-line options of a training command from the keys of a config section that are
     its options, in the command's own order; any other key, besides the experiment's own
     (``EXPERIMENT_KEYS`` and ``own_keys``), is refused, naming it (``where``: the file and section)."""
-    from rescorer.cli import command_options
     known = command_options(command)
     own = EXPERIMENT_KEYS[command] + own_keys
     for k in r:

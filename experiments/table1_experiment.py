@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 from moses_integration import stages as S
 from rescorer.fileio import atomic_write
 
 from experiments import build_baseline
-from experiments.common import ConfigError, vocab_stage
-from experiments.table1_config import ROOT, Config
+from experiments.common import ROOT, ConfigError, vocab_stage
+from experiments.table1_config import Config
 from experiments.table1_networks import NetworkStages
 from experiments.table1_release import ReleaseStage
 from experiments.table1_sets import SetStages
@@ -136,13 +135,8 @@ class Experiment(SetStages, NetworkStages, TuningStages, ReleaseStage):
         cfg = self.cfg
         records = []
         if cfg.build:
-            t = time.time()
-            build = cfg.build if os.path.isabs(cfg.build) else os.path.join(ROOT, cfg.build)  # as experiments/ names it
-            rep = build_baseline.main(["--config", build, "--work", os.path.join(cfg.work, "build"),
-                                       "--data", cfg.data])
-            records.append({"stage": "build", "seconds": round(time.time() - t, 1),
-                            "skipped": all(r.get("skipped") for r in rep),
-                            "peak_memory_mb": max(r.get("peak_memory_mb", 0) for r in rep)})
+            records.append({"stage": "build", **build_baseline.build(cfg.build, os.path.join(cfg.work, "build"), cfg.data,
+                                                                     progress=self.progress)})
         records += self.run_stages(force)
         with atomic_write(os.path.join(cfg.work, "stages.json"), "w") as f:
             json.dump(records, f, indent=1)

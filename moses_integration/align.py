@@ -19,6 +19,10 @@ from __future__ import annotations
 import os
 import tempfile
 
+import eflomal
+
+from rescorer.fileio import atomic_write
+
 from .pipes import open_text
 
 Point = tuple[int, int]  # (source index, target index)
@@ -75,8 +79,6 @@ def eflomal_align(src_path: str, tgt_path: str, out_path: str, model: int = 3, n
     symmetrisation (Pharaoh ``i-j``, one line per sentence pair).  Returns the number of lines.
     eflomal samples: two runs give slightly different alignments (it has no seed option).
     With ``progress``, eflomal reports its sampling iterations on stderr."""
-    import eflomal
-    from rescorer.fileio import atomic_write
     with tempfile.TemporaryDirectory() as tmp:
         fwd_path, rev_path = os.path.join(tmp, "fwd"), os.path.join(tmp, "rev")
         with open_text(src_path) as s, open_text(tgt_path) as t:

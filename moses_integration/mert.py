@@ -19,12 +19,15 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing as mp
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+
+from rescorer.fileio import atomic_write
 
 from . import envelope
 from .bleu import N_STATS, Reference, bleu, bleu_many, sentence_stats
@@ -415,7 +418,6 @@ def optimize(arrays, w0: np.ndarray, tunable: np.ndarray, restarts: int = 20, se
         w[dims] = rng.uniform(np.maximum(lower[dims], -1), np.minimum(upper[dims], 1))
         starts.append(w)
     if processes > 1 and len(starts) > 1:
-        import multiprocessing as mp
         _CLIMB_ARGS = (arrays, dims, lower, upper, max_rounds, compiled)
         try:
             with mp.get_context("fork").Pool(min(processes, len(starts))) as workers:
@@ -515,7 +517,6 @@ def normalize_l1(w: np.ndarray, tunable: np.ndarray) -> np.ndarray:
 def save_state(path: str, pool: NBestPool, next_iteration: int, w: np.ndarray, best: tuple[float, np.ndarray],
                history: list[dict], fingerprint: str) -> None:
     """Everything ``tune`` needs to go on after an iteration, written atomically (one .npz)."""
-    from rescorer.fileio import atomic_write
     meta = {"next_iteration": next_iteration, "best_bleu": best[0], "history": history, "fingerprint": fingerprint}
     with atomic_write(path, "wb") as f:
         np.savez(f, w=w, best_w=best[1], meta=np.array(json.dumps(meta)), **pool.to_flat())

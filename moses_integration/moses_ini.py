@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 
 from rescorer.fileio import atomic_write
+from rescorer.phrase_table import open_binary, parse_line
 
 
 class MosesIniError(ValueError):
@@ -251,7 +252,6 @@ def format_weight(v: float) -> str:
 
 def count_dense_scores(table: str | os.PathLike) -> int:
     """Dense scores on the first line of a phrase table (plain or gzipped)."""
-    from rescorer.phrase_table import open_binary, parse_line
     with open_binary(table) as f:
         first = f.readline()
     if not first:

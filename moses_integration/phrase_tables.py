@@ -5,6 +5,7 @@ to the longest phrase), byte for byte, as Moses's ``filter-model-given-input.pl`
 """
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import shutil
@@ -12,6 +13,7 @@ import subprocess
 from typing import Iterable, Iterator
 
 import numpy as np
+from tqdm import tqdm
 
 from rescorer.fileio import atomic_write, check_can_write
 from rescorer.phrase_table import SEP, PhraseTableError, parse_line, raw_lines
@@ -33,7 +35,6 @@ def filtered_lines(path: str | os.PathLike, wanted: set[bytes], progress: bool =
     """(line number, raw line) of the lines whose source phrase is in ``wanted``; fast path on bytes."""
     lines = raw_lines(path)
     if progress:
-        from tqdm import tqdm
         lines = tqdm(lines, desc=f"reading {os.path.basename(os.fspath(path))}", unit=" lines",
                      unit_scale=True, mininterval=2.0, leave=False)
     for lineno, raw in lines:
@@ -101,7 +102,6 @@ def _read_columns_line_by_line(name: str, wanted: set[bytes], n_scores: int
 def filter_table(table: str, sentences: list[str], out: str, max_len: int = 7, overwrite: bool = False,
                  progress: bool = True) -> int:
     """Write the lines of ``table`` usable for ``sentences`` (gzipped when ``out`` ends in .gz)."""
-    import gzip
     check_can_write(out, overwrite)
     wanted = source_spans(sentences, max_len)
     n = 0

@@ -17,6 +17,8 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from rescorer.fileio import atomic_write
+
 from .decoder import COMPILED, DecoderConfig, PhraseModel
 from .nbest import group_by_sentence, read_nbest
 
@@ -28,7 +30,7 @@ _MODEL: PhraseModel | None = None
 def _init_worker() -> None:
     """One thread per worker process: the processes already use every core (the CSLM's torch)."""
     if _MODEL is not None and _MODEL.cslm is not None:
-        import torch
+        import torch  # only with a CSLM: the decoder runs without torch
         torch.set_num_threads(1)
 
 
@@ -88,7 +90,6 @@ class BuiltinDecoder:
         return [[(t.words, t.features) for t in ts] for ts in self.translate(weights, n, distinct=True)]
 
     def write(self, results, output: str, nbest_file: str | None = None, segmentation: bool = False) -> None:
-        from rescorer.fileio import atomic_write
         with atomic_write(output, "w") as f:
             for ts in results:
                 f.write(" ".join(ts[0].words) + "\n")

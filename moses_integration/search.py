@@ -14,6 +14,7 @@ import heapq
 import math
 
 import cython
+import kenlm
 import numpy as np
 
 from rescorer.vocab import EOS_ID, UNK_ID
@@ -145,7 +146,6 @@ class Search:
     def __init__(self, n: cython.int, opts: dict, fc: list, dl: cython.int, max_phrase_length: cython.int,
                  lm, w_lm: cython.double, has_d: cython.bint, w_d: cython.double, w_lr, cslm=None,
                  w_cs: cython.double = 0.0):
-        import kenlm
         self.n, self.opts, self.fc, self.dl, self.L = n, opts, fc, dl, max_phrase_length
         self.fut_cache = {}
         self.lm, self.State, self.w_lm = lm, kenlm.State, w_lm

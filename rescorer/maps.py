@@ -12,6 +12,7 @@ from collections import Counter
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .fileio import atomic_write
 from .model import pad
@@ -23,7 +24,7 @@ from .vocab import UNK_ID
 
 def tsne(x: np.ndarray, seed: int = 0) -> np.ndarray:
     """Barnes-Hut t-SNE to 2-D (scikit-learn), PCA initialisation, a fixed seed."""
-    from sklearn.manifold import TSNE
+    from sklearn.manifold import TSNE  # scikit-learn: only the maps need it, and it is slow to import
     perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3)))
     return TSNE(n_components=2, perplexity=perplexity, init="pca", method="barnes_hut",
                 random_state=seed).fit_transform(np.asarray(x, dtype=np.float64))
@@ -32,7 +33,6 @@ def tsne(x: np.ndarray, seed: int = 0) -> np.ndarray:
 def frequent_sources(table: str | os.PathLike, n: int, min_words: int = 1, progress: bool = True) -> list[str]:
     """The ``n`` source phrases of at least ``min_words`` words with the most target phrases in the
     table (the table's lines of a source are its translations: a proxy for its frequency)."""
-    from tqdm import tqdm
     counts: Counter = Counter()
     path = os.fspath(table)
     for _, raw in tqdm(raw_lines(path), desc=f"reading {os.path.basename(path)}", unit=" lines", unit_scale=True,

@@ -116,7 +116,7 @@ class Stream:
         return np.asarray(self.ids[np.asarray(positions, dtype=np.int64)], np.int64)
 
     def batch(self, positions: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
-        from .cslm import contexts_of
+        from .cslm import contexts_of  # torch: only the CSLM's batches need it, not the decoder
         positions = np.asarray(positions, dtype=np.int64)
         return contexts_of(self.ids, self.starts, positions, order), self.words(positions)
 

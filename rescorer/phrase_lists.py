@@ -9,6 +9,7 @@ phrases the network generates by itself (``generate.beam_search``).
 """
 from __future__ import annotations
 
+from tqdm import tqdm
 import os
 from dataclasses import dataclass, field
 
@@ -40,7 +41,6 @@ class PhraseList:
 def read_targets(table: str | os.PathLike, sources: list[str], column: int = TABLE_COLUMN,
                  progress: bool = True) -> dict[str, list[tuple[str, float]]]:
     """(target, score in ``column``) of every line of the table whose source is in ``sources``."""
-    from tqdm import tqdm
     wanted = {s.encode("utf-8") for s in sources}
     out: dict[str, list[tuple[str, float]]] = {s: [] for s in sources}
     path = os.fspath(table)

@@ -11,6 +11,7 @@ import gzip
 import io
 import math
 import os
+import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
@@ -129,7 +130,6 @@ def iter_table(path: str | os.PathLike, start_line: int = 0,
 def raw_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
     """(line number, raw line) of a plain or gzipped file; a damaged or truncated gzip stream is
     an error naming the file and the line where it stops."""
-    import zlib
     name = os.fspath(path)
     lineno = 0
     with open_binary(path) as f:
@@ -145,7 +145,6 @@ def raw_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
 def _readable_lines(path: str | os.PathLike) -> int:
     """How many whole lines a damaged gzip file gives before it fails (read again without the large
     read-ahead buffer, which fails before handing over the lines it holds)."""
-    import zlib
     n = 0
     try:
         with gzip.open(path, "rb") as f:

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import collections
+import glob
 import gzip
 import itertools
 import json
@@ -33,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from .fileio import OutputExistsError, atomic_write, check_can_write, file_digest, is_write_error, write_error
-from .phrase_table import PhraseTableError, append_scores, format_prob, iter_table
+from .phrase_table import SEP, PhraseTableError, append_scores, format_prob, iter_table, raw_lines
 from .scorer import PhraseScorer
 
 log = logging.getLogger(__name__)
@@ -247,7 +248,6 @@ def plan_parts(table: str, n_parts: int, chunk_lines: int, progress: bool = Fals
     """Contiguous line ranges ``[first, last]`` (1-based, inclusive) of about equal length that
     end on the chunk boundaries of a single process, and the number of lines.  One pass over
     the raw lines (no parsing): a small share of the time scoring takes."""
-    from .phrase_table import SEP, raw_lines
     ends, n = [], 0
     lines = tqdm(raw_lines(table), desc="planning the parts", unit=" lines", unit_scale=True, disable=not progress,
                  mininterval=1.0)
@@ -359,7 +359,6 @@ def unfinished_parts(out: str, rank: int, world: int) -> str:
 
 
 def _remove_parts(out: str) -> None:
-    import glob
     for p in glob.glob(glob.escape(out) + ".part-*") + [out + ".parts.json"]:
         if os.path.exists(p):
             os.unlink(p)

@@ -44,7 +44,7 @@ class PhraseScorer:
         if precision == "int8":
             if self.device.type != "cpu":
                 raise ValueError(f"int8 scoring runs on the CPU, not on {self.device}")
-            from .int8 import int8_copy
+            from .int8 import int8_copy  # only int8 scoring needs it
             model = int8_copy(model)
         self.model = model.to(self.device).eval()
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
