@@ -37,7 +37,7 @@ class Option:
     lr = cython.declare(object, visibility="public")             # 6 reordering log-probabilities, or None
     mask = cython.declare(object, visibility="public")           # the source words it covers, as a bit set
     lr_id = cython.declare(cython.int, visibility="public")      # equal lr values, equal id (Search sets it)
-    lm_next = cython.declare(dict)  # LM state before -> (ln p of the target, state after), inside the sentence
+    lm_next = cython.declare(dict)  # LM state number before -> (ln p of the target, state number after), inside the sentence
     lm_last = cython.declare(dict)  # the same for the sentence's last phrase (</s> scored too)
 
     def __init__(self, start: cython.int, end: cython.int, target: tuple, delta, static: cython.double,
@@ -69,6 +69,7 @@ class Hyp:
     start = cython.declare(cython.int, visibility="public")  # last phrase's source span
     end = cython.declare(cython.int, visibility="public")
     lm_state = cython.declare(object, visibility="public")
+    lm_id = cython.declare(cython.int)                       # its number among the sentence's LM states
     lr = cython.declare(object, visibility="public")
     score = cython.declare(cython.double, visibility="public")
     future = cython.declare(cython.double, visibility="public")
@@ -98,11 +99,11 @@ class Hyp:
 
 
 @cython.cfunc
-def _new_hyp(coverage, ncov: cython.int, start: cython.int, end: cython.int, lm_state, lr,
+def _new_hyp(coverage, ncov: cython.int, start: cython.int, end: cython.int, lm_state, lm_id: cython.int, lr,
              score: cython.double, future: cython.double, prev, option) -> Hyp:
     h: Hyp = Hyp.__new__(Hyp)
     h.coverage, h.ncov, h.start, h.end = coverage, ncov, start, end
-    h.lm_state, h.lr, h.score, h.future = lm_state, lr, score, future
+    h.lm_state, h.lm_id, h.lr, h.score, h.future = lm_state, lm_id, lr, score, future
     h.d, h.orient, h.lm_ln, h.cs_ln = 0, 0, 0.0, 0.0
     h.prev, h.option, h.arcs, h.cctx, h.pending = prev, option, None, None, None
     h.lr_id, h.rkey, h.edge, h.ci, h.cj = -1, None, 0, 0, 0
@@ -111,7 +112,7 @@ def _new_hyp(coverage, ncov: cython.int, start: cython.int, end: cython.int, lm_
 
 def root_hyp(lm_state, future: float, cctx=None) -> Hyp:
     """The empty hypothesis: nothing covered, the LM after <s>."""
-    h = _new_hyp(0, 0, -1, 0, lm_state, None, 0.0, future, None, None)
+    h = _new_hyp(0, 0, -1, 0, lm_state, 0, None, 0.0, future, None, None)
     h.cctx = cctx
     return h
 
@@ -133,6 +134,8 @@ class Search:
     fut_cache: dict
     lm: object
     State: object
+    states: list      # the sentence's LM states by number (the root's is 0)
+    state_ids: dict   # and their numbers
     w_lm: cython.double
     w_d: cython.double
     has_d: cython.bint
@@ -171,6 +174,7 @@ class Search:
                 o.lm_next, o.lm_last = caches
                 if o.lr is not None:
                     o.lr_id = lr_ids.setdefault(o.lr, len(lr_ids))
+        self.states, self.state_ids = [], {}
 
     @cython.ccall
     def future_of(self, cov) -> cython.double:
@@ -196,13 +200,40 @@ class Search:
         return total
 
     @cython.cfunc
-    def extend(self, h: Hyp, o: Option) -> Hyp:
-        """Hypothesis h followed by option o: every feature's weighted increment."""
+    def _state_id(self, state) -> cython.int:
+        """The number of an LM state: equal states (KenLM's comparison), one number."""
+        i = self.state_ids.get(state)
+        if i is None:
+            i = len(self.states)
+            self.states.append(state)
+            self.state_ids[state] = i
+        return i
+
+    @cython.cfunc
+    def _lm_phrase(self, sid: cython.int, words: tuple, last: cython.bint) -> tuple:
+        """(ln p of the words after state number sid, the number of the state after), </s> too
+        when ``last``."""
+        lm = self.lm
+        a = self.states[sid]
+        total: cython.double = 0.0
+        for word in words:
+            b = self.State()
+            total += lm.BaseScore(a, word, b)  # log10
+            a = b
+        if last:
+            b = self.State()
+            total += lm.BaseScore(a, EOS_WORD, b)
+            a = b
+        return (total * LN10, self._state_id(a))
+
+    @cython.cfunc
+    def extend(self, h: Hyp, o: Option, cov, fut: cython.double) -> Hyp:
+        """Hypothesis h followed by option o, which make coverage ``cov`` with future cost ``fut``
+        (the edge's): every feature's weighted increment."""
         score: cython.double = h.score + o.static
         o_start: cython.int = o.start
         o_end: cython.int = o.end
         ncov: cython.int = h.ncov + o_end - o_start
-        cov = h.coverage | o.mask
         d: cython.int = 0
         if self.has_d:  # distortion -|d|, Moses's ComputeDistortionDistance
             d = -abs(o_start - h.end) if h.ncov else -o_start
@@ -216,28 +247,19 @@ class Search:
                 score += self.w_lr[3 + orient] * h.lr[3 + orient]
         last: cython.bint = ncov == self.n
         state = None
+        sid: cython.int = 0
         lm_ln: cython.double = 0.0
         if self.lm is not None:
             cache: dict = o.lm_last if last else o.lm_next
-            hit = cache.get(h.lm_state)
+            hit = cache.get(h.lm_id)
             if hit is None:
-                lm = self.lm
-                a = h.lm_state
-                total: cython.double = 0.0
-                for word in o.target:
-                    b = self.State()
-                    total += lm.BaseScore(a, word, b)  # log10
-                    a = b
-                if last:
-                    b = self.State()
-                    total += lm.BaseScore(a, EOS_WORD, b)
-                    a = b
-                hit = (total * LN10, a)
-                cache[h.lm_state] = hit
-            lm_ln, state = hit
+                hit = self._lm_phrase(h.lm_id, o.target, last)
+                cache[h.lm_id] = hit
+            lm_ln, sid = hit
+            state = self.states[sid]
             score += self.w_lm * lm_ln
-        nh: Hyp = _new_hyp(cov, ncov, o_start, o_end, state, o.lr if self.lr_on else None, score,
-                           self.future_of(cov), h, o)
+        nh: Hyp = _new_hyp(cov, ncov, o_start, o_end, state, sid, o.lr if self.lr_on else None, score,
+                           fut, h, o)
         nh.d, nh.orient, nh.lm_ln = d, orient, lm_ln
         if self.lr_on:
             nh.lr_id = o.lr_id
@@ -276,7 +298,7 @@ class Search:
     def key(self, h: Hyp) -> tuple:
         """What the rest of the search depends on: recombination merges equal keys."""
         if h.rkey is None:
-            h.rkey = (h.coverage, h.end, h.lm_state, h.lr_id, h.start if self.lr_on else None, h.cctx)
+            h.rkey = (h.coverage, h.end, h.lm_id, h.lr_id, h.start if self.lr_on else None, h.cctx)
         return h.rkey
 
     @cython.cfunc
@@ -340,8 +362,9 @@ class Search:
                     if ok is None:  # the hypotheses whose jump to s is within the limit
                         ok = group if dl < 0 else [h for h in group
                                                    if abs(s if h.ncov == 0 else s - h.end) <= dl]
-                    if ok:
-                        edges[ncov + e - s].append((ok, olist))
+                    if ok:  # the coverage the edge makes and its future cost, once for its hypotheses
+                        new_cov = cov | cython.cast(Option, olist[0]).mask
+                        edges[ncov + e - s].append((ok, olist, new_cov, self.future_of(new_cov)))
 
     def run(self, root: Hyp, stack_size: cython.int, pop_limit: cython.int) -> list:
         """Stacks by number of covered words, cube pruning into each; the full hypotheses, best first.
@@ -360,6 +383,7 @@ class Search:
         b: cython.int
         k: cython.int
         n_hyps: cython.int
+        efut: cython.double
         n_opts: cython.int
         cell: cython.Py_ssize_t
         pops: cython.int
@@ -371,7 +395,10 @@ class Search:
         nh: Hyp
         made: bytearray
         stacks: list = [dict() for _ in range(n + 1)]
-        edges: list = [[] for _ in range(n + 1)]  # per target stack: (hyps, options)
+        edges: list = [[] for _ in range(n + 1)]  # per target stack: (hyps, options, coverage, future)
+        if self.lm is not None:  # the LM states by number, the root's first
+            self.states, self.state_ids = [root.lm_state], {root.lm_state: 0}
+            root.lm_id = 0
         stacks[0][self.key(root)] = root
         self.register_edges([root], edges)
         for m in range(1, n + 1):
@@ -382,8 +409,8 @@ class Search:
             queue = np.empty(len(my_edges) + 2 * pop_limit + 1, dtype=np.int64)
             size = 0
             for ei in range(len(my_edges)):
-                hyps, olist = my_edges[ei]
-                h = self.extend(hyps[0], olist[0])
+                hyps, olist, ecov, efut = my_edges[ei]
+                h = self.extend(hyps[0], olist[0], ecov, efut)
                 h.edge = ei
                 key[len(made_hyps)] = -(h.score + h.future)
                 _heap_push(queue, size, key, len(made_hyps))
@@ -399,7 +426,7 @@ class Search:
                 pops += 1
                 popped.append(h)
                 ei, i, j = h.edge, h.ci, h.cj
-                hyps, olist = my_edges[ei]
+                hyps, olist, ecov, efut = my_edges[ei]
                 n_hyps, n_opts = len(hyps), len(olist)
                 for k in range(2):
                     a, b = i + 1 - k, j + k
@@ -413,7 +440,7 @@ class Search:
                         if made[cell]:
                             continue
                         made[cell] = 1
-                    nh = self.extend(hyps[a], olist[b])
+                    nh = self.extend(hyps[a], olist[b], ecov, efut)
                     nh.edge, nh.ci, nh.cj = ei, a, b
                     key[len(made_hyps)] = -(nh.score + nh.future)
                     _heap_push(queue, size, key, len(made_hyps))
@@ -424,7 +451,7 @@ class Search:
                 self.score_pending(popped)
             for h in popped:
                 self.add(stack, h)
-            kept = sorted(stack.values(), key=_neg_total)[:stack_size]
+            kept = _best_first(list(stack.values()), stack_size)
             stack = {}
             for h in kept:
                 stack[h.rkey] = h
@@ -644,6 +671,21 @@ def _heap_pop(queue: cython.longlong[:], size: cython.Py_ssize_t, key: cython.do
         pos = child
     queue[pos] = last
     return top
+
+
+@cython.cfunc
+def _best_first(hyps: list, k: cython.Py_ssize_t) -> list:
+    """The ``k`` hypotheses of the highest score + future, best first, ties in their order
+    (as ``sorted(hyps, key=_neg_total)[:k]``, with the keys in an array sorted by numpy)."""
+    m: cython.Py_ssize_t = len(hyps)
+    i: cython.Py_ssize_t
+    h: Hyp
+    keys = np.empty(m)
+    kv: cython.double[:] = keys
+    for i in range(m):
+        h = hyps[i]
+        kv[i] = -(h.score + h.future)
+    return [hyps[j] for j in np.argsort(keys, kind="stable")[:k].tolist()]
 
 
 def _neg_score(h) -> float:
