@@ -34,7 +34,7 @@ import time
 from moses_integration import pipeline
 from moses_integration.moses_ini import MosesIni
 from moses_integration.nbest import group_by_sentence, read_nbest
-from moses_integration.phrase_tables import filter_table
+from moses_integration.table_filter import filter_table
 from moses_integration.runner import find_moses
 from rescorer.fileio import atomic_write
 from rescorer.machine import describe as describe_machine

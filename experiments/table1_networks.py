@@ -9,7 +9,7 @@ import os
 import shutil
 
 from moses_integration import stages as S
-from moses_integration.phrase_tables import read_columns, source_spans
+from moses_integration.table_filter import read_columns, source_spans
 from rescorer import cli as rescorer_cli
 from rescorer.fileio import atomic_write
 

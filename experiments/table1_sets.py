@@ -8,7 +8,7 @@ import os
 from moses_integration import pipeline as P
 from moses_integration import stages as S
 from moses_integration.moses_ini import MosesIni
-from moses_integration.phrase_tables import filter_table
+from moses_integration.table_filter import filter_table
 
 from experiments.common import ConfigError, read_lines
 from experiments.table1_config import slug, variant

@@ -46,7 +46,7 @@ from rescorer.vocab import EOS_ID
 from . import search
 from .compiled import check_fresh
 from .moses_ini import MosesIni
-from .phrase_tables import read_columns, source_spans
+from .table_filter import read_columns, source_spans
 from .search import COMPILED, Hyp, Option, Search, root_hyp, trellis_paths  # noqa: F401  (COMPILED: re-exported)
 
 check_fresh(search)

@@ -20,7 +20,7 @@ import torch
 from moses_integration import decoder, search
 from moses_integration.decoder import DecoderConfig, PhraseModel
 from moses_integration.nbest import parse_line
-from moses_integration.phrase_tables import _read_columns_line_by_line, read_columns
+from moses_integration.table_filter import _read_columns_line_by_line, read_columns
 from rescorer.checkpoint import save_cslm_checkpoint
 from rescorer.cli import main
 from rescorer.cslm import CSLM, CSLMConfig

@@ -16,7 +16,7 @@ from conftest import DATA
 from moses_integration.decoder import DecoderConfig, PhraseModel
 from moses_integration.moses_ini import MosesIni
 from moses_integration.nbest import group_by_sentence, read_nbest
-from moses_integration.phrase_tables import filter_table
+from moses_integration.table_filter import filter_table
 from rescorer.checkpoint import save_cslm_checkpoint
 from rescorer.cli import main
 from rescorer.cslm import CSLM, CSLMConfig, CSLMScorer, OutOfShortlist

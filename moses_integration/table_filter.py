@@ -1,4 +1,5 @@
-"""Phrase-table tools: filter to an input text, keep the best targets, binarise with Moses.
+"""A phrase table cut to an input text: its lines filtered to the spans of the input, the decoder's
+columns of those lines, and binarising with Moses.
 
 ``filter_table`` keeps the lines whose source phrase occurs in the input (every span up
 to the longest phrase), byte for byte, as Moses's ``filter-model-given-input.pl`` does.
