@@ -31,7 +31,7 @@ from moses_integration.prepare import clean_pair, train_truecaser
 from rescorer.fileio import atomic_write
 from rescorer.text import read_lines
 
-from experiments.common import ROOT, data_dir, read_config
+from experiments.common import ROOT, data_dir, errors_exit, read_config
 
 
 def corpus_spec(text: str) -> list[tuple[str, int | None]]:
@@ -197,4 +197,5 @@ def _truecase_chunk(args):
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    main()
+    with errors_exit(logging.getLogger("build_baseline")):  # a missing config: one line naming it
+        main()

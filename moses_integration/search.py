@@ -676,7 +676,8 @@ def _heap_pop(queue: cython.longlong[:], size: cython.Py_ssize_t, key: cython.do
 @cython.cfunc
 def _best_first(hyps: list, k: cython.Py_ssize_t) -> list:
     """The ``k`` hypotheses of the highest score + future, best first, ties in their order
-    (as ``sorted(hyps, key=_neg_total)[:k]``, with the keys in an array sorted by numpy)."""
+    (as ``sorted(hyps, key=lambda h: -(h.score + h.future))[:k]``, with the keys in an array
+    sorted by numpy)."""
     m: cython.Py_ssize_t = len(hyps)
     i: cython.Py_ssize_t
     h: Hyp
@@ -691,6 +692,3 @@ def _best_first(hyps: list, k: cython.Py_ssize_t) -> list:
 def _neg_score(h) -> float:
     return -h.score
 
-
-def _neg_total(h) -> float:
-    return -(h.score + h.future)
