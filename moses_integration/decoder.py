@@ -3,7 +3,7 @@
 Features (values as Moses computes and prints them):
 
 * ``PhraseDictionaryMemory`` - ``max(ln x, -100)`` of each dense score;
-* ``KENLM`` - log10 probabilities from the ``kenlm`` module times ln 10, ``<s>`` ... ``</s>``;
+* ``KENLM`` - log10 probabilities from KenLM (``language_model``) times ln 10, ``<s>`` ... ``</s>``;
 * ``Distortion`` - ``-|d|`` per phrase, ``d = start - previous end - 1`` (``start`` for the first);
 * ``WordPenalty`` - ``-1`` per target word; ``PhrasePenalty`` - ``1`` per phrase;
 * ``UnknownWordPenalty`` - ``-100`` per source word without any translation, passed through;
@@ -38,19 +38,17 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
-import kenlm
 import numpy as np
 
 from rescorer.vocab import EOS_ID
 
-from . import search
+from . import language_model, search
 from .compiled import check_fresh
 from .moses_ini import MosesIni
 from .table_filter import read_columns, source_spans
 from .search import COMPILED, Hyp, Option, Search, root_hyp, trellis_paths  # noqa: F401  (COMPILED: re-exported)
 
 check_fresh(search)
-LN10 = math.log(10.0)
 FLOOR = -100.0
 UNKNOWN_PENALTY = FLOOR  # Moses: FloorScore(log(0))
 
@@ -222,7 +220,7 @@ class PhraseModel:
 
         self.lm = None
         if lm is not None:
-            self.lm = kenlm.Model(_resolve(lm.get("path"), ini_dir))
+            self.lm = language_model.load(_resolve(lm.get("path"), ini_dir))
         self.cslm = None
         if cslm is not None:
             from rescorer.cslm import CSLMScorer  # torch: only a system with a CSLM feature needs it
@@ -257,7 +255,6 @@ class PhraseModel:
         self._tm = moses_logs(scores)
         self._targets = [tuple(t.split()) for t in tgt]
         self._lengths = np.array([len(t) for t in self._targets], float)
-        self._lm_cache: dict[tuple[str, ...], float] = {}
         self._lmest = self._lm_logprobs(self._targets)
         # reordering scores: row _lr_row[k] of _lr for target k, -1 for a pair the table lacks
         self._lr: np.ndarray | None = None
@@ -338,21 +335,7 @@ class PhraseModel:
         """ln-probability of each phrase in isolation (no <s>): Moses's LM estimate for future costs."""
         if self.lm is None:
             return np.zeros(len(phrases))
-        lm, State, cache = self.lm, kenlm.State, self._lm_cache
-        null = State()
-        lm.NullContextWrite(null)
-        out = []
-        for words in phrases:
-            total = cache.get(words)
-            if total is None:
-                a, total = null, 0.0
-                for w in words:
-                    b = State()
-                    total += lm.BaseScore(a, w, b)  # log10
-                    a = b
-                cache[words] = total = total * LN10
-            out.append(total)
-        return np.array(out)
+        return np.array(self.lm.alone_all(phrases))
 
     def _lm_estimate(self, words: tuple[str, ...]) -> float:
         return (self.weights[self.s_lm][0] * float(self._lm_logprobs([words])[0])) if self.lm is not None else 0.0
@@ -408,11 +391,7 @@ class PhraseModel:
                         self.s_d is not None, w[self.s_d][0] if self.s_d is not None else 0.0,
                         w[self.s_lr] if self.s_lr is not None else None,
                         cslm, w[self.s_cslm][0] if cslm is not None else 0.0)
-        start_state = None
-        if lm is not None:
-            start_state = kenlm.State()
-            lm.BeginSentenceWrite(start_state)
-        root = root_hyp(start_state, search.future_of(0),
+        root = root_hyp(search.future_of(0),
                         (EOS_ID,) * (cslm.order - 1) if cslm is not None else None)
         finals = search.run(root, self.cfg.stack_size, self.cfg.pop_limit)
         if not finals:

@@ -11,16 +11,13 @@ Scores are Moses's: a hypothesis's ``score`` is the weighted sum of its feature 
 """
 import array
 import heapq
-import math
 
 import cython
-import kenlm
 import numpy as np
 
 from rescorer.vocab import EOS_ID, UNK_ID
 
 COMPILED = cython.compiled
-LN10 = math.log(10.0)
 EOS_WORD = "</s>"
 
 
@@ -39,6 +36,7 @@ class Option:
     lr_id = cython.declare(cython.int, visibility="public")      # equal lr values, equal id (Search sets it)
     lm_next = cython.declare(dict)  # LM state number before -> (ln p of the target, state number after), inside the sentence
     lm_last = cython.declare(dict)  # the same for the sentence's last phrase (</s> scored too)
+    lm_ids = cython.declare(object) # the target's ids in the LM's vocabulary
 
     def __init__(self, start: cython.int, end: cython.int, target: tuple, delta, static: cython.double,
                  future: cython.double, lr):
@@ -47,7 +45,7 @@ class Option:
         self.static, self.future, self.lr = static, future, lr
         self.mask = ((one << (end - start)) - 1) << start
         self.lr_id = -1
-        self.lm_next = self.lm_last = None
+        self.lm_next = self.lm_last = self.lm_ids = None
 
     def __repr__(self):
         return f"Option({self.start}, {self.end}, {self.target!r}, static={self.static:.4f})"
@@ -68,8 +66,7 @@ class Hyp:
     ncov = cython.declare(cython.int, visibility="public")
     start = cython.declare(cython.int, visibility="public")  # last phrase's source span
     end = cython.declare(cython.int, visibility="public")
-    lm_state = cython.declare(object, visibility="public")
-    lm_id = cython.declare(cython.int)                       # its number among the sentence's LM states
+    lm_id = cython.declare(cython.int)                       # its LM state, by number in the sentence
     lr = cython.declare(object, visibility="public")
     score = cython.declare(cython.double, visibility="public")
     future = cython.declare(cython.double, visibility="public")
@@ -99,20 +96,20 @@ class Hyp:
 
 
 @cython.cfunc
-def _new_hyp(coverage, ncov: cython.int, start: cython.int, end: cython.int, lm_state, lm_id: cython.int, lr,
+def _new_hyp(coverage, ncov: cython.int, start: cython.int, end: cython.int, lm_id: cython.int, lr,
              score: cython.double, future: cython.double, prev, option) -> Hyp:
     h: Hyp = Hyp.__new__(Hyp)
     h.coverage, h.ncov, h.start, h.end = coverage, ncov, start, end
-    h.lm_state, h.lm_id, h.lr, h.score, h.future = lm_state, lm_id, lr, score, future
+    h.lm_id, h.lr, h.score, h.future = lm_id, lr, score, future
     h.d, h.orient, h.lm_ln, h.cs_ln = 0, 0, 0.0, 0.0
     h.prev, h.option, h.arcs, h.cctx, h.pending = prev, option, None, None, None
     h.lr_id, h.rkey, h.edge, h.ci, h.cj = -1, None, 0, 0, 0
     return h
 
 
-def root_hyp(lm_state, future: float, cctx=None) -> Hyp:
-    """The empty hypothesis: nothing covered, the LM after <s>."""
-    h = _new_hyp(0, 0, -1, 0, lm_state, 0, None, 0.0, future, None, None)
+def root_hyp(future: float, cctx=None) -> Hyp:
+    """The empty hypothesis: nothing covered, the LM after <s> (state number 0, ``Search.run``)."""
+    h = _new_hyp(0, 0, -1, 0, 0, None, 0.0, future, None, None)
     h.cctx = cctx
     return h
 
@@ -123,8 +120,9 @@ class Search:
     """One sentence's beam search (Moses's ``-search-algorithm 1``).
 
     ``opts`` maps (start, end) to options sorted best estimate first; ``fc[i][j]`` is the future
-    cost of span [i, j).  ``lm`` is a ``kenlm.Model`` or None; ``cslm`` a ``CSLMScorer`` or None
-    (its word index kept as ``cs_index``)."""
+    cost of span [i, j).  ``lm`` is a ``language_model`` model (``kenlm_core.KenLM``, which
+    numbers the sentence's LM states) or None; ``cslm`` a ``CSLMScorer`` or None (its word index
+    kept as ``cs_index``)."""
     n: cython.int
     dl: cython.int
     L: cython.int
@@ -133,9 +131,6 @@ class Search:
     fc: list
     fut_cache: dict
     lm: object
-    State: object
-    states: list      # the sentence's LM states by number (the root's is 0)
-    state_ids: dict   # and their numbers
     w_lm: cython.double
     w_d: cython.double
     has_d: cython.bint
@@ -151,14 +146,14 @@ class Search:
                  w_cs: cython.double = 0.0):
         self.n, self.opts, self.fc, self.dl, self.L = n, opts, fc, dl, max_phrase_length
         self.fut_cache = {}
-        self.lm, self.State, self.w_lm = lm, kenlm.State, w_lm
+        self.lm, self.w_lm = lm, w_lm
         self.has_d, self.w_d = has_d, w_d
         self.lr_on = w_lr is not None
         self.w_lr = tuple(float(x) for x in w_lr) if w_lr is not None else None
         self.cslm, self.w_cs, self.cs_cache = cslm, w_cs, {}
         self.cs_index = cslm.vocab.index if cslm is not None else None
-        # Options with the same target share their LM continuations; equal reordering values get
-        # one id, which the recombination key compares instead of the six values.
+        # Options with the same target share their LM ids and continuations; equal reordering
+        # values get one id, which the recombination key compares instead of the six values.
         lm_caches: dict = {}
         lr_ids: dict = {}
         o: Option
@@ -170,11 +165,10 @@ class Search:
             for o in olist:
                 caches = lm_caches.get(o.target)
                 if caches is None:
-                    caches = lm_caches[o.target] = ({}, {})
-                o.lm_next, o.lm_last = caches
+                    caches = lm_caches[o.target] = ({}, {}, lm.word_ids(o.target) if lm is not None else None)
+                o.lm_next, o.lm_last, o.lm_ids = caches
                 if o.lr is not None:
                     o.lr_id = lr_ids.setdefault(o.lr, len(lr_ids))
-        self.states, self.state_ids = [], {}
 
     @cython.ccall
     def future_of(self, cov) -> cython.double:
@@ -200,33 +194,6 @@ class Search:
         return total
 
     @cython.cfunc
-    def _state_id(self, state) -> cython.int:
-        """The number of an LM state: equal states (KenLM's comparison), one number."""
-        i = self.state_ids.get(state)
-        if i is None:
-            i = len(self.states)
-            self.states.append(state)
-            self.state_ids[state] = i
-        return i
-
-    @cython.cfunc
-    def _lm_phrase(self, sid: cython.int, words: tuple, last: cython.bint) -> tuple:
-        """(ln p of the words after state number sid, the number of the state after), </s> too
-        when ``last``."""
-        lm = self.lm
-        a = self.states[sid]
-        total: cython.double = 0.0
-        for word in words:
-            b = self.State()
-            total += lm.BaseScore(a, word, b)  # log10
-            a = b
-        if last:
-            b = self.State()
-            total += lm.BaseScore(a, EOS_WORD, b)
-            a = b
-        return (total * LN10, self._state_id(a))
-
-    @cython.cfunc
     def extend(self, h: Hyp, o: Option, cov, fut: cython.double) -> Hyp:
         """Hypothesis h followed by option o, which make coverage ``cov`` with future cost ``fut``
         (the edge's): every feature's weighted increment."""
@@ -246,19 +213,17 @@ class Search:
             if h.lr is not None:  # forward model: p(o | previous pair)
                 score += self.w_lr[3 + orient] * h.lr[3 + orient]
         last: cython.bint = ncov == self.n
-        state = None
         sid: cython.int = 0
         lm_ln: cython.double = 0.0
         if self.lm is not None:
             cache: dict = o.lm_last if last else o.lm_next
             hit = cache.get(h.lm_id)
             if hit is None:
-                hit = self._lm_phrase(h.lm_id, o.target, last)
+                hit = self.lm.extend(h.lm_id, o.lm_ids, last)
                 cache[h.lm_id] = hit
             lm_ln, sid = hit
-            state = self.states[sid]
             score += self.w_lm * lm_ln
-        nh: Hyp = _new_hyp(cov, ncov, o_start, o_end, state, sid, o.lr if self.lr_on else None, score,
+        nh: Hyp = _new_hyp(cov, ncov, o_start, o_end, sid, o.lr if self.lr_on else None, score,
                            fut, h, o)
         nh.d, nh.orient, nh.lm_ln = d, orient, lm_ln
         if self.lr_on:
@@ -396,9 +361,8 @@ class Search:
         made: bytearray
         stacks: list = [dict() for _ in range(n + 1)]
         edges: list = [[] for _ in range(n + 1)]  # per target stack: (hyps, options, coverage, future)
-        if self.lm is not None:  # the LM states by number, the root's first
-            self.states, self.state_ids = [root.lm_state], {root.lm_state: 0}
-            root.lm_id = 0
+        if self.lm is not None:  # the sentence's LM states by number, the root's (after <s>) first
+            root.lm_id = self.lm.begin()
         stacks[0][self.key(root)] = root
         self.register_edges([root], edges)
         for m in range(1, n + 1):

@@ -82,11 +82,11 @@ def test_readme_layout_names_every_module():
         text = f.read()
     layout = text[text.index("## Layout"):]
     layout = layout[:layout.index("\n## ", 3) if "\n## " in layout[3:] else len(layout)]
-    named = set(re.findall(r"[\w*]+\.(?:py|sh|ini)", layout))
+    named = set(re.findall(r"[\w*]+\.(?:pyx|py|sh|ini)\b", layout))
     patterns = [re.compile("^" + re.escape(n).replace(r"\*", ".*") + "$") for n in named]
     for package in ("rescorer", "moses_integration", "experiments"):
         files = [f for f in os.listdir(os.path.join(root, package))
-                 if f.endswith((".py", ".sh")) and f != "__init__.py"]
+                 if f.endswith((".py", ".pyx", ".sh")) and f != "__init__.py"]
         missing = [f for f in files if not any(p.match(f) for p in patterns)]
         assert not missing, f"README's layout does not name {package}/{missing}"
     every = {f for package in ("rescorer", "moses_integration", "experiments")

@@ -371,3 +371,15 @@ def test_a_compiled_part_older_than_its_source_is_refused(tmp_path):
     mod.__file__, mod.COMPILED = str(py), False
     check_fresh(mod)  # the plain-Python fallback
     assert envelope.COMPILED and check_fresh(envelope) is None
+    # a Cython .pyx built as C++ (kenlm_core): the same rule
+    so, pyx, cpp = (tmp_path / n for n in ("lm.cpython-311-x86_64-linux-gnu.so", "lm.pyx", "lm.cpp"))
+    for f in (so, pyx, cpp):
+        f.write_text("")
+    os.utime(so, (1000, 1000))
+    os.utime(pyx, (2000, 2000))
+    mod = types.ModuleType("moses_integration.lm")
+    mod.__file__, mod.COMPILED = str(so), True
+    with pytest.raises(ImportError, match=f"{so} is older than {pyx}"):
+        check_fresh(mod)
+    os.utime(so, (3000, 3000))
+    check_fresh(mod)
