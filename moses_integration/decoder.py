@@ -244,18 +244,19 @@ class PhraseModel:
             lr_future = reading.submit(_reordering_scores, reordering, wanted)
         try:
             src, tgt, scores = read_columns(table, wanted, self.n_tm, progress)
+            # the phrase table's own columns while the reordering table is still being read
+            index: dict[str, int] = {}
+            sid = np.fromiter((index.setdefault(s, len(index)) for s in src), np.int64, len(src))
+            self._sources = list(index)
+            self._sid = sid
+            self._tm = moses_logs(scores)
+            self._targets = [tuple(t.split()) for t in tgt]
+            self._lengths = np.array([len(t) for t in self._targets], float)
+            self._lmest = self._lm_logprobs(self._targets)
             lr = lr_future.result() if reading is not None else None
         finally:
             if reading is not None:
                 reading.shutdown(cancel_futures=True)
-        index: dict[str, int] = {}
-        sid = np.fromiter((index.setdefault(s, len(index)) for s in src), np.int64, len(src))
-        self._sources = list(index)
-        self._sid = sid
-        self._tm = moses_logs(scores)
-        self._targets = [tuple(t.split()) for t in tgt]
-        self._lengths = np.array([len(t) for t in self._targets], float)
-        self._lmest = self._lm_logprobs(self._targets)
         # reordering scores: row _lr_row[k] of _lr for target k, -1 for a pair the table lacks
         self._lr: np.ndarray | None = None
         if reordering is not None:

@@ -11,13 +11,14 @@ import io
 import os
 import shutil
 import subprocess
+import zlib
 from typing import Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
 
 from rescorer.fileio import atomic_write, check_can_write
-from rescorer.phrase_table import SEP, PhraseTableError, parse_line, raw_lines
+from rescorer.phrase_table import SEP, PhraseTableError, open_binary, parse_line, raw_lines
 
 
 def source_spans(sentences: Iterable[str], max_len: int = 7) -> set[bytes]:
@@ -44,6 +45,31 @@ def filtered_lines(path: str | os.PathLike, wanted: set[bytes], progress: bool =
             yield lineno, raw
 
 
+def _wanted_lines(path: str | os.PathLike, wanted: set[bytes], progress: bool = True) -> list[bytes]:
+    """The lines (without their newline) whose source phrase is in ``wanted``, as ``filtered_lines``
+    gives them, read in blocks of 16 MB: the file is split and filtered a block at a time rather
+    than a line at a time.  A damaged compressed stream raises as ``raw_lines`` does, without the
+    line (``read_columns`` then reads the file again line by line, which names it)."""
+    out: list[bytes] = []
+    bar = tqdm(desc=f"reading {os.path.basename(os.fspath(path))}", unit=" lines", unit_scale=True,
+               mininterval=2.0, leave=False, disable=not progress)
+    rest = b""
+    with open_binary(path) as f, bar:
+        while True:
+            block = f.read(1 << 24)
+            if not block:
+                break
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop()  # the part after the block's last newline
+            out += [raw for raw in lines if (k := raw.find(SEP)) >= 0 and raw[:k] in wanted]
+            bar.update(len(lines))
+        if rest:
+            k = rest.find(SEP)
+            if k >= 0 and rest[:k] in wanted:
+                out.append(rest)
+    return out
+
+
 def read_columns(path: str | os.PathLike, wanted: set[bytes], n_scores: int, progress: bool = True
                  ) -> tuple[list[str], list[str], np.ndarray]:
     """Source phrases, target phrases and dense scores (one row per line, as written) of the lines
@@ -58,8 +84,12 @@ def read_columns(path: str | os.PathLike, wanted: set[bytes], n_scores: int, pro
     src: list[bytes] = []
     tgt: list[bytes] = []
     scores: list[bytes] = []
+    try:
+        lines = _wanted_lines(path, wanted, progress)
+    except (EOFError, gzip.BadGzipFile, zlib.error):
+        return _read_columns_line_by_line(name, wanted, n_scores)
     ok = True
-    for _, raw in filtered_lines(path, wanted, progress):
+    for raw in lines:
         f = raw.split(SEP, 3)
         if len(f) < 3:
             ok = False
@@ -67,6 +97,7 @@ def read_columns(path: str | os.PathLike, wanted: set[bytes], n_scores: int, pro
         src.append(f[0])
         tgt.append(f[1])
         scores.append(f[2])
+    del lines
     try:
         sources = [s.decode() for s in src] if ok else []
         targets = [t.decode() for t in tgt] if ok else []
