@@ -63,15 +63,19 @@ class DecoderError(ValueError):
 
 
 @contextlib.contextmanager
-def no_cyclic_gc():
+def no_cyclic_gc(freeze: bool = False):
     """The cyclic garbage collector off: loading the tables and decoding make millions of objects
     but no reference cycles, and the collector would only scan them (and the loaded tables) again
-    and again."""
+    and again.  With ``freeze`` (after loading or re-ranking the tables, which live on), what is
+    alive then is moved out of the collector's generations (``gc.freeze``): its first collection
+    afterwards would otherwise scan the millions of objects just made."""
     was_on = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if freeze:
+            gc.freeze()
         if was_on:
             gc.enable()
 
@@ -85,9 +89,10 @@ def _pairs_digest(sources: list[str], targets: list[str]) -> bytes:
 
 
 def _reordering_scores(path: str, wanted: set[bytes]) -> tuple[bytes, np.ndarray]:
-    """A reordering table's scores, and the digest of its (source, target) pairs in order."""
+    """A reordering table's scores (Moses-logged), and the digest of its (source, target) pairs in
+    order."""
     src, tgt, scores = read_columns(path, wanted, 6, progress=False)
-    return _pairs_digest(src, tgt), scores
+    return _pairs_digest(src, tgt), moses_logs(scores)
 
 
 def moses_logs(x: np.ndarray) -> np.ndarray:
@@ -226,7 +231,7 @@ class PhraseModel:
             from rescorer.cslm import CSLMScorer  # torch: only a system with a CSLM feature needs it
             self.cslm = CSLMScorer.load(_resolve(cslm.get("path") or "", ini_dir))
         self.n_tm = n_tm
-        with no_cyclic_gc():
+        with no_cyclic_gc(freeze=True):
             self._load_tables(_resolve(tm.get("path"), ini_dir),
                               _resolve(lr.get("path"), ini_dir) if lr is not None else None, sentences, progress)
 
@@ -261,7 +266,7 @@ class PhraseModel:
         self._lr: np.ndarray | None = None
         if reordering is not None:
             if lr is not None and lr[0] == _pairs_digest(src, tgt):  # the usual case: the same pairs in the same order
-                self._lr, self._lr_row = moses_logs(lr[1]), np.arange(len(src))
+                self._lr, self._lr_row = lr[1], np.arange(len(src))
             else:
                 rsrc, rtgt, rscores = read_columns(reordering, wanted, 6, progress)
                 self._lr = moses_logs(rscores)
@@ -280,7 +285,7 @@ class PhraseModel:
                 if name not in sl or len(vals) != sl[name].stop - sl[name].start:
                     raise DecoderError(f"weights for {name!r} do not fit the model")
                 self.weights[sl[name]] = vals
-        with no_cyclic_gc():
+        with no_cyclic_gc(freeze=True):
             self._apply_weights()
 
     def _stateless(self, tm: np.ndarray | None, n_words: np.ndarray, unknown: bool = False) -> np.ndarray:
