@@ -4,7 +4,9 @@
 The interface is what the search asks: a phrase's vocabulary ids once (``word_ids``), then
 ln p(phrase | state) and the state after it, states numbered per sentence (``begin``,
 ``extend``), and the estimate of a phrase alone for future costs (``alone``).  Both give the same
-numbers: KenLM's log10 scores summed in order in double precision, times ln 10."""
+numbers: KenLM's log10 scores summed in order in double precision, times ln 10.  A model numbers
+the states of one sentence at a time (``begin`` starts again): a process decodes its sentences
+one after another with its own copy (the decoder's workers are forked)."""
 from __future__ import annotations
 
 import logging
