@@ -354,32 +354,26 @@ def test_bench_tune_times_both_optimisers_on_the_run_s_pool_and_reports_it():
     assert "the same weights: yes" in md
 
 
-def test_a_compiled_part_older_than_its_source_is_refused(tmp_path):
-    """An in-place build (its .c beside it) older than the .py it was made from would run old
-    code: importing it fails, naming both files; a plain .py module or a wheel (no .c) passes."""
-    so, py, c = (tmp_path / n for n in ("part.cpython-311-x86_64-linux-gnu.so", "part.py", "part.c"))
-    for f in (so, py, c):
+@pytest.mark.parametrize("source, made", [("py", "c"), ("pyx", "cpp")])
+def test_a_compiled_part_older_than_its_source_is_refused(tmp_path, source, made):
+    """An in-place build (its .c, or .cpp for a .pyx built as C++ like kenlm_core, beside it)
+    older than the source it was made from would run old code: importing it fails, naming both
+    files; a newer build, a plain .py module or a wheel (no .c) passes."""
+    so, src, gen = (tmp_path / n for n in ("part.cpython-311-x86_64-linux-gnu.so", f"part.{source}",
+                                           f"part.{made}"))
+    for f in (so, src, gen):
         f.write_text("")
     os.utime(so, (1000, 1000))
-    os.utime(py, (2000, 2000))
+    os.utime(src, (2000, 2000))
     mod = types.ModuleType("moses_integration.part")
     mod.__file__, mod.COMPILED = str(so), True
-    with pytest.raises(ImportError, match=f"{so} is older than {py}"):
-        check_fresh(mod)
-    c.unlink()
-    check_fresh(mod)  # a wheel's
-    mod.__file__, mod.COMPILED = str(py), False
-    check_fresh(mod)  # the plain-Python fallback
-    assert envelope.COMPILED and check_fresh(envelope) is None
-    # a Cython .pyx built as C++ (kenlm_core): the same rule
-    so, pyx, cpp = (tmp_path / n for n in ("lm.cpython-311-x86_64-linux-gnu.so", "lm.pyx", "lm.cpp"))
-    for f in (so, pyx, cpp):
-        f.write_text("")
-    os.utime(so, (1000, 1000))
-    os.utime(pyx, (2000, 2000))
-    mod = types.ModuleType("moses_integration.lm")
-    mod.__file__, mod.COMPILED = str(so), True
-    with pytest.raises(ImportError, match=f"{so} is older than {pyx}"):
+    with pytest.raises(ImportError, match=f"{so} is older than {src}"):
         check_fresh(mod)
     os.utime(so, (3000, 3000))
-    check_fresh(mod)
+    check_fresh(mod)  # rebuilt
+    os.utime(so, (1000, 1000))
+    gen.unlink()
+    check_fresh(mod)  # a wheel's
+    mod.__file__, mod.COMPILED = str(src), False
+    check_fresh(mod)  # the plain-Python fallback
+    assert envelope.COMPILED and check_fresh(envelope) is None
