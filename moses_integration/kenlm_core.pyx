@@ -12,11 +12,13 @@ KenLM's own comparison and hash, one number), so that the search keys hypotheses
 ``moses_integration.language_model`` chooses this or the same interface over the ``kenlm``
 module; both give the same numbers, summed in the same order in double precision.
 """
-from libc.string cimport memcpy
+import math
+
 from libcpp cimport bool as cbool
 from libcpp.vector cimport vector
 
 COMPILED = True  # as search.py's flag: compiled.check_fresh looks at it
+cdef double LN10 = math.log(10.0)  # the same number as language_model.LN10
 
 cdef extern from * nogil:
     """
@@ -111,12 +113,11 @@ cdef extern from * nogil:
 cdef class KenLM:
     """A KenLM model (ARPA or binary) for the decoder: phrases as packed vocabulary ids
     (``word_ids``), the sentence's states by number (``begin``, ``extend``), ln-probabilities
-    (log10 from KenLM times ``ln10``, multiplied here as the search did after its sums)."""
+    (log10 from KenLM times ln 10, multiplied after the sums as the kenlm module's callers do)."""
     cdef States *core
-    cdef double ln10
     cdef readonly str path
 
-    def __cinit__(self, str path, double ln10):
+    def __cinit__(self, str path):
         try:
             self.core = new States(path.encode())
         except RuntimeError as e:  # as the kenlm module says it
@@ -128,7 +129,7 @@ cdef class KenLM:
             raise RuntimeError(f"libkenlm.so's states are {size} bytes, this module's "
                               f"{States.CompiledStateSize()}: it was built with another KENLM_MAX_ORDER; "
                               "rebuild with `make setup`")
-        self.ln10, self.path = ln10, path
+        self.path = path
 
     def __dealloc__(self):
         if self.core != NULL:
@@ -143,18 +144,19 @@ cdef class KenLM:
         """How many states the sentence has reached so far."""
         return self.core.Count()
 
+    cdef void _index(self, tuple words, vector[unsigned] &ids):
+        """The words' vocabulary ids into ``ids``; unknown words get <unk>'s."""
+        cdef bytes b
+        ids.clear()
+        for word in words:
+            b = (<str>word).encode("utf-8")
+            ids.push_back(self.core.Index(b, len(b)))
+
     def word_ids(self, tuple words) -> bytes:
         """The words' vocabulary ids, packed (4 bytes each); unknown words get <unk>'s."""
-        cdef bytearray out = bytearray(4 * len(words))
-        cdef unsigned w
-        cdef bytes b
-        cdef Py_ssize_t i
-        cdef char *p = out
-        for i in range(len(words)):
-            b = (<str>words[i]).encode("utf-8")
-            w = self.core.Index(b, len(b))
-            memcpy(p + 4 * i, &w, 4)
-        return bytes(out)
+        cdef vector[unsigned] ids
+        self._index(words, ids)
+        return (<char *>ids.data())[:4 * ids.size()] if ids.size() else b""
 
     def begin(self) -> int:
         """A new sentence: its states forgotten, the state after <s> numbered 0."""
@@ -167,24 +169,17 @@ cdef class KenLM:
         if sid < 0 or <size_t>sid >= self.core.Count():
             raise IndexError(f"LM state number {sid}: the sentence has {self.core.Count()} states")
         cdef double total = self.core.Extend(sid, ids, len(ids) // 4, eos, &after)
-        return (total * self.ln10, after)
+        return (total * LN10, after)
 
     def alone(self, bytes ids) -> float:
         """ln p of the words from the null context (no <s>): the future-cost estimate."""
-        return self.core.Alone(ids, len(ids) // 4) * self.ln10
+        return self.core.Alone(ids, len(ids) // 4) * LN10
 
     def alone_all(self, list phrases) -> list:
         """``alone`` of each phrase (a tuple of words): a list of floats."""
-        cdef vector[unsigned] buf
+        cdef vector[unsigned] ids
         cdef list out = []
-        cdef tuple words
-        cdef bytes b
-        cdef unsigned w
         for words in phrases:
-            buf.clear()
-            for word in words:
-                b = (<str>word).encode("utf-8")
-                w = self.core.Index(b, len(b))
-                buf.push_back(w)
-            out.append(self.core.Alone(<const char *>buf.data(), <int>buf.size()) * self.ln10)
+            self._index(words, ids)
+            out.append(self.core.Alone(<const char *>ids.data(), <int>ids.size()) * LN10)
         return out

@@ -14,11 +14,11 @@ import math
 
 import kenlm
 
+from .compiled import check_fresh
+
 LN10 = math.log(10.0)
 EOS_WORD = "</s>"
 log = logging.getLogger(__name__)
-
-from .compiled import check_fresh
 
 try:
     from . import kenlm_core
@@ -32,8 +32,8 @@ else:
 class PythonKenLM:
     """``kenlm_core.KenLM``'s interface over the ``kenlm`` module (a phrase's ids are its words)."""
 
-    def __init__(self, path: str, ln10: float = LN10):
-        self.model, self.ln10, self.path = kenlm.Model(path), ln10, path
+    def __init__(self, path: str):
+        self.model, self.path = kenlm.Model(path), path
         self._states: list = []
         self._ids: dict = {}
 
@@ -73,23 +73,22 @@ class PythonKenLM:
         if not 0 <= sid < len(self._states):
             raise IndexError(f"LM state number {sid}: the sentence has {len(self._states)} states")
         total, a = self._score(self._states[sid], ids, eos)
-        return (total * self.ln10, self._number(a))
+        return (total * LN10, self._number(a))
 
     def alone(self, ids: tuple) -> float:
         null = kenlm.State()
         self.model.NullContextWrite(null)
-        return self._score(null, ids, False)[0] * self.ln10
+        return self._score(null, ids, False)[0] * LN10
 
     def alone_all(self, phrases: list) -> list:
         return [self.alone(p) for p in phrases]
 
 
-def load(path: str, compiled: bool = True):
-    """The model at ``path`` (ARPA or KenLM binary) for the decoder: the compiled interface unless
-    it is not built (a warning says so) or ``compiled`` is false."""
-    if compiled and kenlm_core is not None:
-        return kenlm_core.KenLM(path, LN10)
-    if compiled:
-        log.warning("moses_integration/kenlm_core is not compiled (%s): the LM is queried through the kenlm "
-                    "module, slower; `make setup` builds it", _why)
+def load(path: str):
+    """The model at ``path`` (ARPA or KenLM binary) for the decoder: the compiled interface, or
+    where it is not built (a warning says so) the kenlm module's."""
+    if kenlm_core is not None:
+        return kenlm_core.KenLM(path)
+    log.warning("moses_integration/kenlm_core is not compiled (%s): the LM is queried through the kenlm "
+                "module, slower; `make setup` builds it", _why)
     return PythonKenLM(path)

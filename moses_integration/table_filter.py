@@ -53,21 +53,23 @@ def _wanted_lines(path: str | os.PathLike, wanted: set[bytes], progress: bool = 
     out: list[bytes] = []
     bar = tqdm(desc=f"reading {os.path.basename(os.fspath(path))}", unit=" lines", unit_scale=True,
                mininterval=2.0, leave=False, disable=not progress)
-    rest = b""
     with open_binary(path) as f, bar:
-        while True:
-            block = f.read(1 << 24)
-            if not block:
-                break
-            lines = (rest + block).split(b"\n")
-            rest = lines.pop()  # the part after the block's last newline
+        for lines in _line_blocks(f):
             out += [raw for raw in lines if (k := raw.find(SEP)) >= 0 and raw[:k] in wanted]
             bar.update(len(lines))
-        if rest:
-            k = rest.find(SEP)
-            if k >= 0 and rest[:k] in wanted:
-                out.append(rest)
     return out
+
+
+def _line_blocks(f, size: int = 1 << 24) -> Iterator[list[bytes]]:
+    """The lines of a binary file (without their newlines), a block of about ``size`` bytes at a
+    time; a last line without a newline comes too."""
+    rest = b""
+    while block := f.read(size):
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()  # the part after the block's last newline
+        yield lines
+    if rest:
+        yield [rest]
 
 
 def read_columns(path: str | os.PathLike, wanted: set[bytes], n_scores: int, progress: bool = True
