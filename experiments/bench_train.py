@@ -185,8 +185,8 @@ class Bench:
         data_inputs = [os.path.join(self.data_dir(b), "meta.json") for b in ("pair", "source")]
         for net in self.networks:
             out.append(self._profile_stage(net, vocab_files + data_inputs + [today_main]))
-        for k, slot in enumerate(self.slots):   # every network's first slot (today's) before the others
-            for net in self.networks:
+        for net in self.networks:   # a network's slots together: its comparison is complete first
+            for k, slot in enumerate(self.slots):
                 out.append(self._slot_stage(net, k, slot, vocab_files + data_inputs + [today_main]))
         return out
 
