@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import data as pairdata
-from . import distributed, machine, ngrams
+from . import distributed, machine, ngrams, row_buckets
 from .checkpoint import (CheckpointError, check_vocab_matches, load_checkpoint,
                          save_checkpoint, save_cslm_checkpoint)
 from .config import DATA_SETTINGS, TrainConfig, TrainError  # noqa: F401  (importable from here too)
@@ -337,7 +337,7 @@ class BaseTrainer:
                 next(it)
             for batch in it:
                 candidates = self._candidates(batch)
-                with torch.autocast(self.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+                with row_buckets.autocast(self.device, cfg.precision == "bf16"):
                     if self.rank.world > 1:
                         # -sum / B over this rank's items, times the number of ranks: DDP's average of
                         # the ranks' gradients is then the gradient of the whole minibatch's mean loss
