@@ -30,6 +30,7 @@ The report (results.md, results.json, curves.png) goes to [work] report.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import logging
@@ -372,6 +373,11 @@ def profile_path(bench: Bench, net: str, path: str, out: str) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
     from rescorer.model import RNNEncoderDecoder, pad
+    if path == "today":   # today's trainer has no bf16 and no rescorer.row_buckets
+        def autocast(device, bf16):
+            return contextlib.nullcontext()
+    else:
+        from rescorer.row_buckets import autocast   # the trainer's own bf16 step
     torch.set_num_threads(bench.threads)
     a = bench.options(path)
     by_source = bench.bucket_by(path) == "source"
@@ -394,7 +400,7 @@ def profile_path(bench: Bench, net: str, path: str, out: str) -> dict:
         batch = PrefixForest.build(srcs, tgts) if by_source else pad(srcs) + pad(tgts)
         cand = torch.from_numpy(sampled_words(tgts, model.cfg.tgt_vocab, sample, a.seed, i)) if sample else None
         t1 = time.perf_counter()
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        with autocast(torch.device("cpu"), bf16):
             extra = () if cand is None else (cand,)   # today's network takes no candidates
             logp = forest_model(batch, *extra) if by_source else model(*batch, *extra)
             loss = -logp.float().mean()
