@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -373,15 +374,15 @@ def profile_path(bench: Bench, net: str, path: str, out: str) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
     from rescorer.model import RNNEncoderDecoder, pad
-    if path == "today":   # today's trainer has no bf16 and no rescorer.row_buckets
-        def autocast(device, bf16):
-            return contextlib.nullcontext()
-    else:
-        from rescorer.row_buckets import autocast   # the trainer's own bf16 step
     torch.set_num_threads(bench.threads)
     a = bench.options(path)
     by_source = bench.bucket_by(path) == "source"
     bf16 = getattr(a, "precision", "fp32") == "bf16"
+    if bf16:   # the trainer's own bf16 step (a tree without bf16 has no rescorer.row_buckets)
+        from rescorer.row_buckets import autocast
+        precision = functools.partial(autocast, torch.device("cpu"), True)
+    else:
+        precision = contextlib.nullcontext
     torch.manual_seed(a.seed)
     model = RNNEncoderDecoder(model_config(bench, net))
     # the optimizer each trainer makes ([training] says Adam with its rate): today's per-tensor
@@ -400,7 +401,7 @@ def profile_path(bench: Bench, net: str, path: str, out: str) -> dict:
         batch = PrefixForest.build(srcs, tgts) if by_source else pad(srcs) + pad(tgts)
         cand = torch.from_numpy(sampled_words(tgts, model.cfg.tgt_vocab, sample, a.seed, i)) if sample else None
         t1 = time.perf_counter()
-        with autocast(torch.device("cpu"), bf16):
+        with precision():
             extra = () if cand is None else (cand,)   # today's network takes no candidates
             logp = forest_model(batch, *extra) if by_source else model(*batch, *extra)
             loss = -logp.float().mean()

@@ -1,5 +1,7 @@
 """Bucketed rows: the products of training's bf16 path on rows padded to a few sizes give the
 values and gradients of the products on the rows themselves."""
+import contextlib
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -35,10 +37,7 @@ def test_padded_products_give_the_rows_values_and_gradients(rows):
     def run(mode):
         for t in (x, w, b, add):
             t.grad = None
-        if mode:
-            with BucketedRows():
-                outs = _products(x, w, b, add)
-        else:
+        with BucketedRows() if mode else contextlib.nullcontext():
             outs = _products(x, w, b, add)
         sum((o * k).sum() for o, k in zip(outs, weights)).backward()
         return [o.detach() for o in outs], [t.grad.clone() for t in (x, w, b, add)]
