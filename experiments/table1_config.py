@@ -38,8 +38,10 @@ def parse_span(text: str | None, where: str) -> tuple[int, int] | None:
 
 
 class Config:
-    """The experiment's settings (see experiments/table1.ini); paths may use {data}, {work} and
-    {build} (the work directory of the system built from raw text)."""
+    """The experiment's settings (see experiments/table1.ini); paths may use {data}, {work},
+    {build} (the work directory of the system built from raw text) and {whole} (that of the
+    [whole] build, the whole phrase table of a system's training text, which the networks can
+    learn from while the system decodes with its own tables)."""
 
     def __init__(self, path: str, data: str | None = None, work: str | None = None,
                  cp: configparser.ConfigParser | None = None, tests_needed: bool = True):
@@ -52,9 +54,18 @@ class Config:
         self.data = data_dir(data, cp.get("data", "dir", fallback=""))
         self.work = os.path.abspath(work or cp.get("work", "dir", fallback="work/table1"))
         self.build = cp.get("system", "build", fallback="").strip() or None
+        self.whole_build = cp.get("whole", "build", fallback="").strip() or None
+        self.whole_dir = os.path.join(self.work, "whole")
+        if cp.get("whole", "dir", fallback="").strip():  # e.g. another experiment's build of the same config
+            self.whole_dir = self.p(cp["whole"]["dir"])
         self.processes = cp.getint("work", "processes", fallback=os.cpu_count() or 1)
         report = cp.get("work", "report", fallback="").strip()
         self.report = os.path.abspath(report) if report else os.path.join(self.work, "report")
+        previous = cp.get("work", "previous", fallback="").strip()
+        self.previous = os.path.abspath(previous) if previous else None
+        if self.previous and not os.path.exists(self.previous):
+            raise ConfigError(f"{path}: [work] previous = {previous}: no such file (the results.json of an "
+                              "earlier run of this experiment, shown beside this one's)")
         self.systems = self._systems()
         self.tests = {s.split(None, 1)[1].strip(): self._set(s) for s in cp.sections() if s.startswith("test ")}
         if not self.tests and tests_needed:
@@ -63,7 +74,12 @@ class Config:
 
     def p(self, text: str) -> str:
         """A path of the config with its placeholders filled in."""
-        out = text.strip().format(data=self.data, work=self.work, build=os.path.join(self.work, "build"))
+        try:
+            out = text.strip().format(data=self.data, work=self.work, build=os.path.join(self.work, "build"),
+                                      whole=self.whole_dir)
+        except KeyError as e:
+            raise ConfigError(f"{self.path}: {text!r}: unknown placeholder {e} (known: data, work, build, whole)") \
+                from None
         return os.path.abspath(out)
 
     def get(self, section: str, key: str, fallback=None):

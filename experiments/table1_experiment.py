@@ -137,6 +137,9 @@ class Experiment(SetStages, NetworkStages, TuningStages, ReleaseStage):
         if cfg.build:
             records.append({"stage": "build", **build_baseline.build(cfg.build, os.path.join(cfg.work, "build"), cfg.data,
                                                                      progress=self.progress)})
+        if cfg.whole_build:  # the whole table the networks may learn from ([rnn] table = {whole}/...)
+            records.append({"stage": "whole-build", **build_baseline.build(
+                cfg.whole_build, cfg.whole_dir, cfg.data, cfg.get("whole", "sets", ""), self.progress)})
         records += self.run_stages(force)
         with atomic_write(os.path.join(cfg.work, "stages.json"), "w") as f:
             json.dump(records, f, indent=1)

@@ -266,8 +266,22 @@ def write_report(exp, records: list[dict]) -> dict:
     if exp.cslm_modes_system() and os.path.exists(exp.modes_path()):
         with open(exp.modes_path()) as f:
             results["cslm_modes"] = json.load(f)
+    if cfg.previous:
+        with open(cfg.previous) as f:
+            results["previous"] = previous_run(json.load(f), cfg.get("work", "previous").strip())
     write_results(cfg.report, results, markdown, lambda r, out: plots(r, out, bool(histories)))
     return results
+
+
+def previous_run(prev: dict, path: str) -> dict:
+    """What a report shows of an earlier run of the experiment ([work] previous, the results.json
+    at ``path``): its RNN Encoder-Decoder (settings, model, training) and each system's BLEU per
+    run on the dev set and every test set, with the machine it ran on."""
+    rnn = prev.get("rnn", {})
+    return {"path": path, "machine": prev.get("machine"),
+            "rnn": {k: v for k, v in rnn.items() if k in ("summary", "model", "training", "data") or isinstance(v, str)},
+            "dev": {s: d["bleu"] for s, d in prev.get("dev", {}).items()},
+            "tests": {t: {s: d["bleu"] for s, d in x["systems"].items()} for t, x in prev.get("tests", {}).items()}}
 
 
 def plots(r: dict, out: str, training: bool) -> None:
@@ -658,6 +672,46 @@ def _md_release(rel: dict) -> list[str]:
     return L + markdown_table(["files", "MB"], rows)
 
 
+def _network_line(x: dict) -> str:
+    """A trained RNN Encoder-Decoder in a sentence: its size, training and config keys."""
+    s = x["summary"]
+    return (f"{_kv(x.get('model', {}))}; {_kv(x.get('training', {}))}; data: {_kv(x.get('data', {}))}. "
+            f"{s['updates']:,} updates in {s['minutes']:.1f} min ({s['stop']}); best validation perplexity "
+            f"{s['best_valid_ppl']:.2f}. Config: " + ", ".join(f"{k} = {v}" for k, v in x.items() if isinstance(v, str)))
+
+
+def _md_previous(r: dict) -> list[str]:
+    """This run beside an earlier one of the experiment ([work] previous): the same systems with
+    another RNN Encoder-Decoder. Each run's mean BLEU and the gain over its own baseline."""
+    prev, base = r["previous"], baseline_of(r)
+    L = ["", "## Beside the previous network", "",
+         f"The previous run of this experiment (`{prev['path']}`, on {(prev.get('machine') or {}).get('cpu', '?')}) "
+         "had the same kind of systems with another RNN Encoder-Decoder"
+         + (f": {_network_line(prev['rnn'])}." if "summary" in prev["rnn"] else ".")
+         + (f" This run's: {_network_line(r['rnn'])}." if "summary" in r["rnn"] else ""), ""]
+    sets = [("dev (MERT, tokenised)", r["dev"], prev["dev"])] + [
+        (t, {s: d for s, d in x["systems"].items()}, prev["tests"].get(t, {})) for t, x in r["tests"].items()]
+    for title, now, then in sets:
+        mean_now = {s: float(np.mean(d["bleu"] if isinstance(d, dict) else d)) for s, d in now.items()}
+        mean_then = {s: float(np.mean(b)) for s, b in then.items()}
+        rows = []
+        for s in r["systems"]:
+            if s not in mean_now and s not in mean_then:
+                continue
+            cells = [s]
+            for means in (mean_then, mean_now):
+                if s not in means:
+                    cells.append("–")
+                    continue
+                gain = (f" ({means[s] - means[base]:+.2f})" if s != base and base in means else "")
+                cells.append(f"{means[s]:.2f}{gain}")
+            cells.append(f"{mean_now[s] - mean_then[s]:+.2f}" if s in mean_now and s in mean_then else "–")
+            rows.append(cells)
+        L += [f"{title}:", ""] + markdown_table(
+            ["system", "previous network: mean BLEU (gain over its baseline)", "this run", "difference"], rows) + [""]
+    return L
+
+
 def _md_networks(r: dict) -> list[str]:
     L = ["", "## The networks", ""]
     for name, title in (("rnn", "RNN Encoder–Decoder"), ("cslm", "CSLM")):
@@ -726,4 +780,6 @@ def markdown(r: dict) -> str:
         L += _md_cslm_modes(r)
     if r.get("release"):
         L += _md_release(r["release"])
+    if r.get("previous"):
+        L += _md_previous(r)
     return "\n".join(L + _md_networks(r) + _md_stages(r))

@@ -24,7 +24,7 @@ from sklearn.linear_model import LinearRegression
 
 from conftest import DATA, ROOT
 from experiments import reproduce
-from experiments import table1_config, table1_stats
+from experiments import table1_config, table1_experiment, table1_stats
 from experiments.common import ConfigError
 from experiments.common import read_lines
 from experiments.release import ReleaseExperiment
@@ -587,3 +587,59 @@ def test_training_keys_are_the_commands_own_options(tmp_path):
     bad.write_text(text.replace("[rnn]\n", "[rnn]\nbatchsize = 256\n", 1))
     with pytest.raises(ConfigError, match=r"bad\.ini: \[rnn\] batchsize: not an option of rescorer train"):
         Experiment(Config(str(bad), None, str(tmp_path / "w2")), progress=False).stages()
+
+
+def test_the_rnn_can_learn_from_the_whole_table_while_the_system_decodes_with_its_own(tmp_path, monkeypatch):
+    """[whole] build makes the whole phrase table of a system's training text before any stage
+    ({whole}); [rnn] table = {whole}/... trains the network (and draws its shortlists) there,
+    while the sets' tables stay the system's, filtered."""
+    if not (DATA / "moses-baseline" / "moses.ini").exists():
+        pytest.skip(f"no shared data at {DATA}")
+    text = (ROOT / "experiments" / "table1.ini").read_text()
+    ini = tmp_path / "whole.ini"
+    ini.write_text(text.replace("[rnn]\n", "[rnn]\ntable = {whole}/model/phrase-table.gz\n", 1)
+                   + "\n[whole]\nbuild = experiments/baseline.ini\n")
+    work = tmp_path / "w"
+    exp = Experiment(Config(str(ini), None, str(work)), progress=False)
+    whole_table = str(work / "whole" / "model" / "phrase-table.gz")
+    stages = {s.name: s for s in exp.stages()}
+    assert stages["vocab"].inputs == [whole_table] and stages["rnn"].inputs[0] == whole_table
+    shared_table = str(DATA / "moses-baseline" / "phrase-table.gz")
+    assert shared_table in stages["filter-dev"].inputs and whole_table not in stages["filter-dev"].inputs
+    # run(): the build first (its own stages skip what is done), then the experiment's stages
+    calls = []
+    monkeypatch.setattr(table1_experiment.build_baseline, "build",
+                        lambda *a, **k: calls.append(a) or {"seconds": 0.0, "skipped": True, "peak_memory_mb": 1})
+    monkeypatch.setattr(exp, "run_stages", lambda force=False: [{"stage": "vocab"}])
+    records = exp.run()
+    assert calls == [("experiments/baseline.ini", str(work / "whole"), exp.cfg.data, "", False)]
+    assert [r["stage"] for r in records] == ["whole-build", "vocab"]
+    # another experiment's build of the same config, named by [whole] dir, is shared
+    ini.write_text(ini.read_text() + "dir = {work}/../study/whole\n")
+    assert Config(str(ini), None, str(work)).whole_dir == str(tmp_path / "study" / "whole")
+    bad = tmp_path / "bad.ini"
+    bad.write_text(text.replace("[rnn]\n", "[rnn]\ntable = {wholly}/model/phrase-table.gz\n", 1))
+    with pytest.raises(ConfigError, match=r"bad\.ini: .*unknown placeholder 'wholly'"):
+        Experiment(Config(str(bad), None, str(work)), progress=False).stages()
+    bad.write_text(text.replace("[work]\n", "[work]\nprevious = nowhere/results.json\n", 1))
+    with pytest.raises(ConfigError, match=r"bad\.ini: \[work\] previous = nowhere/results.json: no such file"):
+        Config(str(bad), None, str(work))
+
+
+def test_the_previous_networks_run_is_shown_beside_this_one(small_run, tmp_path):
+    """[work] previous = an earlier run's results.json: the report keeps that run's network and
+    its BLEU per system beside this run's (here the same run: every difference is 0)."""
+    work, r = small_run
+    ini = tmp_path / "again.ini"
+    ini.write_text(SMALL.read_text().replace("[work]\n", f"[work]\nprevious = {work / 'report' / 'results.json'}\n", 1))
+    res = reproduce.main(["--config", str(ini), "--work", str(work), "--report", str(tmp_path / "report"), "-q",
+                          "--report-only"])
+    prev = res["previous"]
+    assert prev["rnn"]["summary"] == r["rnn"]["summary"] and prev["dev"] == {s: d["bleu"] for s, d in r["dev"].items()}
+    assert prev["tests"] == {t: {s: d["bleu"] for s, d in x["systems"].items()} for t, x in r["tests"].items()}
+    md = (tmp_path / "report" / "results.md").read_text()
+    section = md[md.index("## Beside the previous network"):]
+    t = r["tests"]["newstest2012-tail"]["systems"]
+    rnn = f"{t['+RNN']['mean']:.2f} ({t['+RNN']['mean'] - t['Baseline']['mean']:+.2f})"
+    assert f"| +RNN | {rnn} | {rnn} | +0.00 |" in section
+    assert f"{r['rnn']['summary']['updates']:,} updates" in section
