@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from . import row_buckets
 from .config import ModelConfig  # noqa: F401  (also rescorer.model.ModelConfig)
 
 def _normal_(w: Tensor) -> None:
@@ -76,10 +77,14 @@ class Recurrent(nn.Module):
 
     _views: dict | None = None
 
+    def row_blocks(self) -> list[int]:
+        """The row counts of the blocks of ``U`` that ``step`` multiplies by, each in one product,
+        in order (they add up to U's rows)."""
+        return [self.blocks * self.hidden]
+
     def u_rows(self, first: int, last: int) -> Tensor:
         """``U[first:last]^T``.  Inside ``unrolled()`` each slice is taken once and reused by every
-        step: back-propagation then sums the steps' gradients into the slice before the slice's own
-        backward, which writes a full-size gradient of U once per unroll instead of once per step."""
+        step (cast once under autocast)."""
         if self._views is None:
             return self.U[first:last].t()
         key = (first, last)
@@ -91,9 +96,23 @@ class Recurrent(nn.Module):
             self._views[key] = u
         return self._views[key]
 
+    def product(self, h: Tensor, first: int, last: int, add: Tensor | None = None) -> Tensor:
+        """``h U[first:last]^T (+ add)``, the recurrent products.  Inside ``unrolled()`` while
+        training, U's gradient is not summed step by step: each step keeps its ``h`` and the
+        gradient of its product, and the unroll's gradient of each block of U is one product
+        of all of them, ``Σ_t h_t^T g_t`` (``_RecurrentBlock``)."""
+        if self._views is None or not (torch.is_grad_enabled() and self.U.requires_grad):
+            u = self.u_rows(first, last)
+            return h @ u if add is None else torch.addmm(add, h, u)
+        if not self._views.get("blocks"):
+            self._views["blocks"] = _recurrent_blocks(self.U, self.row_blocks())
+        block, steps = self._views["blocks"][(first, last)]
+        out = _RecurrentStep.apply(h, block, steps)
+        return out if add is None else out + add
+
     @contextmanager
     def unrolled(self):
-        """The scope of one unroll of the recurrence (see ``u_rows``)."""
+        """The scope of one unroll of the recurrence (see ``u_rows`` and ``product``)."""
         outer = self._views
         self._views = {} if outer is None else outer
         try:
@@ -116,11 +135,14 @@ class GatedUnit(Recurrent):
         super().__init__(input_size, hidden)
         self.reset_before = gate == "reset-before"
 
+    def row_blocks(self) -> list[int]:
+        H = self.hidden
+        return [2 * H, H] if self.reset_before else [3 * H]   # U_r and U_z together, then U; or all three
+
     def recurrent(self, h: Tensor, first: int, last: int, add: Tensor | None = None) -> Tensor:
         """``h U[first:last]^T (+ add)``: the recurrent products, in one place (``rescorer.int8``
         replaces them)."""
-        u = self.u_rows(first, last)
-        return h @ u if add is None else torch.addmm(add, h, u)
+        return self.product(h, first, last, add)
 
     def step(self, x: Tensor, h: Tensor, inside: Tensor | None = None) -> Tensor:
         """One step.  ``x`` (B, 3H) holds the input terms [W_r e + .., W_z e + .., W e + ..];
@@ -144,7 +166,7 @@ class TanhUnit(Recurrent):
     blocks = 1
 
     def step(self, x: Tensor, h: Tensor, inside: Tensor | None = None) -> Tensor:
-        return torch.tanh(torch.addmm(x, h, self.u_rows(0, self.hidden)))          # h_t = tanh(W e + U h_{t-1})
+        return torch.tanh(self.product(h, 0, self.hidden, x))                      # h_t = tanh(W e + U h_{t-1})
 
 
 class LSTMUnit(Recurrent):
@@ -167,7 +189,7 @@ class LSTMUnit(Recurrent):
     def step(self, x: Tensor, state: Tensor, inside: Tensor | None = None) -> Tensor:
         H = self.hidden
         h, m = state[:, :H], state[:, H:]
-        a = torch.addmm(x, h, self.u_rows(0, 4 * H))
+        a = self.product(h, 0, 4 * H, x)
         i, f, o = torch.sigmoid(a[:, :3 * H]).split(H, 1)
         g = torch.tanh(a[:, 3 * H:])
         m = f * m + i * g                                                          # m_t = f m_{t-1} + i g
@@ -175,6 +197,72 @@ class LSTMUnit(Recurrent):
 
 
 UNITS = {"gru": GatedUnit, "lstm": LSTMUnit, "tanh": TanhUnit}   # the recurrent unit of each cell
+
+
+def _recurrent_blocks(U: Tensor, rows: list[int]) -> dict[tuple[int, int], tuple[Tensor, list]]:
+    """U split into blocks of ``rows`` rows, each transposed (and cast under autocast) once for
+    an unroll: (first, last) -> (the block, the list its steps fill for the backward)."""
+    kind = U.device.type
+    dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else U.dtype
+    out, start = {}, 0
+    for part in torch.split(U, rows):   # one backward writing the blocks' gradients side by side
+        steps: list = []
+        out[(start, start + part.shape[0])] = (_RecurrentBlock.apply(part.t(), dtype, steps), steps)
+        start += part.shape[0]
+    return out
+
+
+class _RecurrentStep(torch.autograd.Function):
+    """One step's ``h u`` with a block ``u`` of ``_RecurrentBlock``: the backward gives h its
+    gradient ``g u^T`` and leaves (h, g) for the block's own backward instead of a gradient of
+    u.  In bfloat16 on the CPU the rows are padded to ``row_buckets.bucket`` sizes, in the
+    backward as in the forward (oneDNN makes a kernel for every new shape)."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, u: Tensor, steps: list) -> Tensor:
+        m = h.shape[0]
+        hu = h.to(u.dtype)
+        if _bucketed(u):
+            hu = row_buckets.padded(hu, row_buckets.bucket(m))
+        ctx.hu, ctx.steps, ctx.h_dtype = hu, steps, h.dtype
+        ctx.save_for_backward(u)
+        return (hu @ u)[:m]
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        (u,) = ctx.saved_tensors
+        m = g.shape[0]
+        gu = row_buckets.padded(g.to(u.dtype), ctx.hu.shape[0])
+        ctx.steps.append((ctx.hu, gu))
+        return (gu @ u.t())[:m].to(ctx.h_dtype), None, None
+
+
+class _RecurrentBlock(torch.autograd.Function):
+    """A block of U^T entering an unroll (cast to ``dtype``); its gradient is computed once, after
+    every step's backward, from what the steps left: Σ_t h_t^T g_t as one product."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, dtype: torch.dtype, steps: list) -> Tensor:
+        ctx.set_materialize_grads(False)   # the steps give no gradient here: nothing to fill
+        ctx.steps, ctx.u_dtype = steps, u.dtype
+        return u.to(dtype) if dtype != u.dtype else u.view_as(u)
+
+    @staticmethod
+    def backward(ctx, _unused):
+        if not ctx.steps:
+            return None, None, None
+        H = torch.cat([h for h, _ in ctx.steps])
+        G = torch.cat([g for _, g in ctx.steps])
+        ctx.steps.clear()
+        if _bucketed(H):
+            rows = row_buckets.bucket(H.shape[0])
+            H, G = row_buckets.padded(H, rows), row_buckets.padded(G, rows)
+        return (H.t() @ G).to(ctx.u_dtype), None, None                        # Σ_t h_t^T g_t
+
+
+def _bucketed(x: Tensor) -> bool:
+    """Whether products of ``x`` go through oneDNN's per-shape bfloat16 kernels (see row_buckets)."""
+    return x.dtype == torch.bfloat16 and x.device.type == "cpu"
 
 
 def make_cell(cfg: "ModelConfig", input_size: int) -> Recurrent:

@@ -28,8 +28,9 @@ def bucket(rows: int) -> int:
     return p + p // 2 if rows <= p + p // 2 else 2 * p
 
 
-def _padded(x: Tensor, rows: int) -> Tensor:
-    return F.pad(x, (0, 0, 0, rows - x.shape[0]))
+def padded(x: Tensor, rows: int) -> Tensor:
+    """``x`` (m, n) with zero rows after its own up to ``rows``."""
+    return x if rows == x.shape[0] else F.pad(x, (0, 0, 0, rows - x.shape[0]))
 
 
 class BucketedRows(TorchFunctionMode):
@@ -49,9 +50,9 @@ class BucketedRows(TorchFunctionMode):
         if rows == m:
             return func(*args, **kwargs)
         args = list(args)
-        args[at] = _padded(x, rows)
+        args[at] = padded(x, rows)
         if at == 1 and isinstance(args[0], Tensor) and args[0].dim() == 2 and args[0].shape[0] == m:
-            args[0] = _padded(args[0], rows)    # the added term, row for row
+            args[0] = padded(args[0], rows)    # the added term, row for row
         return func(*args, **kwargs)[:m]
 
 
