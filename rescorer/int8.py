@@ -17,6 +17,7 @@ torchao package; the kernels used here are PyTorch's own and need nothing else.
 from __future__ import annotations
 
 import copy
+import itertools
 import warnings
 from contextlib import contextmanager
 
@@ -53,10 +54,10 @@ class Int8GatedUnit(GatedUnit):
 
     def __init__(self, cell: GatedUnit):
         nn.Module.__init__(self)  # not GatedUnit's: its weights come from ``cell``, not from a fresh init
-        H = self.hidden = cell.hidden
-        self.state_size, self.reset_before = cell.state_size, cell.reset_before
+        self.hidden, self.state_size, self.reset_before = cell.hidden, cell.state_size, cell.reset_before
         self.W_in = int8_linear(cell.W_in.weight, cell.W_in.bias)
-        rows = [(0, 2 * H), (2 * H, 3 * H)] if self.reset_before else [(0, 3 * H)]  # the products step makes
+        ends = list(itertools.accumulate(cell.row_blocks(), initial=0))
+        rows = list(zip(ends[:-1], ends[1:]))  # the blocks of U that step multiplies by
         self.U_rows = nn.ModuleDict({f"{a}:{b}": int8_linear(cell.U[a:b]) for a, b in rows})
 
     def recurrent(self, h: Tensor, first: int, last: int, add: Tensor | None = None) -> Tensor:
