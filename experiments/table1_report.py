@@ -672,12 +672,15 @@ def _md_release(rel: dict) -> list[str]:
     return L + markdown_table(["files", "MB"], rows)
 
 
-def _network_line(x: dict) -> str:
-    """A trained RNN Encoder-Decoder in a sentence: its size, training and config keys."""
+def _network_line(x: dict, per: str) -> str:
+    """A trained network in a sentence: its size, training, data, validation perplexity (``per``:
+    what it is counted per) and config keys."""
     s = x["summary"]
-    return (f"{_kv(x.get('model', {}))}; {_kv(x.get('training', {}))}; data: {_kv(x.get('data', {}))}. "
-            f"{s['updates']:,} updates in {s['minutes']:.1f} min ({s['stop']}); best validation perplexity "
-            f"{s['best_valid_ppl']:.2f}. Config: " + ", ".join(f"{k} = {v}" for k, v in x.items() if isinstance(v, str)))
+    return (f"{_kv(x.get('model', {}))}; {_kv(x.get('training', {}))}; data: "
+            f"{_kv(x.get('data', {}))}. {s['updates']:,} updates in {s['minutes']:.1f} min ({s['stop']}); "
+            f"best validation perplexity {s['best_valid_ppl']:.2f} per {per} "
+            f"against the {s['baseline']} baseline's {s['baseline_ppl']:.1f}. Config: "
+            + ", ".join(f"{k} = {v}" for k, v in x.items() if isinstance(v, str)) + ".")
 
 
 def _md_previous(r: dict) -> list[str]:
@@ -687,12 +690,12 @@ def _md_previous(r: dict) -> list[str]:
     L = ["", "## Beside the previous network", "",
          f"The previous run of this experiment (`{prev['path']}`, on {(prev.get('machine') or {}).get('cpu', '?')}) "
          "had the same kind of systems with another RNN Encoder-Decoder"
-         + (f": {_network_line(prev['rnn'])}." if "summary" in prev["rnn"] else ".")
-         + (f" This run's: {_network_line(r['rnn'])}." if "summary" in r["rnn"] else ""), ""]
+         + (f": {_network_line(prev['rnn'], 'target symbol')}" if "summary" in prev["rnn"] else ".")
+         + (f" This run's: {_network_line(r['rnn'], 'target symbol')}" if "summary" in r["rnn"] else ""), ""]
     sets = [("dev (MERT, tokenised)", r["dev"], prev["dev"])] + [
-        (t, {s: d for s, d in x["systems"].items()}, prev["tests"].get(t, {})) for t, x in r["tests"].items()]
+        (t, x["systems"], prev["tests"].get(t, {})) for t, x in r["tests"].items()]
     for title, now, then in sets:
-        mean_now = {s: float(np.mean(d["bleu"] if isinstance(d, dict) else d)) for s, d in now.items()}
+        mean_now = {s: d["mean"] for s, d in now.items()}
         mean_then = {s: float(np.mean(b)) for s, b in then.items()}
         rows = []
         for s in r["systems"]:
@@ -718,12 +721,8 @@ def _md_networks(r: dict) -> list[str]:
         x = r[name]
         if "summary" not in x:
             continue
-        s = x["summary"]
-        L.append(f"- **{title}**: {_kv(x.get('model', {}))}; {_kv(x.get('training', {}))}; data: "
-                 f"{_kv(x.get('data', {}))}. {s['updates']:,} updates in {s['minutes']:.1f} min ({s['stop']}); "
-                 f"best validation perplexity {s['best_valid_ppl']:.2f} per {'target symbol' if name == 'rnn' else 'word over the shortlist ([UNK] one class)'} "
-                 f"against the {s['baseline']} baseline's {s['baseline_ppl']:.1f}. Config: "
-                 + ", ".join(f"{k} = {v}" for k, v in x.items() if isinstance(v, str)) + ".")
+        L.append(f"- **{title}**: " + _network_line(
+            x, "target symbol" if name == "rnn" else "word over the shortlist ([UNK] one class)"))
     if any("curve" in r[n] for n in ("rnn", "cslm")):
         L += ["", "![validation perplexity against training time](networks.png)"]
     L += ["", f"MERT: {_kv(r['tuning'])}; bounds: "

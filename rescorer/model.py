@@ -222,7 +222,7 @@ class _RecurrentStep(torch.autograd.Function):
     def forward(ctx, h: Tensor, u: Tensor, steps: list) -> Tensor:
         m = h.shape[0]
         hu = h.to(u.dtype)
-        if _bucketed(u):
+        if row_buckets.bucketed(u):
             hu = row_buckets.padded(hu, row_buckets.bucket(m))
         ctx.hu, ctx.steps, ctx.h_dtype = hu, steps, h.dtype
         ctx.save_for_backward(u)
@@ -254,15 +254,10 @@ class _RecurrentBlock(torch.autograd.Function):
         H = torch.cat([h for h, _ in ctx.steps])
         G = torch.cat([g for _, g in ctx.steps])
         ctx.steps.clear()
-        if _bucketed(H):
+        if row_buckets.bucketed(H):
             rows = row_buckets.bucket(H.shape[0])
             H, G = row_buckets.padded(H, rows), row_buckets.padded(G, rows)
         return (H.t() @ G).to(ctx.u_dtype), None, None                        # Σ_t h_t^T g_t
-
-
-def _bucketed(x: Tensor) -> bool:
-    """Whether products of ``x`` go through oneDNN's per-shape bfloat16 kernels (see row_buckets)."""
-    return x.dtype == torch.bfloat16 and x.device.type == "cpu"
 
 
 def make_cell(cfg: "ModelConfig", input_size: int) -> Recurrent:

@@ -28,6 +28,12 @@ def bucket(rows: int) -> int:
     return p + p // 2 if rows <= p + p // 2 else 2 * p
 
 
+def bucketed(x: Tensor) -> bool:
+    """Whether products of ``x`` go through oneDNN's per-shape bfloat16 kernels, whose rows are
+    bucketed: bfloat16 on the CPU."""
+    return x.dtype == torch.bfloat16 and x.device.type == "cpu"
+
+
 def padded(x: Tensor, rows: int) -> Tensor:
     """``x`` (m, n) with zero rows after its own up to ``rows``."""
     return x if rows == x.shape[0] else F.pad(x, (0, 0, 0, rows - x.shape[0]))
