@@ -1,6 +1,7 @@
 """Builds the compiled parts: the built-in decoder's search core (moses_integration/search.py)
 and MERT's envelope sweep (moses_integration/envelope.py), written in Cython's pure-Python mode,
-and the decoder's language model over KenLM's C++ API (moses_integration/kenlm_core.pyx).
+the decoder's phrase-table reader (moses_integration/table_scan.pyx) and its language model over
+KenLM's C++ API (moses_integration/kenlm_core.pyx).
 Everything else is in setup.cfg.
 
 kenlm_core needs KenLM's headers and libkenlm.so: KENLM_INCLUDE (the headers of the kenlm source
@@ -41,6 +42,6 @@ def kenlm_extension():
                      define_macros=[("KENLM_MAX_ORDER", "6")], extra_compile_args=["-O2", "-std=c++11"])
 
 
-extensions = ["moses_integration/search.py", "moses_integration/envelope.py"]
+extensions = ["moses_integration/search.py", "moses_integration/envelope.py", "moses_integration/table_scan.pyx"]
 ext = kenlm_extension()
 setup(ext_modules=cythonize(extensions + ([ext] if ext is not None else []), language_level=3, quiet=True))

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import math
 import multiprocessing as mp
 import os
@@ -45,7 +44,7 @@ from rescorer.vocab import EOS_ID
 from . import language_model, search
 from .compiled import check_fresh
 from .moses_ini import MosesIni
-from .table_filter import read_columns, source_spans
+from .table_filter import read_table, source_spans
 from .search import COMPILED, Hyp, Option, Search, root_hyp, trellis_paths  # noqa: F401  (COMPILED: re-exported)
 
 check_fresh(search)
@@ -80,19 +79,11 @@ def no_cyclic_gc(freeze: bool = False):
             gc.enable()
 
 
-def _pairs_digest(sources: list[str], targets: list[str]) -> bytes:
-    h = hashlib.sha256()
-    h.update("\n".join(sources).encode())
-    h.update(b"\0")
-    h.update("\n".join(targets).encode())
-    return h.digest()
-
-
 def _reordering_scores(path: str, wanted: set[bytes]) -> tuple[bytes, np.ndarray]:
     """A reordering table's scores (Moses-logged), and the digest of its (source, target) pairs in
     order."""
-    src, tgt, scores = read_columns(path, wanted, 6, progress=False)
-    return _pairs_digest(src, tgt), moses_logs(scores)
+    cols = read_table(path, wanted, 6, progress=False)
+    return cols.digest(), moses_logs(cols.scores)
 
 
 def moses_logs(x: np.ndarray) -> np.ndarray:
@@ -239,40 +230,43 @@ class PhraseModel:
     def _load_tables(self, table: str, reordering: str | None, sentences: list[str], progress: bool = True) -> None:
         """The table's lines for these sentences as columns: every target of every source phrase,
         its Moses-logged scores, length, LM estimate and reordering scores (``_apply_weights``
-        keeps the best of them per source).  The reordering table is read by a forked process
-        meanwhile, which hands back its scores, and a digest of its pairs to check they are the
-        phrase table's in the same order."""
+        keeps the best of them per source).  A target shared by several sources is split and
+        given its LM estimate once.  The reordering table is read by a forked process meanwhile,
+        which hands back its scores, and a digest of its pairs to check they are the phrase
+        table's in the same order."""
         wanted = source_spans(sentences, self.cfg.max_phrase_length)
         reading = None
         if reordering is not None and "fork" in mp.get_all_start_methods():
             reading = ProcessPoolExecutor(1, mp_context=mp.get_context("fork"))
             lr_future = reading.submit(_reordering_scores, reordering, wanted)
         try:
-            src, tgt, scores = read_columns(table, wanted, self.n_tm, progress)
+            cols = read_table(table, wanted, self.n_tm, progress)
             # the phrase table's own columns while the reordering table is still being read
-            index: dict[str, int] = {}
-            sid = np.fromiter((index.setdefault(s, len(index)) for s in src), np.int64, len(src))
-            self._sources = list(index)
-            self._sid = sid
-            self._tm = moses_logs(scores)
-            self._targets = [tuple(t.split()) for t in tgt]
-            self._lengths = np.array([len(t) for t in self._targets], float)
-            self._lmest = self._lm_logprobs(self._targets)
+            self._sources, self._sid, self._tid = cols.sources, cols.source_ids, cols.target_ids
+            self._tm = moses_logs(cols.scores)
+            self._targets = [tuple(t.split()) for t in cols.targets]  # by target number
+            self._lengths = np.array([len(t) for t in self._targets], float)[self._tid]
+            self._lmest = self._lm_logprobs(self._targets)[self._tid]
             lr = lr_future.result() if reading is not None else None
         finally:
             if reading is not None:
                 reading.shutdown(cancel_futures=True)
-        # reordering scores: row _lr_row[k] of _lr for target k, -1 for a pair the table lacks
+        # reordering scores: row _lr_row[k] of _lr for line k, -1 for a pair the table lacks
         self._lr: np.ndarray | None = None
         if reordering is not None:
-            if lr is not None and lr[0] == _pairs_digest(src, tgt):  # the usual case: the same pairs in the same order
-                self._lr, self._lr_row = lr[1], np.arange(len(src))
+            if lr is not None and lr[0] == cols.digest():  # the usual case: the same pairs in the same order
+                self._lr, self._lr_row = lr[1], np.arange(len(cols))
             else:
-                rsrc, rtgt, rscores = read_columns(reordering, wanted, 6, progress)
-                self._lr = moses_logs(rscores)
-                row = {pair: i for i, pair in enumerate(zip(rsrc, rtgt))}  # a pair listed twice: the last
-                self._lr_row = np.array([row.get((s, " ".join(t)), -1) for s, t in zip(src, self._targets)],
-                                        dtype=np.int64)
+                r = read_table(reordering, wanted, 6, progress)
+                self._lr = moses_logs(r.scores)
+                # a pair listed twice: the last; a phrase by its number in the reordering table
+                row = {pair: i for i, pair in enumerate(zip(r.source_ids.tolist(), r.target_ids.tolist()))}
+                r_source = {p: i for i, p in enumerate(r.sources)}
+                r_target = {p: i for i, p in enumerate(r.targets)}
+                s_in_r = [r_source.get(p, -1) for p in cols.sources]
+                t_in_r = [r_target.get(p, -1) for p in cols.targets]
+                self._lr_row = np.array([row.get((s_in_r[s], t_in_r[t]), -1)
+                                         for s, t in zip(self._sid.tolist(), self._tid.tolist())], dtype=np.int64)
         self._apply_weights()
 
     def set_weights(self, weights: dict[str, list[float]] | np.ndarray) -> None:
@@ -329,8 +323,8 @@ class PhraseModel:
         self.table: dict[str, list[tuple[tuple[str, ...], np.ndarray, float, float, tuple | None]]] = {}
         sources, targets = self._sources, self._targets
         st, fu = static[order].tolist(), future[order].tolist()
-        for i, (k, s) in enumerate(zip(order.tolist(), sid[order].tolist())):
-            entry = (targets[k], delta[i], st[i], fu[i], lrs[i])
+        for i, (t, s) in enumerate(zip(self._tid[order].tolist(), sid[order].tolist())):
+            entry = (targets[t], delta[i], st[i], fu[i], lrs[i])
             got = self.table.get(sources[s])
             if got is None:
                 self.table[sources[s]] = [entry]

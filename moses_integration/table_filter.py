@@ -7,11 +7,13 @@ to the longest phrase), byte for byte, as Moses's ``filter-model-given-input.pl`
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import shutil
 import subprocess
 import zlib
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -19,6 +21,15 @@ from tqdm import tqdm
 
 from rescorer.fileio import atomic_write, check_can_write
 from rescorer.phrase_table import SEP, PhraseTableError, open_binary, parse_line, raw_lines
+
+from .compiled import check_fresh
+
+try:
+    from . import table_scan
+except ImportError:  # not built: read_table takes NumPy's path
+    table_scan = None
+else:
+    check_fresh(table_scan)  # built, but older than its source: an error, not a fallback
 
 
 def source_spans(sentences: Iterable[str], max_len: int = 7) -> set[bytes]:
@@ -72,16 +83,103 @@ def _line_blocks(f, size: int = 1 << 24) -> Iterator[list[bytes]]:
         yield [rest]
 
 
+@dataclass
+class TableColumns:
+    """The kept lines of a table as columns: each source and target phrase once, in order of
+    first appearance, and per line (as written) the numbers of its phrases and its scores."""
+    sources: list[str]
+    targets: list[str]
+    source_ids: np.ndarray
+    target_ids: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.source_ids)
+
+    def digest(self) -> bytes:
+        """A digest of the (source, target) pairs in order: two tables with the same pairs in the
+        same order number their phrases alike, so they have the same digest."""
+        h = hashlib.sha256()
+        for part in ("\n".join(self.sources).encode(), "\n".join(self.targets).encode(),
+                     np.ascontiguousarray(self.source_ids, np.int64).tobytes(),
+                     np.ascontiguousarray(self.target_ids, np.int64).tobytes()):
+            h.update(len(part).to_bytes(8, "little"))
+            h.update(part)
+        return h.digest()
+
+
+def read_table(path: str | os.PathLike, wanted: set[bytes], n_scores: int, progress: bool = True) -> TableColumns:
+    """The lines of ``path`` whose source phrase is in ``wanted``, as columns.
+
+    Read by the compiled scanner (``table_scan``) when it is built, else by ``read_columns``'s
+    NumPy path; either way a line that looks wrong sends the file to ``parse_line``, line by line,
+    which raises naming the file and the line, or gives the same columns when the line was only
+    unusual."""
+    if table_scan is not None:
+        got = _scan(path, wanted, n_scores, progress)
+        if got is not None:
+            return got
+    src, tgt, scores = _read_columns_numpy(path, wanted, n_scores, progress)
+    sources: dict[str, int] = {}
+    targets: dict[str, int] = {}
+    sid = np.fromiter((sources.setdefault(s, len(sources)) for s in src), np.int64, len(src))
+    tid = np.fromiter((targets.setdefault(t, len(targets)) for t in tgt), np.int64, len(tgt))
+    return TableColumns(list(sources), list(targets), sid, tid, scores)
+
+
+def _scan(path: str | os.PathLike, wanted: set[bytes], n_scores: int, progress: bool, block_size: int = 1 << 24
+          ) -> TableColumns | None:
+    """``read_table`` by the compiled scanner, ``block_size`` bytes read at a time; None when a
+    line needs the slow path."""
+    cols = table_scan.Columns(wanted, n_scores)
+    bar = tqdm(desc=f"reading {os.path.basename(os.fspath(path))}", unit=" lines", unit_scale=True,
+               mininterval=2.0, leave=False, disable=not progress)
+    try:
+        with open_binary(path) as f, bar:
+            rest = b""
+            while block := f.read(block_size):
+                block = rest + block
+                cut = block.rfind(b"\n") + 1  # whole lines now, the rest with the next block
+                rest = block[cut:]
+                if cut:
+                    bar.update(cols.add(block[:cut]))
+                if not cols.ok:
+                    return None
+            if rest:
+                cols.add(rest)
+    except (EOFError, gzip.BadGzipFile, zlib.error):
+        return None
+    if not cols.ok:
+        return None
+    try:
+        sources = [s.decode() for s in cols.sources]
+        targets = [t.decode() for t in cols.targets]
+    except UnicodeDecodeError:
+        return None
+    if not (all(s.strip() for s in sources) and all(t.strip() for t in targets)):
+        return None
+    return TableColumns(sources, targets, cols.source_ids, cols.target_ids, cols.scores)
+
+
 def read_columns(path: str | os.PathLike, wanted: set[bytes], n_scores: int, progress: bool = True
                  ) -> tuple[list[str], list[str], np.ndarray]:
     """Source phrases, target phrases and dense scores (one row per line, as written) of the lines
-    whose source phrase is in ``wanted``.
+    whose source phrase is in ``wanted`` (``read_table``'s columns, a phrase per line)."""
+    t = read_table(path, wanted, n_scores, progress)
+    return ([t.sources[i] for i in t.source_ids.tolist()], [t.targets[i] for i in t.target_ids.tolist()],
+            t.scores)
+
+
+def _read_columns_numpy(path: str | os.PathLike, wanted: set[bytes], n_scores: int, progress: bool = True
+                        ) -> tuple[list[str], list[str], np.ndarray]:
+    """``read_columns`` without the compiled scanner.
 
     The scores are parsed in bulk by NumPy's ``loadtxt``; when anything looks wrong (a field
     missing, another number of scores, an empty phrase, bytes that are not UTF-8, a score that
     NumPy does not read or that is NaN) the lines are read again one by one as ``parse_line``
     reads them, which raises naming the file and the line, or gives the same columns when the
     line was only unusual."""
+
     name = os.fspath(path)
     src: list[bytes] = []
     tgt: list[bytes] = []

@@ -355,3 +355,41 @@ def test_reordering_table_in_another_order_gives_the_same_options(tmp_path):
                 seen_first |= (src, t) == first
                 assert (t_a, lr_a) == (t, None if (src, t) == first else lr)
     assert seen_first
+
+
+def test_compiled_table_scan_equals_numpy_path(tmp_path, monkeypatch):
+    """The compiled scanner reads the same columns as NumPy's path, number for number (bit for
+    bit, signed zeros included), whatever block boundaries cut the lines: numbers in every
+    form a table may hold (Clinger's fast path and strtod's), targets shared by several
+    sources, lines without the separator, CRLF endings, a last line without its newline."""
+    from moses_integration import table_filter
+    assert table_filter.table_scan is not None, "make setup builds moses_integration/table_scan"
+    rng = np.random.default_rng(5)
+    forms = ["1", "-0", "+2", ".5", "1.", "1E+02", "2.5983e-10", "0.000000000000001234", "1e-300", "1e308",
+             "123456789012345678", "0.1234567890123456789", "7e22", "7e23", "9007199254740993", "-3.5e-5"]
+    x = rng.lognormal(0, 4, 400) * rng.choice([-1, 1], 400)
+    numbers = forms + [f"{v:.6g}" for v in x[:200]] + [f"{v:.17g}" for v in x[200:300]] + [f"{v:e}" for v in x[300:]]
+    lines, wanted = [], set()
+    for i in range(300):
+        src = f"s{i % 37} w{i % 5}"
+        if i % 3:
+            wanted.add(src.encode())
+        nums = " ".join(numbers[(3 * i + k) % len(numbers)] for k in range(3))
+        lines.append(f"{src} ||| t{i % 11} u ||| {nums} ||| 0-0 ||| 1 1 1".encode() + (b"\r\n" if i % 7 == 0 else b"\n"))
+        if i % 50 == 0:
+            lines.append(b"no separator here\n")
+    data = b"".join(lines)[:-1]
+    path = tmp_path / "pt"
+    path.write_bytes(data)
+    src, tgt, vals = table_filter._read_columns_numpy(path, wanted, 3, progress=False)
+    for block_size in (1 << 24, 37, 4096):
+        cols = table_filter._scan(path, wanted, 3, False, block_size=block_size)
+        assert [cols.sources[i] for i in cols.source_ids] == src
+        assert [cols.targets[i] for i in cols.target_ids] == tgt
+        assert len(cols.targets) == len(set(tgt)) == 11
+        assert cols.scores.view(np.int64).tolist() == vals.view(np.int64).tolist()
+    compiled = table_filter.read_table(path, wanted, 3, progress=False)
+    monkeypatch.setattr(table_filter, "table_scan", None)
+    plain = table_filter.read_table(path, wanted, 3, progress=False)
+    assert (plain.sources, plain.targets) == (compiled.sources, compiled.targets)
+    assert plain.digest() == compiled.digest()
