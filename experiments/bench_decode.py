@@ -202,7 +202,12 @@ def report(rep: dict) -> str:
              f"Input: the first {rep['sentences']} sentences of `{rep['input']}`. Both decoders as users run them: "
              f"whole processes with loading, {rep['processes']} threads (Moses) or processes (built-in), cube pruning "
              "with pop limit 1000, stack 200, table-limit 20, distortion limit 6, the 1-best n-best list written. "
-             f"{repeats} runs each, alternating which goes first; the table gives the median wall time.", ""]
+             f"{repeats} runs each, alternating which goes first; the table gives the median wall time."]
+    if "load_average" in rep:
+        lines[-1] += (f" The machine's load average (1 minute) when the runs began and ended: "
+                      f"{rep['load_average'][0]:.2f}, {rep['load_average'][1]:.2f} (the machine is shared: above 0, "
+                      "other work ran beside both decoders).")
+    lines.append("")
     rows = []
     for name, r in res.items():
         c, med = r["best_score"], r["median_wall_s"]
@@ -238,12 +243,14 @@ def main() -> None:
         if a.input != "newstest2013.tc.en":
             sys.exit("--table1: its scored table is that of newstest2013 (leave --input as it is)")
         systems["rnn"] = table1_system(a, src)
+    load_before = os.getloadavg()[0]
     res = {name: bench_system(name, path, src, a, moses) for name, path in systems.items()}
     if not moses:
         print("no real Moses here (give --moses or set MOSES to compare)")
         return
     rep = {"command": "python experiments/bench_decode.py " + " ".join(sys.argv[1:]), "moses": moses,
-           "machine": describe_machine(), "sentences": a.sentences, "input": a.input, "processes": a.processes, "systems": res}
+           "machine": describe_machine(), "sentences": a.sentences, "input": a.input, "processes": a.processes, "systems": res,
+           "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
     print(write_results(a.out, rep, report, default=None))
 
 
