@@ -20,6 +20,7 @@ import logging
 import multiprocessing as mp
 import os
 import time
+from dataclasses import dataclass
 
 from sacremoses import MosesTruecaser
 
@@ -31,7 +32,7 @@ from moses_integration.prepare import clean_pair, train_truecaser
 from rescorer.fileio import atomic_write
 from rescorer.text import read_lines
 
-from experiments.common import ROOT, data_dir, errors_exit, read_config
+from experiments.common import ROOT, ConfigError, data_dir, errors_exit, read_config
 
 
 def corpus_spec(text: str) -> list[tuple[str, int | None]]:
@@ -58,6 +59,43 @@ def build(config: str, work: str, data: str, sets: str | None = None, progress: 
                 "--data", data] + (["--sets", sets] if sets is not None else []) + ([] if progress else ["-q"]))
     return {"seconds": round(time.time() - t, 1), "skipped": all(r.get("skipped") for r in rep),
             "peak_memory_mb": max(r.get("peak_memory_mb", 0) for r in rep)}
+
+
+@dataclass
+class WholeBuild:
+    """An experiment's ``[whole]`` section: the system built from the whole training text, whose
+    whole phrase table networks may learn from.  ``config``: the config of this script that builds
+    it (``build =``; None: no such system); ``dir``: its work directory (``dir =``, default
+    WORK/whole: another experiment's build of the same config is shared when ``sets =`` is the
+    same too, so that its stages are found done); ``sets``: the tuning and test sets it prepares
+    instead of the config's own (``sets =``; None: the config's)."""
+    config: str | None
+    dir: str
+    sets: str | None
+
+    @classmethod
+    def read(cls, cp, path: str, data: str, work: str) -> "WholeBuild":
+        """The ``[whole]`` section of config ``cp`` (read from ``path``); ``dir =`` may use {data}
+        and {work}."""
+        d = cp.get("whole", "dir", fallback="").strip()
+        try:
+            d = os.path.abspath(d.format(data=data, work=work)) if d else os.path.join(work, "whole")
+        except KeyError as e:
+            raise ConfigError(f"{path}: [whole] dir = {d}: unknown placeholder {e} (known: data, work)") from None
+        sets = cp.get("whole", "sets", fallback=None)
+        return cls(cp.get("whole", "build", fallback="").strip() or None, d, sets.strip() if sets is not None else None)
+
+    @property
+    def table(self) -> str:
+        return os.path.join(self.dir, "model", "phrase-table.gz")
+
+    def built(self) -> bool:
+        """Whether the system exists (the build's last stage writes its moses.ini)."""
+        return os.path.exists(os.path.join(self.dir, "model", "moses.ini"))
+
+    def run(self, data: str, progress: bool = True) -> dict:
+        """The build (its stages skipped when done) as the stage record ``whole-build``."""
+        return {"stage": "whole-build", **build(self.config, self.dir, data, self.sets, progress)}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -69,12 +69,11 @@ class Study:
         self.data = os.path.abspath(data or cp.get("data", "dir", fallback="") or os.environ.get("RESCORER_DATA")
                                     or os.path.join(ROOT, "..", "shared", "data"))
         self.work = os.path.abspath(work or cp.get("work", "dir", fallback="work/rnn_gain"))
-        self.whole_dir = os.path.join(self.work, "whole")
         self.processes = cp.getint("work", "processes", fallback=os.cpu_count() or 1)
         report = cp.get("work", "report", fallback="").strip()
         self.report = os.path.abspath(report) if report else os.path.join(self.work, "report")
         self.lang = cp.get("system", "target-language", fallback="fr")
-        self.whole_build = cp.get("whole", "build", fallback="").strip() or None
+        self.whole = build_baseline.WholeBuild.read(cp, path, self.data, self.work)
         self.networks = self._networks()
         self.pairs = self._pairs()
         self.sets = self._sets()
@@ -86,18 +85,18 @@ class Study:
     def p(self, text: str) -> str:
         """A path of the config with its placeholders filled in."""
         try:
-            out = text.strip().format(data=self.data, work=self.work, whole=self.whole_dir)
+            out = text.strip().format(data=self.data, work=self.work, whole=self.whole.dir)
         except KeyError as e:
             raise ConfigError(f"{self.path}: {text!r}: unknown placeholder {e} (known: data, work, whole)") from None
         return os.path.abspath(out)
 
     def built(self) -> bool:
-        """Whether the whole-table system exists (its build's last stage writes its moses.ini)."""
-        return os.path.exists(os.path.join(self.whole_dir, "model", "moses.ini"))
+        """Whether the whole-table system exists."""
+        return self.whole.built()
 
     @property
     def whole_table(self) -> str:
-        return os.path.join(self.whole_dir, "model", "phrase-table.gz")
+        return self.whole.table
 
     def _networks(self) -> dict[str, dict]:
         defaults = dict(self.cp["rnn"]) if "rnn" in self.cp else {}
@@ -117,7 +116,7 @@ class Study:
             if table not in ("system", "whole"):
                 raise ConfigError(f"{where}: table = {table!r}: expected system (the system's phrase table) or "
                                   "whole (the whole table of the system's training text, [whole] build)")
-            if table == "whole" and not self.whole_build:
+            if table == "whole" and not self.whole.config:
                 raise ConfigError(f"{where}: table = whole needs [whole] build = (a build_baseline.py config)")
             try:
                 updates = sorted(parse_budget(x) for x in keys.get("updates", "").split())
@@ -169,7 +168,7 @@ class Study:
             if system not in ("system", "whole"):
                 raise ConfigError(f"{where}: system = {system!r}: expected system (the [system] tables filtered to "
                                   "the set) or whole (the whole-table build, filtered to the set)")
-            if system == "whole" and not self.whole_build:
+            if system == "whole" and not self.whole.config:
                 raise ConfigError(f"{where}: system = whole needs [whole] build =")
             points = []
             for text in s.get("points", "all").split():
@@ -205,7 +204,7 @@ class Study:
         if self.sets[name]["system"] == "whole":
             return True
         ini = self.cp.get("system", "ini", fallback="").strip()  # a [system] inside the build's directory
-        return bool(self.whole_build and ini) and self.p(ini).startswith(self.whole_dir + os.sep)
+        return bool(self.whole.config and ini) and self.p(ini).startswith(self.whole.dir + os.sep)
 
     def check_sets(self) -> None:
         """The sides of every tuning and test set that exists now have as many lines (a set the
@@ -217,7 +216,7 @@ class Study:
             for a, b in pairs:
                 missing = [x for x in (a, b) if not os.path.exists(x)]
                 if missing and not self.built() and (s["system"] == "whole" or all(
-                        x.startswith(self.whole_dir + os.sep) for x in missing)):
+                        x.startswith(self.whole.dir + os.sep) for x in missing)):
                     continue  # the whole-table build writes them
                 span = s["lines"] if a == s["source"] else s["test"]["lines"]
                 na, nb = len(read_lines(a, span)), len(read_lines(b, span))
@@ -387,7 +386,7 @@ class Study:
         cp = configparser.ConfigParser(interpolation=None)
         cp.optionxform = str
         if s["system"] == "whole":
-            cp["system"] = {"ini": os.path.join(self.whole_dir, "model", "moses.ini"), "target-language": self.lang}
+            cp["system"] = {"ini": os.path.join(self.whole.dir, "model", "moses.ini"), "target-language": self.lang}
         else:
             sysec = dict(self.cp["system"])
             for k in ("ini", "build"):
@@ -560,9 +559,8 @@ class Study:
             json.dump([] if remeasure else [[arm, p, self.point_settings(arm, p)]
                                             for arm, p in sorted(self.carried_from_report())], f)
         records = []
-        if self.whole_build:
-            records.append({"stage": "whole-build", **build_baseline.build(
-                self.whole_build, self.whole_dir, self.data, self.cp.get("whole", "sets", fallback=None), self.progress)})
+        if self.whole.config:
+            records.append(self.whole.run(self.data, self.progress))
         command = S.stage_command(__file__, ["--config", self.path, "--data", self.data, "--work", self.work,
                                              "--report", self.report] + ([] if self.progress else ["-q"]))
         records += S.run_stages(self.stages(), self.work, force, isolate=command)
@@ -586,7 +584,7 @@ def main(argv: list[str] | None = None) -> dict:
         if a.run_stage:
             return S.run_one_stage(study.stages(), a)
         records = stage_records(study.stages, study.work, a, lambda force: study.run(force, a.remeasure))
-        if a.report_only and study.whole_build and not study.built():
+        if a.report_only and study.whole.config and not study.built():
             records.insert(0, {"stage": "whole-build", "pending": True})
         results = write_report(study, records)
         print(summary(results))

@@ -9,6 +9,7 @@ import re
 
 from rescorer.cli import command_options
 
+from experiments.build_baseline import WholeBuild
 from experiments.common import ConfigError, data_dir, read_config
 
 
@@ -54,10 +55,7 @@ class Config:
         self.data = data_dir(data, cp.get("data", "dir", fallback=""))
         self.work = os.path.abspath(work or cp.get("work", "dir", fallback="work/table1"))
         self.build = cp.get("system", "build", fallback="").strip() or None
-        self.whole_build = cp.get("whole", "build", fallback="").strip() or None
-        self.whole_dir = os.path.join(self.work, "whole")
-        if cp.get("whole", "dir", fallback="").strip():  # e.g. another experiment's build of the same config
-            self.whole_dir = self.p(cp["whole"]["dir"])
+        self.whole = WholeBuild.read(cp, path, self.data, self.work)
         self.processes = cp.getint("work", "processes", fallback=os.cpu_count() or 1)
         report = cp.get("work", "report", fallback="").strip()
         self.report = os.path.abspath(report) if report else os.path.join(self.work, "report")
@@ -76,7 +74,7 @@ class Config:
         """A path of the config with its placeholders filled in."""
         try:
             out = text.strip().format(data=self.data, work=self.work, build=os.path.join(self.work, "build"),
-                                      whole=self.whole_dir)
+                                      whole=self.whole.dir)
         except KeyError as e:
             raise ConfigError(f"{self.path}: {text!r}: unknown placeholder {e} (known: data, work, build, whole)") \
                 from None

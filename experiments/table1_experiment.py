@@ -137,9 +137,8 @@ class Experiment(SetStages, NetworkStages, TuningStages, ReleaseStage):
         if cfg.build:
             records.append({"stage": "build", **build_baseline.build(cfg.build, os.path.join(cfg.work, "build"), cfg.data,
                                                                      progress=self.progress)})
-        if cfg.whole_build:  # the whole table the networks may learn from ([rnn] table = {whole}/...)
-            records.append({"stage": "whole-build", **build_baseline.build(
-                cfg.whole_build, cfg.whole_dir, cfg.data, cfg.get("whole", "sets", ""), self.progress)})
+        if cfg.whole.config:  # the whole table the networks may learn from ([rnn] table = {whole}/...)
+            records.append(cfg.whole.run(cfg.data, self.progress))
         records += self.run_stages(force)
         with atomic_write(os.path.join(cfg.work, "stages.json"), "w") as f:
             json.dump(records, f, indent=1)

@@ -612,11 +612,13 @@ def test_the_rnn_can_learn_from_the_whole_table_while_the_system_decodes_with_it
                         lambda *a, **k: calls.append(a) or {"seconds": 0.0, "skipped": True, "peak_memory_mb": 1})
     monkeypatch.setattr(exp, "run_stages", lambda force=False: [{"stage": "vocab"}])
     records = exp.run()
-    assert calls == [("experiments/baseline.ini", str(work / "whole"), exp.cfg.data, "", False)]
+    assert calls == [("experiments/baseline.ini", str(work / "whole"), exp.cfg.data, None, False)]
     assert [r["stage"] for r in records] == ["whole-build", "vocab"]
     # another experiment's build of the same config, named by [whole] dir, is shared
-    ini.write_text(ini.read_text() + "dir = {work}/../study/whole\n")
-    assert Config(str(ini), None, str(work)).whole_dir == str(tmp_path / "study" / "whole")
+    # with the same sets as that experiment's, so that the build's stages are found done
+    ini.write_text(ini.read_text() + "dir = {work}/../study/whole\nsets = dev/hansard-dev\n")
+    whole = Config(str(ini), None, str(work)).whole
+    assert (whole.dir, whole.sets) == (str(tmp_path / "study" / "whole"), "dev/hansard-dev")
     bad = tmp_path / "bad.ini"
     bad.write_text(text.replace("[rnn]\n", "[rnn]\ntable = {wholly}/model/phrase-table.gz\n", 1))
     with pytest.raises(ConfigError, match=r"bad\.ini: .*unknown placeholder 'wholly'"):
