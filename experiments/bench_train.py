@@ -310,7 +310,7 @@ def batch_flops(model_cfg, srcs, tgts, by_source: bool, softmax_words: int | Non
     backward, the backward counted as twice the forward), as this path computes them: every pair
     alone, or prefix trees (each distinct source encoded once, each distinct prefix one step);
     ``softmax_words``: a sampled softmax's output layer over that many words."""
-    from rescorer.model import flops_per_token
+    from rescorer.config import flops_per_token
     from rescorer.tree import PrefixForest
     f = dict(flops_per_token(model_cfg))
     if softmax_words is not None:  # G_l over V' rather than the shortlist

@@ -22,8 +22,6 @@ import os
 import time
 from dataclasses import dataclass
 
-from sacremoses import MosesTruecaser
-
 from moses_integration import pipeline as P
 from moses_integration import stages as S
 from moses_integration.align import eflomal_align
@@ -229,6 +227,7 @@ def _truecase(tokenised: list[str], model: str, procs: int, lang: str) -> list[s
 
 def _truecase_chunk(args):
     model, lines = args
+    from sacremoses import MosesTruecaser  # only the stages that truecase need it
     tc = MosesTruecaser(load_from=model)
     return [tc.truecase(line, return_str=True, use_known=True) if line.strip() else "" for line in lines]
 

@@ -41,8 +41,8 @@ import shutil
 from moses_integration import stages as S
 from rescorer import cli as rescorer_cli
 from rescorer.cli import command_options
+from rescorer.config import ModelConfig, flops_per_token
 from rescorer.fileio import atomic_write
-from rescorer.model import ModelConfig, flops_per_token
 from rescorer.runtime import setup_logging
 
 from experiments import build_baseline

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 from sacrebleu.metrics import BLEU
 from sacrebleu.significance import PairedTest, _bootstrap_resample
-from sacremoses import MosesDetokenizer, MosesDetruecaser
 
 
 def postprocess(lines: list[str], lang: str = "fr") -> list[str]:
+    from sacremoses import MosesDetokenizer, MosesDetruecaser  # only a process that evaluates imports it
     detok, detrue = MosesDetokenizer(lang=lang), MosesDetruecaser()
     return [detok.detokenize(detrue.detruecase(line, return_str=True).split()) for line in lines]
 

@@ -11,13 +11,15 @@ The way back before BLEU (``detruecase.perl | detokenizer.perl``) is ``evaluate.
 """
 from __future__ import annotations
 
-from sacremoses import MosesPunctNormalizer, MosesTokenizer, MosesTruecaser
+# sacremoses is imported where it is used: its import costs about a quarter of a second in each
+# process (an experiment's every stage is one) that imports this module without preparing text
 
 
 class Preprocessor:
     """Normalise, tokenise and (with a truecasing model) truecase one language's lines."""
 
     def __init__(self, lang: str, truecase_model: str | None = None):
+        from sacremoses import MosesPunctNormalizer, MosesTokenizer, MosesTruecaser
         self.lang = lang
         self.normalizer = MosesPunctNormalizer(lang=lang)
         self.tokenizer = MosesTokenizer(lang=lang)
@@ -32,9 +34,10 @@ class Preprocessor:
         return self.truecaser.truecase(tok, return_str=True, use_known=True) if self.truecaser else tok
 
 
-def train_truecaser(tokenised_lines, model_path: str) -> MosesTruecaser:
+def train_truecaser(tokenised_lines, model_path: str):
     """``train-truecaser.perl``: the most frequent casing of each word, sentence-initial words
-    not counted; the model is written in Moses's format."""
+    not counted; the model is written in Moses's format (sacremoses's ``MosesTruecaser``)."""
+    from sacremoses import MosesTruecaser
     tc = MosesTruecaser()
     tc.train([line.split() for line in tokenised_lines], save_to=model_path)
     return tc

@@ -9,6 +9,8 @@ from .runtime import BATCHINGS, TRAIN_PRECISIONS
 
 GATES = ("reset-before", "reset-after")
 CELLS = ("gru", "lstm", "tanh")
+# the blocks of each cell's input and recurrent matrices: gates and candidate (rescorer.model's units)
+BLOCKS = {"gru": 3, "lstm": 4, "tanh": 1}
 
 
 @dataclass
@@ -35,6 +37,18 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def flops_per_token(cfg: ModelConfig) -> dict[str, int]:
+    """Multiply-adds x2 of the big matrix products, for throughput reports: per encoder step, per
+    source phrase (what depends on c alone) and per decoder step."""
+    H, E, M, P, V = cfg.hidden, cfg.rank, cfg.maxout_units, cfg.maxout_pool, cfg.tgt_vocab
+    k = BLOCKS[cfg.cell]
+    return {
+        "encoder_step": 2 * (k * H * E + k * H * H),
+        "source_constants": 2 * (H * H + H * H + k * H * H + H * M * P),
+        "decoder_step": 2 * (k * H * E + k * H * H + H * M * P + E * M * P + M * E + E * V),
+    }
 
 
 @dataclass

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from . import row_buckets
-from .config import ModelConfig  # noqa: F401  (also rescorer.model.ModelConfig)
+from .config import BLOCKS, ModelConfig, flops_per_token  # noqa: F401  (also rescorer.model's)
 
 def _normal_(w: Tensor) -> None:
     nn.init.normal_(w, 0.0, 0.01)  # N(0, 0.01^2), as the paper initialises every non-recurrent weight
@@ -129,7 +129,7 @@ class GatedUnit(Recurrent):
 
     ``W_in`` stacks [W_r; W_z; W] (3H x E) with their biases; ``U`` stacks [U_r; U_z; U] (3H x H).
     """
-    blocks = 3
+    blocks = BLOCKS["gru"]
 
     def __init__(self, input_size: int, hidden: int, gate: str):
         super().__init__(input_size, hidden)
@@ -163,7 +163,7 @@ class GatedUnit(Recurrent):
 
 class TanhUnit(Recurrent):
     """A plain recurrent unit, no gates: the vanishing-gradient baseline of the ablation."""
-    blocks = 1
+    blocks = BLOCKS["tanh"]
 
     def step(self, x: Tensor, h: Tensor, inside: Tensor | None = None) -> Tensor:
         return torch.tanh(self.product(h, 0, self.hidden, x))                      # h_t = tanh(W e + U h_{t-1})
@@ -172,7 +172,7 @@ class TanhUnit(Recurrent):
 class LSTMUnit(Recurrent):
     """Long short-term memory: input, forget and output gates and a memory cell m; the state is
     [h; m] (B, 2H).  ``W_in`` stacks [W_i; W_f; W_o; W_g]; the forget bias starts at 1."""
-    blocks = 4
+    blocks = BLOCKS["lstm"]
 
     def __init__(self, input_size: int, hidden: int):
         super().__init__(input_size, hidden)
@@ -401,18 +401,6 @@ class RNNEncoderDecoder(nn.Module):
 
     def flops_per_token(self) -> dict[str, int]:
         return flops_per_token(self.cfg)
-
-
-def flops_per_token(cfg: ModelConfig) -> dict[str, int]:
-    """Multiply-adds x2 of the big matrix products, for throughput reports: per encoder step, per
-    source phrase (what depends on c alone) and per decoder step."""
-    H, E, M, P, V = cfg.hidden, cfg.rank, cfg.maxout_units, cfg.maxout_pool, cfg.tgt_vocab
-    k = UNITS[cfg.cell].blocks
-    return {
-        "encoder_step": 2 * (k * H * E + k * H * H),
-        "source_constants": 2 * (H * H + H * H + k * H * H + H * M * P),
-        "decoder_step": 2 * (k * H * E + k * H * H + H * M * P + E * M * P + M * E + E * V),
-    }
 
 
 def pad(seqs, device: torch.device | str = "cpu") -> tuple[Tensor, list[int]]:

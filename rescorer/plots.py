@@ -3,12 +3,21 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
+from .fileio import atomic_write
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
-from .fileio import atomic_write  # noqa: E402
+class _Pyplot:
+    """``matplotlib.pyplot`` (Agg backend), imported at its first use: a process that draws
+    nothing (most of an experiment's stages, each a process of its own) does not pay for it."""
+
+    def __getattr__(self, name: str):
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot
+        return getattr(matplotlib.pyplot, name)
+
+
+plt = _Pyplot()
 
 
 def plot_curves(history: dict, path: str | os.PathLike, title: str = "RNN Encoder-Decoder training",
