@@ -2,13 +2,17 @@
 """Benchmark: the built-in decoder beside a real Moses, on the same model, input and settings.
 
     python experiments/bench_decode.py [--sentences 600] [--input newstest2013.tc.en]
-        [--table1 work/table1] [--repeats 3] [--processes 2] [--moses PATH] [--out DIR]
+        [--table1 work/table1 [--system rnn --set newstest2013]] [--repeats 3] [--processes 2]
+        [--moses PATH] [--out DIR]
 
 Systems: ``baseline`` is the Moses baseline tables (filtered to the input) with a 5-gram KenLM
 model built here with lmplz from the French training text + lm/ (``--lm-lines`` limits the
 training text) at Moses's default weights; with ``--table1 DIR`` (a Table 1 reproduction's work
-directory), ``rnn`` is that run's RNN-scored table of the test set (filtered to the input) and
-LM with the weights of its first +RNN tuning run.
+directory, or a tuning set's directory of the RNN-gain study, ``work/rnn_gain/sets/NAME``),
+``rnn`` is the system ``--system`` of that run (default ``rnn``, the +RNN system): its RNN-scored
+table of the set ``--set`` (default ``newstest2013``, Table 1's test set; ``dev`` for its tuning
+set, whose source ``--input`` must then name), filtered to the input, with its LM and the weights
+of its first tuning run.
 
 Both decoders run as users run them, whole processes with loading: ``rescorer decode --threads
 P --n-best-list FILE 1`` and ``moses -search-algorithm 1 -cube-pruning-pop-limit 1000 -s 200
@@ -183,12 +187,15 @@ def bench_system(name: str, ini: str, src: list[str], a, moses: str | None) -> d
 
 
 def table1_system(a, src: list[str]) -> str:
-    """The +RNN system of a Table 1 reproduction: its scored test table, LM and first tuned weights."""
+    """System ``a.system`` of a Table 1 reproduction (or of a tuning set of the RNN-gain study):
+    its scored table of set ``a.set``, LM and first tuned weights."""
     d = a.table1
-    ini = os.path.join(d, "systems", "rnn", "moses.newstest2013.ini")
+    ini = os.path.join(d, "systems", a.system, f"moses.{a.set}.ini")
+    if not os.path.exists(ini):
+        sys.exit(f"--table1 {d} --system {a.system} --set {a.set}: no {ini}")
     m = MosesIni.read(ini)
     feat = {f.name: f for f in m.features()}
-    weights = json.load(open(os.path.join(d, "tune", "rnn", "run1.json")))["weights"]
+    weights = json.load(open(os.path.join(d, "tune", a.system, "run1.json")))["weights"]
     return filtered_system(os.path.join(a.work, "rnn"), ini, src, feat["TranslationModel0"].get("path"),
                            feat["LexicalReordering0"].get("path"), feat["LM0"].get("path"), weights)
 
@@ -218,6 +225,10 @@ def report(rep: dict) -> str:
                      c["same_translation"]])
     lines += markdown_table(["system", "built-in (s)", "Moses (s)", "speed vs Moses", "peak MB built-in / Moses",
                              "best model score: higher / equal / lower", "same 1-best"], rows)
+    if rep.get("rnn_system"):
+        r = rep["rnn_system"]
+        lines += ["", f"rnn: system `{r['system']}` of `{r['dir']}`, its RNN-scored table of {r['set']} filtered to the "
+                  "input, with its LM and the weights of its first MERT run."]
     lines += ["", "Speed vs Moses is Moses's wall time over the built-in decoder's (above 1: faster). Peak memory "
               "is the largest resident set among a decoder's processes (the built-in decoder's workers are forked "
               "after loading and share its tables). Equal means within 1e-3 + 1e-5 |score|: Moses adds its scores in single precision and "
@@ -230,7 +241,11 @@ def report(rep: dict) -> str:
 
 def main() -> None:
     ap = arguments(__doc__, 600, "work/bench_decode", "experiments/results/bench_decode", "newstest2013.tc.en")
-    ap.add_argument("--table1", help="a Table 1 reproduction's work directory: adds its +RNN system")
+    ap.add_argument("--table1", help="a Table 1 reproduction's work directory (or a tuning set's of the RNN-gain "
+                                     "study): adds its +RNN system")
+    ap.add_argument("--system", default="rnn", help="with --table1: the system of that run (default rnn)")
+    ap.add_argument("--set", default="newstest2013", help="with --table1: the set whose scored table it decodes "
+                                                          "(default newstest2013; dev: the tuning set)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--moses", default=None, help="a Moses binary (default: $MOSES, PATH, or ../shared/tools/moses)")
     a = ap.parse_args()
@@ -240,8 +255,8 @@ def main() -> None:
     ini, src = build_system(a)
     systems = {"baseline": ini}
     if a.table1:
-        if a.input != "newstest2013.tc.en":
-            sys.exit("--table1: its scored table is that of newstest2013 (leave --input as it is)")
+        if a.set != "dev" and a.input != f"{a.set}.tc.en":
+            sys.exit(f"--table1: the scored table of --set {a.set} is that of {a.set}.tc.en: give it as --input")
         systems["rnn"] = table1_system(a, src)
     load_before = os.getloadavg()[0]
     res = {name: bench_system(name, path, src, a, moses) for name, path in systems.items()}
@@ -250,7 +265,8 @@ def main() -> None:
         return
     rep = {"command": "python experiments/bench_decode.py " + " ".join(sys.argv[1:]), "moses": moses,
            "machine": describe_machine(), "sentences": a.sentences, "input": a.input, "processes": a.processes, "systems": res,
-           "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+           "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+           "rnn_system": {"dir": a.table1, "system": a.system, "set": a.set} if a.table1 else None}
     print(write_results(a.out, rep, report, default=None))
 
 
