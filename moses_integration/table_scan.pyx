@@ -141,7 +141,6 @@ cdef class Columns:
         cdef Py_ssize_t size = PyBytes_GET_SIZE(block)
         cdef Py_ssize_t start = 0, end, k, k2, k3, i, tok
         cdef const char* nl
-        cdef const char* stop
         cdef bint good = True
         cdef int m
         cdef double v
