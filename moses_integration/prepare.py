@@ -11,8 +11,8 @@ The way back before BLEU (``detruecase.perl | detokenizer.perl``) is ``evaluate.
 """
 from __future__ import annotations
 
-# sacremoses is imported where it is used: its import costs about a quarter of a second in each
-# process (an experiment's every stage is one) that imports this module without preparing text
+# sacremoses is imported where it is used, so that a process that imports this module without
+# preparing text (an experiment's every stage is a process) does not load it
 
 
 class Preprocessor:

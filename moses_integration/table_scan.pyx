@@ -47,7 +47,7 @@ cdef inline bint _number_char(char c) noexcept:
 cdef double[23] _TEN
 _TEN[0] = 1.0
 for _k in range(1, 23):
-    _TEN[_k] = _TEN[_k - 1] * 10.0  # exact: 10**22 < 2**53 * 2**22
+    _TEN[_k] = _TEN[_k - 1] * 10.0  # exact: 10**k = 5**k * 2**k and 5**22 < 2**53
 
 
 cdef inline double _number(const char* p, Py_ssize_t n, bint* ok) noexcept:
@@ -166,7 +166,7 @@ cdef class Columns:
                     if self._n == self._cap:
                         self._grow()
                         sid, tid, scores = self._sid, self._tid, self._scores
-                    # the scores: n_scores numbers, each read whole by strtod
+                    # the scores: n_scores numbers, each token read whole by _number
                     m = 0
                     i = k2 + 5
                     while i < k3:
