@@ -550,7 +550,8 @@ def _md_networks(r: dict) -> list[str]:
     L += ["", "Training path: the `rescorer train` options beyond [rnn]'s (as [rnn]: "
           + " ".join(f"--{k} {v}" for k, v in r.get("rnn", {}).items()) + "). An update is one minibatch of "
           "--batch-size pairs (64 unless the path says otherwise). Factors are compared only between networks "
-          "of one path."]
+          "of one path. Minutes are the wall time a training took, which other work on the shared machine "
+          "lengthens (a training resumed across sessions counts each session's); a budget is its updates."]
     if any(c and c.get("carried_from") for n in r["networks"].values() for c in n["checkpoints"].values()):
         L += ["", "†: a checkpoint trained by an earlier run with the same options, kept from its report."]
     return L
