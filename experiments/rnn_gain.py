@@ -90,14 +90,6 @@ class Study:
             raise ConfigError(f"{self.path}: {text!r}: unknown placeholder {e} (known: data, work, whole)") from None
         return os.path.abspath(out)
 
-    def built(self) -> bool:
-        """Whether the whole-table system exists."""
-        return self.whole.built()
-
-    @property
-    def whole_table(self) -> str:
-        return self.whole.table
-
     def _networks(self) -> dict[str, dict]:
         defaults = dict(self.cp["rnn"]) if "rnn" in self.cp else {}
         out = {}
@@ -215,7 +207,7 @@ class Study:
                 pairs.append((s["test"]["source"], s["test"]["reference"]))
             for a, b in pairs:
                 missing = [x for x in (a, b) if not os.path.exists(x)]
-                if missing and not self.built() and (s["system"] == "whole" or all(
+                if missing and not self.whole.built() and (s["system"] == "whole" or all(
                         x.startswith(self.whole.dir + os.sep) for x in missing)):
                     continue  # the whole-table build writes them
                 span = s["lines"] if a == s["source"] else s["test"]["lines"]
@@ -296,7 +288,7 @@ class Study:
         return os.path.join(self.net_dir(net), f"at-{budget_text(updates)}.pt")
 
     def table_of(self, net: str, system_table: str) -> str:
-        return self.whole_table if self.networks[net]["table"] == "whole" else system_table
+        return self.whole.table if self.networks[net]["table"] == "whole" else system_table
 
     def _network_stages(self, net: str, table: str) -> tuple[S.Stage, dict[float, S.Stage]]:
         """The shortlists of the network's table, and one stage per budget: training continued
@@ -450,7 +442,7 @@ class Study:
         self.check_sets()
         # a set of the whole-table system has stages once that system is built (run() builds it
         # first; --report-only before then lists the other sets' stages)
-        self.exps = {name: self.experiment(name) for name in self.sets if self.built() or not self.on_build(name)}
+        self.exps = {name: self.experiment(name) for name in self.sets if self.whole.built() or not self.on_build(name)}
         arms = {}
         system_table = None
         for name, exp in self.exps.items():
@@ -584,7 +576,7 @@ def main(argv: list[str] | None = None) -> dict:
         if a.run_stage:
             return S.run_one_stage(study.stages(), a)
         records = stage_records(study.stages, study.work, a, lambda force: study.run(force, a.remeasure))
-        if a.report_only and study.whole.config and not study.built():
+        if a.report_only and study.whole.config and not study.whole.built():
             records.insert(0, {"stage": "whole-build", "pending": True})
         results = write_report(study, records)
         print(summary(results))

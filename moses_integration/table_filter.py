@@ -74,13 +74,25 @@ def _wanted_lines(path: str | os.PathLike, wanted: set[bytes], progress: bool = 
 def _line_blocks(f, size: int = 1 << 24) -> Iterator[list[bytes]]:
     """The lines of a binary file (without their newlines), a block of about ``size`` bytes at a
     time; a last line without a newline comes too."""
+    for block in _whole_line_blocks(f, size):
+        lines = block.split(b"\n")
+        if not lines[-1]:
+            lines.pop()  # after the block's last newline
+        yield lines
+
+
+def _whole_line_blocks(f, size: int = 1 << 24) -> Iterator[bytes]:
+    """A binary file about ``size`` bytes at a time, each block cut after its last newline (the
+    rest goes with the next one); a last line without a newline comes as a block of its own."""
     rest = b""
     while block := f.read(size):
-        lines = (rest + block).split(b"\n")
-        rest = lines.pop()  # the part after the block's last newline
-        yield lines
+        block = rest + block
+        cut = block.rfind(b"\n") + 1
+        rest = block[cut:]
+        if cut:
+            yield block[:cut]
     if rest:
-        yield [rest]
+        yield rest
 
 
 @dataclass
@@ -136,20 +148,11 @@ def _scan(path: str | os.PathLike, wanted: set[bytes], n_scores: int, progress: 
                mininterval=2.0, leave=False, disable=not progress)
     try:
         with open_binary(path) as f, bar:
-            rest = b""
-            while block := f.read(block_size):
-                block = rest + block
-                cut = block.rfind(b"\n") + 1  # whole lines now, the rest with the next block
-                rest = block[cut:]
-                if cut:
-                    bar.update(cols.add(block[:cut]))
+            for block in _whole_line_blocks(f, block_size):
+                bar.update(cols.add(block))
                 if not cols.ok:
                     return None
-            if rest:
-                cols.add(rest)
     except (EOFError, gzip.BadGzipFile, zlib.error):
-        return None
-    if not cols.ok:
         return None
     try:
         sources = [s.decode() for s in cols.sources]

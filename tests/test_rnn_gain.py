@@ -216,7 +216,7 @@ def test_a_network_uses_the_pairs_another_network_of_its_table_prepared(small_st
     for net, own in (("whole-24", "whole_24"), ("whole-16-inverse", "whole_16_inverse")):
         run = tmp_path / own
         run.mkdir()
-        study._share_prepared_pairs(net, study.whole_table, str(run))
+        study._share_prepared_pairs(net, study.whole.table, str(run))
         theirs = work / "networks" / own / "run" / "data"   # the one of the same direction
         assert sorted(p.name for p in (run / "data").iterdir()) == sorted(p.name for p in theirs.iterdir())
         assert os.path.samefile(run / "data" / "meta.json", theirs / "meta.json")
