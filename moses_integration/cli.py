@@ -84,6 +84,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         g.add_argument("--pop-limit", type=int, default=1000, help="cube-pruning pop limit (1000)")
         g.add_argument("--distortion-limit", type=int, help="default: the ini's [distortion-limit], else 6")
         g.add_argument("--table-limit", type=int, help="default: the table's table-limit=, else 20")
+        g.add_argument("--beam-threshold", type=float,
+                       help="prune a stack's hypotheses worse than its best times this (Moses -b); default: the "
+                            "ini's [beam-threshold], else Moses's 0.00001; 0: no beam")
         g.add_argument("--threads", type=int, help="decoder processes (default: all cores)")
         g.add_argument("--moses-bin", help="a real Moses (binary or its directory; or $MOSES): use it instead")
 
@@ -208,7 +211,7 @@ def read_input(path: str) -> list[str]:
 
 def _decoder(a: argparse.Namespace, sentences: list[str]):
     cfg = DecoderConfig(stack_size=a.stack_size, pop_limit=a.pop_limit, distortion_limit=a.distortion_limit,
-                        table_limit=a.table_limit)
+                        table_limit=a.table_limit, beam_threshold=a.beam_threshold)
     builtin = BuiltinDecoder(a.ini, sentences, cfg, a.threads, progress=not a.quiet)
     if a.moses_bin or os.environ.get("MOSES"):
         moses = find_moses(a.moses_bin)

@@ -22,7 +22,9 @@ Search as Moses's ``-search-algorithm 1``: stacks by number of covered source wo
 cost estimates over the source (translation model, penalties and the language model of each
 option in isolation, combined over spans by dynamic programming), Moses's distortion-limit
 rules, hypothesis recombination on (coverage, last source phrase, LM state, reordering
-state), cube pruning with a pop limit and a stack size.  n-best lists come from the
+state), cube pruning with a pop limit (an edge's hypotheses ordered by score plus the
+weighted distortion of its jump), a stack size and a beam threshold, each stack filled and
+pruned as Moses's ``HypothesisStackCubePruning`` does.  n-best lists come from the
 recombination arcs, as Moses's trellis paths do.  The stacks and the trellis are in
 ``search.py``, compiled with Cython at set-up (``decoder.COMPILED``; the same file also runs as
 plain Python, slower).
@@ -50,6 +52,7 @@ from .search import COMPILED, Hyp, Option, Search, root_hyp, trellis_paths  # no
 check_fresh(search)
 FLOOR = -100.0
 UNKNOWN_PENALTY = FLOOR  # Moses: FloorScore(log(0))
+BEAM_THRESHOLD = 0.00001  # Moses's DEFAULT_BEAM_WIDTH (-beam-threshold, -b)
 
 
 def moses_log(x: float) -> float:
@@ -100,6 +103,7 @@ class DecoderConfig:
     pop_limit: int = 1000           # Moses -cube-pruning-pop-limit
     distortion_limit: int | None = None   # None: the ini's [distortion-limit], else 6
     table_limit: int | None = None  # None: the table's table-limit=, else 20
+    beam_threshold: float | None = None  # None: the ini's [beam-threshold], else Moses's 0.00001; 0: none
     max_phrase_length: int = 7
 
 
@@ -211,6 +215,13 @@ class PhraseModel:
         sec = self.ini.section("distortion-limit")
         self.dl = self.cfg.distortion_limit if self.cfg.distortion_limit is not None else (
             int(sec[0]) if sec else 6)
+        sec = self.ini.section("beam-threshold")
+        bt = self.cfg.beam_threshold if self.cfg.beam_threshold is not None else (
+            float(sec[0]) if sec else BEAM_THRESHOLD)
+        if not 0 <= bt < 1:
+            raise DecoderError(f"beam threshold {bt}: Moses's beam-threshold is a probability ratio in [0, 1)")
+        # a hypothesis worse than the stack's best by more than ln(bt) is pruned (Moses's TransformScore)
+        self.beam = math.log(bt) if bt > 0 else -math.inf
         self.table_limit = self.cfg.table_limit if self.cfg.table_limit is not None else int(
             tm.get("table-limit") or 20)
 
@@ -393,7 +404,7 @@ class PhraseModel:
                         cslm, w[self.s_cslm][0] if cslm is not None else 0.0)
         root = root_hyp(search.future_of(0),
                         (EOS_ID,) * (cslm.order - 1) if cslm is not None else None)
-        finals = search.run(root, self.cfg.stack_size, self.cfg.pop_limit)
+        finals = search.run(root, self.cfg.stack_size, self.cfg.pop_limit, self.beam)
         if not finals:
             raise DecoderError(f"no complete translation of: {sentence!r} (distortion limit {self.dl})")
         return self._nbest(finals, max(1, nbest), distinct)

@@ -18,6 +18,7 @@ import numpy as np
 from rescorer.vocab import EOS_ID, UNK_ID
 
 COMPILED = cython.compiled
+INF = float("inf")
 EOS_WORD = "</s>"
 
 
@@ -267,13 +268,14 @@ class Search:
         return h.rkey
 
     @cython.cfunc
-    def add(self, stack: dict, h: Hyp) -> cython.void:
-        """Recombination: the better of two equal-key hypotheses stays, the other becomes an arc."""
+    def add(self, stack: dict, h: Hyp) -> cython.bint:
+        """Recombination: the better of two equal-key hypotheses stays, the other becomes an arc.
+        True when h is in the stack afterwards."""
         k = self.key(h)
         old = stack.get(k)
         if old is None:
             stack[k] = h
-            return
+            return True
         o: Hyp = old
         arcs: list = o.arcs
         if arcs is None:
@@ -282,8 +284,60 @@ class Search:
             arcs.append(o)
             h.arcs, o.arcs = arcs, None
             stack[k] = h
-        else:
-            arcs.append(h)
+            return True
+        arcs.append(h)
+        return False
+
+    @cython.cfunc
+    def fill(self, popped: list, stack_size: cython.int, beam: cython.double) -> list:
+        """The stack made of the popped hypotheses, in the order they were popped, as Moses's
+        ``HypothesisStackCubePruning::AddPrune``: a hypothesis whose score + future is below the
+        stack's worst admitted score is dropped; the worst admitted score is the best one plus
+        ``beam`` (ln of Moses's beam-threshold; -inf: none), raised to the pruning threshold
+        whenever the stack, grown to 2 * stack_size, is pruned to stack_size; and the stack is
+        pruned to stack_size at the end.  The kept hypotheses, best first."""
+        stack: dict = {}
+        best: cython.double = -INF
+        worst: cython.double = -INF
+        t: cython.double
+        h: Hyp
+        for h in popped:
+            t = h.score + h.future
+            if t < worst or t == -INF:
+                continue
+            if self.add(stack, h):
+                if t > best:
+                    best = t
+                    if best + beam > worst:
+                        worst = best + beam
+                if len(stack) > 2 * stack_size - 1:
+                    worst = _prune(stack, stack_size, best + beam)
+        if len(stack) > stack_size:
+            _prune(stack, stack_size, best + beam)
+        return _best_first(list(stack.values()), len(stack))
+
+    @cython.cfunc
+    def _by_jump(self, hyps: list, s: cython.int) -> list:
+        """An edge's hypotheses (one coverage, best score first) in Moses's cube order for
+        options starting at ``s``: by score plus the weighted distortion of the jump to s
+        (``HypothesisScoreOrdererWithDistortion``), ties in score order."""
+        m: cython.Py_ssize_t = len(hyps)
+        i: cython.Py_ssize_t
+        h: Hyp
+        end0: cython.int = cython.cast(Hyp, hyps[0]).end
+        same: cython.bint = True
+        for i in range(1, m):
+            if cython.cast(Hyp, hyps[i]).end != end0:
+                same = False
+                break
+        if same:  # one jump for all: the score order stands
+            return hyps
+        keys = np.empty(m)
+        kv: cython.double[:] = keys
+        for i in range(m):
+            h = hyps[i]
+            kv[i] = -(h.score - self.w_d * abs(s - h.end))
+        return [hyps[j] for j in np.argsort(keys, kind="stable").tolist()]
 
     @cython.cfunc
     def register_edges(self, hyps: list, edges: list) -> cython.void:
@@ -327,12 +381,15 @@ class Search:
                     if ok is None:  # the hypotheses whose jump to s is within the limit
                         ok = group if dl < 0 else [h for h in group
                                                    if abs(s if h.ncov == 0 else s - h.end) <= dl]
+                        if self.has_d and len(ok) > 1:
+                            ok = self._by_jump(ok, s)
                     if ok:  # the coverage the edge makes and its future cost, once for its hypotheses
                         new_cov = cov | cython.cast(Option, olist[0]).mask
                         edges[ncov + e - s].append((ok, olist, new_cov, self.future_of(new_cov)))
 
-    def run(self, root: Hyp, stack_size: cython.int, pop_limit: cython.int) -> list:
+    def run(self, root: Hyp, stack_size: cython.int, pop_limit: cython.int, beam: cython.double = -INF) -> list:
         """Stacks by number of covered words, cube pruning into each; the full hypotheses, best first.
+        ``beam`` is ln of Moses's beam-threshold (``fill``).
 
         An edge's cube is its hypotheses (rank a) by its options (rank b); popping cell (a, b)
         makes (a + 1, b) and (a, b + 1), each once (Moses's ``BackwardsEdge::PushSuccessors``).
@@ -381,7 +438,6 @@ class Search:
                 made_hyps.append(h)
                 size += 1
             pops = 0
-            stack: dict = stacks[m]
             popped: list = []
             while size > 0 and pops < pop_limit:
                 x = _heap_pop(queue, size, key)
@@ -413,10 +469,8 @@ class Search:
             edges[m] = None
             if self.cslm is not None:
                 self.score_pending(popped)
-            for h in popped:
-                self.add(stack, h)
-            kept = _best_first(list(stack.values()), stack_size)
-            stack = {}
+            kept = self.fill(popped, stack_size, beam)
+            stack: dict = {}
             for h in kept:
                 stack[h.rkey] = h
             stacks[m] = stack
@@ -651,6 +705,29 @@ def _best_first(hyps: list, k: cython.Py_ssize_t) -> list:
         h = hyps[i]
         kv[i] = -(h.score + h.future)
     return [hyps[j] for j in np.argsort(keys, kind="stable")[:k].tolist()]
+
+
+@cython.cfunc
+def _prune(stack: dict, size: cython.int, floor: cython.double) -> cython.double:
+    """Moses's ``PruneToSize``: the threshold is the size-th best score + future among those
+    above ``floor`` (the best plus the beam; the lowest of them when fewer); every hypothesis
+    below it leaves the stack, ties stay.  Returns the threshold."""
+    h: Hyp
+    t: cython.double
+    scores: list = []
+    for h in stack.values():
+        t = h.score + h.future
+        if t > floor:
+            scores.append(t)
+    scores.sort(reverse=True)
+    threshold: cython.double = scores[min(size, len(scores)) - 1]
+    gone: list = []
+    for k, h in stack.items():
+        if h.score + h.future < threshold:
+            gone.append(k)
+    for k in gone:
+        del stack[k]
+    return threshold
 
 
 def _neg_score(h) -> float:

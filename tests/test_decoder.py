@@ -165,7 +165,7 @@ def brute_force(model: PhraseModel, sentence: str, lm):
 def test_best_and_nbest_equal_brute_force(tmp_path, seed, with_lr, with_cslm):
     ini = make_model(tmp_path, seed, with_lr, with_cslm=with_cslm)
     sentences = ["a b c", "b a d c", "a e b", "d c b a", "c a b d a"]
-    model = PhraseModel(str(ini), sentences, DecoderConfig(stack_size=100000, pop_limit=10 ** 7))
+    model = PhraseModel(str(ini), sentences, DecoderConfig(stack_size=100000, pop_limit=10 ** 7, beam_threshold=0))
     lm = kenlm.Model(str(tmp_path / "lm.arpa"))
     for k, sent in enumerate(sentences):
         every = brute_force(model, sent, lm)
@@ -208,14 +208,19 @@ def test_search_core_is_compiled():
         f"{search.__file__} is not compiled: run `make setup` or `python setup.py build_ext --inplace`")
 
 
-@pytest.mark.parametrize("seed, with_lr", [(0, True), (2, False)])
-def test_plain_python_search_equals_the_compiled_one(tmp_path, monkeypatch, seed, with_lr):
-    """search.py run by Python (as where it is not compiled) gives the same n-best lists, also
-    for a sentence longer than 64 words (coverage bit sets wider than a machine word)."""
+def _plain_search():
     src = os.path.join(os.path.dirname(decoder.__file__), "search.py")
     spec = importlib.util.spec_from_file_location("search_as_python", src)
     plain = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plain)
+    return plain
+
+
+@pytest.mark.parametrize("seed, with_lr", [(0, True), (2, False)])
+def test_plain_python_search_equals_the_compiled_one(tmp_path, monkeypatch, seed, with_lr):
+    """search.py run by Python (as where it is not compiled) gives the same n-best lists, also
+    for a sentence longer than 64 words (coverage bit sets wider than a machine word)."""
+    plain = _plain_search()
     assert not plain.COMPILED
     ini = make_model(tmp_path, seed, with_lr)
     sentences = ["a b c", "b a d c", "d c b a", "c a b d a", " ".join(["c a e b d"] * 14)]
@@ -230,6 +235,42 @@ def test_plain_python_search_equals_the_compiled_one(tmp_path, monkeypatch, seed
         assert [(t.words, t.segmentation) for t in b] == [(t.words, t.segmentation) for t in a]
         np.testing.assert_allclose([t.score for t in b], [t.score for t in a], atol=1e-9)
         np.testing.assert_allclose(np.array([t.features for t in b]), np.array([t.features for t in a]), atol=1e-9)
+
+
+@pytest.mark.parametrize("popped, size, beam, kept", [
+    # the third is below best + beam when it comes; at 4 hypotheses (> 2 * 2 - 1) the stack is
+    # pruned to the 2 best above the beam, and what comes later below them is dropped
+    ([-5, -1, -4, -3.5, -2, -9], 2, -2.5, [-1, -2]),
+    ([-1, -5, -2], 3, -2.5, [-1, -2]),        # the beam, though the stack has room
+    ([-5, -1], 3, -2.5, [-1, -5]),            # admitted before the best came: Moses keeps it
+    ([-5, -1, -2], 3, -math.inf, [-1, -2, -5]),
+    ([-1, -3, -1], 1, -2.5, [-1, -1]),        # ties with the size-th best stay
+])
+def test_a_stack_is_filled_and_pruned_as_moses_does(popped, size, beam, kept):
+    """``Search.fill``: Moses's AddPrune (beam, lazy pruning at twice the stack size) and
+    PruneToSize (ties kept), on hypotheses of distinct coverage in the order they were popped."""
+    plain = _plain_search()
+    sr = plain.Search(8, {}, [[0.0] * 9 for _ in range(9)], 6, 7, None, 0.0, False, 0.0, None)
+    hyps = [plain._new_hyp(1 << i, 1, i, i + 1, 0, None, t, 0.0, None, None) for i, t in enumerate(popped)]
+    assert [h.score for h in sr.fill(hyps, size, beam)] == kept
+
+
+def test_recombination_keeps_the_better_of_equal_keys_in_the_stack():
+    plain = _plain_search()
+    sr = plain.Search(8, {}, [[0.0] * 9 for _ in range(9)], 6, 7, None, 0.0, False, 0.0, None)
+    a, b, c = (plain._new_hyp(1, 1, 0, 1, 0, None, t, 0.0, None, None) for t in (-3.0, -2.0, -4.0))
+    (best,) = sr.fill([a, b, c], 2, math.log(1e-5))
+    assert best is b and b.arcs == [a, c]
+
+
+def test_beam_threshold_from_the_ini_or_the_option(tmp_path):
+    ini = make_model(tmp_path, 5)
+    assert PhraseModel(str(ini), ["a e"], DecoderConfig()).beam == pytest.approx(math.log(1e-5))
+    assert PhraseModel(str(ini), ["a e"], DecoderConfig(beam_threshold=0)).beam == -math.inf
+    ini.write_text(ini.read_text() + "\n[beam-threshold]\n0.001\n")
+    assert PhraseModel(str(ini), ["a e"], DecoderConfig()).beam == pytest.approx(math.log(1e-3))
+    with pytest.raises(decoder.DecoderError, match=r"beam threshold 1.5: Moses's beam-threshold is a probability"):
+        PhraseModel(str(ini), ["a e"], DecoderConfig(beam_threshold=1.5))
 
 
 def _every_deviation_queued(finals, n, distinct, max_explored):

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import DATA
+from experiments.bench_decode import best_scores, compare
 from moses_integration.decoder import DecoderConfig, PhraseModel
 from moses_integration.moses_ini import MosesIni
 from moses_integration.nbest import group_by_sentence, read_nbest
@@ -86,6 +87,32 @@ def test_decode_and_evaluate_on_real_data(real_system, capsys):
                  "--baseline", str(d / "out.fr"), "--samples", "100"]) == 0
     out = capsys.readouterr().out
     assert "nrefs:1" in out and "p = " in out
+
+
+def test_best_model_scores_equal_the_real_moses_on_real_data(real_system, tmp_path):
+    """Cube pruning as Moses does it (pop limit 1000, stack 200, an edge's hypotheses ordered by
+    score and distortion): on 50 real sentences the same best model score as the real Moses,
+    sentence by sentence, and the same 1-best on nearly all."""
+    if not os.access(MOSES, os.X_OK):
+        pytest.skip(f"no Moses binary at {MOSES} (set MOSES)")
+    src = (BASE / "newstest2012.tc.en").read_text().splitlines()[40:90]
+    (tmp_path / "in.en").write_text("\n".join(src) + "\n")
+    filter_table(str(BASE / "phrase-table.gz"), src, str(tmp_path / "pt.gz"))
+    filter_table(str(BASE / "reordering-table.wbe-msd-bidirectional-fe.gz"), src, str(tmp_path / "reo.gz"))
+    ini = MosesIni.read(real_system / "moses.ini")
+    ini.set_feature_arg("TranslationModel0", "path", str(tmp_path / "pt.gz"))
+    ini.set_feature_arg("LexicalReordering0", "path", str(tmp_path / "reo.gz"))
+    ini.write(tmp_path / "moses.ini")
+    assert main(["decode", "-q", "--ini", str(tmp_path / "moses.ini"), "--input", str(tmp_path / "in.en"),
+                 "--output", str(tmp_path / "out.fr"), "--n-best-list", str(tmp_path / "ours.nbest"), "1",
+                 "--threads", "2"]) == 0
+    with open(tmp_path / "in.en") as f:
+        subprocess.run([MOSES, "-f", str(tmp_path / "moses.ini"), "-v", "0", "-search-algorithm", "1",
+                        "-cube-pruning-pop-limit", "1000", "-s", "200", "-threads", "2",
+                        "-n-best-list", str(tmp_path / "moses.nbest"), "1"], stdin=f, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=True)
+    res = compare(best_scores(str(tmp_path / "ours.nbest")), best_scores(str(tmp_path / "moses.nbest")))
+    assert res["equal"] == 50 and res["same_translation"] >= 49, res
 
 
 def test_tuning_raises_dev_bleu_on_real_data(real_system, capsys):
