@@ -35,6 +35,8 @@ class Option:
     lr = cython.declare(object, visibility="public")             # 6 reordering log-probabilities, or None
     mask = cython.declare(object, visibility="public")           # the source words it covers, as a bit set
     lr_id = cython.declare(cython.int, visibility="public")      # equal lr values, equal id (Search sets it)
+    lr_back = cython.declare(cython.double[3])  # weighted backward values by orientation (Search sets them)
+    lr_fwd = cython.declare(cython.double[3])   # weighted forward values, for the phrase after this one
     lm_next = cython.declare(dict)  # LM state number before -> (ln p of the target, state number after), inside the sentence
     lm_last = cython.declare(dict)  # the same for the sentence's last phrase (</s> scored too)
     lm_ids = cython.declare(object) # the target's ids in the LM's vocabulary
@@ -94,6 +96,29 @@ class Hyp:
             out.append(h)
             h = h.prev
         return out[::-1]
+
+
+@cython.final
+@cython.cclass
+class _Edge:
+    """A cube of cube pruning: hypotheses of one coverage (in Moses's order for the span) by the
+    options of one source span, the coverage they make and its future cost; ``made`` marks the
+    inner cells already made (``Search.run``)."""
+    hyps: list
+    opts: list
+    cov: object
+    fut: cython.double
+    n_hyps: cython.int
+    n_opts: cython.int
+    made: bytearray
+
+
+@cython.cfunc
+def _new_edge(hyps: list, opts: list, cov, fut: cython.double) -> _Edge:
+    e: _Edge = _Edge.__new__(_Edge)
+    e.hyps, e.opts, e.cov, e.fut, e.made = hyps, opts, cov, fut, None
+    e.n_hyps, e.n_opts = len(hyps), len(opts)
+    return e
 
 
 @cython.cfunc
@@ -158,6 +183,7 @@ class Search:
         lm_caches: dict = {}
         lr_ids: dict = {}
         o: Option
+        k: cython.int
         self.opts_at = [None] * ((n + 1) * (n + 1))
         for (s, e), olist in opts.items():
             if olist:
@@ -170,6 +196,10 @@ class Search:
                 o.lm_next, o.lm_last, o.lm_ids = caches
                 if o.lr is not None:
                     o.lr_id = lr_ids.setdefault(o.lr, len(lr_ids))
+                    if self.lr_on:
+                        for k in range(3):
+                            o.lr_back[k] = self.w_lr[k] * o.lr[k]
+                            o.lr_fwd[k] = self.w_lr[3 + k] * o.lr[3 + k]
 
     @cython.ccall
     def future_of(self, cov) -> cython.double:
@@ -210,9 +240,9 @@ class Search:
         if self.lr_on:  # orientation of this phrase against the previous one: 0 M, 1 S, 2 D
             orient = 0 if o_start == h.end else (1 if o_end == h.start else 2)
             if o.lr is not None:  # backward model: p(o | this pair)
-                score += self.w_lr[orient] * o.lr[orient]
+                score += o.lr_back[orient]
             if h.lr is not None:  # forward model: p(o | previous pair)
-                score += self.w_lr[3 + orient] * h.lr[3 + orient]
+                score += cython.cast(Option, h.option).lr_fwd[orient]
         last: cython.bint = ncov == self.n
         sid: cython.int = 0
         lm_ln: cython.double = 0.0
@@ -385,7 +415,7 @@ class Search:
                             ok = self._by_jump(ok, s)
                     if ok:  # the coverage the edge makes and its future cost, once for its hypotheses
                         new_cov = cov | cython.cast(Option, olist[0]).mask
-                        edges[ncov + e - s].append((ok, olist, new_cov, self.future_of(new_cov)))
+                        edges[ncov + e - s].append(_new_edge(ok, olist, new_cov, self.future_of(new_cov)))
 
     def run(self, root: Hyp, stack_size: cython.int, pop_limit: cython.int, beam: cython.double = -INF) -> list:
         """Stacks by number of covered words, cube pruning into each; the full hypotheses, best first.
@@ -404,10 +434,8 @@ class Search:
         a: cython.int
         b: cython.int
         k: cython.int
-        n_hyps: cython.int
-        efut: cython.double
-        n_opts: cython.int
         cell: cython.Py_ssize_t
+        ed: _Edge
         pops: cython.int
         x: cython.longlong
         size: cython.Py_ssize_t
@@ -416,22 +444,21 @@ class Search:
         h: Hyp
         nh: Hyp
         made: bytearray
-        stacks: list = [dict() for _ in range(n + 1)]
-        edges: list = [[] for _ in range(n + 1)]  # per target stack: (hyps, options, coverage, future)
+        kept: list = []
+        edges: list = [[] for _ in range(n + 1)]  # per target stack: its _Edges
         if self.lm is not None:  # the sentence's LM states by number, the root's (after <s>) first
             root.lm_id = self.lm.begin()
-        stacks[0][self.key(root)] = root
+        self.key(root)
         self.register_edges([root], edges)
         for m in range(1, n + 1):
             my_edges: list = edges[m]
-            grids: list = [None] * len(my_edges)
             made_hyps: list = []  # the stack's hypotheses in the order they were made
             key = np.empty(len(my_edges) + 2 * pop_limit + 1)
             queue = np.empty(len(my_edges) + 2 * pop_limit + 1, dtype=np.int64)
             size = 0
             for ei in range(len(my_edges)):
-                hyps, olist, ecov, efut = my_edges[ei]
-                h = self.extend(hyps[0], olist[0], ecov, efut)
+                ed = my_edges[ei]
+                h = self.extend(ed.hyps[0], ed.opts[0], ed.cov, ed.fut)
                 h.edge = ei
                 key[len(made_hyps)] = -(h.score + h.future)
                 _heap_push(queue, size, key, len(made_hyps))
@@ -446,21 +473,20 @@ class Search:
                 pops += 1
                 popped.append(h)
                 ei, i, j = h.edge, h.ci, h.cj
-                hyps, olist, ecov, efut = my_edges[ei]
-                n_hyps, n_opts = len(hyps), len(olist)
+                ed = my_edges[ei]
                 for k in range(2):
                     a, b = i + 1 - k, j + k
-                    if a >= n_hyps or b >= n_opts:
+                    if a >= ed.n_hyps or b >= ed.n_opts:
                         continue
                     if a > 0 and b > 0:
-                        if grids[ei] is None:
-                            grids[ei] = bytearray(n_hyps * n_opts)
-                        made = grids[ei]
-                        cell = a * n_opts + b
+                        if ed.made is None:
+                            ed.made = bytearray(ed.n_hyps * ed.n_opts)
+                        made = ed.made
+                        cell = a * ed.n_opts + b
                         if made[cell]:
                             continue
                         made[cell] = 1
-                    nh = self.extend(hyps[a], olist[b], ecov, efut)
+                    nh = self.extend(ed.hyps[a], ed.opts[b], ed.cov, ed.fut)
                     nh.edge, nh.ci, nh.cj = ei, a, b
                     key[len(made_hyps)] = -(nh.score + nh.future)
                     _heap_push(queue, size, key, len(made_hyps))
@@ -470,13 +496,9 @@ class Search:
             if self.cslm is not None:
                 self.score_pending(popped)
             kept = self.fill(popped, stack_size, beam)
-            stack: dict = {}
-            for h in kept:
-                stack[h.rkey] = h
-            stacks[m] = stack
             if m < n:
                 self.register_edges(kept, edges)
-        return sorted(stacks[n].values(), key=_neg_score)
+        return sorted(kept, key=_neg_score)
 
 
 def trellis_paths(finals: list, n: cython.int, distinct: cython.bint, max_explored: cython.int) -> list:
