@@ -183,7 +183,6 @@ class Search:
         lm_caches: dict = {}
         lr_ids: dict = {}
         o: Option
-        k: cython.int
         self.opts_at = [None] * ((n + 1) * (n + 1))
         for (s, e), olist in opts.items():
             if olist:
@@ -196,10 +195,9 @@ class Search:
                 o.lm_next, o.lm_last, o.lm_ids = caches
                 if o.lr is not None:
                     o.lr_id = lr_ids.setdefault(o.lr, len(lr_ids))
-                    if self.lr_on:
-                        for k in range(3):
-                            o.lr_back[k] = self.w_lr[k] * o.lr[k]
-                            o.lr_fwd[k] = self.w_lr[3 + k] * o.lr[3 + k]
+                    if self.lr_on:  # (a list assigned to the C arrays as a whole: plain Python has no arrays there)
+                        o.lr_back = [self.w_lr[k] * o.lr[k] for k in range(3)]
+                        o.lr_fwd = [self.w_lr[3 + k] * o.lr[3 + k] for k in range(3)]
 
     @cython.ccall
     def future_of(self, cov) -> cython.double:
