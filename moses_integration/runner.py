@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from rescorer.fileio import atomic_write
 
-from .decoder import COMPILED, DecoderConfig, PhraseModel
+from .decoder import COMPILED, DecoderConfig, PhraseModel, no_cyclic_gc
 from .nbest import group_by_sentence, read_nbest
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,11 @@ _MODEL: PhraseModel | None = None
 
 
 def _init_worker() -> None:
-    """One thread per worker process: the processes already use every core (the CSLM's torch)."""
+    """One thread per worker process: the processes already use every core (the CSLM's torch).
+    The cyclic garbage collector off for the worker's life (one ``translate``): decoding makes
+    no reference cycles, and each sentence's young objects would otherwise be scanned once more
+    when ``PhraseModel.decode`` turned it back on."""
+    gc.disable()
     if _MODEL is not None and _MODEL.cslm is not None:
         import torch  # only with a CSLM: the decoder runs without torch
         torch.set_num_threads(1)
@@ -73,10 +77,11 @@ class BuiltinDecoder:
         out = [None] * len(jobs)
         bar = tqdm(total=len(jobs), desc="decoding", unit=" sent", disable=not progress, mininterval=1.0)
         if self.processes <= 1 or len(jobs) < 2:
-            for j in jobs:
-                i, r = _decode_one(j)
-                out[i] = r
-                bar.update(1)
+            with no_cyclic_gc():  # as in the workers
+                for j in jobs:
+                    i, r = _decode_one(j)
+                    out[i] = r
+                    bar.update(1)
         else:
             with mp.get_context("fork").Pool(self.processes, initializer=_init_worker) as pool:
                 for i, r in pool.imap_unordered(_decode_one, jobs, chunksize=1):

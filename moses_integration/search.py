@@ -23,9 +23,12 @@ EOS_WORD = "</s>"
 
 
 @cython.final
+@cython.no_gc
 @cython.cclass
 class Option:
-    """A translation option: source span [start, end), target words and what they score alone."""
+    """A translation option: source span [start, end), target words and what they score alone.
+    What it points to (words, numbers, arrays, its LM caches) never points back to an option, so
+    the cyclic garbage collector need not track options."""
     start = cython.declare(cython.int, visibility="public")
     end = cython.declare(cython.int, visibility="public")        # exclusive
     target = cython.declare(tuple, visibility="public")
@@ -166,12 +169,15 @@ class Search:
     w_cs: cython.double
     cs_index: object
     cs_cache: dict
+    jkey: object    # _by_jump's work arrays
+    jpos: object
 
     def __init__(self, n: cython.int, opts: dict, fc: list, dl: cython.int, max_phrase_length: cython.int,
                  lm, w_lm: cython.double, has_d: cython.bint, w_d: cython.double, w_lr, cslm=None,
                  w_cs: cython.double = 0.0):
         self.n, self.opts, self.fc, self.dl, self.L = n, opts, fc, dl, max_phrase_length
         self.fut_cache = {}
+        self.jkey = self.jpos = None
         self.lm, self.w_lm = lm, w_lm
         self.has_d, self.w_d = has_d, w_d
         self.lr_on = w_lr is not None
@@ -360,12 +366,23 @@ class Search:
                 break
         if same:  # one jump for all: the score order stands
             return hyps
-        keys = np.empty(m)
-        kv: cython.double[:] = keys
-        for i in range(m):
+        if self.jkey is None or len(self.jkey) < m:
+            self.jkey, self.jpos = np.empty(2 * m), np.empty(2 * m, dtype=np.int64)
+        kv: cython.double[:] = self.jkey
+        pv: cython.longlong[:] = self.jpos
+        j: cython.Py_ssize_t
+        t: cython.double
+        for i in range(m):  # insertion sort, best first, ties in score order: the input is nearly sorted
             h = hyps[i]
-            kv[i] = -(h.score - self.w_d * abs(s - h.end))
-        return [hyps[j] for j in np.argsort(keys, kind="stable").tolist()]
+            t = h.score - self.w_d * abs(s - h.end)
+            j = i
+            while j > 0 and kv[j - 1] < t:
+                kv[j] = kv[j - 1]
+                pv[j] = pv[j - 1]
+                j -= 1
+            kv[j] = t
+            pv[j] = i
+        return [hyps[pv[i]] for i in range(m)]
 
     @cython.cfunc
     def register_edges(self, hyps: list, edges: list) -> cython.void:
