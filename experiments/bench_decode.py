@@ -36,6 +36,7 @@ import tempfile
 import time
 
 from moses_integration import pipeline
+from moses_integration.evaluate import corpus_bleu, postprocess
 from moses_integration.moses_ini import MosesIni
 from moses_integration.nbest import group_by_sentence, read_nbest
 from moses_integration.table_filter import filter_table
@@ -158,7 +159,9 @@ def compare(ours: list[tuple[str, float]], theirs: list[tuple[str, float]]) -> d
     return out
 
 
-def bench_system(name: str, ini: str, src: list[str], a, moses: str | None) -> dict:
+def bench_system(name: str, ini: str, src: list[str], a, moses: str | None, refs: list[str] | None = None) -> dict:
+    """Both decoders on ``src``, timed; their best model scores compared and, with the raw
+    references ``refs``, each one's BLEU (sacrebleu, detruecased and detokenised output)."""
     work = os.path.join(a.work, name)
     os.makedirs(work, exist_ok=True)
     inp = os.path.join(work, "input.txt")
@@ -183,6 +186,13 @@ def bench_system(name: str, ini: str, src: list[str], a, moses: str | None) -> d
         res["speed_vs_moses"] = round(med["moses"] / med["builtin"], 3)
         res["best_score"] = compare(best_scores(os.path.join(work, "builtin.nbest")),
                                     best_scores(os.path.join(work, "moses.nbest")))
+    if refs is not None:
+        res["bleu"] = {}
+        for k, out in (("builtin", "builtin.out"), ("moses", "moses.stdout")):
+            if k in cmds:
+                with open(os.path.join(work, out), encoding="utf-8") as f:
+                    score, _, sig = corpus_bleu(postprocess(f.read().splitlines()), refs)
+                res["bleu"][k], res["bleu_signature"] = round(score, 2), sig
     return res
 
 
@@ -222,9 +232,12 @@ def report(rep: dict) -> str:
         rows.append([name, f"{med['builtin']:.1f}", f"{med['moses']:.1f}", f"**{r['speed_vs_moses']:.2f}x**",
                      f"{peak['builtin']} / {peak['moses']}",
                      f"{c['higher']} / {c['equal']} / {c['lower']} ({100 * c['equal'] / r['sentences']:.1f}% equal)",
-                     c["same_translation"]])
+                     c["same_translation"]]
+                    + ([f"{r['bleu']['builtin']:.2f} / {r['bleu']['moses']:.2f}"] if "bleu" in r else []))
+    bleu = next((r["bleu_signature"] for r in res.values() if "bleu" in r), None)
     lines += markdown_table(["system", "built-in (s)", "Moses (s)", "speed vs Moses", "peak MB built-in / Moses",
-                             "best model score: higher / equal / lower", "same 1-best"], rows)
+                             "best model score: higher / equal / lower", "same 1-best"]
+                            + (["BLEU built-in / Moses"] if bleu else []), rows)
     if rep.get("rnn_system"):
         r = rep["rnn_system"]
         lines += ["", f"rnn: system `{r['system']}` of `{r['dir']}`, its RNN-scored table of {r['set']} filtered to the "
@@ -232,7 +245,9 @@ def report(rep: dict) -> str:
     lines += ["", "Speed vs Moses is Moses's wall time over the built-in decoder's (above 1: faster). Peak memory "
               "is the largest resident set among a decoder's processes (the built-in decoder's workers are forked "
               "after loading and share its tables). Equal means within 1e-3 + 1e-5 |score|: Moses adds its scores in single precision and "
-              "prints six digits.", "", "Every run:", ""]
+              "prints six digits."
+              + (f" BLEU: each decoder's 1-best, detruecased and detokenised, against the raw reference (sacrebleu "
+                 f"`{bleu}`)." if bleu else ""), "", "Every run:", ""]
     for name, r in res.items():
         for k, v in r["runs"].items():
             lines.append(f"- {name}, {k}: " + ", ".join(f"{x['wall_s']} s wall ({x['cpu_s']} s CPU)" for x in v))
@@ -259,7 +274,9 @@ def main() -> None:
             sys.exit(f"--table1: the scored table of --set {a.set} is that of {a.set}.tc.en: give it as --input")
         systems["rnn"] = table1_system(a, src)
     load_before = os.getloadavg()[0]
-    res = {name: bench_system(name, path, src, a, moses) for name, path in systems.items()}
+    raw = os.path.join(a.data, "dev", a.input.replace(".tc.en", ".fr"))
+    refs = open(raw, encoding="utf-8").read().splitlines()[:len(src)] if os.path.exists(raw) else None
+    res = {name: bench_system(name, path, src, a, moses, refs) for name, path in systems.items()}
     if not moses:
         print("no real Moses here (give --moses or set MOSES to compare)")
         return

@@ -8,10 +8,12 @@ import subprocess
 
 import numpy as np
 import pytest
+import sacrebleu
 
 from conftest import ROOT, tiny_model, tiny_vocabs
 from experiments import bench_decode
 from moses_integration.decoder import DecoderConfig, PhraseModel
+from moses_integration.evaluate import postprocess
 from moses_integration.nbest import group_by_sentence, read_nbest
 from moses_integration.runner import MosesDecoder
 from rescorer.checkpoint import save_checkpoint
@@ -104,8 +106,14 @@ def test_bench_decode_runs_both_decoders_and_compares_their_best_scores(scored_s
     d = scored_system
     sents = (d / "in.en").read_text().splitlines()
     a = argparse.Namespace(work=str(tmp_path), processes=1, repeats=2)
-    res = bench_decode.bench_system("tiny", str(d / "moses.tuned.ini"), sents, a, MOSES)
+    refs = ["La maison est bleue.", "Le chat.", "Une maison."]
+    res = bench_decode.bench_system("tiny", str(d / "moses.tuned.ini"), sents, a, MOSES, refs)
     assert res["best_score"] == {"higher": 0, "equal": 3, "lower": 0, "same_translation": 3}
+    # each decoder's BLEU, as sacrebleu gives it on the detruecased, detokenised 1-best
+    ours = postprocess((tmp_path / "tiny" / "builtin.out").read_text().splitlines())
+    want = sacrebleu.corpus_bleu(ours, [refs]).score
+    assert res["bleu"] == {"builtin": round(want, 2), "moses": round(want, 2)}
+    assert res["bleu_signature"].startswith("nrefs:1|")
     assert [len(v) for v in res["runs"].values()] == [2, 2]
     assert res["speed_vs_moses"] == pytest.approx(res["median_wall_s"]["moses"] / res["median_wall_s"]["builtin"],
                                                   abs=1e-3)
