@@ -80,6 +80,12 @@ def test_decode_and_evaluate_on_real_data(real_system, capsys):
                  str(d / "out.fr"), "--n-best-list", str(d / "nbest"), "10", "--threads", "2",
                  "--pop-limit", "300", "--stack-size", "50", "--segmentation"]) == 0
     assert len((d / "out.fr").read_text().splitlines()) == 80
+    # one process: the same bytes as two
+    assert main(["decode", "-q", "--ini", str(d / "moses.ini"), "--input", str(d / "dev.en"), "--output",
+                 str(d / "out1.fr"), "--n-best-list", str(d / "nbest1"), "10", "--threads", "1",
+                 "--pop-limit", "300", "--stack-size", "50", "--segmentation"]) == 0
+    assert (d / "out1.fr").read_bytes() == (d / "out.fr").read_bytes()
+    assert (d / "nbest1").read_bytes() == (d / "nbest").read_bytes()
     lists = list(group_by_sentence(read_nbest(d / "nbest")))
     assert len(lists) == 80 and all(1 <= len(x) <= 10 for x in lists)
     # evaluation on detokenised output with sacrebleu, and the bootstrap against itself
