@@ -405,23 +405,33 @@ class Study:
     def columns(self, point: str) -> int:
         return 7 if point in self.pairs else 6
 
-    def _point_stages(self, set_name: str, exp: Experiment, files: dict, ini, lm: str, point: str) -> list[S.Stage]:
-        """Score the tuning set's table with the point's network(s), tune, decode the set with each
-        run's weights, and compare the score with the table's."""
+    def _score_stages(self, set_name: str, exp: Experiment, files: dict, point: str, label: str = "") -> list[S.Stage]:
+        """A set's table scored with the point's network; for a pair, with its forward network
+        (unless that one is a point of the set too, whose own stage scores it) and then its
+        inverse one, added as a second column.  ``label``: the set's name in the stages' names,
+        empty for the tuning set."""
+        tag = f"{slug(label)}-" if label else ""
         out = []
         if point in self.pairs:
             (f_net, f_m), (i_net, i_m) = self.pairs[point]
             fwd = self.scored(files, point_name(f_net, f_m))
             if point_name(f_net, f_m) not in self.sets[set_name]["points"]:
-                out.append(exp.score_stage(point_name(f_net, f_m), dict(files, scored=fwd),
-                                            self.checkpoint(f_net, f_m)))
-                out[-1].name = f"score-{slug(point_name(f_net, f_m))}"
-            out.append(exp.score_stage(point, dict(files, scored=self.scored(files, point)),
-                                        self.checkpoint(i_net, i_m), table=fwd, unk_count=False))
+                out.append(exp.score_stage(label or point_name(f_net, f_m), dict(files, scored=fwd),
+                                           self.checkpoint(f_net, f_m)))
+                out[-1].name = f"score-{tag}{slug(point_name(f_net, f_m))}"
+            out.append(exp.score_stage(label or point, dict(files, scored=self.scored(files, point)),
+                                       self.checkpoint(i_net, i_m), table=fwd, unk_count=False))
         else:
             net, m = parse_point(point, self.networks, point)
-            out.append(exp.score_stage(point, dict(files, scored=self.scored(files, point)), self.checkpoint(net, m)))
-        out[-1].name = f"score-{slug(point)}"
+            out.append(exp.score_stage(label or point, dict(files, scored=self.scored(files, point)),
+                                       self.checkpoint(net, m)))
+        out[-1].name = f"score-{tag}{slug(point)}"
+        return out
+
+    def _point_stages(self, set_name: str, exp: Experiment, files: dict, ini, lm: str, point: str) -> list[S.Stage]:
+        """Score the tuning set's table with the point's network(s), tune, decode the set with each
+        run's weights, and compare the score with the table's."""
+        out = self._score_stages(set_name, exp, files, point)
         f = dict(files, scored=self.scored(files, point))
         out.append(exp.ini_stage(point, frozenset({"rnn"}), ini, "dev", f, lm, columns=self.columns(point)))
         out += [exp.tune_stage(point, frozenset({"rnn"}), k) for k in range(1, self.runs + 1)]
@@ -483,15 +493,11 @@ class Study:
                     a["started"] = True
                 exp = a["exp"]
                 stages = self._point_stages(arm, exp, a["files"]["dev"], a["ini"], a["lm"], point)
-                for n, _ in a["tests"]:  # a test set: the point's network scores its table too
+                for n, _ in a["tests"]:  # a test set: the point's network(s) score its table too
                     f = dict(a["files"][n], scored=self.scored(a["files"][n], point))
-                    if point in self.pairs:
-                        raise ConfigError(f"{self.path}: [tuning {arm}]: a pair ({point}) is not tested on "
-                                          "test-source yet")
-                    net, m = parse_point(point, self.networks, point)
-                    st = exp.score_stage(n, f, self.checkpoint(net, m))
-                    st.name = f"score-{slug(n)}-{slug(point)}"
-                    stages += [st, exp.ini_stage(point, frozenset({"rnn"}), a["ini"], n, f, a["lm"]),
+                    stages += self._score_stages(arm, exp, a["files"][n], point, n)
+                    stages += [exp.ini_stage(point, frozenset({"rnn"}), a["ini"], n, f, a["lm"],
+                                             columns=self.columns(point)),
                                exp.test_stage(n, exp.sets()[n], point, frozenset({"rnn"}))]
                 add(arm, stages)
 

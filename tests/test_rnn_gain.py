@@ -2,6 +2,7 @@
 sentence pairs, tiny networks trained for seconds, two tuning sets (news on the system's tables,
 Hansard on the whole-table build with a test set), a pair of networks in both directions; then
 the report, a rerun that skips every stage, and the config's bad input refused before any stage."""
+import gzip
 import json
 import os
 import re
@@ -38,7 +39,7 @@ def test_report_holds_every_point_of_every_tuning_set(small_study):
     assert list(r["sets"]) == ["news", "hansard"]
     news = r["sets"]["news"]
     assert list(news["points"]) == ["system-16@10", "system-16@20", "whole-24@20", "whole-both"]
-    assert list(r["sets"]["hansard"]["points"]) == ["whole-24@20"]
+    assert list(r["sets"]["hansard"]["points"]) == ["whole-24@20", "whole-both"]
     for a in r["sets"].values():
         assert a["sentences"] == 12 and a["signature"].startswith("nrefs:1|")
         assert len(a["baseline"]["bleu"]) == 2
@@ -57,8 +58,14 @@ def test_report_holds_every_point_of_every_tuning_set(small_study):
     # the in-domain set is tested on its development test set, with the weights tuned on it
     t = r["sets"]["hansard"]["test"]
     assert t["name"] == "hansard-devtest" and t["sentences"] == 8
-    assert list(t["systems"]) == ["Baseline", "whole-24@20"]
+    assert list(t["systems"]) == ["Baseline", "whole-24@20", "whole-both"]
     assert 0 < t["systems"]["whole-24@20"]["p_value_all_runs"] <= 1
+    # a pair is tested with both columns: its test table scored by the forward network, then the inverse
+    devtest = work / "sets" / "hansard" / "sets" / "hansard_devtest"
+    with gzip.open(devtest / "phrase-table.whole_both.gz", "rt") as f:
+        assert len(f.readline().split(" ||| ")[2].split()) == 7  # the four of the table, the forward RNN and WP, the inverse RNN
+    tested = json.loads((work / "sets" / "hansard" / "tune" / "whole_both" / "run1.json").read_text())
+    assert len(tested["weights"]["TranslationModel0"]) == 7
     assert r["best"]["news"]["point"] in news["points"]
     md = (work / "report" / "results.md").read_text()
     assert "## Tuning set news" in md and "| whole-both | whole |" in md and "Tested on hansard-devtest" in md
