@@ -44,7 +44,7 @@ from moses_integration.runner import find_moses
 from rescorer.fileio import atomic_write
 from rescorer.machine import describe as describe_machine
 
-from experiments.common import data_dir, markdown_table, write_results
+from experiments.common import data_dir, markdown_table, read_lines, write_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED_MOSES = os.path.join(HERE, "..", "..", "shared", "tools", "moses", "moses")
@@ -275,7 +275,7 @@ def main() -> None:
         systems["rnn"] = table1_system(a, src)
     load_before = os.getloadavg()[0]
     raw = os.path.join(a.data, "dev", a.input.replace(".tc.en", ".fr"))
-    refs = open(raw, encoding="utf-8").read().splitlines()[:len(src)] if os.path.exists(raw) else None
+    refs = read_lines(raw, (1, len(src))) if os.path.exists(raw) else None
     res = {name: bench_system(name, path, src, a, moses, refs) for name, path in systems.items()}
     if not moses:
         print("no real Moses here (give --moses or set MOSES to compare)")
