@@ -12,7 +12,8 @@ Stages, cached in their own work directory and resumable like the rest:
 
   lm                 the LM, when neither --lm nor the system's ini gives one (from [system] lm-text)
   filter-SET         PT and RT (else the system's tables) filtered to the test set's source
-  score-SET          the filtered table scored by the released RNN (+ the WP column)
+  score-SET          the filtered table scored by the released RNN (+ the WP column); with both
+                     directions, score-SET-inverse then adds the inverse network's column
   weights-SYSTEM-K   run K's tuned weights, read from its released ini
   ini-SYSTEM-SET     every run's ini with its files pointed at the set's (SYSTEM/SET/runK.ini)
   test-SET-SYSTEM    every run's weights decode the set (the CSLM systems by n-best rescoring)
@@ -96,7 +97,7 @@ class ReleaseExperiment(Experiment):
                 r = read_released_run(path)
                 if r["system"] != sysname:
                     raise ConfigError(f"{path}:1: the ini of system {r['system']!r}, where {sysname!r} is expected")
-                needed = (["rnn.pt"] if r["scored"] else []) + ([r["roles"]["cslm"]] if "cslm" in r["roles"] else [])
+                needed = ([os.path.basename(m) for _, m in self.rnn_models()] if r["scored"] else []) + ([r["roles"]["cslm"]] if "cslm" in r["roles"] else [])
                 for name in needed:
                     role = "cslm" if name == r["roles"].get("cslm") else "phrase-table (scored by the RNN)"
                     if not os.path.exists(os.path.join(self.release_paths()["models"], name)):
@@ -133,6 +134,10 @@ class ReleaseExperiment(Experiment):
 
     def cslm_model(self) -> str:
         return os.path.join(self.release_paths()["models"], "cslm.pt")
+
+    def rnn_models(self) -> list[tuple[str, str]]:
+        return [(name, os.path.join(self.release_paths()["models"], f"{name}.pt"))
+                for name, _ in super().rnn_models()]
 
     def tune_stage_name(self, sysname: str, k: int, bounds: str | None = None) -> str:
         return f"weights-{slug(sysname)}-{k}"
@@ -190,7 +195,7 @@ class ReleaseExperiment(Experiment):
             f = self.set_files(name, s, own_pt, own_rt)
             stages.append(self.filter_stage(name, s, f, own_pt, own_rt))
             if need_rnn:
-                stages.append(self.score_stage(name, f, os.path.join(self.release_paths()["models"], "rnn.pt")))
+                stages += self.rnn_score_stages(name, f)
             for sysname, feats in self.cfg.systems.items():
                 stages.append(self._run_ini_stage(sysname, feats, name, f, lm))
         for (sysname, k) in self.runs_read:

@@ -20,7 +20,7 @@ ROLES = {"phrase-table": "TranslationModel0", "reordering-table": "LexicalReorde
 # the config keys of [rnn] and [cslm] that are options of both training commands
 # the keys of [rnn] and [cslm] the experiment reads itself; every other key of those sections is an
 # option of the training command, spelled as its flag (OpenNMT's rule: config keys = flags)
-EXPERIMENT_KEYS = {"train": ("table", "shortlist", "check-precision"),
+EXPERIMENT_KEYS = {"train": ("table", "shortlist", "check-precision", "directions"),
                    "cslm-train": ("text", "mode", "search-standin", "start-share", "nbest")}
 # the options the experiment gives the training command itself
 SET_BY_EXPERIMENT = ("phrase-table", "vocab", "shortlist", "output", "out", "input", "text", "resume", "overwrite",
@@ -65,6 +65,7 @@ class Config:
             raise ConfigError(f"{path}: [work] previous = {previous}: no such file (the results.json of an "
                               "earlier run of this experiment, shown beside this one's)")
         self.systems = self._systems()
+        self.rnn_both = self._rnn_directions() == "both"
         self.tests = {s.split(None, 1)[1].strip(): self._set(s) for s in cp.sections() if s.startswith("test ")}
         if not self.tests and tests_needed:
             raise ConfigError(f"{path}: no [test NAME] section")
@@ -113,6 +114,19 @@ class Config:
         if frozenset() not in out.values():
             raise ConfigError(f"{self.path}: [systems] needs a baseline (a system with no feature)")
         return out
+
+    def _rnn_directions(self) -> str:
+        """[rnn] directions: forward (the RNN's p(target|source), the paper's feature) or both (and a
+        second network with the same options trained the other way, p(source|target), as a
+        further column: Moses's tables have both directions of every other score)."""
+        d = self.cp.get("rnn", "directions", fallback="forward").strip() or "forward"
+        if d not in ("forward", "both"):
+            raise ConfigError(f"{self.path}: [rnn] directions = {d!r}: expected forward (p(target|source)) or both "
+                              "(and p(source|target) from a second network)")
+        if d == "both" and self.cp.get("rnn", "inverse", fallback="").strip().lower() in ("true", "yes", "1"):
+            raise ConfigError(f"{self.path}: [rnn] directions = both and inverse = true: with both, the second "
+                              "network is the inverse one; leave inverse out")
+        return d
 
     @property
     def baseline(self) -> str:

@@ -27,7 +27,7 @@ class Experiment(SetStages, NetworkStages, TuningStages, ReleaseStage):
     def __init__(self, cfg: Config, progress: bool = True):
         self.cfg, self.progress = cfg, progress
         W = cfg.work
-        self.d = {k: os.path.join(W, k) for k in ("lm", "rnn", "cslm", "sets", "systems", "tune", "test")}
+        self.d = {k: os.path.join(W, k) for k in ("lm", "rnn", "rnn-inverse", "cslm", "sets", "systems", "tune", "test")}
         self.added = os.path.join(W, "added-tests.json")
         if os.path.exists(self.added):
             with open(self.added) as f:
@@ -88,12 +88,15 @@ class Experiment(SetStages, NetworkStages, TuningStages, ReleaseStage):
             stages.append(vocab_stage(rnn_table, vocab_dir, int(r.get("shortlist", 15000))))
         if need_rnn:
             stages.append(self.rnn_stage(rnn_table, vocab_dir, run_dir, r))
+            if cfg.rnn_both:
+                stages.append(self.rnn_stage(rnn_table, vocab_dir, os.path.join(self.d["rnn-inverse"], "run"), r,
+                                             inverse=True))
             for name in sets:
-                stages.append(self.score_stage(name, files[name], os.path.join(run_dir, "best.pt")))
-            stages.append(self.correlation_stage(files["dev"]))
+                stages += self.rnn_score_stages(name, files[name])
+            stages.append(self.correlation_stage(files["dev"], columns=self.rnn_columns()))
         for sysname, feats in cfg.systems.items():
             for name in sets:
-                stages.append(self.ini_stage(sysname, feats, ini, name, files[name], lm))
+                stages.append(self.ini_stage(sysname, feats, ini, name, files[name], lm, columns=self.rnn_columns()))
         # the systems without the CSLM are tuned and tested before the CSLM is trained, so that
         # Baseline against +RNN, what the experiment is first about, comes hours earlier
         for with_cslm in (False, True):
@@ -114,12 +117,11 @@ class Experiment(SetStages, NetworkStages, TuningStages, ReleaseStage):
                 for name, s in sets.items():
                     if s["kind"] == "test":
                         f = dict(files[name], scored=self.scored_path(files[name], precision))
-                        stages.append(self.score_stage(name, f, os.path.join(run_dir, "best.pt"), precision,
-                                                        reference=files[name]["scored"]))
-                        stages.append(self.ini_stage(sysname, feats, ini, name, f, lm, precision))
+                        stages += self.rnn_score_stages(name, files[name], precision, reference=files[name])
+                        stages.append(self.ini_stage(sysname, feats, ini, name, f, lm, precision,
+                                                     columns=self.rnn_columns()))
                         stages.append(self.test_stage(name, s, sysname, feats, precision))
-        stages.append(self.release_stage(vocab_dir if need_rnn or need_cslm else None,
-                                          os.path.join(run_dir, "best.pt") if need_rnn else None, need_cslm))
+        stages.append(self.release_stage(vocab_dir if need_rnn or need_cslm else None, need_rnn, need_cslm))
         modes = self.cslm_modes_system()
         if modes:
             stages.append(self.modes_stage(modes, cfg.systems[modes]))

@@ -35,13 +35,28 @@ class NetworkStages:
         return precision, name
 
     @staticmethod
-    def scored_path(f: dict, precision: str = "fp32") -> str:
-        return variant(f["scored"][:-len(".gz")], precision, ".") + ".gz"
+    def scored_path(f: dict, precision: str = "fp32", key: str = "scored") -> str:
+        """A set's table scored by the RNN (``key``: or the forward network's alone) in ``precision``."""
+        return variant(f[key][:-len(".gz")], precision, ".") + ".gz"
 
-    def rnn_stage(self, table: str, vocab_dir: str, run_dir: str, r: dict) -> S.Stage:
-        opts = train_args(f"{self.cfg.path}: [rnn]", r, "train")
+    def rnn_models(self) -> list[tuple[str, str]]:
+        """The RNN networks the +RNN systems score with, as (name, checkpoint): ``rnn``, the
+        paper's p(target|source), and with ``[rnn] directions = both`` ``rnn-inverse``,
+        p(source|target) from the same options."""
+        return [("rnn", os.path.join(self.d["rnn"], "run", "best.pt"))] + (
+            [("rnn-inverse", os.path.join(self.d["rnn-inverse"], "run", "best.pt"))] if self.cfg.rnn_both else [])
 
-        st = S.Stage("rnn", [table, os.path.join(vocab_dir, "target.vocab")],
+    def rnn_columns(self) -> int:
+        """The scores per line of a table the +RNN systems decode with: the table's four, the
+        RNN's, the WP feature's, and with both directions the inverse network's."""
+        return 7 if self.cfg.rnn_both else 6
+
+    def rnn_stage(self, table: str, vocab_dir: str, run_dir: str, r: dict, inverse: bool = False) -> S.Stage:
+        """A network trained on the unique pairs of ``table``: ``rescorer train`` with the [rnn]
+        options (``inverse``: and --inverse, the stage ``rnn-inverse``)."""
+        opts = train_args(f"{self.cfg.path}: [rnn]", r, "train") + (["--inverse"] if inverse else [])
+
+        st = S.Stage("rnn-inverse" if inverse else "rnn", [table, os.path.join(vocab_dir, "target.vocab")],
                      [os.path.join(run_dir, "summary.json"), os.path.join(run_dir, "best.pt")], None,
                      {"options": opts})
 
@@ -49,6 +64,24 @@ class NetworkStages:
             return self.train("train", ["--phrase-table", table, "--vocab", vocab_dir], run_dir, opts, st.resume)
         st.run = run
         return st
+
+    def rnn_score_stages(self, name: str, f: dict, precision: str = "fp32", reference: dict | None = None
+                         ) -> list[S.Stage]:
+        """A set's table scored by the RNN into ``f["scored"]`` (in ``precision``; ``reference``: the
+        set's fp32 files, whose scores the reduced precision's are compared with): the RNN's and
+        the WP column; with both directions, first into ``f["forward"]``, then the inverse
+        network's column added after them (the stage ``score-SET-inverse``)."""
+        (_, fwd_model), *inverse = self.rnn_models()
+        fwd = dict(f, scored=self.scored_path(f, precision, "forward" if inverse else "scored"))
+        out = [self.score_stage(name, fwd, fwd_model, precision,
+                                reference=reference and reference["forward" if inverse else "scored"])]
+        for _, inv_model in inverse:
+            st = self.score_stage(name, dict(f, scored=self.scored_path(f, precision)), inv_model, precision,
+                                  reference=reference and reference["scored"], table=fwd["scored"],
+                                  unk_count=False, column=6)
+            st.name = variant(f"score-{slug(name)}-inverse", precision)
+            out.append(st)
+        return out
 
     def train(self, command: str, inputs: list[str], out: str, opts: list[str], resume: bool) -> dict:
         """``rescorer train`` or ``cslm-train``: continued where an interrupted attempt stopped
@@ -64,10 +97,11 @@ class NetworkStages:
         return {"updates": s["updates"], "minutes": round(s["minutes"], 1), "best_valid_ppl": round(s["best_valid_ppl"], 2)}
 
     def score_stage(self, name: str, f: dict, model: str, precision: str = "fp32",
-                     reference: str | None = None, table: str | None = None, unk_count: bool = True) -> S.Stage:
+                     reference: str | None = None, table: str | None = None, unk_count: bool = True,
+                     column: int = 4) -> S.Stage:
         """The set's table (or ``table``) scored by the RNN: ``f["scored"]`` with the RNN's column and,
-        with ``unk_count``, the WP column; in reduced precision, also how far its scores are from
-        the fp32 table ``reference`` (``OUT.diff.json``)."""
+        with ``unk_count``, the WP column; in reduced precision, also how far its scores (column
+        ``column``, 0-based) are from the fp32 table ``reference`` (``OUT.diff.json``)."""
         table = table or f["pt"]
         outs = [f["scored"]] + ([f["scored"] + ".diff.json"] if reference else [])
         st = S.Stage(variant(f"score-{slug(name)}", precision),
@@ -83,7 +117,7 @@ class NetworkStages:
                 raise RuntimeError(f"rescorer score failed on {table}")
             if not reference:
                 return None
-            d = score_differences(reference, f["scored"])
+            d = score_differences(reference, f["scored"], column)
             with atomic_write(outs[1], "w") as out:
                 json.dump(d, out, indent=1)
             return {k: round(v, 4) for k, v in d.items() if isinstance(v, float)}

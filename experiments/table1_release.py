@@ -28,14 +28,15 @@ class ReleaseStage:
     def released_ini(self, sysname: str, k: int) -> str:
         return os.path.join(self.release_paths()["moses"], slug(sysname), f"run{k}.ini")
 
-    def release_stage(self, vocab_dir: str | None, rnn: str | None, cslm: bool) -> S.Stage:
+    def release_stage(self, vocab_dir: str | None, rnn: bool, cslm: bool) -> S.Stage:
         """What a test set added elsewhere needs without retraining or retuning: the RNN and the
         CSLM with their weights in fp16 and no trainer state (``export_checkpoint``), the
         shortlists, and every run's tuned moses.ini.  The inis name their files by base name
         (``phrase-table.rnn.gz``: the set's table filtered and scored with ``models/rnn.pt``),
         to be pointed at a set's own files with ``rescorer ini set-table`` or by hand."""
         paths = self.release_paths()
-        nets = ([("rnn", rnn)] if rnn else []) + ([("cslm", os.path.join(self.d["cslm"], "best.pt"))] if cslm else [])
+        nets = (self.rnn_models() if rnn else []) + (
+            [("cslm", os.path.join(self.d["cslm"], "best.pt"))] if cslm else [])
         vocabs = [os.path.join(vocab_dir, f"{side}.vocab") for side in ("source", "target")] if vocab_dir else []
         runs = [(n, k) for n in self.cfg.systems for k in range(1, self.runs + 1)]
         tuned = [self.tuned_path(n, k) for n, k in runs]
@@ -83,7 +84,9 @@ class ReleaseStage:
                         "# Files by role: " + " ".join(f"{role}={name}" for role, name in roles.items())]
                 if "rnn" in feats:
                     head.append("# phrase-table.rnn.gz: the filtered table scored by `rescorer score --model rnn.pt "
-                                "--unk-count` (columns 5 and 6: the RNN and the WP feature).")
+                                "--unk-count` (columns 5 and 6: the RNN and the WP feature)"
+                                + (", then by `rescorer score --model rnn-inverse.pt` (column 7: the inverse "
+                                   "network's p(source|target))." if self.cfg.rnn_both else "."))
                 if "cslm" in feats and self.cslm_mode == "nbest":
                     head.append(f"# CSLM0= {format_weight(t['weights']['CSLM0'][0])}: the CSLM re-ranks the "
                                 f"{self.cfg.get('cslm', 'nbest', '100')}-best list with these weights; it is "

@@ -69,6 +69,7 @@ def _neural_weights(exp, systems: list[str]) -> dict:
             iwp = names.index("WordPenalty0") if "WordPenalty0" in names else None
             tm = w["TranslationModel0"]
             runs.append({"RNN": tm[4] if len(tm) > 4 else None, "WP": tm[5] if len(tm) > 5 else None,
+                         "RNN-inverse": tm[6] if len(tm) > 6 else None,
                          "CSLM0": w.get("CSLM0", [None])[0], "LM0": w["LM0"][0], "dev_bleu": t["dev_bleu"],
                          "iterations": t["iterations"], "seed": t["seed"],
                          "dev_bleu_per_iteration": [h["dev_bleu"] for h in t.get("history", [])],
@@ -91,10 +92,13 @@ def _precision_check(exp, precision: str, sysname: str, lang: str) -> dict:
         approx = describe_runs([_detok(exp.output_path(tname, sysname, k, precision), lang) for k in runs],
                                refs)["bleu"]
         f = exp.set_files(tname, t, "", "")
-        with open(exp.scored_path(f, precision) + ".diff.json") as fh:
-            scores = json.load(fh)
-        out["tests"][tname] = {"fp32": exact, precision: approx, "difference": [b - a for a, b in zip(exact, approx)],
-                               "scores": scores}
+        # the RNN's column; with both directions, the inverse network's too (its own stage's diff)
+        diffs = [("scores", "forward" if exp.cfg.rnn_both else "scored")] + (
+            [("scores_inverse", "scored")] if exp.cfg.rnn_both else [])
+        out["tests"][tname] = {"fp32": exact, precision: approx, "difference": [b - a for a, b in zip(exact, approx)]}
+        for key, table in diffs:
+            with open(exp.scored_path(f, precision, table) + ".diff.json") as fh:
+                out["tests"][tname][key] = json.load(fh)
     return out
 
 
@@ -187,11 +191,14 @@ def write_report(exp, records: list[dict]) -> dict:
                "cslm_standin": exp.cslm_standin if exp.cslm_mode == "nbest" else None,
                "rnn": {k: v for k, v in cfg.section("rnn").items()},
                "cslm": {k: v for k, v in cfg.section("cslm").items()},
+               **({"rnn-inverse": {"direction": "p(source|target)"}} if cfg.rnn_both else {}),
                "tuning": {k: v for k, v in cfg.section("tuning").items()},
                "tests": {}, "stages": records,
                "pending": [rec["stage"] for rec in records if rec.get("pending")]}
-    for name in ("rnn", "cslm"):
-        p = os.path.join(exp.d[name], "run" if name == "rnn" else "", "summary.json")
+    nets = [("rnn", os.path.join(exp.d["rnn"], "run"))] + (
+        [("rnn-inverse", os.path.join(exp.d["rnn-inverse"], "run"))] if cfg.rnn_both else []) + [("cslm", exp.d["cslm"])]
+    for name, d in nets:
+        p = os.path.join(d, "summary.json")
         if name in done and os.path.exists(p):
             with open(p) as f:
                 results[name]["summary"] = json.load(f)
@@ -207,7 +214,7 @@ def write_report(exp, records: list[dict]) -> dict:
                 results[name]["data"] = {k: v for k, v in (c.get("data") or {}).items()
                                          if isinstance(v, int) and not isinstance(v, bool)}
     histories = {}
-    for name, d in (("rnn", os.path.join(exp.d["rnn"], "run")), ("cslm", exp.d["cslm"])):
+    for name, d in nets:
         if name in done and os.path.exists(os.path.join(d, "last.pt")):  # not a network still training
             import torch  # only where it is needed
             h = torch.load(os.path.join(d, "last.pt"), map_location="cpu", weights_only=False)["trainer"]["history"]
@@ -334,8 +341,10 @@ def plot(results: dict, path: str) -> None:
 def plot_training(results: dict, path: str) -> None:
     """Validation perplexity of each network against training minutes (or updates): what the
     training budget bought."""
-    nets = [(n, t) for n, t in (("rnn", "RNN Encoder–Decoder (per target symbol)"), ("cslm", "CSLM (per word)"))
-            if "curve" in results[n]]
+    nets = [(n, t) for n, t in (("rnn", "RNN Encoder–Decoder (per target symbol)"),
+                                ("rnn-inverse", "inverse RNN Encoder–Decoder (per source symbol)"),
+                                ("cslm", "CSLM (per word)"))
+            if "curve" in results.get(n, {})]
     fig, axes = plt.subplots(1, len(nets), figsize=(5.5 * len(nets), 4), dpi=110, squeeze=False)
     for ax, (n, title) in zip(axes[0], nets):
         c, s = results[n]["curve"], results[n].get("summary", {})
@@ -422,10 +431,10 @@ def findings(r: dict, base: str, alpha: float = 0.05) -> list[str]:
                 total = sum(singles[frozenset({f})] for f in feats)
                 out.append(f"{s}: the gains of its features alone add up to {total:+.2f}; together they give "
                            f"{d['delta']:+.2f}.")
-    shares: dict[str, list[float]] = {n: [] for n in ("RNN", "CSLM0", "WP", "LM0")}
+    shares: dict[str, list[float]] = {n: [] for n in ("RNN", "RNN-inverse", "CSLM0", "WP", "LM0")}
     for s, runs in r["weights"].items():
         for w in runs:
-            for name in ("RNN", "CSLM0", "WP", "LM0"):
+            for name in shares:
                 if w.get(name) is not None and w["l1"] > 0 and not (name == "WP" and "wp" not in r["systems"][s]):
                     shares[name].append(abs(w[name]) / w["l1"])
     shares = {n: v for n, v in shares.items() if v}
@@ -539,17 +548,20 @@ def _md_paper(r: dict) -> list[str]:
 def _md_weights(r: dict) -> list[str]:
     """The tuned weights of every run, MERT's path through its iterations, its collapses."""
     rows = []
+    inverse = any(w.get("RNN-inverse") is not None for runs in r["weights"].values() for w in runs)
     for s, runs in r["weights"].items():
         for k, w in enumerate(runs, 1):
             wp = _f(w["WP"], "{:.4f}") if "wp" in r["systems"][s] or w["WP"] is None else "off"
-            rows.append([s, k, w["seed"], _f(w["RNN"], "{:.4f}"), wp, _f(w["CSLM0"], "{:.4f}"), f"{w['LM0']:.4f}",
-                         f"{w['l1']:.3f}", _f(w["iterations"], "{}"), f"{w['dev_bleu']:.2f}"])
+            rows.append([s, k, w["seed"], _f(w["RNN"], "{:.4f}")]
+                        + ([_f(w.get("RNN-inverse"), "{:.4f}")] if inverse else [])
+                        + [wp, _f(w["CSLM0"], "{:.4f}"), f"{w['LM0']:.4f}",
+                           f"{w['l1']:.3f}", _f(w["iterations"], "{}"), f"{w['dev_bleu']:.2f}"])
     L = ["## Is each neural feature used? Tuned weights per run", "",
          "Weights are scale-free (the decoder's ranking does not change when all are multiplied by a "
          "constant): each is shown with the L1 norm of all tuned weights of its run. WP off: the column is in "
          "the table, with weight 0, not tuned.", ""]
-    L += markdown_table(["system", "run", "seed", "RNN", "WP", "CSLM0", "LM0", "L1 norm", "MERT iterations",
-                         "dev BLEU"], rows)
+    L += markdown_table(["system", "run", "seed", "RNN"] + (["RNN inverse"] if inverse else [])
+                        + ["WP", "CSLM0", "LM0", "L1 norm", "MERT iterations", "dev BLEU"], rows)
     L += ["", "### MERT's path: dev BLEU of each iteration's weights", "",
           "Each iteration decodes the dev set with the weights the previous one optimised on the pool of "
           "n-best lists so far; a run keeps the weights of its best iteration. A collapse (weights that rank "
@@ -632,12 +644,17 @@ def _md_precision(pc: dict) -> list[str]:
          f"The test sets' tables scored again with `rescorer score --precision {q}` and decoded with the "
          f"weights each run tuned on the fp32 table (no retuning). Score differences are those the "
          "decoder sees (Moses's max(ln x, -100) of the column).", ""]
-    rows = [[tname, f"{t['scores']['pairs']:,}", f"{t['scores']['max_abs_diff']:.3f} / "
-             f"{t['scores']['mean_abs_diff']:.4f} / {t['scores']['p99_abs_diff']:.3f}",
-             " / ".join(f"{b:.2f}" for b in t["fp32"]), " / ".join(f"{b:.2f}" for b in t[q]),
-             " / ".join(f"{d:+.2f}" for d in t["difference"])] for tname, t in pc["tests"].items()]
-    return L + markdown_table(["test set", "pairs", "max / mean / 99th pct. \\|Δ log p\\|", "BLEU fp32 per run",
-                               f"BLEU {q} per run", "difference per run"], rows)
+    inverse = any("scores_inverse" in t for t in pc["tests"].values())
+
+    def diff(d: dict) -> str:
+        return f"{d['max_abs_diff']:.3f} / {d['mean_abs_diff']:.4f} / {d['p99_abs_diff']:.3f}"
+    rows = [[tname, f"{t['scores']['pairs']:,}", diff(t["scores"])]
+            + ([diff(t["scores_inverse"])] if inverse else [])
+            + [" / ".join(f"{b:.2f}" for b in t["fp32"]), " / ".join(f"{b:.2f}" for b in t[q]),
+               " / ".join(f"{d:+.2f}" for d in t["difference"])] for tname, t in pc["tests"].items()]
+    return L + markdown_table(["test set", "pairs", "max / mean / 99th pct. \\|Δ log p\\|"]
+                              + (["the inverse network's"] if inverse else [])
+                              + ["BLEU fp32 per run", f"BLEU {q} per run", "difference per run"], rows)
 
 
 def _md_cslm_modes(r: dict) -> list[str]:
@@ -658,7 +675,10 @@ def _md_release(rel: dict) -> list[str]:
     L = ["", "## Released with this report", "",
          "To translate another test set without retraining or retuning: score the system's phrase table "
          "(or one filtered to the test set, as Moses's `filter-model-given-input.pl` makes) with "
-         "`rescorer score --model models/rnn.pt --unk-count`, point a run's ini at it with "
+         "`rescorer score --model models/rnn.pt --unk-count`"
+         + (" and then `rescorer score --model models/rnn-inverse.pt` on its output (the inverse network's "
+            "column)" if any("rnn-inverse" in p for p in rel.get("models") or {}) else "")
+         + ", point a run's ini at it with "
          "`rescorer ini set-table` and at the reordering table and LM by hand, and decode with "
          "`rescorer decode` (which reads only the table lines its input needs) or Moses. "
          "`reproduce.py --release DIR --add-test NAME SRC REF [PT RT]` does all of it from the release alone; "
@@ -717,13 +737,15 @@ def _md_previous(r: dict) -> list[str]:
 
 def _md_networks(r: dict) -> list[str]:
     L = ["", "## The networks", ""]
-    for name, title in (("rnn", "RNN Encoder–Decoder"), ("cslm", "CSLM")):
-        x = r[name]
+    per = {"rnn": "target symbol", "rnn-inverse": "source symbol", "cslm": "word over the shortlist ([UNK] one class)"}
+    for name, title in (("rnn", "RNN Encoder–Decoder"),
+                        ("rnn-inverse", "RNN Encoder–Decoder trained the other way, p(source|target)"),
+                        ("cslm", "CSLM")):
+        x = r.get(name, {})
         if "summary" not in x:
             continue
-        L.append(f"- **{title}**: " + _network_line(
-            x, "target symbol" if name == "rnn" else "word over the shortlist ([UNK] one class)"))
-    if any("curve" in r[n] for n in ("rnn", "cslm")):
+        L.append(f"- **{title}**: " + _network_line(x, per[name]))
+    if any("curve" in r.get(n, {}) for n in per):
         L += ["", "![validation perplexity against training time](networks.png)"]
     L += ["", f"MERT: {_kv(r['tuning'])}; bounds: "
               + ("none, as Moses's `mert` (whose `--positive` list is empty unless given)" if r["bounds"] == "moses"

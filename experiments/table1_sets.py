@@ -65,7 +65,9 @@ class SetStages:
         return {"dir": d, "source": os.path.join(d, "source.txt"),
                 "pt": s["phrase-table"] if own else os.path.join(d, "phrase-table.gz"),
                 "rt": s["reordering-table"] if own else os.path.join(d, "reordering-table.gz"),
-                "scored": os.path.join(d, "phrase-table.rnn.gz"), "own": own}
+                "scored": os.path.join(d, "phrase-table.rnn.gz"), "own": own,
+                # with both directions: the forward network's columns alone, before the inverse one's
+                "forward": os.path.join(d, "phrase-table.rnn-forward.gz")}
 
     def filter_stage(self, name: str, s: dict, f: dict, pt: str, rt: str) -> S.Stage:
         def run():

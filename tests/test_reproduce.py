@@ -38,6 +38,7 @@ from rescorer.checkpoint import load_checkpoint
 from rescorer.cli import build_parser, register
 from rescorer.cli import main as rescorer
 from rescorer.cslm import load_cslm_checkpoint
+from rescorer.model import pad
 
 
 SMALL = ROOT / "experiments" / "table1-small.ini"
@@ -647,3 +648,60 @@ def test_the_previous_networks_run_is_shown_beside_this_one(small_run, tmp_path)
     rnn = f"{t['+RNN']['mean']:.2f} ({t['+RNN']['mean'] - t['Baseline']['mean']:+.2f})"
     assert f"| +RNN | {rnn} | {rnn} | +0.00 |" in section
     assert f"{r['rnn']['summary']['updates']:,} updates" in section
+
+
+def test_both_directions_add_the_inverse_networks_column_to_every_rnn_system(small_run, tmp_path):
+    """[rnn] directions = both: a second network with the same options trained with --inverse,
+    its log p(source|target) a seventh column after the RNN's and WP's (checked against the
+    network's own teacher-forced forward pass), tuned with the +RNN system, released beside the
+    forward network, and a wrong value refused naming the key."""
+    work, _ = small_run
+    both_work = tmp_path / "both"
+    shutil.copytree(work / "build", both_work / "build")  # the same system, not built again
+    text = SMALL.read_text().replace("[rnn]\n", "[rnn]\ndirections = both\n", 1)
+    text = re.sub(r"\[systems\]\n(.*\n)*?\n", "[systems]\nBaseline =\n+RNN = rnn\n\n", text, count=1)
+    text = re.sub(r"contrast-[a-z]+ = .*\n", "", text)
+    ini = tmp_path / "both.ini"
+    ini.write_text(text)
+    r = reproduce.main(["--config", str(ini), "--work", str(both_work), "--report", str(tmp_path / "report"), "-q"])
+    assert r["pending"] == []
+    done = _stages(both_work)
+    assert {"rnn", "rnn-inverse", "score-dev-inverse", "score-newstest2012_tail-inverse",
+            "score-newstest2012_tail-inverse-int8"} <= set(done)
+    inv = load_checkpoint(both_work / "rnn-inverse" / "run" / "best.pt")
+    fwd = load_checkpoint(both_work / "rnn" / "run" / "best.pt")
+    assert inv["inverse"] and not fwd["inverse"]
+    assert set(inv["src_vocab"].words) == set(fwd["tgt_vocab"].words)   # the same shortlists, the other way
+    scored = both_work / "sets" / "dev" / "phrase-table.rnn.gz"
+    forward_only = both_work / "sets" / "dev" / "phrase-table.rnn-forward.gz"
+    with gzip.open(scored, "rt", encoding="utf-8") as f, gzip.open(forward_only, "rt", encoding="utf-8") as g:
+        lines = [(a.split(" ||| "), b.split(" ||| ")) for a, b in zip(f, g)]
+    model = inv["model"].eval()
+    for a, b in lines[:40:3]:
+        assert a[:2] == b[:2] and a[2].split()[:6] == b[2].split()
+        src, tgt, cols = a[0], a[1], [float(x) for x in a[2].split()]
+        assert len(cols) == 7
+        # p(source | target): the target phrase is the inverse network's input
+        s_ids, t_ids = inv["src_vocab"].ids(tgt.split()), inv["tgt_vocab"].ids(src.split())
+        with torch.no_grad():
+            x, xl = pad([s_ids])
+            y, yl = pad([t_ids])
+            expected = model(x, xl, y, yl)[0].item()
+        assert math.log(cols[6]) == pytest.approx(expected, abs=1e-4)
+    # every run tuned the two columns; the report and the release hold both networks
+    res = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert all(w["RNN-inverse"] is not None and w["RNN"] is not None for w in res["weights"]["+RNN"])
+    assert all(w["RNN-inverse"] is None for w in res["weights"]["Baseline"])
+    assert res["rnn-inverse"]["summary"]["updates"] == res["rnn"]["summary"]["updates"]
+    tpc = res["precision_check"]["tests"]["newstest2012-tail"]
+    assert tpc["scores_inverse"]["pairs"] == tpc["scores"]["pairs"] > 0
+    md = (tmp_path / "report" / "results.md").read_text()
+    assert "trained the other way, p(source|target)" in md and "| RNN inverse |" in md
+    models = tmp_path / "report" / "models"
+    assert (models / "rnn.pt").exists() and (models / "rnn-inverse.pt").exists()
+    released = (tmp_path / "report" / "moses" / "rnn" / "run1.ini").read_text()
+    assert "column 7: the inverse network's" in released
+    bad = tmp_path / "bad.ini"
+    bad.write_text(text.replace("directions = both", "directions = backward"))
+    with pytest.raises(ConfigError, match=r"bad\.ini: \[rnn\] directions = 'backward': expected forward"):
+        Config(str(bad), None, str(tmp_path / "w"))
