@@ -748,14 +748,21 @@ def _best_first(hyps: list, k: cython.Py_ssize_t) -> list:
 def _prune(stack: dict, size: cython.int, floor: cython.double) -> cython.double:
     """Moses's ``PruneToSize``: the threshold is the size-th best score + future among those
     above ``floor`` (the best plus the beam; the lowest of them when fewer); every hypothesis
-    below it leaves the stack, ties stay.  Returns the threshold."""
+    below it leaves the stack, ties stay.  Returns the threshold.  When none is above the floor
+    (scores so large, under weights far from 1, that adding the beam does not change the best's
+    float), the threshold is the best score: the best and its ties stay."""
     h: Hyp
     t: cython.double
+    top: cython.double = -INF
     scores: list = []
     for h in stack.values():
         t = h.score + h.future
         if t > floor:
             scores.append(t)
+        if t > top:
+            top = t
+    if not scores:
+        scores.append(top)
     scores.sort(reverse=True)
     threshold: cython.double = scores[min(size, len(scores)) - 1]
     gone: list = []

@@ -245,6 +245,9 @@ def test_plain_python_search_equals_the_compiled_one(tmp_path, monkeypatch, seed
     ([-5, -1], 3, -2.5, [-1, -5]),            # admitted before the best came: Moses keeps it
     ([-5, -1, -2], 3, -math.inf, [-1, -2, -5]),
     ([-1, -3, -1], 1, -2.5, [-1, -1]),        # ties with the size-th best stay
+    # scores whose float the beam does not change (weights far from 1, as MERT can give on a
+    # tiny tuning set): none is above best + beam, the best stays
+    ([1e17, 1e17 + 32, 1e17 - 64], 1, math.log(1e-5), [1e17 + 32]),
 ])
 def test_a_stack_is_filled_and_pruned_as_moses_does(popped, size, beam, kept):
     """``Search.fill``: Moses's AddPrune (beam, lazy pruning at twice the stack size) and
