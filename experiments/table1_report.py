@@ -474,6 +474,10 @@ def _md_header(r: dict) -> list[str]:
     if r.get("translated_with_release"):
         L += [f"Test sets translated with the release in `{r['translated_with_release']}` alone (its networks and "
               "every run's tuned weights; nothing trained or tuned here): dev BLEU and weights are the release's.", ""]
+    if "rnn-inverse" in r:
+        L += ["RNN, in every system that has it: two columns, the RNN Encoder–Decoder's log p(target|source) "
+              "(the paper's feature) and a second network's, trained the other way with the same options, "
+              "log p(source|target) (`[rnn] directions = both`); each has its own tuned weight.", ""]
     m = r["machine"]
     L += [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, GPU: {m['gpu'] or 'none'}; "
           f"Python {m['python']}, torch {m['torch']}.", ""]

@@ -702,6 +702,7 @@ def test_both_directions_add_the_inverse_networks_column_to_every_rnn_system(sma
     assert tpc["scores_inverse"]["pairs"] == tpc["scores"]["pairs"] > 0
     md = (tmp_path / "report" / "results.md").read_text()
     assert "trained the other way, p(source|target)" in md and "| RNN inverse |" in md
+    assert "two columns, the RNN Encoder–Decoder's log p(target|source)" in md.split("## ")[0]
     models = tmp_path / "report" / "models"
     assert (models / "rnn.pt").exists() and (models / "rnn-inverse.pt").exists()
     released = (tmp_path / "report" / "moses" / "rnn" / "run1.ini").read_text()
