@@ -345,9 +345,9 @@ class Search:
                     if best + beam > worst:
                         worst = best + beam
                 if len(stack) > 2 * stack_size - 1:
-                    worst = _prune(stack, stack_size, best + beam)
+                    worst = _prune(stack, stack_size, best, beam)
         if len(stack) > stack_size:
-            _prune(stack, stack_size, best + beam)
+            _prune(stack, stack_size, best, beam)
         return _best_first(list(stack.values()), len(stack))
 
     @cython.cfunc
@@ -745,24 +745,22 @@ def _best_first(hyps: list, k: cython.Py_ssize_t) -> list:
 
 
 @cython.cfunc
-def _prune(stack: dict, size: cython.int, floor: cython.double) -> cython.double:
+def _prune(stack: dict, size: cython.int, best: cython.double, beam: cython.double) -> cython.double:
     """Moses's ``PruneToSize``: the threshold is the size-th best score + future among those
-    above ``floor`` (the best plus the beam; the lowest of them when fewer); every hypothesis
-    below it leaves the stack, ties stay.  Returns the threshold.  When none is above the floor
-    (scores so large, under weights far from 1, that adding the beam does not change the best's
-    float), the threshold is the best score: the best and its ties stay."""
+    above ``best`` + ``beam`` (the lowest of them when fewer); every hypothesis below it leaves
+    the stack, ties stay.  Returns the threshold.  When none is above (scores so large, under
+    weights far from 1, that adding the beam does not change the best's float), the threshold is
+    ``best``: the best and its ties stay."""
     h: Hyp
     t: cython.double
-    top: cython.double = -INF
+    floor: cython.double = best + beam
     scores: list = []
     for h in stack.values():
         t = h.score + h.future
         if t > floor:
             scores.append(t)
-        if t > top:
-            top = t
     if not scores:
-        scores.append(top)
+        scores.append(best)
     scores.sort(reverse=True)
     threshold: cython.double = scores[min(size, len(scores)) - 1]
     gone: list = []
