@@ -82,15 +82,12 @@ class Experiment(SetStages, NetworkStages, TuningStages, ReleaseStage):
         need_cslm = any("cslm" in f for f in cfg.systems.values())
         r = cfg.section("rnn")
         vocab_dir = os.path.join(self.d["rnn"], "vocab")
-        run_dir = os.path.join(self.d["rnn"], "run")
         rnn_table = cfg.p(r["table"]) if r.get("table", "").strip() else pt
         if need_rnn or need_cslm:
             stages.append(vocab_stage(rnn_table, vocab_dir, int(r.get("shortlist", 15000))))
         if need_rnn:
-            stages.append(self.rnn_stage(rnn_table, vocab_dir, run_dir, r))
-            if cfg.rnn_both:
-                stages.append(self.rnn_stage(rnn_table, vocab_dir, os.path.join(self.d["rnn-inverse"], "run"), r,
-                                             inverse=True))
+            for name, run_dir in self.rnn_runs():
+                stages.append(self.rnn_stage(rnn_table, vocab_dir, run_dir, r, inverse=name == "rnn-inverse"))
             for name in sets:
                 stages += self.rnn_score_stages(name, files[name])
             stages.append(self.correlation_stage(files["dev"], columns=self.rnn_columns()))

@@ -39,12 +39,16 @@ class NetworkStages:
         """A set's table scored by the RNN (``key``: or the forward network's alone) in ``precision``."""
         return variant(f[key][:-len(".gz")], precision, ".") + ".gz"
 
-    def rnn_models(self) -> list[tuple[str, str]]:
-        """The RNN networks the +RNN systems score with, as (name, checkpoint): ``rnn``, the
-        paper's p(target|source), and with ``[rnn] directions = both`` ``rnn-inverse``,
+    def rnn_runs(self) -> list[tuple[str, str]]:
+        """The RNN networks the +RNN systems score with, as (name, training directory): ``rnn``,
+        the paper's p(target|source), and with ``[rnn] directions = both`` ``rnn-inverse``,
         p(source|target) from the same options."""
-        return [("rnn", os.path.join(self.d["rnn"], "run", "best.pt"))] + (
-            [("rnn-inverse", os.path.join(self.d["rnn-inverse"], "run", "best.pt"))] if self.cfg.rnn_both else [])
+        names = ["rnn"] + (["rnn-inverse"] if self.cfg.rnn_both else [])
+        return [(name, os.path.join(self.d[name], "run")) for name in names]
+
+    def rnn_models(self) -> list[tuple[str, str]]:
+        """``rnn_runs``'s networks as (name, checkpoint)."""
+        return [(name, os.path.join(d, "best.pt")) for name, d in self.rnn_runs()]
 
     def rnn_columns(self) -> int:
         """The scores per line of a table the +RNN systems decode with: the table's four, the

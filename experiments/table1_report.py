@@ -195,8 +195,7 @@ def write_report(exp, records: list[dict]) -> dict:
                "tuning": {k: v for k, v in cfg.section("tuning").items()},
                "tests": {}, "stages": records,
                "pending": [rec["stage"] for rec in records if rec.get("pending")]}
-    nets = [("rnn", os.path.join(exp.d["rnn"], "run"))] + (
-        [("rnn-inverse", os.path.join(exp.d["rnn-inverse"], "run"))] if cfg.rnn_both else []) + [("cslm", exp.d["cslm"])]
+    nets = exp.rnn_runs() + [("cslm", exp.d["cslm"])]
     for name, d in nets:
         p = os.path.join(d, "summary.json")
         if name in done and os.path.exists(p):
